@@ -1,0 +1,140 @@
+"""Derived networks as plain data: the ``Arch`` of a MBConv chain, its JSON form and its builder.
+
+In the spirit of timm's EfficientNet builder, a network is a compact description decoded by one
+builder: a stem (conv3x3 then MBConv k3 e1), a list of blocks (output width, stride, head op,
+stacking ops) and a tail (conv1x1, global pool, classifier). ``arch.op_specs()`` lists the
+OpSpecs of the deployed layers in order, ``build(arch)`` is literally those specs' modules in
+sequence, so the latency table that predicts an Arch keys exactly the layers that run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import atomic_write_json, check_format, read_json
+from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
+
+ARCH_FORMAT = "nas2deploy.arch"
+ARCH_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a MBConv chain: a head layer that may change width and stride, then stacking
+    layers at constant width (``skip`` entries are allowed and vanish from the deployed net)."""
+
+    out: int
+    stride: int
+    head: str
+    stack: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Arch:
+    input_size: int
+    num_classes: int
+    stem_conv: int
+    stem_out: int
+    stem_stride: int
+    blocks: tuple[Block, ...]
+    tail: int
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def op_specs(self, include_free: bool = False) -> list[OpSpec]:
+        """Every layer's OpSpec in execution order; ``include_free`` keeps the skip layers."""
+        size = self.input_size
+        specs: list[OpSpec] = [ConvBNAct(3, size, size, self.stem_conv, 3, self.stem_stride)]
+        c, h, w = specs[-1].out_shape()
+        specs.append(MBConv(c, h, w, self.stem_out, 3, 1, 1))
+        c, h, w = specs[-1].out_shape()
+        for i, block in enumerate(self.blocks):
+            for j, name in enumerate((block.head, *block.stack)):
+                stride = block.stride if j == 0 else 1
+                try:
+                    spec = candidate_layer(name, c, h, w, block.out, stride)
+                except UserError as exc:
+                    where = "head" if j == 0 else f"stack[{j - 1}]"
+                    raise UserError(f"arch {self.name or '<unnamed>'}: blocks[{i}].{where}: {exc}") from None
+                if include_free or not spec.is_free:
+                    specs.append(spec)
+                c, h, w = spec.out_shape()
+        specs.append(ConvBNAct(c, h, w, self.tail, 1, 1))
+        specs.append(Classifier(self.tail, h, w, self.num_classes))
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": ARCH_FORMAT,
+            "version": ARCH_VERSION,
+            "name": self.name,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "stem": {"conv": self.stem_conv, "out": self.stem_out, "stride": self.stem_stride},
+            "blocks": [
+                {"out": b.out, "stride": b.stride, "head": b.head, "stack": list(b.stack)} for b in self.blocks
+            ],
+            "tail": self.tail,
+            "meta": self.meta,
+        }
+
+    @staticmethod
+    def from_dict(doc: dict[str, Any], source: str = "<arch>") -> Arch:
+        """Validate an arch document field by field; errors name the field and the reason."""
+
+        def get(d: Any, key: str, kind: type, where: str) -> Any:
+            if not isinstance(d, dict) or key not in d:
+                raise UserError(f"arch {source}: missing field {where}{key}")
+            v = d[key]
+            if kind is int and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise UserError(f"arch {source}: field {where}{key} must be a positive integer, got {v!r}")
+            if kind is not int and not isinstance(v, kind):
+                raise UserError(f"arch {source}: field {where}{key} must be a {kind.__name__}, got {v!r}")
+            return v
+
+        stem = get(doc, "stem", dict, "")
+        stride = get(stem, "stride", int, "stem.")
+        if stride not in (1, 2):
+            raise UserError(f"arch {source}: field stem.stride must be 1 or 2, got {stride}")
+        blocks = []
+        for i, b in enumerate(get(doc, "blocks", list, "")):
+            where = f"blocks[{i}]."
+            s = get(b, "stride", int, where)
+            if s not in (1, 2):
+                raise UserError(f"arch {source}: field {where}stride must be 1 or 2, got {s}")
+            stack = get(b, "stack", list, where) if "stack" in b else []
+            if not all(isinstance(x, str) for x in stack):
+                raise UserError(f"arch {source}: field {where}stack must be a list of op names")
+            blocks.append(Block(get(b, "out", int, where), s, get(b, "head", str, where), tuple(stack)))
+        arch = Arch(
+            input_size=get(doc, "input_size", int, ""),
+            num_classes=get(doc, "num_classes", int, ""),
+            stem_conv=get(stem, "conv", int, "stem."),
+            stem_out=get(stem, "out", int, "stem."),
+            stem_stride=stride,
+            blocks=tuple(blocks),
+            tail=get(doc, "tail", int, ""),
+            name=str(doc.get("name", "")) or source,
+            meta=dict(doc.get("meta") or {}),
+        )
+        arch.op_specs()  # raises on unknown ops, a skip that changes width, ...
+        return arch
+
+
+def build(arch: Arch, affine: bool = True) -> nn.Sequential:
+    """The deployable network: the modules of ``arch.op_specs()`` in sequence."""
+    return nn.Sequential(*[spec.build(affine) for spec in arch.op_specs()])
+
+
+def load_arch(path: str | os.PathLike[str]) -> Arch:
+    doc = check_format(read_json(path, "arch"), path, ARCH_FORMAT, ARCH_VERSION, "arch")
+    return Arch.from_dict(doc, str(path))
+
+
+def save_arch(arch: Arch, path: str | os.PathLike[str]) -> None:
+    atomic_write_json(path, arch.to_dict())

@@ -1,0 +1,109 @@
+"""ONNX Runtime runner: CPU execution provider here; CUDA and TensorRT providers where installed.
+
+onnxruntime-gpu lists the CUDA and TensorRT providers even where they cannot load and then runs
+on the CPU without raising; so the runner checks ``session.get_providers()`` after creating the
+session and refuses a silent fallback. Inputs and outputs are bound once through IOBinding on
+the provider's device, so timed runs measure inference, not host copies or allocations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nas2deploy.backends.base import Runner, available_cores, random_inputs
+from nas2deploy.backends.timing import cpu_time_runs
+from nas2deploy.errors import UserError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+GRAPH_LEVELS = ("all", "extended", "basic", "disabled")
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(
+            "onnxruntime is not installed: pip install 'nas2deploy[cpu]' (CPU) or 'nas2deploy[gpu]' "
+            "(CUDA; never both)"
+        ) from None
+    return onnxruntime
+
+
+def onnxruntime_version() -> str:
+    return str(import_onnxruntime().__version__)
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model: bytes | str,
+        provider: str = "cpu",
+        threads: int | None = None,
+        batch: int = 1,
+        graph_level: str = "all",
+        device_id: int = 0,
+        source: str = "model",
+    ):
+        ort = import_onnxruntime()
+        if provider not in PROVIDERS:
+            raise UserError(f"unknown ONNX Runtime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
+        self.provider = provider
+        self.threads = threads or available_cores()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[graph_level]
+        options.log_severity_level = 3
+        chain: list[Any] = [PROVIDERS[provider]]
+        if provider != "cpu":
+            chain = [(PROVIDERS[provider], {"device_id": device_id}), "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(model, options, providers=chain)
+        except Exception as exc:  # ORT raises its own exception types for bad graphs
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"ONNX Runtime cannot load {source}: {first}") from None
+        used = self.session.get_providers()
+        if PROVIDERS[provider] not in used:
+            raise UserError(
+                f"ONNX Runtime fell back to {', '.join(used)} although {PROVIDERS[provider]} was requested: "
+                "install onnxruntime-gpu matching this machine's CUDA (pip install 'nas2deploy[gpu]', "
+                "after uninstalling onnxruntime) and check that a GPU is visible"
+            )
+        self.device = "cpu" if provider == "cpu" else "cuda"
+        self._shapes = {}
+        self._dtypes = {}
+        for node in self.session.get_inputs():
+            self._shapes[node.name] = tuple(d if isinstance(d, int) else batch for d in node.shape)
+            self._dtypes[node.name] = _DTYPES.get(node.type, np.float32)
+        self._binding = self.session.io_binding()
+        for name, array in random_inputs(self._shapes).items():
+            value = ort.OrtValue.ortvalue_from_numpy(array.astype(self._dtypes[name]), self.device, device_id)
+            self._binding.bind_ortvalue_input(name, value)
+        for node in self.session.get_outputs():
+            self._binding.bind_output(node.name, self.device, device_id)
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        cast = {k: v.astype(self._dtypes.get(k, v.dtype)) for k, v in feeds.items()}
+        return dict(zip(names, self.session.run(names, cast)))
+
+    def time_runs(self, n: int) -> list[float]:
+        return cpu_time_runs(lambda: self.session.run_with_iobinding(self._binding), n)
+
+    def close(self) -> None:
+        self._binding = None
+        self.session = None

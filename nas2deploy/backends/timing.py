@@ -1,0 +1,135 @@
+"""One timing harness for every backend, in the manner of trtexec.
+
+Warm-up runs until both a count and a time are reached (caches, allocators, clocks settle).
+Timed runs continue until both ``min_runs`` and ``min_time_ms`` are reached, so tiny ops are
+timed over enough wall time to average out timer granularity. Every backend reports the same
+statistics; CUDA backends time with CUDA events on their stream, CPU backends with
+``perf_counter_ns`` around each run.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Protocol
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    warmup_runs: int = 10
+    warmup_ms: float = 20.0
+    min_runs: int = 100
+    min_time_ms: float = 50.0
+    #: Measurements whose coefficient of variation exceeds this are taken again (profile).
+    max_cov: float = 0.10
+    retries: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    std_ms: float
+    cov: float
+    runs: int
+
+    @staticmethod
+    def from_samples(samples_ms: list[float]) -> TimingStats:
+        if not samples_ms:
+            raise ValueError("no timing samples")
+        xs = sorted(samples_ms)
+        mean = statistics.fmean(xs)
+        std = statistics.pstdev(xs) if len(xs) > 1 else 0.0
+        return TimingStats(
+            median_ms=statistics.median(xs),
+            mean_ms=mean,
+            p90_ms=_percentile(xs, 0.90),
+            p99_ms=_percentile(xs, 0.99),
+            min_ms=xs[0],
+            std_ms=std,
+            cov=std / mean if mean > 0 else 0.0,
+            runs=len(xs),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TimingStats:
+        return TimingStats(**{k: d[k] for k in TimingStats.__dataclass_fields__})
+
+
+def _percentile(sorted_xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (trtexec's convention): the smallest sample >= q of the data."""
+    rank = max(1, math.ceil(q * len(sorted_xs)))
+    return sorted_xs[rank - 1]
+
+
+class Timeable(Protocol):
+    def time_runs(self, n: int) -> list[float]:
+        """Run ``n`` times on prepared inputs and return each run's latency in milliseconds."""
+        ...
+
+
+@dataclass
+class Measurement:
+    stats: TimingStats
+    warmup_s: float
+    timed_s: float
+
+
+def measure(target: Timeable, settings: TimingSettings, warmup: bool = True) -> Measurement:
+    """Warm up (unless the target just ran), then time until both the run count and the time
+    floor are reached."""
+    start = time.perf_counter()
+    done = 0
+    while warmup and (done < settings.warmup_runs or (time.perf_counter() - start) * 1e3 < settings.warmup_ms):
+        target.time_runs(1)
+        done += 1
+    warm_end = time.perf_counter()
+    samples: list[float] = []
+    while len(samples) < settings.min_runs or sum(samples) < settings.min_time_ms:
+        missing = settings.min_runs - len(samples)
+        if missing <= 0:  # time floor not reached yet: extend by the runs it still needs
+            per_run = max(sum(samples) / len(samples), 1e-3)
+            missing = max(1, math.ceil((settings.min_time_ms - sum(samples)) / per_run))
+        samples += target.time_runs(missing)
+    end = time.perf_counter()
+    return Measurement(TimingStats.from_samples(samples), warm_end - start, end - warm_end)
+
+
+def cpu_time_runs(run: Callable[[], object], n: int) -> list[float]:
+    """Wall-clock each call; the run must be synchronous (CPU work, or a runtime that blocks)."""
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        run()
+        out.append((clock() - t0) / 1e6)
+    return out
+
+
+def cuda_time_runs(run: Callable[[], object], n: int, stream: Any) -> list[float]:
+    """Time each launch with a pair of CUDA events on ``stream`` (a torch.cuda.Stream).
+
+    Launches are queued back to back and synchronised once at the end, so the host never
+    stalls the GPU between runs (trtexec's default).
+    """
+    import torch
+
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+    with torch.cuda.stream(stream):
+        for begin, end in events:
+            begin.record(stream)
+            run()
+            end.record(stream)
+    stream.synchronize()
+    return [begin.elapsed_time(end) for begin, end in events]

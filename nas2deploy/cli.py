@@ -1,0 +1,251 @@
+"""The ``nas2deploy`` command line: parses options, calls the Python API, prints the result.
+
+Every user-caused problem arrives here as a ``UserError`` (or an OSError) and leaves as one
+line on stderr with exit status 1; usage errors (unknown option or choice) exit 2 with click's
+message listing the valid values.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import click
+
+from nas2deploy import __version__
+from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS, BackendSettings
+from nas2deploy.backends.timing import TimingSettings
+from nas2deploy.errors import UserError
+from nas2deploy.spaces import SPACES, make_space
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=1, default=str))
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A click progress bar with ETA on stderr, driven by (done, total, item) callbacks."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, item: str) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr)
+            state["bar"].__enter__()
+        bar = state["bar"]
+        bar.update(done - bar.pos)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+
+def space_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that configure a DenseNAS-style space (CIFAR strides below 128 px)."""
+    for opt in reversed([
+        click.option("--input-size", type=int, default=224, show_default=True, help="Input resolution (224 ImageNet, 32 CIFAR)."),
+        click.option("--width-mult", type=float, default=1.0, show_default=True, help="Scale every width (multiples of 8)."),
+        click.option("--num-classes", type=int, default=1000, show_default=True, help="Classifier outputs."),
+        click.option("--max-stack-layers", type=click.IntRange(0, 3), default=3, show_default=True,
+                     help="Cap on the stacking layers per block (3 as published)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _space_config(input_size: int, width_mult: float, num_classes: int, max_stack_layers: int) -> dict[str, Any]:
+    return {"input_size": input_size, "width_mult": width_mult, "num_classes": num_classes, "max_stack_layers": max_stack_layers}
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nas2deploy")
+def cli() -> None:
+    """Latency-aware neural architecture search that ends in deployable engines."""
+
+
+# -- space ---------------------------------------------------------------------------------------
+@cli.group()
+def space() -> None:
+    """Inspect search spaces."""
+
+
+@space.command("info")
+@click.argument("name", type=click.Choice(sorted(SPACES)))
+@space_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def space_info(name: str, as_json: bool, **cfg: Any) -> None:
+    """Counts of a search space's graph: nodes, edges, mixed ops, paths, ops to profile, architectures."""
+    sp = make_space(name, _space_config(**cfg))
+    counts = sp.counts()
+    if as_json:
+        _print_json({"space": name, "config": sp.config_dict(), **counts})
+        return
+    click.echo(f"{name} {json.dumps(sp.config_dict())}")
+    for key, value in counts.items():
+        shown = f"{value:.3e}" if key == "architectures" else str(value)
+        click.echo(f"  {key.replace('_', ' '):<20} {shown}")
+
+
+# -- profile -------------------------------------------------------------------------------------
+def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+                     help="Where torch / ONNX Runtime run (TensorRT always uses cuda)."),
+        click.option("--ort-provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
+                     help="ONNX Runtime execution provider (default: the device's)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True),
+        click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="CPU threads, pinned and recorded in the table."),
+        click.option("--cuda-graph", is_flag=True, help="TensorRT: replay launches as a CUDA graph."),
+        click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
+                     help="TensorRT builder workspace limit."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _parse_shard(value: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise click.BadParameter(f"{value!r}: expected i/n with 0 <= i < n")
+    return i, n
+
+
+@cli.command()
+@click.option("--space", "space_name", type=click.Choice(sorted(SPACES)), default="densenas", show_default=True)
+@space_options
+@backend_options
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Minimum timed runs per op.")
+@click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Table to write (JSON).")
+def profile(space_name: str, input_size: int, width_mult: float, num_classes: int, max_stack_layers: int,
+            runs: int, shard: str, out: str, **backend: Any) -> None:
+    """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
+    from nas2deploy.latency.profile import journal_path, profile_space
+
+    sp = make_space(space_name, _space_config(input_size, width_mult, num_classes, max_stack_layers))
+    cache = str(Path(out).with_suffix(".timing-cache")) if backend["backend"] == "tensorrt" else None
+    settings = BackendSettings(**backend, timing_cache=cache)
+    resuming = journal_path(out).exists()
+    with _progress(f"profiling {Path(out).name}") as progress:
+        table, stats = profile_space(sp, settings, out, TimingSettings(min_runs=runs), _parse_shard(shard), progress)
+    click.echo(
+        f"wrote {out}: {len(table.entries)} ops in {stats.wall_s:.1f} s "
+        f"({stats.timed_fraction:.0%} inside timed runs, {stats.remeasured} re-measured for high CoV"
+        + (f", {stats.resumed} resumed from the journal)" if resuming else ")")
+    )
+
+
+# -- lut -----------------------------------------------------------------------------------------
+@cli.group()
+def lut() -> None:
+    """Inspect, merge and validate latency tables."""
+
+
+@lut.command("show")
+@click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def lut_show(table_path: str, as_json: bool) -> None:
+    """A readable summary of a latency table."""
+    from nas2deploy.latency.summary import summarize
+
+    from nas2deploy.latency.table import LatencyTable
+
+    summary = summarize(LatencyTable.load(table_path))
+    if as_json:
+        _print_json(summary)
+        return
+    for line in summary["lines"]:
+        click.echo(line)
+
+
+@lut.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def lut_merge(out: str, inputs: tuple[str, ...]) -> None:
+    """Join shard tables measured under the same settings into OUT."""
+    from nas2deploy.latency.table import LatencyTable, merge_tables
+
+    merged = merge_tables([LatencyTable.load(p) for p in inputs])
+    merged.save(out)
+    click.echo(f"wrote {out}: {len(merged.entries)} ops from {len(inputs)} tables")
+
+
+@lut.command("validate")
+@click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
+@click.option("--samples", type=click.IntRange(min=2), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def lut_validate(table_path: str, samples: int, seed: int, as_json: bool) -> None:
+    """Measure random networks end to end, report prediction error, store the calibration."""
+    from nas2deploy.latency.table import LatencyTable
+    from nas2deploy.latency.validate import validate_table
+
+    table = LatencyTable.load(table_path)
+    with _progress(f"validating {Path(table_path).name}") as progress:
+        report = validate_table(table, samples, seed, progress=progress)
+    if as_json:
+        _print_json({k: v for k, v in report.items() if k != "records"})
+        return
+    click.echo(fidelity_text(report))
+    click.echo(f"calibration stored in {table_path}")
+
+
+def fidelity_text(report: dict[str, Any]) -> str:
+    rows = [f"{report['samples']} networks measured end to end ({report['wall_s']} s)",
+            f"  {'':<11}{'MAPE':>7}{'median':>8}{'<=5%':>7}{'<=10%':>7}{'tau':>7}{'r':>7}"]
+    for kind in ("raw", "calibrated"):
+        m = report[kind]
+        rows.append(f"  {kind:<11}{m['mape']:>6.2f}%{m['median_ape']:>7.2f}%{m['within_5pct']:>6.0f}%"
+                    f"{m['within_10pct']:>6.0f}%{m['kendall_tau']:>7.3f}{m['pearson_r']:>7.3f}")
+    return "\n".join(rows)
+
+
+# -- demo ----------------------------------------------------------------------------------------
+DEMO_SPACE = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--samples", type=click.IntRange(min=2), default=20, show_default=True)
+def demo(out: str, samples: int) -> None:
+    """Profile a small DenseNAS space with ONNX Runtime on the CPU and validate the table."""
+    from nas2deploy.latency.profile import profile_space
+    from nas2deploy.latency.validate import validate_table
+
+    sp = make_space("densenas", DEMO_SPACE)
+    path = Path(out) / "densenas32_small_ort_cpu.json"
+    click.echo(f"[1/2] profiling {sp.counts()['unique_ops']} ops of a small DenseNAS space (32x32, width x0.5)")
+    with _progress("profiling") as progress:
+        table, stats = profile_space(sp, BackendSettings(), path, progress=progress)
+    click.echo(f"      {stats.wall_s:.1f} s, {stats.timed_fraction:.0%} inside timed runs -> {path}")
+    click.echo(f"[2/2] validating on {samples} random networks")
+    with _progress("validating") as progress:
+        report = validate_table(table, samples, progress=progress)
+    click.echo(fidelity_text(report))
+    click.echo(f"table with calibration and report: {path}")
+
+
+def main() -> None:
+    cli(prog_name="nas2deploy")

@@ -1,0 +1,1 @@
+"""Export of networks and single ops to deployable formats."""

@@ -1,0 +1,1 @@
+"""Latency lookup tables: format and prediction (table), measurement (profile), fidelity (validate)."""

@@ -1,0 +1,177 @@
+"""Measure every op of a search space into a LatencyTable, resumable after a kill.
+
+Each measured op is appended to a journal (``OUT.journal.jsonl``, one fsync'ed JSON line per op)
+before the next one starts; the finished table is written atomically and the journal removed.
+A restarted profile with the same settings reads the journal and measures only what is missing,
+so a ``kill -9`` loses at most the op that was being timed and nothing is measured twice. The
+journal's first line records the settings; a resume under different settings is refused.
+
+``shard=(i, n)`` measures every n-th op starting at i (ops sorted by key), so n processes or
+machines can split a space; ``merge_tables`` joins the shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nas2deploy.backends import BackendSettings
+from nas2deploy.backends.timing import Measurement, TimingSettings, measure
+from nas2deploy.errors import UserError
+from nas2deploy.latency.table import Entry, LatencyTable, now_iso
+from nas2deploy.ops import OpSpec
+from nas2deploy.spaces import SearchSpace
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ProfileStats:
+    """Where the wall time went: the harness's timed runs versus everything around them."""
+
+    ops: int = 0
+    resumed: int = 0
+    remeasured: int = 0
+    wall_s: float = 0.0
+    load_s: float = 0.0  # export + session / engine build
+    warmup_s: float = 0.0
+    timed_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def timed_fraction(self) -> float:
+        return self.timed_s / self.wall_s if self.wall_s else 0.0
+
+
+def journal_path(out: str | os.PathLike[str]) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".journal.jsonl")
+
+
+def measure_spec(
+    spec: OpSpec, settings: BackendSettings, timing: TimingSettings, stats: ProfileStats
+) -> tuple[Measurement, int]:
+    """Measure one op; take it again (up to ``timing.retries`` times) while its CoV is too high,
+    keeping the steadiest measurement."""
+    t0 = time.perf_counter()
+    runner = settings.open(spec.build(), (spec.cin, spec.h, spec.w), source=spec.key)
+    stats.load_s += time.perf_counter() - t0
+    with runner:
+        best = measure(runner, timing)
+        attempts = 1
+        stats.warmup_s += best.warmup_s
+        stats.timed_s += best.timed_s
+        while best.stats.cov > timing.max_cov and attempts <= timing.retries:
+            again = measure(runner, timing, warmup=False)  # still warm
+            attempts += 1
+            stats.remeasured += 1
+            stats.warmup_s += again.warmup_s
+            stats.timed_s += again.timed_s
+            if again.stats.cov < best.stats.cov:
+                best = again
+    return best, attempts
+
+
+def _settings_header(space: SearchSpace, settings: BackendSettings, timing: TimingSettings, shard: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "measurement": settings.describe(),
+        "timing": timing.to_dict(),
+        "space": {"name": space.name, "config": space.config_dict()},
+        "shard": f"{shard[0]}/{shard[1]}" if shard[1] > 1 else None,
+    }
+
+
+def _read_journal(path: Path, header: dict[str, Any]) -> tuple[dict[str, Entry], dict[str, Any] | None]:
+    """Entries and reference already measured; a torn last line (killed mid-write) is ignored."""
+    entries: dict[str, Entry] = {}
+    reference = None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:
+                break
+            raise UserError(f"profile journal {path}: line {n + 1} is corrupt; delete the journal to start afresh") from None
+        if n == 0:
+            old = record.get("header", {})
+            diff = [k for k in ("measurement", "timing", "space", "shard") if old.get(k) != header.get(k)]
+            if diff:
+                raise UserError(
+                    f"profile journal {path} was written under different settings ({', '.join(diff)} differ); "
+                    "rerun with the original options or delete the journal"
+                )
+        elif "reference" in record:
+            reference = record["reference"]
+        else:
+            entry = Entry.from_dict(record, f"profile journal {path}")
+            entries[entry.spec.key] = entry
+    return entries, reference
+
+
+def _append(fh: Any, record: dict[str, Any]) -> None:
+    fh.write(json.dumps(record) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def profile_space(
+    space: SearchSpace,
+    settings: BackendSettings,
+    out: str | os.PathLike[str],
+    timing: TimingSettings | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: Progress | None = None,
+) -> tuple[LatencyTable, ProfileStats]:
+    """Profile ``space``'s ops (this shard of them) into the table at ``out``."""
+    timing = timing or TimingSettings()
+    index, count = shard
+    if not (count >= 1 and 0 <= index < count):
+        raise UserError(f"--shard {index}/{count}: expected i/n with 0 <= i < n")
+    settings.check_available()
+    start = time.perf_counter()
+    specs = space.op_specs()[index::count]
+    header = _settings_header(space, settings, timing, shard)
+    journal = journal_path(out)
+    stats = ProfileStats(ops=len(specs))
+    entries: dict[str, Entry] = {}
+    reference = None
+    if journal.exists():
+        entries, reference = _read_journal(journal, header)
+        stats.resumed = len(entries)
+    else:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        with journal.open("w", encoding="utf-8") as fh:
+            _append(fh, {"header": header})
+    ref_spec = space.reference_op()
+    with journal.open("a", encoding="utf-8") as fh:
+        if reference is None:
+            m, _ = measure_spec(ref_spec, settings, timing, stats)
+            reference = {"key": ref_spec.key, "spec": ref_spec.to_dict(), "stats": m.stats.to_dict()}
+            _append(fh, {"reference": reference})
+        todo = [s for s in specs if s.key not in entries]
+        done = len(specs) - len(todo)
+        for spec in todo:
+            m, attempts = measure_spec(spec, settings, timing, stats)
+            entry = Entry(spec, m.stats, attempts)
+            _append(fh, entry.to_dict())
+            entries[spec.key] = entry
+            done += 1
+            if progress:
+                progress(done, len(specs), spec.key)
+    # The reference op once more at the end: how far the machine drifted during the profile.
+    end, _ = measure_spec(ref_spec, settings, timing, stats)
+    reference = {**reference, "end_stats": end.stats.to_dict()}
+    stats.wall_s = time.perf_counter() - start
+    meta = {**header, "created": now_iso(), "profile": {
+        "ops": stats.ops, "resumed": stats.resumed, "remeasured": stats.remeasured,
+        "wall_s": round(stats.wall_s, 2), "timed_fraction": round(stats.timed_fraction, 3),
+    }}
+    table = LatencyTable(meta, {s.key: entries[s.key] for s in specs}, reference)
+    table.save(out)
+    journal.unlink()
+    return table, stats

@@ -1,0 +1,181 @@
+"""How well a table predicts whole networks, and the calibration that closes the gap.
+
+``validate_table`` samples random architectures of the table's space, builds and exports each
+whole, measures it end to end with the table's backend and harness, and compares with the
+table's prediction. Drift cancels: before each network the table's reference op is measured
+again and the prediction is scaled by (reference now / reference in the table).
+
+Calibration: measured / drift ~= scale * raw + offset_ms + per_op_ms * n_ops, fitted by least
+squares on relative error (each row divided by its measured latency, so small and large networks
+count alike). The calibrated figures reported are out of sample (5-fold cross-validation, or
+leave-one-out below 10 samples), so they say what the fitted table will do on new networks;
+the calibration stored in the table is then fitted on all samples.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from nas2deploy.arch import build
+from nas2deploy.backends import BackendSettings
+from nas2deploy.backends.base import cpu_name
+from nas2deploy.backends.timing import TimingSettings, measure
+from nas2deploy.errors import UserError
+from nas2deploy.latency.table import Calibration, LatencyTable, now_iso
+from nas2deploy.ops import OpSpec
+from nas2deploy.spaces import make_space
+
+MIN_CALIBRATION_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    raw_ms: float  # table sum, in table time (no drift applied)
+    n_ops: int
+    drift: float
+    measured_ms: float
+
+    @property
+    def predicted_ms(self) -> float:
+        return self.raw_ms * self.drift
+
+
+def settings_from_table(table: LatencyTable) -> BackendSettings:
+    """The backend settings a table was measured with; refuses a table from another device."""
+    m = table.measurement
+    if not m:
+        raise UserError(f"latency table {table.name}: no measurement metadata")
+    keys = ("backend", "device", "precision", "batch", "threads", "ort_provider", "ort_graph_level", "workspace_mb", "cuda_graph")
+    settings = BackendSettings(**{k: m[k] for k in keys if k in m})
+    here = settings.device_name()
+    if m.get("device_name") != here:
+        raise UserError(
+            f"latency table {table.name} was measured on {m.get('device_name')!r}, this machine is {here!r}: "
+            "validate it on the device it describes, or profile this one"
+        )
+    return settings
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b (ties in either variable handled), O(n^2): n is a few hundred at most."""
+    concordant = discordant = ties_x = ties_y = 0
+    n = len(x)
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denom if denom else 0.0
+
+
+def fidelity(predicted: list[float], measured: list[float]) -> dict[str, float]:
+    """Percent errors and rank agreement between predictions and measurements."""
+    p, m = np.asarray(predicted), np.asarray(measured)
+    ape = np.abs(p - m) / m * 100
+    pearson = float(np.corrcoef(p, m)[0, 1]) if len(p) > 1 and p.std() > 0 and m.std() > 0 else 0.0
+    return {
+        "mape": round(float(ape.mean()), 3),
+        "median_ape": round(float(np.median(ape)), 3),
+        "max_ape": round(float(ape.max()), 3),
+        "within_5pct": round(float((ape <= 5).mean() * 100), 2),
+        "within_10pct": round(float((ape <= 10).mean() * 100), 2),
+        "kendall_tau": round(kendall_tau(list(p), list(m)), 4),
+        "pearson_r": round(pearson, 4),
+        "mean_signed_pct": round(float(((p - m) / m * 100).mean()), 3),
+    }
+
+
+def fit_calibration(samples: list[Sample]) -> Calibration:
+    """Least squares on relative error; with too few samples, only a scale is fitted."""
+    y = np.array([s.measured_ms / s.drift for s in samples])
+    raw = np.array([s.raw_ms for s in samples])
+    if len(samples) < MIN_CALIBRATION_SAMPLES:
+        scale = float(np.sum(raw / y) / np.sum((raw / y) ** 2))
+        return Calibration(scale, 0.0, 0.0, len(samples))
+    design = np.stack([raw, np.ones_like(raw), np.array([s.n_ops for s in samples], float)], axis=1) / y[:, None]
+    coef, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
+    return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), len(samples))
+
+
+def cross_validated(samples: list[Sample], folds: int = 5) -> list[float]:
+    """Calibrated predictions where each sample's calibration was fitted without it."""
+    n = len(samples)
+    folds = n if n < 10 else folds
+    out = [0.0] * n
+    for f in range(folds):
+        held = [i for i in range(n) if i % folds == f]
+        cal = fit_calibration([s for i, s in enumerate(samples) if i % folds != f])
+        for i in held:
+            out[i] = cal.apply(samples[i].raw_ms, samples[i].n_ops) * samples[i].drift
+    return out
+
+
+def validate_table(
+    table: LatencyTable,
+    samples: int = 100,
+    seed: int = 0,
+    timing: TimingSettings | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure ``samples`` random networks, report raw and calibrated fidelity, store the fit."""
+    if samples < 2:
+        raise UserError("--samples must be at least 2 to compare predictions with measurements")
+    settings = settings_from_table(table)
+    settings.check_available()
+    timing = timing or TimingSettings(**table.meta.get("timing", {}))
+    space_meta = table.meta.get("space", {})
+    space = make_space(space_meta.get("name", ""), space_meta.get("config"))
+    rng = random.Random(seed)
+    archs = [space.sample_arch(rng) for _ in range(samples)]
+    table.require([s for a in archs for s in a.op_specs()], "the sampled architectures")
+    if table.reference is None:
+        raise UserError(f"latency table {table.name} has no reference-op measurement; profile it again")
+    ref_spec = OpSpec.from_dict(table.reference["spec"])
+    start = time.perf_counter()
+    records: list[Sample] = []
+    with settings.open(ref_spec.build(), (ref_spec.cin, ref_spec.h, ref_spec.w), source="reference op") as ref_runner:
+        for i, arch in enumerate(archs):
+            ref_now = measure(ref_runner, timing).stats.median_ms  # interleaved: drift cancels
+            size = arch.input_size
+            with settings.open(build(arch), (3, size, size), source=f"sampled network {i}") as runner:
+                measured = measure(runner, timing).stats.median_ms
+            pred = table.predict(arch)
+            records.append(Sample(pred.raw_ms, pred.n_ops, table.drift(ref_now), measured))
+            if progress:
+                progress(i + 1, samples, f"{measured:.3f} ms")
+    measured_ms = [s.measured_ms for s in records]
+    calibration = fit_calibration(records)
+    report = {
+        "samples": samples,
+        "seed": seed,
+        "date": now_iso(),
+        "machine": cpu_name() if settings.device == "cpu" else settings.device_name(),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "raw": fidelity([s.predicted_ms for s in records], measured_ms),
+        "calibrated": fidelity(cross_validated(records), measured_ms),
+        "calibration": calibration.to_dict(),
+        "calibrated_is": "out-of-sample (cross-validated) predictions",
+        "records": [
+            {"raw_ms": round(s.raw_ms, 5), "n_ops": s.n_ops, "drift": round(s.drift, 4), "measured_ms": round(s.measured_ms, 5)}
+            for s in records
+        ],
+    }
+    table.calibration = calibration
+    table.validation = report
+    table.save()
+    return report

@@ -1,0 +1,26 @@
+"""Search-space registry: a space is found by name and rebuilt from the config a table stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nas2deploy.errors import UserError
+from nas2deploy.spaces.base import SearchSpace
+from nas2deploy.spaces.densenas import DenseNASConfig, DenseNASSpace
+
+SPACES: dict[str, tuple[type[SearchSpace], type]] = {"densenas": (DenseNASSpace, DenseNASConfig)}
+
+
+def make_space(name: str, config: dict[str, Any] | None = None) -> SearchSpace:
+    """Build space ``name`` from a config dict (CLI options or a table's metadata)."""
+    if name not in SPACES:
+        raise UserError(f"unknown search space {name!r}; valid spaces: {', '.join(SPACES)}")
+    space_cls, config_cls = SPACES[name]
+    try:
+        cfg = config_cls(**(config or {}))
+    except TypeError as exc:
+        raise UserError(f"search space {name}: bad configuration ({exc})") from None
+    return space_cls(cfg)  # type: ignore[call-arg]
+
+
+__all__ = ["SPACES", "SearchSpace", "make_space"]

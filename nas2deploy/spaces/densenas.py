@@ -1,0 +1,190 @@
+"""The DenseNAS MobileNetV2-based search space, as published (reference.md section 1).
+
+Eighteen nodes of growing width: node 0 is the fixed stem output (conv3x3 s2 then MBConv k3 e1),
+nodes 1..16 are searchable blocks (head layers, one per incoming edge, then stacking layers),
+node 17 is the fixed tail (one conv1x1 -> 1984 branch per incoming edge, global pool, linear).
+
+Connection rule (published code): block i feeds i+1 .. i+4, stopping at the first target whose
+connection group is more than one group ahead of i's, or whose resolution ratio H_i / H_j is
+neither 1 nor 2; ratio 2 makes that edge's head layer stride 2.
+
+Variants are configurations of the same class, not copies: ``input_size`` picks the resolution
+schedule (224: ImageNet strides; below 128: CIFAR strides, where the stem and the first block
+keep the resolution), ``width_mult`` scales every width to a multiple of 8 (MobileNet's rule),
+``max_stack_layers`` caps the three stacking layers per block (small spaces for tests and the
+demo), ``num_classes`` sizes the classifier.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
+
+from nas2deploy.arch import Arch, Block
+from nas2deploy.errors import UserError
+from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
+from nas2deploy.spaces.base import SearchSpace
+
+WIDTHS = (16, 24, 32, 40, 48, 56, 64, 72, 96, 112, 128, 160, 176, 192, 320, 352, 384, 1984)
+GROUPS = (0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7)
+STACK_LAYERS = (0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 0, 0, 0)
+# Downsampling factor of each node relative to the input.
+IMAGENET_REDUCTIONS = (2, 4, 8, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32)
+CIFAR_REDUCTIONS = (1, 1, 2, 2, 2, 4, 4, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8)
+HEAD_OPS = ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6")
+STACK_OPS = (*HEAD_OPS, "skip")
+MAX_FANOUT = 4
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a scaled width to a multiple of ``divisor``, never more than 10% below it."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+@dataclass(frozen=True)
+class DenseNASConfig:
+    input_size: int = 224
+    width_mult: float = 1.0
+    num_classes: int = 1000
+    max_stack_layers: int = 3
+
+    def __post_init__(self) -> None:
+        if self.input_size < 32 or self.input_size % 32:
+            raise UserError(f"--input-size must be a multiple of 32 and at least 32, got {self.input_size}")
+        if not 0 < self.width_mult <= 4:
+            raise UserError(f"--width-mult must be in (0, 4], got {self.width_mult}")
+        if self.num_classes < 1:
+            raise UserError(f"--num-classes must be at least 1, got {self.num_classes}")
+        if not 0 <= self.max_stack_layers <= 3:
+            raise UserError(f"--max-stack-layers must be between 0 and 3, got {self.max_stack_layers}")
+
+    @property
+    def reductions(self) -> tuple[int, ...]:
+        return IMAGENET_REDUCTIONS if self.input_size >= 128 else CIFAR_REDUCTIONS
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: int
+    dst: int
+    stride: int
+
+
+class DenseNASSpace(SearchSpace):
+    name = "densenas"
+
+    def __init__(self, config: DenseNASConfig | None = None):
+        self.config = config or DenseNASConfig()
+        cfg = self.config
+        self.widths = tuple(make_divisible(w * cfg.width_mult) for w in WIDTHS)
+        self.sizes = tuple(cfg.input_size // r for r in cfg.reductions)
+        self.stack_layers = tuple(min(n, cfg.max_stack_layers) for n in STACK_LAYERS)
+        self.tail_node = len(WIDTHS) - 1
+        self.edges = self._connect()
+
+    def _connect(self) -> tuple[Edge, ...]:
+        edges = []
+        for i in range(self.tail_node):
+            for j in range(i + 1, min(i + MAX_FANOUT, self.tail_node) + 1):
+                ratio = self.sizes[i] / self.sizes[j]
+                if GROUPS[j] - GROUPS[i] > 1 or ratio not in (1, 2):
+                    break
+                edges.append(Edge(i, j, int(ratio)))
+        return tuple(edges)
+
+    def out_edges(self, node: int) -> list[Edge]:
+        return [e for e in self.edges if e.src == node]
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    # -- the layers of the graph ---------------------------------------------------------------
+    def stem_specs(self) -> list[OpSpec]:
+        size, w0, h0 = self.config.input_size, self.widths[0], self.sizes[0]
+        return [ConvBNAct(3, size, size, w0, 3, self.config.reductions[0]), MBConv(w0, h0, h0, w0, 3, 1, 1)]
+
+    def head_candidates(self, edge: Edge) -> list[OpSpec]:
+        """Head mixed op of ``edge``; edges into the tail are the fixed conv1x1 branch."""
+        c, h = self.widths[edge.src], self.sizes[edge.src]
+        if edge.dst == self.tail_node:
+            return [ConvBNAct(c, h, h, self.widths[edge.dst], 1, 1)]
+        return [candidate_layer(n, c, h, h, self.widths[edge.dst], edge.stride) for n in HEAD_OPS]
+
+    def stack_candidates(self, node: int) -> list[OpSpec]:
+        c, h = self.widths[node], self.sizes[node]
+        return [candidate_layer(n, c, h, h, c, 1) for n in STACK_OPS]
+
+    def classifier_spec(self) -> OpSpec:
+        h = self.sizes[self.tail_node]
+        return Classifier(self.widths[self.tail_node], h, h, self.config.num_classes)
+
+    @cached_property
+    def _unique_specs(self) -> list[OpSpec]:
+        specs: dict[str, OpSpec] = {}
+        candidates = [*self.stem_specs(), self.classifier_spec()]
+        for edge in self.edges:
+            candidates += self.head_candidates(edge)
+        for node, layers in enumerate(self.stack_layers):
+            if layers:
+                candidates += self.stack_candidates(node)
+        for spec in candidates:
+            if not spec.is_free:
+                specs.setdefault(spec.key, spec)
+        return sorted(specs.values(), key=lambda s: s.key)
+
+    def op_specs(self) -> list[OpSpec]:
+        return list(self._unique_specs)
+
+    def reference_op(self) -> OpSpec:
+        """k5 e6 stacking op of node 1: ~1 ms on one CPU core at 224, long enough to time stably."""
+        c, h = self.widths[1], self.sizes[1]
+        return MBConv(c, h, h, c, 5, 6, 1)
+
+    # -- counting ------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        paths = [0] * (self.tail_node + 1)
+        archs = [0] * (self.tail_node + 1)
+        paths[self.tail_node] = archs[self.tail_node] = 1
+        for node in range(self.tail_node - 1, -1, -1):
+            for e in self.out_edges(node):
+                if e.dst == self.tail_node:
+                    choices = 1
+                else:
+                    choices = len(HEAD_OPS) * len(STACK_OPS) ** self.stack_layers[e.dst]
+                paths[node] += paths[e.dst]
+                archs[node] += choices * archs[e.dst]
+        head_edges = [e for e in self.edges if e.dst != self.tail_node]
+        return {
+            "nodes": self.tail_node + 1,
+            "edges": len(self.edges),
+            "head_mixed_ops": len(head_edges),
+            "stacking_mixed_ops": sum(self.stack_layers),
+            "block_paths": paths[0],
+            "unique_ops": len(self._unique_specs),
+            "architectures": archs[0],
+        }
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample_arch(self, rng: random.Random) -> Arch:
+        blocks = []
+        node = 0
+        while True:
+            edge = rng.choice(self.out_edges(node))
+            node = edge.dst
+            if node == self.tail_node:
+                break
+            stack = tuple(rng.choice(STACK_OPS) for _ in range(self.stack_layers[node]))
+            blocks.append(Block(self.widths[node], edge.stride, rng.choice(HEAD_OPS), stack))
+        return Arch(
+            input_size=self.config.input_size,
+            num_classes=self.config.num_classes,
+            stem_conv=self.widths[0],
+            stem_out=self.widths[0],
+            stem_stride=self.config.reductions[0],
+            blocks=tuple(blocks),
+            tail=self.widths[self.tail_node],
+            name="sampled",
+        )
