@@ -86,7 +86,7 @@ def space() -> None:
 
 
 @space.command("info")
-@click.argument("name", type=click.Choice(sorted(SPACES)))
+@click.argument("name", metavar="SPACE", type=click.Choice(sorted(SPACES)))
 @space_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def space_info(name: str, as_json: bool, **cfg: Any) -> None:

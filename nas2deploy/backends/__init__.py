@@ -64,15 +64,15 @@ class BackendSettings:
     def check_available(self) -> None:
         """Fail early, with the install hint, when the requested stack is missing."""
         if self.backend == "onnxruntime":
-            from nas2deploy.backends.onnxruntime import import_onnxruntime
+            from nas2deploy.backends.onnxruntime_runner import import_onnxruntime
 
             import_onnxruntime()
         if self.backend == "tensorrt":
-            from nas2deploy.backends.tensorrt import require_tensorrt
+            from nas2deploy.backends.tensorrt_runner import require_tensorrt
 
             require_tensorrt()  # TensorRT first, then the GPU
         elif self.device == "cuda":
-            from nas2deploy.backends.torch import require_cuda
+            from nas2deploy.backends.torch_runner import require_cuda
 
             require_cuda()
 
@@ -83,11 +83,11 @@ class BackendSettings:
 
     def backend_version(self) -> str:
         if self.backend == "onnxruntime":
-            from nas2deploy.backends.onnxruntime import onnxruntime_version
+            from nas2deploy.backends.onnxruntime_runner import onnxruntime_version
 
             return onnxruntime_version()
         if self.backend == "tensorrt":
-            from nas2deploy.backends.tensorrt import tensorrt_version
+            from nas2deploy.backends.tensorrt_runner import tensorrt_version
 
             return tensorrt_version()
         return str(torch.__version__)
@@ -115,7 +115,7 @@ class BackendSettings:
         """A runner for ``module`` on an input of ``input_shape`` (C, H, W) at this batch."""
         shape = (self.batch, *input_shape)
         if self.backend == "torch":
-            from nas2deploy.backends.torch import TorchRunner
+            from nas2deploy.backends.torch_runner import TorchRunner
 
             return TorchRunner(module, shape, self.device, self.precision, self.threads)
         onnx_bytes = export_onnx(module, shape, self.precision)
@@ -123,13 +123,13 @@ class BackendSettings:
 
     def open_onnx(self, onnx_bytes: bytes, source: str = "model") -> Runner:
         if self.backend == "onnxruntime":
-            from nas2deploy.backends.onnxruntime import OnnxRuntimeRunner
+            from nas2deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
 
             return OnnxRuntimeRunner(
                 onnx_bytes, self.provider, self.threads, self.batch, self.ort_graph_level, source=source
             )
         if self.backend == "tensorrt":
-            from nas2deploy.backends.tensorrt import SharedTimingCache, TensorRTRunner, build_engine
+            from nas2deploy.backends.tensorrt_runner import SharedTimingCache, TensorRTRunner, build_engine
 
             cache = _timing_caches.setdefault(self.timing_cache or "", SharedTimingCache(self.timing_cache))
             engine = build_engine(onnx_bytes, self.precision, self.workspace_mb, cache, source=source)

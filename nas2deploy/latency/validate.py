@@ -3,7 +3,10 @@
 ``validate_table`` samples random architectures of the table's space, builds and exports each
 whole, measures it end to end with the table's backend and harness, and compares with the
 table's prediction. Drift cancels: before each network the table's reference op is measured
-again and the prediction is scaled by (reference now / reference in the table).
+again and the prediction is scaled by (reference now / reference in the table). The factor uses
+the median of the last few reference measurements (``DriftTracker``): machine drift is slow
+(~10% over minutes), while a single re-measurement can catch a passing disturbance (seen here:
+single factors of 1.14-1.18 while the networks measured next to them had not slowed down).
 
 Calibration: measured / drift ~= scale * raw + offset_ms + per_op_ms * n_ops, fitted by least
 squares on relative error (each row divided by its measured latency, so small and large networks
@@ -60,6 +63,28 @@ def settings_from_table(table: LatencyTable) -> BackendSettings:
             "validate it on the device it describes, or profile this one"
         )
     return settings
+
+
+class DriftTracker:
+    """Re-measures a table's reference op and reports the smoothed drift factor."""
+
+    def __init__(self, table: LatencyTable, settings: BackendSettings, timing: TimingSettings, window: int = 5):
+        if table.reference is None:
+            raise UserError(f"latency table {table.name} has no reference-op measurement; profile it again")
+        self.table, self.timing, self.window = table, timing, window
+        spec = OpSpec.from_dict(table.reference["spec"])
+        self.runner = settings.open(spec.build(), (spec.cin, spec.h, spec.w), source="reference op")
+        self.history: list[float] = []
+
+    def update(self) -> float:
+        self.history.append(measure(self.runner, self.timing).stats.median_ms)
+        return self.table.drift(float(np.median(self.history[-self.window:])))
+
+    def __enter__(self) -> DriftTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.runner.close()
 
 
 def kendall_tau(x: list[float], y: list[float]) -> float:
@@ -143,19 +168,16 @@ def validate_table(
     rng = random.Random(seed)
     archs = [space.sample_arch(rng) for _ in range(samples)]
     table.require([s for a in archs for s in a.op_specs()], "the sampled architectures")
-    if table.reference is None:
-        raise UserError(f"latency table {table.name} has no reference-op measurement; profile it again")
-    ref_spec = OpSpec.from_dict(table.reference["spec"])
     start = time.perf_counter()
     records: list[Sample] = []
-    with settings.open(ref_spec.build(), (ref_spec.cin, ref_spec.h, ref_spec.w), source="reference op") as ref_runner:
+    with DriftTracker(table, settings, timing) as tracker:
         for i, arch in enumerate(archs):
-            ref_now = measure(ref_runner, timing).stats.median_ms  # interleaved: drift cancels
+            drift = tracker.update()  # interleaved with the networks: drift cancels
             size = arch.input_size
             with settings.open(build(arch), (3, size, size), source=f"sampled network {i}") as runner:
                 measured = measure(runner, timing).stats.median_ms
             pred = table.predict(arch)
-            records.append(Sample(pred.raw_ms, pred.n_ops, table.drift(ref_now), measured))
+            records.append(Sample(pred.raw_ms, pred.n_ops, drift, measured))
             if progress:
                 progress(i + 1, samples, f"{measured:.3f} ms")
     measured_ms = [s.measured_ms for s in records]

@@ -27,7 +27,7 @@ import torch
 
 from nas2deploy.backends.base import Runner
 from nas2deploy.backends.timing import cuda_time_runs
-from nas2deploy.backends.torch import require_cuda
+from nas2deploy.backends.torch_runner import require_cuda
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes
 

@@ -1,0 +1,33 @@
+"""Shared fixtures: a small DenseNAS space and timing settings fast enough for unit tests.
+
+The backends here are real (ONNX Runtime and PyTorch on the CPU); only the number of timed
+runs is reduced, since tests check correctness, not speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from nas2deploy.backends.timing import TimingSettings
+from nas2deploy.spaces import make_space
+
+SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
+FAST = TimingSettings(warmup_runs=2, warmup_ms=0.0, min_runs=5, min_time_ms=0.0, retries=0)
+
+HAS_CUDA = torch.cuda.is_available()
+_trt = importlib.util.find_spec("tensorrt")
+HAS_TENSORRT = _trt is not None and _trt.origin is not None
+
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU visible to torch on this machine")
+needs_tensorrt = pytest.mark.skipif(
+    not (HAS_TENSORRT and HAS_CUDA),
+    reason="TensorRT runtime and an NVIDIA GPU are required (TensorRT cannot be installed on the CPU CI machines)",
+)
+
+
+@pytest.fixture
+def small_space():
+    return make_space("densenas", SMALL)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from nas2deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
+from nas2deploy.deploy.onnx_export import export_onnx
+from nas2deploy.errors import UserError
+from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, Skip, candidate_layer
+
+
+def test_keys_are_canonical_and_readable():
+    assert MBConv(24, 56, 56, 32, 3, 6, 2).key == "mbconv_k3_e6_s2_i24x56x56_o32"
+    assert ConvBNAct(3, 224, 224, 16, 3, 2).key == "conv_k3_s2_i3x224x224_o16_relu6"
+    assert Skip(24, 56, 56).key == "skip_i24x56x56"
+    assert Classifier(1984, 7, 7, 1000).key == "classifier_i1984x7x7_o1000"
+
+
+@pytest.mark.parametrize("spec", [
+    MBConv(24, 56, 56, 32, 5, 3, 2), MBConv(16, 14, 14, 16, 3, 1, 1), ConvBNAct(3, 32, 32, 16, 3, 1),
+    Skip(8, 4, 4), Classifier(64, 7, 7, 10),
+])
+def test_json_round_trip_and_shapes(spec):
+    again = OpSpec.from_dict(spec.to_dict())
+    assert again == spec and again.key == spec.key
+    out = spec.build().eval()(torch.randn(2, spec.cin, spec.h, spec.w))
+    c, h, w = spec.out_shape()
+    assert tuple(out.shape) == ((2, c) if isinstance(spec, Classifier) else (2, c, h, w))
+
+
+def test_residual_exactly_when_stride_one_and_same_width():
+    assert MBConv(16, 8, 8, 16, 3, 6, 1).build().residual
+    assert not MBConv(16, 8, 8, 16, 3, 6, 2).build().residual
+    assert not MBConv(16, 8, 8, 24, 3, 6, 1).build().residual
+
+
+def test_expansion_one_has_no_expansion_conv():
+    convs = [m for m in MBConv(16, 8, 8, 16, 3, 1, 1).build().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 and convs[0].groups == 16  # depthwise first, then project
+    convs = [m for m in MBConv(16, 8, 8, 16, 3, 6, 1).build().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 96, 16] and all(c.bias is None for c in convs)
+
+
+def test_bad_specs_are_rejected_with_the_field():
+    with pytest.raises(UserError, match="unknown op type 'conv9'"):
+        OpSpec.from_dict({"type": "conv9"})
+    with pytest.raises(UserError, match="missing field 'expansion'"):
+        OpSpec.from_dict({"type": "mbconv", "cin": 8, "h": 4, "w": 4, "out": 8, "kernel": 3, "stride": 1})
+    with pytest.raises(UserError, match="'cin' must be a positive integer"):
+        OpSpec.from_dict({"type": "skip", "cin": 0, "h": 4, "w": 4})
+    with pytest.raises(UserError, match="expected 'skip' or 'k<kernel>e<expansion>'"):
+        candidate_layer("k3x6", 8, 4, 4, 8, 1)
+    with pytest.raises(UserError, match="skip' needs stride 1"):
+        candidate_layer("skip", 8, 4, 4, 16, 1)
+
+
+def test_exported_op_matches_torch_in_onnxruntime():
+    spec = MBConv(24, 14, 14, 24, 5, 6, 1)
+    module = spec.build().eval()
+    for m in module.modules():  # non-trivial BN statistics so folding is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(0).standard_normal((1, 24, 14, 14)).astype(np.float32)
+    with OnnxRuntimeRunner(export_onnx(module, x.shape)) as runner:
+        got = runner.infer({"input": x})["output"]
+    want = module(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())

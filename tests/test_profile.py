@@ -1,0 +1,75 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import FAST, SMALL
+from nas2deploy.backends import BackendSettings
+from nas2deploy.errors import UserError
+from nas2deploy.latency.profile import journal_path, profile_space
+from nas2deploy.latency.table import LatencyTable, merge_tables
+
+
+def test_profile_a_shard_into_a_table(tmp_path, small_space):
+    out = tmp_path / "t.json"
+    seen = []
+    table, stats = profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 30),
+                                 progress=lambda d, n, k: seen.append((d, n)))
+    expected = small_space.op_specs()[0::30]
+    assert sorted(table.entries) == sorted(s.key for s in expected)
+    assert seen[-1] == (len(expected), len(expected))
+    assert table.meta["shard"] == "0/30" and table.meta["measurement"]["threads"] == 1
+    assert table.reference and "end_stats" in table.reference
+    assert not journal_path(out).exists()
+    assert 0 < stats.timed_s < stats.wall_s
+    again = LatencyTable.load(out)
+    assert again.entries == table.entries
+
+
+def test_shards_merge_into_the_whole_space(tmp_path, small_space):
+    parts = []
+    for i in range(2):
+        table, _ = profile_space(small_space, BackendSettings(), tmp_path / f"s{i}.json", FAST, shard=(i, 40))
+        parts.append(table)
+    merged = merge_tables(parts)
+    wanted = small_space.op_specs()
+    assert set(merged.entries) == {s.key for s in wanted[0::40]} | {s.key for s in wanted[1::40]}
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_loses_and_repeats_nothing(tmp_path):
+    out = tmp_path / "t.json"
+    journal = journal_path(out)
+    cmd = [sys.executable, "-m", "nas2deploy", "profile", "--input-size", "32", "--width-mult", "0.5",
+           "--num-classes", "10", "--max-stack-layers", "1", "--runs", "20", "--shard", "0/15", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # header + reference + at least 3 ops
+        if journal.exists() and len(journal.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the table appears only when the profile is complete"
+    before = [json.loads(line) for line in journal.read_text().splitlines()[2:] if line.endswith("}")]
+    assert len(before) >= 3
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(before)} resumed from the journal" in result.stdout or f"{len(before) + 1} resumed" in result.stdout
+    table = LatencyTable.load(out)
+    for record in before:  # journaled measurements are kept as they were, not re-taken
+        key = next(k for k, e in table.entries.items() if e.spec.to_dict() == record["spec"])
+        assert table.entries[key].stats.to_dict() == record["stats"]
+    assert not journal.exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, small_space):
+    out = tmp_path / "t.json"
+    journal = journal_path(out)
+    journal.write_text(json.dumps({"header": {"measurement": {"batch": 8}}}) + "\n")
+    with pytest.raises(UserError, match="written under different settings"):
+        profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 30))

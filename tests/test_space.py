@@ -1,0 +1,63 @@
+import random
+
+import pytest
+import torch
+
+from nas2deploy.arch import build
+from nas2deploy.errors import UserError
+from nas2deploy.spaces import make_space
+from nas2deploy.spaces.densenas import DenseNASSpace
+
+
+def test_published_224_space_counts():
+    sp = make_space("densenas")
+    counts = sp.counts()
+    assert counts["nodes"] == 18
+    assert counts["edges"] == 54
+    assert counts["head_mixed_ops"] == 51  # 3 edges end in the fixed tail
+    assert counts["stacking_mixed_ops"] == 13 * 3
+    assert counts["block_paths"] == 15456
+    assert counts["unique_ops"] == 390
+    assert counts["architectures"] > 10**45
+
+
+def test_connection_rule_as_published():
+    sp = DenseNASSpace()
+    out = {n: [(e.dst, e.stride) for e in sp.out_edges(n)] for n in range(18)}
+    assert out[0] == [(1, 2)]  # node 2 is two groups ahead of node 0
+    assert out[1] == [(2, 2), (3, 2), (4, 2)]  # node 5 is two groups ahead
+    assert out[4] == [(5, 2), (6, 2), (7, 2)]  # 28 -> 14: stride-2 heads; node 8 is two groups ahead
+    assert out[13] == [(14, 1), (15, 1), (16, 1)]  # the tail (group 7) is out of reach
+    assert [e.src for e in sp.edges if e.dst == 17] == [14, 15, 16]
+    assert sp.sizes == (112, 56, 28, 28, 28, 14, 14, 14, 14, 14, 14, 7, 7, 7, 7, 7, 7, 7)
+
+
+def test_cifar_variant_keeps_resolution_in_the_stem():
+    sp = make_space("densenas", {"input_size": 32})
+    assert sp.sizes[:3] == (32, 32, 16)
+    assert sp.out_edges(0)[0].stride == 1
+    assert sp.stem_specs()[0].key == "conv_k3_s1_i3x32x32_o16_relu6"
+
+
+def test_every_sampled_arch_uses_only_profiled_ops_and_runs(small_space):
+    keys = {s.key for s in small_space.op_specs()}
+    rng = random.Random(1)
+    for _ in range(20):
+        arch = small_space.sample_arch(rng)
+        assert {s.key for s in arch.op_specs()} <= keys
+    out = build(arch).eval()(torch.randn(1, 3, 32, 32))
+    assert out.shape == (1, 10)
+
+
+def test_stack_cap_and_width_mult_shrink_the_space(small_space):
+    full = make_space("densenas", {"input_size": 32}).counts()
+    small = small_space.counts()
+    assert small["stacking_mixed_ops"] == 13 and small["unique_ops"] < full["unique_ops"]
+    assert all(w % 8 == 0 for w in small_space.widths)
+
+
+def test_bad_space_options():
+    with pytest.raises(UserError, match="unknown search space 'nasnet'; valid spaces: densenas"):
+        make_space("nasnet")
+    with pytest.raises(UserError, match="--input-size must be a multiple of 32"):
+        make_space("densenas", {"input_size": 100})

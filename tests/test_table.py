@@ -1,0 +1,103 @@
+import json
+import random
+
+import pytest
+
+from nas2deploy.backends.timing import TimingStats
+from nas2deploy.errors import UserError
+from nas2deploy.latency.table import Calibration, Entry, LatencyTable, merge_tables
+
+
+def _stats(ms):
+    return TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100)
+
+
+def _meta(**measurement):
+    m = {"backend": "onnxruntime", "device_name": "cpu X", "precision": "fp32", "batch": 1, "threads": 1}
+    m.update(measurement)
+    return {"measurement": m, "space": {"name": "densenas", "config": {"input_size": 32}}}
+
+
+def _table(space, ms_of=lambda i: round(0.1 + i * 0.01, 4), ref=1.0, **measurement):
+    entries = {s.key: Entry(s, _stats(ms_of(i))) for i, s in enumerate(space.op_specs())}
+    ref_spec = space.reference_op()
+    reference = {"key": ref_spec.key, "spec": ref_spec.to_dict(), "stats": _stats(ref).to_dict()}
+    return LatencyTable(_meta(**measurement), entries, reference)
+
+
+def test_predict_sums_the_deployed_ops(small_space):
+    table = _table(small_space)
+    arch = small_space.sample_arch(random.Random(3))
+    expected = sum(table.entries[s.key].stats.median_ms for s in arch.op_specs())
+    pred = table.predict(arch)
+    assert pred.raw_ms == pytest.approx(expected) and pred.calibrated_ms is None
+    assert pred.n_ops == len(arch.op_specs())
+    table.calibration = Calibration(scale=0.9, offset_ms=0.5, per_op_ms=-0.01, samples=10)
+    pred = table.predict(arch, drift=1.1)
+    assert pred.raw_ms == pytest.approx(expected * 1.1)
+    assert pred.calibrated_ms == pytest.approx(1.1 * (0.9 * expected + 0.5 - 0.01 * pred.n_ops))
+
+
+def test_round_trip(tmp_path, small_space):
+    table = _table(small_space)
+    table.calibration = Calibration(1.0, 0.1, 0.0, 5)
+    table.save(tmp_path / "t.json")
+    again = LatencyTable.load(tmp_path / "t.json")
+    assert again.entries == table.entries and again.calibration == table.calibration
+    assert again.reference_ms == 1.0 and again.drift(1.2) == pytest.approx(1.2)
+
+
+def test_missing_entries_name_keys_count_and_the_fix(small_space):
+    table = _table(small_space)
+    arch = small_space.sample_arch(random.Random(0))
+    for spec in arch.op_specs()[:4]:
+        table.entries.pop(spec.key, None)
+    with pytest.raises(UserError) as err:
+        table.predict(arch)
+    msg = str(err.value)
+    assert "lacks 4 op(s)" in msg and ", ..." in msg
+    assert "nas2deploy profile --space densenas --backend onnxruntime" in msg and "--input-size 32" in msg
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"format": "nas2deploy.latency_table", "version": 1, "meta": {}, "entr', "not valid JSON"),
+    ('{"format": "nas2deploy.latency_table", "version": 7}', "format version 7 is not supported"),
+    ('[1, 2]', "not a nas2deploy.latency_table file"),
+    ('{"format": "nas2deploy.latency_table", "version": 1, "meta": {}, "entries": {"x": {"spec": {"type": "?"}}}}',
+     "entry 'x': unknown op type"),
+])
+def test_corrupt_tables_are_named(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message) as err:
+        LatencyTable.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_edited_key_is_detected(tmp_path, small_space):
+    table = _table(small_space)
+    table.save(tmp_path / "t.json")
+    doc = json.loads((tmp_path / "t.json").read_text())
+    key = next(iter(doc["entries"]))
+    doc["entries"]["mbconv_k3_e6_s1_i8x2x2_o8"] = doc["entries"].pop(key)
+    (tmp_path / "t.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="describes op"):
+        LatencyTable.load(tmp_path / "t.json")
+
+
+def test_merge_rescales_shards_to_one_reference(small_space):
+    specs = small_space.op_specs()
+    a = _table(small_space, ref=1.0)
+    b = _table(small_space, ms_of=lambda i: 2 * (0.1 + i * 0.01), ref=2.0)  # measured while 2x slower
+    a.entries = {s.key: a.entries[s.key] for s in specs[0::2]}
+    b.entries = {s.key: b.entries[s.key] for s in specs[1::2]}
+    merged = merge_tables([a, b])
+    assert len(merged.entries) == len(specs)
+    assert merged.entries[specs[1].key].stats.median_ms == pytest.approx(0.1 + 0.01)
+
+
+def test_merge_refuses_different_settings_naming_them(small_space):
+    a = _table(small_space)
+    b = _table(small_space, precision="fp16", batch=8)
+    with pytest.raises(UserError, match=r"different settings \(precision: 'fp32' vs 'fp16'; batch: 1 vs 8\)"):
+        merge_tables([a, b])
