@@ -100,6 +100,11 @@ class OpSpec:
     def build(self, affine: bool = True) -> nn.Module:
         raise NotImplementedError
 
+    def macs(self) -> int:
+        """Multiply-accumulates of convolutions and linear layers only (BN, activations, adds and
+        pooling excluded): the convention of the published DenseNAS / MobileNetV2 numbers."""
+        raise NotImplementedError
+
     def _shape(self) -> str:
         return f"i{self.cin}x{self.h}x{self.w}"
 
@@ -126,8 +131,10 @@ class OpSpec:
     def validate(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, int) and not isinstance(v, bool) and v <= 0:
-                raise UserError(f"op {self.type_name}: field {f.name!r} must be a positive integer, got {v}")
+            if f.type == "bool" and not isinstance(v, bool):
+                raise UserError(f"op {self.type_name}: field {f.name!r} must be true or false, got {v!r}")
+            if f.type == "int" and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise UserError(f"op {self.type_name}: field {f.name!r} must be a positive integer, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,10 @@ class ConvBNAct(OpSpec):
 
     def build(self, affine: bool = True) -> nn.Module:
         return nn.Sequential(*_conv_bn(self.cin, self.out, self.kernel, self.stride, 1, affine, self.relu6))
+
+    def macs(self) -> int:
+        _, ho, wo = self.out_shape()
+        return self.out * ho * wo * self.cin * self.kernel**2
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,12 @@ class MBConv(OpSpec):
     def build(self, affine: bool = True) -> nn.Module:
         return MBConvModule(self.cin, self.out, self.kernel, self.expansion, self.stride, affine)
 
+    def macs(self) -> int:
+        hidden = self.cin * self.expansion
+        _, ho, wo = self.out_shape()
+        expand = self.cin * hidden * self.h * self.w if self.expansion != 1 else 0
+        return expand + hidden * ho * wo * self.kernel**2 + hidden * self.out * ho * wo
+
 
 @dataclass(frozen=True)
 class Skip(OpSpec):
@@ -199,6 +216,9 @@ class Skip(OpSpec):
 
     def build(self, affine: bool = True) -> nn.Module:
         return nn.Identity()
+
+    def macs(self) -> int:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -222,6 +242,9 @@ class Classifier(OpSpec):
 
     def build(self, affine: bool = True) -> nn.Module:
         return ClassifierModule(self.cin, self.classes)
+
+    def macs(self) -> int:
+        return self.cin * self.classes
 
 
 OP_TYPES: dict[str, type[OpSpec]] = {c.type_name: c for c in (ConvBNAct, MBConv, Skip, Classifier)}

@@ -47,6 +47,10 @@ def test_bad_specs_are_rejected_with_the_field():
         OpSpec.from_dict({"type": "mbconv", "cin": 8, "h": 4, "w": 4, "out": 8, "kernel": 3, "stride": 1})
     with pytest.raises(UserError, match="'cin' must be a positive integer"):
         OpSpec.from_dict({"type": "skip", "cin": 0, "h": 4, "w": 4})
+    with pytest.raises(UserError, match="'h' must be a positive integer, got '4'"):
+        OpSpec.from_dict({"type": "skip", "cin": 8, "h": "4", "w": 4})
+    with pytest.raises(UserError, match="'relu6' must be true or false"):
+        OpSpec.from_dict({"type": "conv", "cin": 3, "h": 4, "w": 4, "out": 8, "kernel": 3, "stride": 1, "relu6": 1})
     with pytest.raises(UserError, match="expected 'skip' or 'k<kernel>e<expansion>'"):
         candidate_layer("k3x6", 8, 4, 4, 8, 1)
     with pytest.raises(UserError, match="skip' needs stride 1"):

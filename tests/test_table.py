@@ -12,17 +12,17 @@ def _stats(ms):
     return TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100)
 
 
-def _meta(**measurement):
+def _meta(space, **measurement):
     m = {"backend": "onnxruntime", "device_name": "cpu X", "precision": "fp32", "batch": 1, "threads": 1}
     m.update(measurement)
-    return {"measurement": m, "space": {"name": "densenas", "config": {"input_size": 32}}}
+    return {"measurement": m, "space": {"name": "densenas", "config": space.config_dict()}}
 
 
 def _table(space, ms_of=lambda i: round(0.1 + i * 0.01, 4), ref=1.0, **measurement):
     entries = {s.key: Entry(s, _stats(ms_of(i))) for i, s in enumerate(space.op_specs())}
     ref_spec = space.reference_op()
     reference = {"key": ref_spec.key, "spec": ref_spec.to_dict(), "stats": _stats(ref).to_dict()}
-    return LatencyTable(_meta(**measurement), entries, reference)
+    return LatencyTable(_meta(space, **measurement), entries, reference)
 
 
 def test_predict_sums_the_deployed_ops(small_space):
@@ -57,6 +57,7 @@ def test_missing_entries_name_keys_count_and_the_fix(small_space):
     msg = str(err.value)
     assert "lacks 4 op(s)" in msg and ", ..." in msg
     assert "nas2deploy profile --space densenas --backend onnxruntime" in msg and "--input-size 32" in msg
+    assert "--width-mult 0.5 --num-classes 10 --max-stack-layers 1" in msg
 
 
 @pytest.mark.parametrize("content, message", [

@@ -205,3 +205,8 @@ class TensorRTRunner(Runner):
 
     def time_runs(self, n: int) -> list[float]:
         return cuda_time_runs(self._run, n, self.stream)
+
+    def close(self) -> None:
+        self.stream.synchronize()
+        self.graph = None
+        del self.context, self.engine  # the context must go before its engine

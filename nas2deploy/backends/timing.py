@@ -48,10 +48,17 @@ class TimingStats:
         xs = sorted(samples_ms)
         mean = statistics.fmean(xs)
         std = statistics.pstdev(xs) if len(xs) > 1 else 0.0
-        values = [statistics.median(xs), mean, _percentile(xs, 0.90), _percentile(xs, 0.99), xs[0], std,
-                  std / mean if mean > 0 else 0.0]
         # Nanosecond resolution is plenty, and rounding here makes a saved table load back equal.
-        return TimingStats(*(round(v, 6) for v in values), runs=len(xs))
+        return TimingStats(
+            median_ms=round(statistics.median(xs), 6),
+            mean_ms=round(mean, 6),
+            p90_ms=round(_percentile(xs, 0.90), 6),
+            p99_ms=round(_percentile(xs, 0.99), 6),
+            min_ms=round(xs[0], 6),
+            std_ms=round(std, 6),
+            cov=round(std / mean if mean > 0 else 0.0, 6),
+            runs=len(xs),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,6 +28,7 @@ from nas2deploy.backends.timing import TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import OpSpec
+from nas2deploy.spaces import make_space
 
 TABLE_FORMAT = "nas2deploy.latency_table"
 TABLE_VERSION = 1
@@ -135,12 +136,21 @@ class LatencyTable:
     def require(self, specs: Iterable[OpSpec], what: str = "the architecture") -> None:
         """Raise one line listing missing keys (first few, count) and the command that fills them."""
         missing = self.missing(specs)
-        if missing:
-            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-            raise UserError(
-                f"latency table {self.name} lacks {len(missing)} op(s) that {what} needs ({shown}); "
-                f"measure them with: {self.profile_command()}"
-            )
+        if not missing:
+            return
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        problem = f"latency table {self.name} lacks {len(missing)} op(s) that {what} needs ({shown})"
+        space = self.meta.get("space", {})
+        try:
+            covered = {s.key for s in make_space(space.get("name", ""), space.get("config")).op_specs()}
+        except UserError:
+            covered = set()
+        if set(missing) <= covered:
+            raise UserError(f"{problem}; measure them with: {self.profile_command()}")
+        raise UserError(
+            f"{problem}; they lie outside the table's search space ({space.get('name')} {space.get('config')}), "
+            "so use a table profiled for a space that contains them"
+        )
 
     def profile_command(self) -> str:
         m, space = self.measurement, self.meta.get("space", {})
