@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -21,6 +22,8 @@ from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_laye
 
 ARCH_FORMAT = "nas2deploy.arch"
 ARCH_VERSION = 1
+#: Named architectures shipped with the package, one JSON file each (networks are data).
+ARCH_DIR = Path(__file__).parent / "archs"
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,18 @@ def build(arch: Arch, affine: bool = True) -> nn.Sequential:
     return nn.Sequential(*[spec.build(affine) for spec in arch.op_specs()])
 
 
+def named_archs() -> list[str]:
+    return sorted(p.stem for p in ARCH_DIR.glob("*.json"))
+
+
 def load_arch(path: str | os.PathLike[str]) -> Arch:
-    doc = check_format(read_json(path, "arch"), path, ARCH_FORMAT, ARCH_VERSION, "arch")
+    """Load an arch file, or a shipped architecture by name (``mobilenetv2``, ``densenas-a``...)."""
+    p = Path(path)
+    if not p.exists() and str(path) in named_archs():
+        p = ARCH_DIR / f"{path}.json"
+    elif not p.exists():
+        raise UserError(f"arch {path}: no such file, nor a named architecture ({', '.join(named_archs())})")
+    doc = check_format(read_json(p, "arch"), p, ARCH_FORMAT, ARCH_VERSION, "arch")
     return Arch.from_dict(doc, str(path))
 
 

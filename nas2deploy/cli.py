@@ -102,6 +102,39 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
         click.echo(f"  {key.replace('_', ' '):<20} {shown}")
 
 
+# -- arch ----------------------------------------------------------------------------------------
+@cli.group()
+def arch() -> None:
+    """Inspect architectures (JSON files or shipped names)."""
+
+
+@arch.command("list")
+def arch_list() -> None:
+    """The architectures shipped with nas2deploy."""
+    from nas2deploy.arch import named_archs
+
+    for name in named_archs():
+        click.echo(name)
+
+
+@arch.command("info")
+@click.argument("arch_ref", metavar="ARCH")
+@click.option("--lut", "lut_path", type=click.Path(dir_okay=False), help="Latency table to predict with.")
+@click.option("--json", "as_json", is_flag=True)
+def arch_info(arch_ref: str, lut_path: str | None, as_json: bool) -> None:
+    """Parameters, multiply-adds, a per-block table and, with --lut, the predicted latency."""
+    from nas2deploy.arch import load_arch
+    from nas2deploy.arch_info import arch_summary, summary_lines
+    from nas2deploy.latency.table import LatencyTable
+
+    summary = arch_summary(load_arch(arch_ref), LatencyTable.load(lut_path) if lut_path else None)
+    if as_json:
+        _print_json(summary)
+        return
+    for line in summary_lines(summary):
+        click.echo(line)
+
+
 # -- profile -------------------------------------------------------------------------------------
 def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed([
@@ -169,7 +202,6 @@ def lut() -> None:
 def lut_show(table_path: str, as_json: bool) -> None:
     """A readable summary of a latency table."""
     from nas2deploy.latency.summary import summarize
-
     from nas2deploy.latency.table import LatencyTable
 
     summary = summarize(LatencyTable.load(table_path))

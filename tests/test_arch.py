@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,36 @@ def test_corrupt_and_wrong_version_files(tmp_path):
     bad.write_text(json.dumps(_doc(version=9)))
     with pytest.raises(UserError, match="format version 9 is not supported"):
         load_arch(bad)
+
+
+@pytest.mark.parametrize("name, params, macs_m", [
+    ("mobilenetv2", 3_504_872, 300.8),  # torchvision's MobileNetV2-1.0, parameter for parameter
+    ("densenas-a", None, 251.3),
+    ("densenas-b", None, 313.6),
+    ("densenas-c", None, 360.8),
+])
+def test_shipped_architectures_match_published_counts(name, params, macs_m):
+    from nas2deploy.arch_info import arch_summary
+
+    summary = arch_summary(load_arch(name))
+    assert summary["params"] == sum(p.numel() for p in build(load_arch(name)).parameters())
+    if params is not None:
+        assert summary["params"] == params
+    assert summary["macs"] / 1e6 == pytest.approx(macs_m, abs=0.05)
+
+
+def test_arch_info_cli_predicts_with_a_table():
+    from click.testing import CliRunner
+
+    from nas2deploy.cli import cli
+    from nas2deploy.latency.table import LatencyTable
+
+    table_path = str(Path(__file__).parents[1] / "latency_tables" / "densenas224_ort_cpu_fp32_b1.json")
+    result = CliRunner().invoke(cli, ["arch", "info", "densenas-a", "--lut", table_path, "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    expected = LatencyTable.load(table_path).predict(load_arch("densenas-a"))
+    assert info["latency"]["raw_ms"] == pytest.approx(expected.raw_ms)
+    assert sum(r["latency_ms"] for r in info["rows"]) == pytest.approx(expected.raw_ms)
+    result = CliRunner().invoke(cli, ["arch", "info", "mobilenetv2", "--lut", table_path])
+    assert result.exit_code == 1 and "outside the table's search space" in result.output

@@ -1,0 +1,82 @@
+"""``arch info``: parameters, multiply-adds and predicted latency of an Arch, block by block.
+
+Counting follows the published numbers' conventions: multiply-adds of convolutions and linear
+layers only; parameters include BN scale/shift and the classifier bias (so MobileNetV2-1.0 has
+3,504,872 parameters and 300.8M multiply-adds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nas2deploy.arch import Arch
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.ops import OpSpec
+
+
+def op_params(spec: OpSpec) -> int:
+    return sum(p.numel() for p in spec.build(affine=True).parameters())
+
+
+def _groups(arch: Arch) -> list[tuple[str, list[OpSpec]]]:
+    """The deployed ops grouped as stem, block 1..n, tail (skip layers included, they cost 0)."""
+    specs = arch.op_specs(include_free=True)
+    groups = [("stem", specs[:2])]
+    i = 2
+    for n, block in enumerate(arch.blocks, 1):
+        size = 1 + len(block.stack)
+        groups.append((f"block {n}", specs[i:i + size]))
+        i += size
+    groups.append(("tail", specs[i:]))
+    return groups
+
+
+def arch_summary(arch: Arch, table: LatencyTable | None = None) -> dict[str, Any]:
+    pred = table.predict(arch) if table is not None else None  # first: names every missing op
+    rows = []
+    for name, specs in _groups(arch):
+        row: dict[str, Any] = {
+            "name": name,
+            "ops": [s.key for s in specs],
+            "out": list(specs[-1].out_shape()),
+            "params": sum(op_params(s) for s in specs),
+            "macs": sum(s.macs() for s in specs),
+        }
+        if table is not None:
+            row["latency_ms"] = sum(table.latency(s) for s in specs)
+        rows.append(row)
+    summary: dict[str, Any] = {
+        "name": arch.name,
+        "input_size": arch.input_size,
+        "num_classes": arch.num_classes,
+        "blocks": len(arch.blocks),
+        "layers": len(arch.op_specs()),
+        "params": sum(r["params"] for r in rows),
+        "macs": sum(r["macs"] for r in rows),
+        "rows": rows,
+    }
+    if table is not None and pred is not None:
+        summary["latency"] = {"table": table.name, "raw_ms": pred.raw_ms, "calibrated_ms": pred.calibrated_ms}
+    return summary
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    has_lat = "latency" in summary
+    lines = [
+        f"{summary['name']}: {summary['input_size']}x{summary['input_size']} input, {summary['num_classes']} classes, "
+        f"{summary['blocks']} blocks, {summary['layers']} layers",
+        f"  parameters     {summary['params']:,}",
+        f"  multiply-adds  {summary['macs'] / 1e6:.1f} M (conv and linear)",
+    ]
+    if has_lat:
+        lat = summary["latency"]
+        cal = f", calibrated {lat['calibrated_ms']:.3f} ms" if lat["calibrated_ms"] is not None else " (table not calibrated)"
+        lines.append(f"  latency        {lat['raw_ms']:.3f} ms summed{cal}  [{lat['table']}]")
+    head = f"  {'':<9}{'output':>14}{'params':>11}{'MACs (M)':>10}" + (f"{'ms':>8}" if has_lat else "") + "  ops"
+    lines.append(head)
+    for r in summary["rows"]:
+        out = "x".join(str(v) for v in r["out"])
+        ops = ", ".join(k.split("_i")[0] for k in r["ops"])
+        lat = f"{r['latency_ms']:>8.3f}" if has_lat else ""
+        lines.append(f"  {r['name']:<9}{out:>14}{r['params']:>11,}{r['macs'] / 1e6:>10.2f}{lat}  {ops}")
+    return lines
