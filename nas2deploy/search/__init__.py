@@ -1,0 +1,1 @@
+"""Differentiable search: supernet, expected latency, sampling and derivation."""

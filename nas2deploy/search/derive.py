@@ -1,0 +1,223 @@
+"""Derivation: from a searched supernet to one architecture (an Arch).
+
+``derive_argmax`` follows the paper: per layer the candidate with the largest alpha (stacking
+layers whose argmax is skip are dropped), and the block path by Viterbi over the path
+probabilities, in log space: P(0) = 0, P(j) = max_i P(i) + log p_ij, backtracked from the tail.
+Ties go to the edge listed first, i.e. the source block with the smallest index, and for ops to
+the candidate listed first (``HEAD_OPS`` / ``STACK_OPS`` order).
+
+``derive_under_budget`` goes beyond the paper: the most probable architecture, path and ops
+together (log p of the path plus log softmax(alpha) of each chosen op), whose predicted latency
+is within the budget. It is a dynamic program over the DAG whose state is the latency spent so
+far, discretised in steps of ``resolution`` ms with every op's cost rounded *up*; so whatever it
+returns truly fits the budget, and it is at least as probable as the best architecture that fits
+``budget - L * resolution`` (L: the most layers on any path, plus one for the fixed stem and
+tail), a loss of at most that margin. The default resolution, budget / 10000, keeps the margin
+under 0.6% of the budget for the published space (L <= 56). When nothing fits, it says so and gives the fastest achievable latency.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nas2deploy.arch import Arch, Block
+from nas2deploy.errors import UserError
+from nas2deploy.search.expected_latency import LatencyModel
+from nas2deploy.search.supernet import DenseNASSupernet
+from nas2deploy.spaces.densenas import HEAD_OPS, STACK_OPS, Edge
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A concrete architecture of the supernet: the edges of its path and each layer's op."""
+
+    path: tuple[Edge, ...]
+    head_ops: dict[Edge, int]
+    stack_ops: dict[int, int]  # alpha_stack row -> candidate index
+
+    def to_arch(self, net: DenseNASSupernet, name: str = "derived") -> Arch:
+        space = net.space
+        rows_of: dict[int, list[int]] = {}
+        for r, (n, _) in enumerate(net.stack_layers):
+            rows_of.setdefault(n, []).append(r)
+        blocks = []
+        for e in self.path:
+            if e.dst == space.tail_node:
+                continue
+            stack = tuple(STACK_OPS[self.stack_ops[r]] for r in rows_of.get(e.dst, []))
+            blocks.append(Block(space.widths[e.dst], e.stride, HEAD_OPS[self.head_ops[e]], tuple(s for s in stack if s != "skip")))
+        cfg = space.config
+        return Arch(cfg.input_size, cfg.num_classes, space.widths[0], space.widths[0], cfg.reductions[0],
+                    tuple(blocks), space.widths[space.tail_node], name)
+
+
+def _log_probs(net: DenseNASSupernet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        return (torch.log_softmax(net.alpha_head, -1).numpy().astype(np.float64),
+                torch.log_softmax(net.alpha_stack, -1).numpy().astype(np.float64),
+                torch.log(net.path_probs()).numpy().astype(np.float64))
+
+
+def viterbi_path(net: DenseNASSupernet) -> tuple[Edge, ...]:
+    space = net.space
+    _, _, log_p = _log_probs(net)
+    best = [-math.inf] * (space.tail_node + 1)
+    back: list[int | None] = [None] * (space.tail_node + 1)
+    best[0] = 0.0
+    for ei, e in enumerate(space.edges):  # edges come in source order: sources are final first
+        score = best[e.src] + log_p[ei]
+        if score > best[e.dst]:  # strict: ties keep the earlier edge
+            best[e.dst], back[e.dst] = score, ei
+    path = []
+    node = space.tail_node
+    while node != 0:
+        edge_index = back[node]
+        assert edge_index is not None, "the tail is reachable from the stem by construction"
+        path.append(space.edges[edge_index])
+        node = space.edges[edge_index].src
+    return tuple(reversed(path))
+
+
+def argmax_choice(net: DenseNASSupernet) -> Choice:
+    head_lp, stack_lp, _ = _log_probs(net)
+    rows = {e: r for r, e in enumerate(net.head_edges)}
+    path = viterbi_path(net)
+    return Choice(path, {e: int(np.argmax(head_lp[rows[e]])) for e in path if e in rows},
+                  {r: int(np.argmax(stack_lp[r])) for r in range(len(net.stack_layers))})
+
+
+def derive_argmax(net: DenseNASSupernet, name: str = "derived") -> Arch:
+    return argmax_choice(net).to_arch(net, name)
+
+
+def log_prob(net: DenseNASSupernet, choice: Choice) -> float:
+    """Joint log-probability of an architecture: its path's edges and its layers' ops."""
+    head_lp, stack_lp, log_p = _log_probs(net)
+    rows = {e: r for r, e in enumerate(net.head_edges)}
+    on_path = {e.dst for e in choice.path}
+    total = sum(log_p[net.edge_index(e)] for e in choice.path)
+    total += sum(head_lp[rows[e]][choice.head_ops[e]] for e in choice.path if e in rows)
+    total += sum(stack_lp[r][choice.stack_ops[r]] for r, (n, _) in enumerate(net.stack_layers) if n in on_path)
+    return float(total)
+
+
+def _shift_max(values: np.ndarray, options: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """out[b] = max_k values[b - d_k] + lp_k (max-plus convolution); with argmax and source bucket."""
+    size = len(values)
+    out = np.full(size, -np.inf)
+    arg = np.full(size, -1)
+    prev = np.full(size, -1)
+    for k, (d, lp) in enumerate(options):
+        lo, hi = max(0, d), min(size, size + d)
+        if lo >= hi:
+            continue
+        cand = np.full(size, -np.inf)
+        cand[lo:hi] = values[lo - d:hi - d] + lp
+        better = cand > out
+        out[better], arg[better] = cand[better], k
+        prev[better] = (np.arange(size) - d)[better]
+    return out, arg, prev
+
+
+def fastest_latency(model: LatencyModel) -> float:
+    """The lowest predicted latency of any architecture of the space (exact, no discretisation)."""
+    net, space = model.net, model.net.space
+    stack_min = np.zeros(space.tail_node + 1)
+    for r, (n, _) in enumerate(net.stack_layers):
+        stack_min[n] += float(model.stack[r].min())
+    rows = {e: r for r, e in enumerate(net.head_edges)}
+    tails = {e: r for r, e in enumerate(net.tail_edges)}
+    best = [math.inf] * (space.tail_node + 1)
+    best[0] = model.fixed
+    for e in space.edges:
+        head = float(model.head[rows[e]].min()) if e in rows else float(model.tail[tails[e]])
+        best[e.dst] = min(best[e.dst], best[e.src] + head + stack_min[e.dst])
+    return best[space.tail_node]
+
+
+def derive_under_budget(
+    net: DenseNASSupernet, model: LatencyModel, budget_ms: float, resolution_ms: float | None = None, name: str = "derived"
+) -> Arch:
+    """The most probable architecture whose predicted latency (calibrated if the table is) fits."""
+    return budget_choice(net, model, budget_ms, resolution_ms).to_arch(net, name)
+
+
+def budget_choice(net: DenseNASSupernet, model: LatencyModel, budget_ms: float, resolution_ms: float | None = None) -> Choice:
+    """The dynamic program behind ``derive_under_budget``."""
+    space = net.space
+    step = resolution_ms or budget_ms / 10000
+    head_lp, stack_lp, log_p = _log_probs(net)
+
+    def units(ms: float) -> int:
+        return math.ceil(ms / step - 1e-9)  # rounded up: the discretised latency never undercounts
+
+    head_units = [[units(float(c)) for c in row] for row in model.head]
+    stack_units = [[units(float(c)) for c in row] for row in model.stack]
+    tail_units = [units(float(c)) for c in model.tail]
+    # Costs may be negative (a calibration's per-op term): index buckets from the lowest reachable sum.
+    floor = sum(min(0, min(r)) for r in head_units) + sum(min(0, min(r)) for r in stack_units) + min(0, min(tail_units))
+    budget_units = math.floor(budget_ms / step + 1e-9)
+    size = budget_units - floor - floor + 1  # a prefix above budget - floor can never come back under
+    if size <= 0:
+        raise UserError(f"budget {budget_ms} ms is not positive enough to search")
+    start = np.full(size, -np.inf)
+    fixed = units(model.fixed) - floor
+    if 0 <= fixed < size:
+        start[fixed] = 0.0
+    rows = {e: r for r, e in enumerate(net.head_edges)}
+    tails = {e: r for r, e in enumerate(net.tail_edges)}
+    stack_rows: dict[int, list[int]] = {}
+    for r, (n, _) in enumerate(net.stack_layers):
+        stack_rows.setdefault(n, []).append(r)
+    values: dict[int, np.ndarray] = {0: start}
+    merge_trace: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # node -> (edge, op, prev)
+    layer_trace: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stack row -> (op, prev)
+    for node in range(1, space.tail_node + 1):
+        merged = np.full(size, -np.inf)
+        edge_of, op_of, prev_of = np.full(size, -1), np.full(size, -1), np.full(size, -1)
+        for ei, e in enumerate(space.edges):
+            if e.dst != node:
+                continue
+            if e in rows:
+                options = [(head_units[rows[e]][k], log_p[ei] + head_lp[rows[e]][k]) for k in range(len(head_units[0]))]
+            else:
+                options = [(tail_units[tails[e]], log_p[ei])]
+            vals, arg, prev = _shift_max(values[e.src], options)
+            better = vals > merged
+            merged[better], edge_of[better], op_of[better], prev_of[better] = vals[better], ei, arg[better], prev[better]
+        merge_trace[node] = (edge_of, op_of, prev_of)
+        for r in stack_rows.get(node, []):
+            merged, arg, prev = _shift_max(merged, [(stack_units[r][k], stack_lp[r][k]) for k in range(len(stack_units[r]))])
+            layer_trace[r] = (arg, prev)
+        values[node] = merged
+    final = values[space.tail_node]
+    feasible = final[: budget_units - floor + 1]
+    if not np.isfinite(feasible).any():
+        raise UserError(
+            f"no architecture of the space fits {budget_ms:g} ms: the fastest achievable is "
+            f"{fastest_latency(model):.3f} ms with this table"
+        )
+    bucket = int(np.argmax(feasible))
+    path: list[Edge] = []
+    head_ops: dict[Edge, int] = {}
+    stack_ops: dict[int, int] = {}
+    node = space.tail_node
+    while node != 0:
+        for r in reversed(stack_rows.get(node, [])):
+            arg, prev = layer_trace[r]
+            stack_ops[r] = int(arg[bucket])
+            bucket = int(prev[bucket])
+        edge_of, op_of, prev_of = merge_trace[node]
+        e = space.edges[int(edge_of[bucket])]
+        path.append(e)
+        if e in rows:
+            head_ops[e] = int(op_of[bucket])
+        bucket = int(prev_of[bucket])
+        node = e.src
+    for r in range(len(net.stack_layers)):  # layers of blocks off the path: irrelevant, fill argmax
+        stack_ops.setdefault(r, int(np.argmax(stack_lp[r])))
+    return Choice(tuple(reversed(path)), head_ops, stack_ops)

@@ -1,0 +1,73 @@
+"""Differentiable expected latency of the DenseNAS supernet, from a LatencyTable.
+
+Chained backwards over the DAG (reference.md section 2):
+``cost(b) = stack(b) + sum_j p_bj * (head_{b->j} + cost(j))``, total = stem + cost(0) +
+classifier, where a layer's cost is ``sum_o w_o * cost_o`` with w = softmax(alpha) over all of
+its candidates (the paper's form; the published code's softmax over the sampled ops only is a
+quirk not copied).
+
+Per-op costs are the table's medians, or, when the table is calibrated, each non-free op's
+``scale * latency + per_op_ms`` with ``offset_ms`` added once: the calibration is affine in the
+ops, so the same chain yields the calibrated expectation. For one-hot alpha and beta the result
+equals ``LatencyTable.predict`` of the derived architecture (raw or calibrated).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.ops import OpSpec
+from nas2deploy.search.supernet import DenseNASSupernet
+
+
+class LatencyModel:
+    def __init__(self, net: DenseNASSupernet, table: LatencyTable, calibrated: bool = True):
+        space = net.space
+        self.net = net
+        self.calibration = table.calibration if calibrated else None
+        specs = [*space.stem_specs(), space.classifier_spec()]
+        for e in space.edges:
+            specs += space.head_candidates(e)
+        for n, _ in net.stack_layers:
+            specs += space.stack_candidates(n)
+        table.require(specs, f"the {space.name} supernet")
+        self.table = table
+
+        def cost(spec: OpSpec) -> float:
+            lat = table.latency(spec)
+            if self.calibration is None or spec.is_free:
+                return lat
+            return self.calibration.scale * lat + self.calibration.per_op_ms
+
+        self.op_cost = cost
+        self.head = torch.tensor([[cost(s) for s in space.head_candidates(e)] for e in net.head_edges])
+        self.stack = torch.tensor([[cost(s) for s in space.stack_candidates(n)] for n, _ in net.stack_layers])
+        self.tail = torch.tensor([cost(space.head_candidates(e)[0]) for e in net.tail_edges])
+        offset = self.calibration.offset_ms if self.calibration else 0.0
+        self.fixed = sum(cost(s) for s in space.stem_specs()) + cost(space.classifier_spec()) + offset
+
+    def expected(self, head_w: torch.Tensor, stack_w: torch.Tensor, path_p: torch.Tensor) -> torch.Tensor:
+        """Expected latency (ms) for op probabilities per mixed op and path probabilities per edge."""
+        net, space = self.net, self.net.space
+        n_nodes = space.tail_node + 1
+        stack_cost = torch.zeros(n_nodes, dtype=head_w.dtype).index_add(
+            0, torch.tensor([n for n, _ in net.stack_layers], dtype=torch.long), (stack_w * self.stack).sum(-1)
+        )
+        head_cost = (head_w * self.head).sum(-1)
+        head_rows = {e: r for r, e in enumerate(net.head_edges)}
+        tail_rows = {e: r for r, e in enumerate(net.tail_edges)}
+        cost: list[torch.Tensor] = [torch.zeros((), dtype=head_w.dtype)] * n_nodes
+        for b in range(space.tail_node - 1, -1, -1):
+            total = stack_cost[b]
+            for ei in range(net.out_slices[b].start, net.out_slices[b].stop):
+                e = space.edges[ei]
+                edge_cost = head_cost[head_rows[e]] if e in head_rows else self.tail[tail_rows[e]]
+                total = total + path_p[ei] * (edge_cost + cost[e.dst])
+            cost[b] = total
+        return self.fixed + cost[0]
+
+    def __call__(self) -> torch.Tensor:
+        """The supernet's current expected latency, differentiable in alpha and beta."""
+        net = self.net
+        return self.expected(torch.softmax(net.alpha_head, -1), torch.softmax(net.alpha_stack, -1), net.path_probs())

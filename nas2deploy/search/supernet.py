@@ -1,0 +1,123 @@
+"""The DenseNAS supernet: every block of the space, densely connected, with architecture weights.
+
+- alpha: one row per mixed op (head layers: 6 MBConv candidates per incoming edge; stacking
+  layers: the same 6 plus skip); beta: one entry per edge, normalised over each block's outgoing
+  edges into path probabilities p_ij = softmax(beta_i)_j (reference.md section 2).
+- A block sums its head layers' outputs weighted by the path probabilities of the edges they
+  sit on, then runs its stacking layers. Edges into the tail carry its fixed conv1x1 branch.
+- Candidates are built from the same OpSpecs as the latency table's entries, with affine-free BN
+  (as published), so the latency model and the supernet cannot disagree about what an op is.
+- Each forward pass runs the ops that ``OpChoice`` names for each mixed op, weighted by the
+  softmax of their alphas: one op (weight steps), two ops (architecture steps), or all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nas2deploy.ops import OpSpec
+from nas2deploy.spaces.densenas import DenseNASSpace, Edge
+
+ALPHA_INIT = 1e-3
+
+
+class MixedOp(nn.Module):
+    def __init__(self, candidates: list[OpSpec]):
+        super().__init__()
+        self.candidates = nn.ModuleList([spec.build(affine=False) for spec in candidates])
+
+    def forward(self, x: torch.Tensor, indices: list[int], weights: torch.Tensor) -> torch.Tensor:
+        out = weights[0] * self.candidates[indices[0]](x)
+        for k in range(1, len(indices)):
+            out = out + weights[k] * self.candidates[indices[k]](x)
+        return out
+
+
+@dataclass(frozen=True)
+class OpChoice:
+    """Which candidates run in each mixed op: ``head[r]`` for alpha_head row r, ``stack[l]`` for
+    stacking layer l (rows of index tensors, shape (rows, k))."""
+
+    head: torch.Tensor
+    stack: torch.Tensor
+
+    @staticmethod
+    def all(net: DenseNASSupernet) -> OpChoice:
+        def every(alpha: torch.Tensor) -> torch.Tensor:
+            return torch.arange(alpha.shape[1]).repeat(alpha.shape[0], 1)
+
+        return OpChoice(every(net.alpha_head), every(net.alpha_stack))
+
+
+class DenseNASSupernet(nn.Module):
+    def __init__(self, space: DenseNASSpace):
+        super().__init__()
+        self.space = space
+        self.stem = nn.Sequential(*[s.build(affine=False) for s in space.stem_specs()])
+        self.head_edges = [e for e in space.edges if e.dst != space.tail_node]
+        self.tail_edges = [e for e in space.edges if e.dst == space.tail_node]
+        self.heads = nn.ModuleList([MixedOp(space.head_candidates(e)) for e in self.head_edges])
+        self.tail_branches = nn.ModuleList([space.head_candidates(e)[0].build(affine=False) for e in self.tail_edges])
+        #: (node, layer) of every stacking mixed op, in alpha_stack row order.
+        self.stack_layers = [(n, l) for n, count in enumerate(space.stack_layers) for l in range(count)]
+        self.stacks = nn.ModuleList([MixedOp(space.stack_candidates(n)) for n, _ in self.stack_layers])
+        self.classifier = space.classifier_spec().build()
+        n_head, n_stack = len(space.head_candidates(self.head_edges[0])), len(space.stack_candidates(1))
+        self.alpha_head = nn.Parameter(ALPHA_INIT * torch.randn(len(self.head_edges), n_head))
+        self.alpha_stack = nn.Parameter(ALPHA_INIT * torch.randn(len(self.stack_layers), n_stack))
+        self.beta = nn.Parameter(ALPHA_INIT * torch.randn(len(space.edges)))
+        # Edges are generated source by source, so each block's outgoing edges form one slice.
+        self.out_slices: dict[int, slice] = {}
+        for i, e in enumerate(space.edges):
+            start = self.out_slices.get(e.src, slice(i, i)).start
+            self.out_slices[e.src] = slice(start, i + 1)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha_head, self.alpha_stack, self.beta]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def path_probs(self) -> torch.Tensor:
+        """p_e for every edge: softmax of beta over its source block's outgoing edges."""
+        parts = [torch.softmax(self.beta[s], 0) for _, s in sorted(self.out_slices.items())]
+        return torch.cat(parts)
+
+    def edge_index(self, edge: Edge) -> int:
+        return self.space.edges.index(edge)
+
+    def forward(self, x: torch.Tensor, choice: OpChoice) -> torch.Tensor:
+        space = self.space
+        p = self.path_probs()
+        head_w = torch.softmax(self.alpha_head.gather(1, choice.head), -1)
+        stack_w = torch.softmax(self.alpha_stack.gather(1, choice.stack), -1)
+        head_rows = {e: r for r, e in enumerate(self.head_edges)}
+        stack_rows: dict[int, list[int]] = {}
+        for r, (n, _) in enumerate(self.stack_layers):
+            stack_rows.setdefault(n, []).append(r)
+        outs: list[torch.Tensor | None] = [None] * (space.tail_node + 1)
+        outs[0] = self.stem(x)
+        for node in range(1, space.tail_node + 1):
+            acc: torch.Tensor | None = None
+            for ei, e in enumerate(space.edges):
+                if e.dst != node:
+                    continue
+                src = outs[e.src]
+                assert src is not None
+                if node == space.tail_node:
+                    y = self.tail_branches[self.tail_edges.index(e)](src)
+                else:
+                    r = head_rows[e]
+                    y = self.heads[r](src, choice.head[r].tolist(), head_w[r])
+                acc = p[ei] * y if acc is None else acc + p[ei] * y
+            assert acc is not None
+            for r in stack_rows.get(node, []):
+                acc = self.stacks[r](acc, choice.stack[r].tolist(), stack_w[r])
+            outs[node] = acc
+        final = outs[space.tail_node]
+        assert final is not None
+        return self.classifier(final)

@@ -1,0 +1,180 @@
+"""Supernet, expected latency and derivation of the DenseNAS search (issue 3 core)."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from nas2deploy.backends.timing import TimingStats
+from nas2deploy.errors import UserError
+from nas2deploy.latency.table import Calibration, Entry, LatencyTable
+from nas2deploy.search.derive import (
+    Choice, argmax_choice, budget_choice, derive_argmax, fastest_latency, log_prob, viterbi_path,
+)
+from nas2deploy.search.expected_latency import LatencyModel
+from nas2deploy.search.supernet import DenseNASSupernet, OpChoice
+from nas2deploy.spaces import make_space
+
+TINY = {"input_size": 32, "width_mult": 0.25, "num_classes": 5, "max_stack_layers": 1}
+
+
+def synthetic_table(space, seed=0, calibration=None):
+    """A table with distinct random latencies, so that every op choice matters."""
+    rng = random.Random(seed)
+    entries = {}
+    for spec in space.op_specs():
+        ms = round(rng.uniform(0.05, 1.0), 4)
+        entries[spec.key] = Entry(spec, TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100))
+    meta = {"measurement": {"backend": "onnxruntime"}, "space": {"name": space.name, "config": space.config_dict()}}
+    return LatencyTable(meta, entries, None, calibration)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return DenseNASSupernet(make_space("densenas", TINY))
+
+
+def random_choice(net, rng):
+    space = net.space
+    path, node = [], 0
+    while node != space.tail_node:
+        e = rng.choice(space.out_edges(node))
+        path.append(e)
+        node = e.dst
+    rows = {e: r for r, e in enumerate(net.head_edges)}
+    return Choice(tuple(path), {e: rng.randrange(6) for e in path if e in rows},
+                  {r: rng.randrange(7) for r in range(len(net.stack_layers))})
+
+
+def one_hot(net, choice):
+    head_w = torch.zeros_like(net.alpha_head)
+    head_w[:, 0] = 1
+    for r, e in enumerate(net.head_edges):
+        if e in choice.head_ops:
+            head_w[r] = 0
+            head_w[r, choice.head_ops[e]] = 1
+    stack_w = torch.zeros_like(net.alpha_stack)
+    for r in range(len(net.stack_layers)):
+        stack_w[r, choice.stack_ops[r]] = 1
+    path_p = torch.zeros(len(net.space.edges))
+    chosen = {e.src: e for e in choice.path}
+    for node, s in net.out_slices.items():
+        pick = net.edge_index(chosen[node]) if node in chosen else s.start
+        path_p[pick] = 1
+    return head_w, stack_w, path_p
+
+
+def test_supernet_runs_sampled_and_full(net):
+    x = torch.randn(2, 3, 32, 32)
+    full = net(x, OpChoice.all(net))
+    assert full.shape == (2, 5)
+    pair = OpChoice(torch.tensor([[0, 3]] * len(net.head_edges)), torch.tensor([[1, 6]] * len(net.stack_layers)))
+    net.zero_grad()
+    net(x, pair).sum().backward()
+    assert net.alpha_head.grad[:, [0, 3]].abs().sum() > 0 and net.alpha_head.grad[:, [1, 2]].abs().sum() == 0
+    assert net.beta.grad is not None and net.beta.grad.abs().sum() > 0
+    assert all(not m.affine for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_path_probabilities_normalise_per_source(net):
+    p = net.path_probs()
+    for node, s in net.out_slices.items():
+        assert p[s].sum().item() == pytest.approx(1.0)
+    assert len(p) == len(net.space.edges)
+
+
+@pytest.mark.parametrize("calibration", [None, Calibration(0.9, 0.4, -0.01, 10)])
+def test_expected_latency_equals_predict_for_one_hot(net, calibration):
+    table = synthetic_table(net.space, calibration=calibration)
+    model = LatencyModel(net, table)
+    rng = random.Random(1)
+    for _ in range(25):
+        choice = random_choice(net, rng)
+        expected = model.expected(*one_hot(net, choice)).item()
+        pred = table.predict(choice.to_arch(net))
+        assert expected == pytest.approx(pred.best_ms, rel=1e-6)
+
+
+def test_expected_latency_is_differentiable(net):
+    model = LatencyModel(net, synthetic_table(net.space))
+    net.zero_grad()
+    model().backward()
+    assert net.alpha_head.grad.abs().sum() > 0 and net.beta.grad.abs().sum() > 0
+
+
+def test_viterbi_follows_the_strongest_path():
+    torch.manual_seed(1)
+    net = DenseNASSupernet(make_space("densenas", TINY))
+    rng = random.Random(3)
+    target = random_choice(net, rng)
+    with torch.no_grad():
+        net.beta.zero_()
+        for e in target.path:
+            net.beta[net.edge_index(e)] = 5.0
+    assert viterbi_path(net) == target.path
+    with torch.no_grad():
+        net.beta.zero_()  # all ties: the earliest edge wins at each step
+    path = viterbi_path(net)
+    assert path[0].dst == 1 and all(a.dst == b.src for a, b in zip(path, path[1:]))
+    arch = derive_argmax(net)
+    assert len(arch.blocks) == len([e for e in path if e.dst != net.space.tail_node])
+
+
+def _randomise(net, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 2)
+
+
+@pytest.mark.parametrize("calibration", [None, Calibration(1.1, 0.3, -0.02, 10)])
+def test_budget_derivation_is_feasible_and_optimal(net, calibration):
+    _randomise(net, 7)
+    table = synthetic_table(net.space, seed=2, calibration=calibration)
+    model = LatencyModel(net, table)
+    fastest = fastest_latency(model)
+    unconstrained = argmax_choice(net)
+    budget = fastest + 0.4 * (table.predict(unconstrained.to_arch(net)).best_ms - fastest)
+    resolution = budget / 10000
+    best = budget_choice(net, model, budget, resolution)
+    assert table.predict(best.to_arch(net)).best_ms <= budget + 1e-9
+    margin = budget - 60 * resolution
+    rng = random.Random(0)
+    for _ in range(3000):  # no random architecture that fits with margin is more probable
+        c = random_choice(net, rng)
+        if table.predict(c.to_arch(net)).best_ms <= margin:
+            assert log_prob(net, c) <= log_prob(net, best) + 1e-9
+
+
+def test_budget_derivation_with_a_generous_budget_finds_the_joint_optimum(net):
+    _randomise(net, 11)
+    table = synthetic_table(net.space, seed=4)
+    model = LatencyModel(net, table)
+    best = budget_choice(net, model, 1e6)
+    # the joint optimum by a direct DP over the DAG (no latency at all)
+    head_lp = torch.log_softmax(net.alpha_head, -1).detach().numpy()
+    stack_lp = torch.log_softmax(net.alpha_stack, -1).detach().numpy()
+    log_p = torch.log(net.path_probs()).detach().numpy()
+    rows = {e: r for r, e in enumerate(net.head_edges)}
+    stack_best = np.zeros(net.space.tail_node + 1)
+    for r, (n, _) in enumerate(net.stack_layers):
+        stack_best[n] += stack_lp[r].max()
+    score = [-math.inf] * (net.space.tail_node + 1)
+    score[0] = 0.0
+    for ei, e in enumerate(net.space.edges):
+        head = head_lp[rows[e]].max() if e in rows else 0.0
+        score[e.dst] = max(score[e.dst], score[e.src] + log_p[ei] + head + stack_best[e.dst])
+    assert log_prob(net, best) == pytest.approx(score[net.space.tail_node], abs=1e-9)
+
+
+def test_nothing_fits_names_the_fastest_latency(net):
+    table = synthetic_table(net.space, seed=5)
+    model = LatencyModel(net, table)
+    fastest = fastest_latency(model)
+    with pytest.raises(UserError, match=f"fastest achievable is {fastest:.3f} ms"):
+        budget_choice(net, model, fastest * 0.99)
+    fits = budget_choice(net, model, fastest * 1.01)
+    assert table.predict(fits.to_arch(net)).best_ms <= fastest * 1.01
