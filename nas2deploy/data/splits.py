@@ -1,0 +1,30 @@
+"""The train / test pair every loader returns, and the search's train / validation split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from nas2deploy.errors import UserError
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    image_size: int
+    name: str
+
+
+def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """A seeded split of the training data: weights train on one part, architecture on the other
+    (DenseNAS: 80% / 20%)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n < 2:
+        raise UserError("the training data needs at least 2 samples to split into train and validation")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
