@@ -254,6 +254,94 @@ def fidelity_text(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+# -- search / derive / train ---------------------------------------------------------------------
+def _init_distributed() -> None:
+    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+@cli.command()
+@click.option("--space", "space_name", type=click.Choice(sorted(SPACES)), default="densenas", show_default=True)
+@click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
+@click.option("--data", default="synthetic", show_default=True, help="'synthetic', a CIFAR-10 binary folder or an ImageFolder.")
+@click.option("--budget-ms", type=float, help="Latency budget: lambda adapts so the expected latency settles here.")
+@click.option("--lambda", "lam", type=float, default=0.15, show_default=True, help="Weight of the latency term.")
+@click.option("--tau", type=float, default=15.0, show_default=True, help="Base of the latency term's logarithm.")
+@click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--max-batches", type=click.IntRange(min=0), default=0, show_default=True, help="Cap per pass (0: all).")
+@click.option("--w-lr", type=float, default=0.036, show_default=True)
+@click.option("--a-lr", type=float, default=3e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
+@click.pass_context
+def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str, **opts: Any) -> None:
+    """Latency-regularised DenseNAS search; writes log.jsonl, checkpoint.pt and arch.json to --out."""
+    from nas2deploy.search.loop import Search, SearchConfig
+
+    # Options are named as SearchConfig fields; a --config file fills what the command line leaves out.
+    fields = SearchConfig.from_file(config_file) if config_file else {}
+    for name, value in opts.items():
+        if name not in fields or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            fields[name] = value
+    if fields.get("budget_ms") is not None and fields["budget_ms"] <= 0:
+        raise UserError("--budget-ms must be positive")
+    _init_distributed()
+    run = Search(SearchConfig(table=table, space=space_name, **fields), out, resume, progress=click.echo)
+    record = run.run()
+    if run.rank == 0:
+        click.echo(f"derived architecture: {Path(out) / 'arch.json'} (predicted {record.get('derived_ms', float('nan')):.3f} ms)")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--budget-ms", type=float, help="Most probable architecture whose predicted latency fits.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+def derive(run_dir: str, budget_ms: float | None, out: str) -> None:
+    """Derive an architecture from a search run: argmax ops + Viterbi path, or the best under a budget."""
+    from nas2deploy.arch import save_arch
+    from nas2deploy.search.derive import derive_argmax, derive_under_budget
+    from nas2deploy.search.loop import open_run
+
+    run = open_run(run_dir)
+    name = Path(out).stem
+    arch = (derive_under_budget(run.net, run.model, budget_ms, name=name) if budget_ms is not None
+            else derive_argmax(run.net, name))
+    save_arch(arch, out)
+    pred = run.table.predict(arch)
+    cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
+    click.echo(f"wrote {out}: {len(arch.blocks)} blocks, predicted {pred.raw_ms:.3f} ms summed{cal}")
+
+
+@cli.command()
+@click.option("--arch", "arch_ref", required=True, help="Arch JSON file or shipped name.")
+@click.option("--data", default="synthetic", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
+def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, seed: int, out: str) -> None:
+    """Train a derived network (SGD, cosine schedule, label smoothing 0.1) and report top-1."""
+    from nas2deploy.arch import load_arch
+    from nas2deploy.data import open_dataset
+    from nas2deploy.train import save_weights, train_arch
+
+    arch = load_arch(arch_ref)
+    model, acc = train_arch(arch, open_dataset(data, arch.input_size), epochs, batch_size, lr, seed=seed, progress=click.echo)
+    save_weights(model, out)
+    click.echo(f"top-1 {acc:.4f} on the test split; weights: {out}")
+
+
 # -- demo ----------------------------------------------------------------------------------------
 DEMO_SPACE = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
 

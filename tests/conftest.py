@@ -7,11 +7,13 @@ runs is reduced, since tests check correctness, not speed.
 from __future__ import annotations
 
 import importlib.util
+import random
 
 import pytest
 import torch
 
-from nas2deploy.backends.timing import TimingSettings
+from nas2deploy.backends.timing import TimingSettings, TimingStats
+from nas2deploy.latency.table import Entry, LatencyTable
 from nas2deploy.spaces import make_space
 
 SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
@@ -31,3 +33,15 @@ needs_tensorrt = pytest.mark.skipif(
 @pytest.fixture
 def small_space():
     return make_space("densenas", SMALL)
+
+
+def synthetic_table(space, seed=0, calibration=None):
+    """A table with distinct random latencies for every op of ``space``, so every choice matters
+    (for search logic; measured tables are tested elsewhere)."""
+    rng = random.Random(seed)
+    entries = {}
+    for spec in space.op_specs():
+        ms = round(rng.uniform(0.05, 1.0), 4)
+        entries[spec.key] = Entry(spec, TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100))
+    meta = {"measurement": {"backend": "onnxruntime"}, "space": {"name": space.name, "config": space.config_dict()}}
+    return LatencyTable(meta, entries, None, calibration)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas2deploy.backends.timing import TimingStats
+from conftest import synthetic_table
 from nas2deploy.errors import UserError
-from nas2deploy.latency.table import Calibration, Entry, LatencyTable
+from nas2deploy.latency.table import Calibration
 from nas2deploy.search.derive import (
     Choice, argmax_choice, budget_choice, derive_argmax, fastest_latency, log_prob, viterbi_path,
 )
@@ -18,17 +18,6 @@ from nas2deploy.search.supernet import DenseNASSupernet, OpChoice
 from nas2deploy.spaces import make_space
 
 TINY = {"input_size": 32, "width_mult": 0.25, "num_classes": 5, "max_stack_layers": 1}
-
-
-def synthetic_table(space, seed=0, calibration=None):
-    """A table with distinct random latencies, so that every op choice matters."""
-    rng = random.Random(seed)
-    entries = {}
-    for spec in space.op_specs():
-        ms = round(rng.uniform(0.05, 1.0), 4)
-        entries[spec.key] = Entry(spec, TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100))
-    meta = {"measurement": {"backend": "onnxruntime"}, "space": {"name": space.name, "config": space.config_dict()}}
-    return LatencyTable(meta, entries, None, calibration)
 
 
 @pytest.fixture(scope="module")

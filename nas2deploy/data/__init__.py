@@ -1,6 +1,7 @@
 """Datasets: a built-in one generated in code, and loaders for real formats.
 
-``open_dataset("synthetic")`` needs no download; a folder path is read as the CIFAR-10 binary
+``open_dataset("synthetic")`` needs no download (``synthetic:N`` makes N training images
+instead of 4000, and N/4 test images); a folder path is read as the CIFAR-10 binary
 format when it holds ``data_batch_*.bin`` / ``test_batch.bin``, otherwise as an ImageFolder
 (one sub-folder per class, optionally under ``train/`` and ``val/``).
 """
@@ -14,11 +15,15 @@ from nas2deploy.errors import UserError
 
 
 def open_dataset(spec: str, image_size: int = 32) -> Splits:
-    if spec == "synthetic":
+    if spec == "synthetic" or spec.startswith("synthetic:"):
         from nas2deploy.data.synthetic import ShapesDataset
 
-        return Splits(ShapesDataset(4000, image_size, seed=0), ShapesDataset(1000, image_size, seed=1),
-                      ShapesDataset.NUM_CLASSES, image_size, "synthetic")
+        count = spec.partition(":")[2] or "4000"
+        if not count.isdigit() or int(count) < 10:
+            raise UserError(f"data {spec}: expected 'synthetic' or 'synthetic:N' with N >= 10 training images")
+        n = int(count)
+        return Splits(ShapesDataset(n, image_size, seed=0), ShapesDataset(max(10, n // 4), image_size, seed=1),
+                      ShapesDataset.NUM_CLASSES, image_size, spec)
     path = Path(spec)
     if not path.exists():
         raise UserError(f"data {spec}: no such folder; use 'synthetic' or a CIFAR-10 binary / ImageFolder folder")

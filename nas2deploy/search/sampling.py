@@ -1,0 +1,36 @@
+"""Op sampling and the re-balancing shift of DenseNAS's architecture steps (reference.md section 2).
+
+Every rank of a distributed search draws from a generator seeded by (seed, step), so all ranks
+run the same sub-network at a step and their gradients can be averaged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def sample_ops(alpha: torch.Tensor, k: int, uniform: bool, generator: torch.Generator) -> torch.Tensor:
+    """k distinct candidates per row, drawn by softmax(alpha) (or uniformly), sorted."""
+    probs = torch.ones_like(alpha) if uniform else torch.softmax(alpha.detach().float(), -1)
+    idx = torch.multinomial(probs, k, replacement=False, generator=generator)
+    return idx.sort(-1).values
+
+
+def argmax_ops(alpha: torch.Tensor) -> torch.Tensor:
+    return alpha.detach().argmax(-1, keepdim=True)
+
+
+@torch.no_grad()
+def rebalance_(alpha: torch.Tensor, idx: torch.Tensor, old: torch.Tensor) -> None:
+    """Shift the sampled alphas by ln(sum_S exp(old) / sum_S exp(new)).
+
+    An architecture step only sees the sampled ops S; the shift restores their total softmax
+    mass to what it was, so ops that were not sampled keep their probability.
+    """
+    new = alpha.gather(1, idx)
+    shift = torch.logsumexp(old, -1, keepdim=True) - torch.logsumexp(new, -1, keepdim=True)
+    alpha.scatter_(1, idx, new + shift)

@@ -1,0 +1,92 @@
+"""Standard retraining of a derived network: SGD with a cosine schedule and label smoothing.
+
+Weights are saved as a plain state dict (atomically) and loaded with ``weights_only=True``, so
+a weights file from elsewhere can at worst fail to load; tensors that do not fit the
+architecture are named.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from nas2deploy.arch import Arch, build
+from nas2deploy.data import Splits
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import atomic_write_bytes
+
+
+@torch.no_grad()
+def top1(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> float:
+    model.eval()
+    correct = seen = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        correct += int((model(x).argmax(-1) == y).sum())
+        seen += len(y)
+    return correct / max(seen, 1)
+
+
+def train_arch(
+    arch: Arch, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
+    label_smoothing: float = 0.1, seed: int = 0, progress: Callable[[str], None] | None = None,
+) -> tuple[nn.Module, float]:
+    if arch.num_classes != data.num_classes or arch.input_size != data.image_size:
+        raise UserError(
+            f"arch {arch.name} expects {arch.input_size}px inputs and {arch.num_classes} classes, data {data.name} has "
+            f"{data.image_size}px images and {data.num_classes} classes"
+        )
+    torch.manual_seed(seed)
+    model = build(arch)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    total, step = max(1, epochs * len(loader)), 0
+    for epoch in range(epochs):
+        model.train()
+        for x, y in loader:
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        if progress:
+            progress(f"epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}")
+    return model, top1(model, data.test)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_weights(arch: Arch, path: str | os.PathLike[str]) -> nn.Module:
+    """Build ``arch`` and load its weights, naming every tensor that is missing or mis-shaped."""
+    if not Path(path).exists():
+        raise UserError(f"weights {path}: no such file")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # corrupt, truncated, or not a plain state dict
+        raise UserError(f"weights {path}: cannot be read ({type(exc).__name__}); the file is corrupt or not a state dict") from None
+    model = build(arch)
+    own = model.state_dict()
+    if not isinstance(state, dict):
+        raise UserError(f"weights {path}: not a state dict")
+    problems = [f"{k} missing" for k in own if k not in state]
+    problems += [f"{k} unexpected" for k in state if k not in own]
+    problems += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
+        raise UserError(f"weights {path} do not match arch {arch.name}: {shown}")
+    model.load_state_dict(state)
+    return model

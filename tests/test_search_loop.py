@@ -1,0 +1,113 @@
+"""The search loop end to end on the built-in data: determinism, resume, derivation, training."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import synthetic_table
+from nas2deploy.arch import load_arch
+from nas2deploy.cli import cli
+from nas2deploy.errors import UserError
+from nas2deploy.search.loop import Search, SearchConfig, load_checkpoint
+from nas2deploy.search.sampling import rebalance_
+from nas2deploy.spaces import make_space
+
+SPACE = {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "tiny.json"
+    synthetic_table(make_space("densenas", SPACE), seed=0).save(path)
+    return str(path)
+
+
+def config(table_path, **over):
+    fields = dict(table=table_path, data="synthetic:200", epochs=2, warmup_epochs=1, batch_size=16, max_batches=2, a_lr=0.05, seed=3)
+    fields.update(over)
+    return SearchConfig(**fields)
+
+
+def test_rebalance_keeps_the_mass_of_unsampled_ops():
+    alpha = torch.tensor([[0.1, 0.5, -0.3, 0.2]])
+    before = torch.softmax(alpha, -1)
+    idx = torch.tensor([[1, 3]])
+    old = alpha.gather(1, idx).clone()
+    alpha[0, 1] += 0.7  # an update of the sampled ops
+    alpha[0, 3] -= 0.2
+    rebalance_(alpha, idx, old)
+    after = torch.softmax(alpha, -1)
+    assert after[0, [0, 2]].tolist() == pytest.approx(before[0, [0, 2]].tolist())
+    assert after[0, 1] > before[0, 1] and after[0, 3] < before[0, 3]
+
+
+@pytest.mark.slow
+def test_search_is_deterministic_and_resumes_exactly(tmp_path, table_path):
+    full = Search(config(table_path), tmp_path / "full")
+    full.run()
+    Search(config(table_path), tmp_path / "split").run(until=1)  # as if killed after epoch 1
+    resumed = Search(config(table_path), tmp_path / "split", resume=True)
+    assert resumed.epoch == 1
+    resumed.run()
+    for a, b in zip(full.net.arch_parameters(), resumed.net.arch_parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(full.net.stem[0][0].weight, resumed.net.stem[0][0].weight)
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and log[1]["phase"] == "search"
+    for key in ("train_loss", "train_top1", "expected_ms", "lambda", "derived", "derived_ms", "alpha_entropy", "beta_entropy"):
+        assert key in log[1]
+    assert load_arch(tmp_path / "split" / "arch.json").num_classes == 10
+    # the architecture step moved alpha and beta away from their 1e-3 initialisation
+    assert full.net.beta.abs().max() > 0.01
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path, table_path):
+    Search(config(table_path, epochs=1, warmup_epochs=1), tmp_path / "r").run()
+    with pytest.raises(UserError, match=r"different configuration: seed: 3 vs 4"):
+        Search(config(table_path, seed=4), tmp_path / "r", resume=True)
+    with pytest.raises(UserError, match="already holds a search: pass --resume"):
+        Search(config(table_path), tmp_path / "r")
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="checkpoint.pt cannot be read"):
+        load_checkpoint(tmp_path / "r")
+
+
+def test_budget_mode_raises_lambda_when_over_budget(tmp_path, table_path):
+    run = Search(config(table_path, epochs=2, warmup_epochs=1, budget_ms=1.0, lam=0.1), tmp_path / "b")
+    run.run()
+    assert run.controller.lam > 0.1  # the expected latency (several ms) is far above 1 ms
+
+
+def test_table_and_data_must_match(tmp_path):
+    other = tmp_path / "classes.json"
+    synthetic_table(make_space("densenas", {**SPACE, "num_classes": 7})).save(other)
+    with pytest.raises(UserError, match="7-class classifier but data synthetic:200 has 10 classes: profile a table with --num-classes 10"):
+        Search(config(str(other)), tmp_path / "x")
+    wrong = tmp_path / "size.json"
+    synthetic_table(make_space("densenas", {**SPACE, "input_size": 64})).save(wrong)
+    with pytest.raises(UserError, match="covers 64px inputs but data synthetic:200 has 32px images"):
+        Search(config(str(wrong)), tmp_path / "y")
+
+
+@pytest.mark.slow
+def test_cli_search_derive_train(tmp_path, table_path):
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    result = runner.invoke(cli, ["search", "--lut", table_path, "--data", "synthetic:200", "--epochs", "1", "--warmup-epochs", "0",
+                                 "--batch-size", "16", "--max-batches", "1", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1 search" in result.output
+    result = runner.invoke(cli, ["derive", str(run_dir), "--budget-ms", "100", "--out", str(tmp_path / "a.json")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["derive", str(run_dir), "--budget-ms", "0.01", "--out", str(tmp_path / "b.json")])
+    assert result.exit_code == 1 and "fastest achievable is" in result.output
+    result = runner.invoke(cli, ["train", "--arch", str(tmp_path / "a.json"), "--data", "synthetic:200", "--epochs", "1", "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 0, result.output and "top-1" in result.output
+    from nas2deploy.train import load_weights
+
+    model = load_weights(load_arch(tmp_path / "a.json"), tmp_path / "w.pt")
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(UserError, match="do not match arch"):
+        load_weights(load_arch("densenas-a"), tmp_path / "w.pt")
