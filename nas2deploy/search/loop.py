@@ -65,6 +65,10 @@ class SearchConfig:
     w_momentum: float = 0.9
     w_weight_decay: float = 4e-5
     grad_clip: float = 5.0
+    #: Micro-batches per step: each rank's batch is split into this many chunks whose gradients
+    #: add up. A run with accumulate=N computes exactly what N torchrun ranks compute (BN then
+    #: normalises over the same chunks), and it fits a large batch into little memory.
+    accumulate: int = 1
     a_lr: float = 3e-4
     a_beta1: float = 0.5
     a_beta2: float = 0.999
@@ -92,13 +96,15 @@ def _world() -> tuple[int, int]:
 
 
 def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average gradients over ranks. Candidates that were not sampled have no gradient on any
+    rank (all ranks sample the same ops), and stay without one: a zero gradient would let SGD's
+    weight decay and momentum move them, which a single-process run does not do."""
     if world == 1:
         return
     for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
 
 
 def _entropy(logits: torch.Tensor) -> float:
@@ -111,8 +117,11 @@ class Search:
                  progress: Callable[[str], None] | None = None):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress or (lambda _: None)
         self.rank, self.world = _world()
-        if config.batch_size % self.world:
-            raise UserError(f"--batch-size {config.batch_size} must be divisible by the {self.world} processes")
+        if config.batch_size % (self.world * config.accumulate):
+            raise UserError(
+                f"--batch-size {config.batch_size} must be divisible by processes x accumulate "
+                f"({self.world} x {config.accumulate})"
+            )
         self.table = LatencyTable.load(config.table)
         data = open_dataset(config.data)
         space_meta = self.table.meta.get("space", {})
@@ -174,6 +183,23 @@ class Search:
         c = self.config
         return c.w_lr_min + 0.5 * (c.w_lr - c.w_lr_min) * (1 + math.cos(math.pi * min(self.w_step, total) / total))
 
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, choice: OpChoice, with_latency: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward over ``accumulate`` micro-batches (rows c, c + n, ...); gradients
+        add up to those of the mean loss. Returns the logits and the mean cross-entropy."""
+        n = self.config.accumulate
+        logits = torch.empty(len(y), self.space.config.num_classes)
+        ce_total = torch.zeros(())
+        for c in range(n):
+            out = self.net(x[c::n], choice)
+            ce = F.cross_entropy(out, y[c::n])
+            loss = ce
+            if with_latency:
+                loss = loss + latency_loss(self.model(), self.controller.lam, self.config.tau)
+            (loss / n).backward()
+            logits[c::n] = out.detach()
+            ce_total += ce.detach() / n
+        return logits, ce_total
+
     def _weight_pass(self, warm: bool) -> tuple[float, float]:
         self.net.train()
         loss_sum = correct = seen = 0.0
@@ -182,11 +208,9 @@ class Search:
             choice = OpChoice(sample_ops(self.net.alpha_head, 1, warm, g), sample_ops(self.net.alpha_stack, 1, warm, g))
             for group in self.w_opt.param_groups:
                 group["lr"] = self._lr()
-            logits = self.net(x, choice)
-            loss = F.cross_entropy(logits, y)
             self.w_opt.zero_grad(set_to_none=True)
             self.a_opt.zero_grad(set_to_none=True)
-            loss.backward()
+            logits, loss = self._backward(x, y, choice, with_latency=False)
             _average_grads(self.net.weight_parameters(), self.world)
             torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.config.grad_clip)
             self.w_opt.step()
@@ -204,13 +228,9 @@ class Search:
             g = step_generator(self.config.seed, self.step)
             head, stack = sample_ops(self.net.alpha_head, 2, False, g), sample_ops(self.net.alpha_stack, 2, False, g)
             old_head, old_stack = self.net.alpha_head.detach().gather(1, head), self.net.alpha_stack.detach().gather(1, stack)
-            logits = self.net(x, OpChoice(head, stack))
-            ce = F.cross_entropy(logits, y)
-            expected = self.model()
-            loss = ce + latency_loss(expected, self.controller.lam, self.config.tau)
             self.a_opt.zero_grad(set_to_none=True)
             self.w_opt.zero_grad(set_to_none=True)
-            loss.backward()
+            logits, ce = self._backward(x, y, OpChoice(head, stack), with_latency=True)
             _average_grads(self.net.arch_parameters(), self.world)
             self.a_opt.step()
             rebalance_(self.net.alpha_head, head, old_head)

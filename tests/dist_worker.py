@@ -1,0 +1,22 @@
+"""Run by tests/test_distributed.py under torchrun (or alone): a tiny search whose architecture
+parameters each rank saves, so the test can compare ranks and a single-process run."""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from nas2deploy.search.loop import Search, SearchConfig
+
+table, out, accumulate = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+if "WORLD_SIZE" in __import__("os").environ:
+    dist.init_process_group("gloo")
+rank = dist.get_rank() if dist.is_initialized() else 0
+config = SearchConfig(table=table, data="synthetic:200", epochs=2, warmup_epochs=1, batch_size=16, max_batches=2,
+                      a_lr=0.05, seed=5, accumulate=accumulate)
+search = Search(config, out / "run", progress=None)
+search.run()
+torch.save([p.detach().clone() for p in search.net.arch_parameters()], out / f"arch_rank{rank}.pt")
+if dist.is_initialized():
+    dist.destroy_process_group()
