@@ -265,6 +265,7 @@ class Search:
     def run(self, until: int | None = None) -> dict[str, Any]:
         """Search to the configured number of epochs (or stop after epoch ``until``)."""
         record: dict[str, Any] = {}
+        durations: list[float] = []
         while self.epoch < min(self.config.epochs, until or self.config.epochs):
             start = time.perf_counter()
             warm = self.epoch < self.config.warmup_epochs
@@ -295,10 +296,13 @@ class Search:
                 self._checkpoint()
                 with (self.run_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record) + "\n")
+            durations.append(record["wall_s"])
+            eta = sum(durations) / len(durations) * (self.config.epochs - self.epoch)
             self.progress(
                 f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train top-1 {train_top1:.3f}, "
                 f"val top-1 {record['val_top1_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
-                f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({record['wall_s']:.1f} s)"
+                f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({record['wall_s']:.1f} s, "
+                f"ETA {eta / 60:.1f} min)"
             )
         if self.rank == 0 and self.epoch == self.config.epochs:
             save_arch(self.derive(), self.run_dir / "arch.json")
