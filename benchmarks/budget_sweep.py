@@ -31,7 +31,7 @@ TABLE = Path(__file__).parents[1] / "latency_tables" / "densenas32_small_c10_ort
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", default=str(TABLE))
-    ap.add_argument("--budgets", default="", help="comma-separated ms; default: 1.2x, 1.5x, 1.9x the fastest")
+    ap.add_argument("--budgets", default="", help="comma-separated ms; default: 1.3x, 1.7x, 2.2x the fastest")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--warmup-epochs", type=int, default=2)
     ap.add_argument("--max-batches", type=int, default=8)
@@ -44,7 +44,7 @@ def main() -> None:
     warm = Search(SearchConfig(**base), tmp / "warmup")
     warm.run(until=args.warmup_epochs)
     fastest = fastest_latency(warm.model)
-    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [round(fastest * f, 3) for f in (1.2, 1.5, 1.9)]
+    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [round(fastest * f, 3) for f in (1.3, 1.7, 2.2)]
     data = open_dataset("synthetic")
     settings = settings_from_table(warm.table)
     timing = TimingSettings(**warm.table.meta.get("timing", {}))

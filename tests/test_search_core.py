@@ -119,7 +119,7 @@ def _randomise(net, seed):
             p.copy_(torch.randn(p.shape, generator=g) * 2)
 
 
-@pytest.mark.parametrize("calibration", [None, Calibration(1.1, 0.3, -0.02, 10)])
+@pytest.mark.parametrize("calibration", [None, Calibration(1.1, 0.3, -0.02, 10), Calibration(1.0, -0.5, 0.001, 10)])
 def test_budget_derivation_is_feasible_and_optimal(net, calibration):
     _randomise(net, 7)
     table = synthetic_table(net.space, seed=2, calibration=calibration)

@@ -87,7 +87,7 @@ def test_table_and_data_must_match(tmp_path):
         Search(config(str(other)), tmp_path / "x")
     wrong = tmp_path / "size.json"
     synthetic_table(make_space("densenas", {**SPACE, "input_size": 64})).save(wrong)
-    with pytest.raises(UserError, match="covers 64px inputs but data synthetic:200 has 32px images"):
+    with pytest.raises(UserError, match="the search space has 64px inputs but data synthetic:200 has 32px images"):
         Search(config(str(wrong)), tmp_path / "y")
 
 
@@ -111,3 +111,16 @@ def test_cli_search_derive_train(tmp_path, table_path):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(UserError, match="do not match arch"):
         load_weights(load_arch("densenas-a"), tmp_path / "w.pt")
+
+
+def test_a_table_that_does_not_cover_the_requested_space_is_refused(tmp_path, table_path):
+    with pytest.raises(UserError) as err:
+        Search(config(table_path, width_mult=0.5), tmp_path / "w")
+    msg = str(err.value)
+    assert "does not cover the densenas space" in msg and "lacks" in msg
+    assert "nas2deploy profile --space densenas" in msg and "--width-mult 0.5" in msg
+
+
+def test_a_budget_below_the_fastest_network_is_refused(tmp_path, table_path):
+    with pytest.raises(UserError, match=r"--budget-ms 0.01 is below the fastest network of this space: \d+\.\d{3} ms"):
+        Search(config(table_path, budget_ms=0.01), tmp_path / "f")

@@ -28,7 +28,7 @@ from nas2deploy.backends.timing import TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import OpSpec
-from nas2deploy.spaces import make_space
+from nas2deploy.spaces import SearchSpace, make_space
 
 TABLE_FORMAT = "nas2deploy.latency_table"
 TABLE_VERSION = 1
@@ -152,17 +152,30 @@ class LatencyTable:
             "so use a table profiled for a space that contains them"
         )
 
-    def profile_command(self) -> str:
+    def profile_command(self, space_name: str | None = None, config: dict[str, Any] | None = None,
+                        out: str | None = None) -> str:
+        """The command that measures a space (the table's own by default) under this table's settings."""
         m, space = self.measurement, self.meta.get("space", {})
-        cfg = space.get("config", {})
-        parts = ["nas2deploy profile", f"--space {space.get('name', 'densenas')}"]
+        cfg = config if config is not None else space.get("config", {})
+        parts = ["nas2deploy profile", f"--space {space_name or space.get('name', 'densenas')}"]
         parts += [f"--backend {m.get('backend', 'onnxruntime')}", f"--precision {m.get('precision', 'fp32')}"]
         parts += [f"--batch {m.get('batch', 1)}"]
         for opt in ("input_size", "width_mult", "num_classes", "max_stack_layers"):
             if opt in cfg:
                 parts.append(f"--{opt.replace('_', '-')} {cfg[opt]}")
-        parts.append(f"--out {self.name}")
+        parts.append(f"--out {out or self.name}")
         return " ".join(parts)
+
+    def require_space(self, space: SearchSpace) -> None:
+        """Refuse a table that does not cover every op of ``space``, with the command that would."""
+        missing = self.missing(space.op_specs())
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise UserError(
+                f"latency table {self.name} does not cover the {space.name} space {space.config_dict()}: it lacks "
+                f"{len(missing)} op(s) ({shown}); profile that space with: "
+                f"{self.profile_command(space.name, space.config_dict(), 'NEW_TABLE.json')}"
+            )
 
     def latency(self, spec: OpSpec) -> float:
         if spec.is_free:

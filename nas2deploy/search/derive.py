@@ -41,14 +41,11 @@ class Choice:
 
     def to_arch(self, net: DenseNASSupernet, name: str = "derived") -> Arch:
         space = net.space
-        rows_of: dict[int, list[int]] = {}
-        for r, (n, _) in enumerate(net.stack_layers):
-            rows_of.setdefault(n, []).append(r)
         blocks = []
         for e in self.path:
             if e.dst == space.tail_node:
                 continue
-            stack = tuple(STACK_OPS[self.stack_ops[r]] for r in rows_of.get(e.dst, []))
+            stack = tuple(STACK_OPS[self.stack_ops[r]] for r in net.stack_rows.get(e.dst, []))
             blocks.append(Block(space.widths[e.dst], e.stride, HEAD_OPS[self.head_ops[e]], tuple(s for s in stack if s != "skip")))
         cfg = space.config
         return Arch(cfg.input_size, cfg.num_classes, space.widths[0], space.widths[0], cfg.reductions[0],
@@ -84,7 +81,7 @@ def viterbi_path(net: DenseNASSupernet) -> tuple[Edge, ...]:
 
 def argmax_choice(net: DenseNASSupernet) -> Choice:
     head_lp, stack_lp, _ = _log_probs(net)
-    rows = {e: r for r, e in enumerate(net.head_edges)}
+    rows = net.head_row
     path = viterbi_path(net)
     return Choice(path, {e: int(np.argmax(head_lp[rows[e]])) for e in path if e in rows},
                   {r: int(np.argmax(stack_lp[r])) for r in range(len(net.stack_layers))})
@@ -97,7 +94,7 @@ def derive_argmax(net: DenseNASSupernet, name: str = "derived") -> Arch:
 def log_prob(net: DenseNASSupernet, choice: Choice) -> float:
     """Joint log-probability of an architecture: its path's edges and its layers' ops."""
     head_lp, stack_lp, log_p = _log_probs(net)
-    rows = {e: r for r, e in enumerate(net.head_edges)}
+    rows = net.head_row
     on_path = {e.dst for e in choice.path}
     total = sum(log_p[net.edge_index(e)] for e in choice.path)
     total += sum(head_lp[rows[e]][choice.head_ops[e]] for e in choice.path if e in rows)
@@ -129,8 +126,7 @@ def fastest_latency(model: LatencyModel) -> float:
     stack_min = np.zeros(space.tail_node + 1)
     for r, (n, _) in enumerate(net.stack_layers):
         stack_min[n] += float(model.stack[r].min())
-    rows = {e: r for r, e in enumerate(net.head_edges)}
-    tails = {e: r for r, e in enumerate(net.tail_edges)}
+    rows, tails = net.head_row, net.tail_row
     best = [math.inf] * (space.tail_node + 1)
     best[0] = model.fixed
     for e in space.edges:
@@ -158,21 +154,19 @@ def budget_choice(net: DenseNASSupernet, model: LatencyModel, budget_ms: float, 
     head_units = [[units(float(c)) for c in row] for row in model.head]
     stack_units = [[units(float(c)) for c in row] for row in model.stack]
     tail_units = [units(float(c)) for c in model.tail]
-    # Costs may be negative (a calibration's per-op term): index buckets from the lowest reachable sum.
-    floor = sum(min(0, min(r)) for r in head_units) + sum(min(0, min(r)) for r in stack_units) + min(0, min(tail_units))
+    fixed_units = units(model.fixed)
+    # Costs may be negative (a calibration's offset or per-op term): buckets start at the lowest
+    # reachable sum.
+    floor = (min(0, fixed_units) + sum(min(0, min(r)) for r in head_units) + sum(min(0, min(r)) for r in stack_units)
+             + min(0, min(tail_units)))
     budget_units = math.floor(budget_ms / step + 1e-9)
     size = budget_units - floor - floor + 1  # a prefix above budget - floor can never come back under
     if size <= 0:
         raise UserError(f"budget {budget_ms} ms is not positive enough to search")
     start = np.full(size, -np.inf)
-    fixed = units(model.fixed) - floor
-    if 0 <= fixed < size:
-        start[fixed] = 0.0
-    rows = {e: r for r, e in enumerate(net.head_edges)}
-    tails = {e: r for r, e in enumerate(net.tail_edges)}
-    stack_rows: dict[int, list[int]] = {}
-    for r, (n, _) in enumerate(net.stack_layers):
-        stack_rows.setdefault(n, []).append(r)
+    if 0 <= fixed_units - floor < size:
+        start[fixed_units - floor] = 0.0
+    rows, tails, stack_rows = net.head_row, net.tail_row, net.stack_rows
     values: dict[int, np.ndarray] = {0: start}
     merge_trace: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # node -> (edge, op, prev)
     layer_trace: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stack row -> (op, prev)

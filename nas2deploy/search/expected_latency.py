@@ -55,14 +55,12 @@ class LatencyModel:
             0, torch.tensor([n for n, _ in net.stack_layers], dtype=torch.long), (stack_w * self.stack).sum(-1)
         )
         head_cost = (head_w * self.head).sum(-1)
-        head_rows = {e: r for r, e in enumerate(net.head_edges)}
-        tail_rows = {e: r for r, e in enumerate(net.tail_edges)}
         cost: list[torch.Tensor] = [torch.zeros((), dtype=head_w.dtype)] * n_nodes
         for b in range(space.tail_node - 1, -1, -1):
             total = stack_cost[b]
             for ei in range(net.out_slices[b].start, net.out_slices[b].stop):
                 e = space.edges[ei]
-                edge_cost = head_cost[head_rows[e]] if e in head_rows else self.tail[tail_rows[e]]
+                edge_cost = head_cost[net.head_row[e]] if e in net.head_row else self.tail[net.tail_row[e]]
                 total = total + path_p[ei] * (edge_cost + cost[e.dst])
             cost[b] = total
         return self.fixed + cost[0]

@@ -38,7 +38,7 @@ from nas2deploy.data import open_dataset, split_train_val
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.search.derive import derive_argmax, derive_under_budget
+from nas2deploy.search.derive import derive_argmax, derive_under_budget, fastest_latency
 from nas2deploy.search.expected_latency import LatencyModel
 from nas2deploy.search.loss import BudgetController, latency_loss
 from nas2deploy.search.sampling import argmax_ops, rebalance_, sample_ops, step_generator
@@ -78,6 +78,10 @@ class SearchConfig:
     budget_ms: float | None = None
     lam_rate: float = 0.05
     seed: int = 0
+    #: The space to search; None takes the value the table was profiled with.
+    input_size: int | None = None
+    width_mult: float | None = None
+    max_stack_layers: int | None = None
 
     @staticmethod
     def from_file(path: str | Path) -> dict[str, Any]:
@@ -128,10 +132,13 @@ class Search:
         if space_meta.get("name") != config.space:
             raise UserError(f"latency table {config.table} was profiled for space {space_meta.get('name')!r}, not {config.space!r}")
         space_cfg = dict(space_meta.get("config", {}))
+        for name in ("input_size", "width_mult", "max_stack_layers"):
+            if getattr(config, name) is not None:
+                space_cfg[name] = getattr(config, name)
         if space_cfg.get("input_size") != data.image_size:
             raise UserError(
-                f"latency table {config.table} covers {space_cfg.get('input_size')}px inputs but data {config.data} has "
-                f"{data.image_size}px images: profile a table with --input-size {data.image_size}"
+                f"the search space has {space_cfg.get('input_size')}px inputs but data {config.data} has "
+                f"{data.image_size}px images: search with a table profiled with --input-size {data.image_size}"
             )
         if space_cfg.get("num_classes") != data.num_classes:
             raise UserError(
@@ -139,9 +146,15 @@ class Search:
                 f"{config.data} has {data.num_classes} classes: profile a table with --num-classes {data.num_classes}"
             )
         self.space = DenseNASSpace(DenseNASConfig(**space_cfg))
+        self.table.require_space(self.space)
         torch.manual_seed(config.seed)
         self.net = DenseNASSupernet(self.space)
         self.model = LatencyModel(self.net, self.table)
+        if config.budget_ms is not None and config.budget_ms < fastest_latency(self.model):
+            raise UserError(
+                f"--budget-ms {config.budget_ms:g} is below the fastest network of this space: "
+                f"{fastest_latency(self.model):.3f} ms with table {config.table}"
+            )
         self.train_set, self.val_set = split_train_val(data.train, config.val_fraction, config.seed)
         self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=config.w_lr, momentum=config.w_momentum,
                                      weight_decay=config.w_weight_decay)

@@ -64,6 +64,12 @@ class DenseNASSupernet(nn.Module):
         #: (node, layer) of every stacking mixed op, in alpha_stack row order.
         self.stack_layers = [(n, l) for n, count in enumerate(space.stack_layers) for l in range(count)]
         self.stacks = nn.ModuleList([MixedOp(space.stack_candidates(n)) for n, _ in self.stack_layers])
+        # Index maps shared by the forward pass, the latency model and derivation.
+        self.head_row = {e: r for r, e in enumerate(self.head_edges)}
+        self.tail_row = {e: r for r, e in enumerate(self.tail_edges)}
+        self.stack_rows: dict[int, list[int]] = {}
+        for r, (n, _) in enumerate(self.stack_layers):
+            self.stack_rows.setdefault(n, []).append(r)
         self.classifier = space.classifier_spec().build()
         n_head, n_stack = len(space.head_candidates(self.head_edges[0])), len(space.stack_candidates(1))
         self.alpha_head = nn.Parameter(ALPHA_INIT * torch.randn(len(self.head_edges), n_head))
@@ -95,10 +101,6 @@ class DenseNASSupernet(nn.Module):
         p = self.path_probs()
         head_w = torch.softmax(self.alpha_head.gather(1, choice.head), -1)
         stack_w = torch.softmax(self.alpha_stack.gather(1, choice.stack), -1)
-        head_rows = {e: r for r, e in enumerate(self.head_edges)}
-        stack_rows: dict[int, list[int]] = {}
-        for r, (n, _) in enumerate(self.stack_layers):
-            stack_rows.setdefault(n, []).append(r)
         outs: list[torch.Tensor | None] = [None] * (space.tail_node + 1)
         outs[0] = self.stem(x)
         for node in range(1, space.tail_node + 1):
@@ -109,13 +111,13 @@ class DenseNASSupernet(nn.Module):
                 src = outs[e.src]
                 assert src is not None
                 if node == space.tail_node:
-                    y = self.tail_branches[self.tail_edges.index(e)](src)
+                    y = self.tail_branches[self.tail_row[e]](src)
                 else:
-                    r = head_rows[e]
+                    r = self.head_row[e]
                     y = self.heads[r](src, choice.head[r].tolist(), head_w[r])
                 acc = p[ei] * y if acc is None else acc + p[ei] * y
             assert acc is not None
-            for r in stack_rows.get(node, []):
+            for r in self.stack_rows.get(node, []):
                 acc = self.stacks[r](acc, choice.stack[r].tolist(), stack_w[r])
             outs[node] = acc
         final = outs[space.tail_node]
