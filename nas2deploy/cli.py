@@ -346,28 +346,14 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
 
 
 # -- demo ----------------------------------------------------------------------------------------
-DEMO_SPACE = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
-
-
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-@click.option("--samples", type=click.IntRange(min=2), default=20, show_default=True)
-def demo(out: str, samples: int) -> None:
-    """Profile a small DenseNAS space with ONNX Runtime on the CPU and validate the table."""
-    from nas2deploy.latency.profile import profile_space
-    from nas2deploy.latency.validate import validate_table
+def demo(out: str) -> None:
+    """The whole chain on built-in data: latency table, search under a budget, derive, train, measure."""
+    from nas2deploy.demo import run_demo
 
-    sp = make_space("densenas", DEMO_SPACE)
-    path = Path(out) / "densenas32_small_ort_cpu.json"
-    click.echo(f"[1/2] profiling {sp.counts()['unique_ops']} ops of a small DenseNAS space (32x32, width x0.5)")
-    with _progress("profiling") as progress:
-        table, stats = profile_space(sp, BackendSettings(), path, progress=progress)
-    click.echo(f"      {stats.wall_s:.1f} s, {stats.timed_fraction:.0%} inside timed runs -> {path}")
-    click.echo(f"[2/2] validating on {samples} random networks")
-    with _progress("validating") as progress:
-        report = validate_table(table, samples, progress=progress)
-    click.echo(fidelity_text(report))
-    click.echo(f"table with calibration and report: {path}")
+    run_demo(out, click.echo)
+    click.echo(f"results in {out}/ (arch.json, weights.pt, search/log.jsonl)")
 
 
 def main() -> None:

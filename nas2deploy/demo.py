@@ -1,0 +1,91 @@
+"""The end-to-end demo on built-in data: table -> search under a budget -> derive -> train ->
+measure the derived network against the table's prediction and the budget.
+
+The shipped table for the small space is used when it was measured on a CPU like this one
+(same model name and core count); otherwise the space is profiled here first (~1 minute) and
+validated on a few networks. Everything lands in the output folder; rerunning resumes the
+profile, and a finished search is not repeated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from nas2deploy.arch import build, save_arch
+from nas2deploy.backends import BackendSettings
+from nas2deploy.backends.timing import TimingSettings, measure
+from nas2deploy.data import open_dataset
+from nas2deploy.errors import UserError
+from nas2deploy.latency.profile import profile_space
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.latency.validate import DriftTracker, settings_from_table, validate_table
+from nas2deploy.search.derive import derive_under_budget, fastest_latency
+from nas2deploy.search.expected_latency import LatencyModel
+from nas2deploy.search.loop import Search, SearchConfig
+from nas2deploy.search.supernet import DenseNASSupernet
+from nas2deploy.spaces import make_space
+from nas2deploy.spaces.densenas import DenseNASConfig, DenseNASSpace
+from nas2deploy.train import save_weights, train_arch
+
+DEMO_SPACE = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
+SHIPPED = Path(__file__).parents[1] / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json"
+BUDGET_FACTOR = 1.7  # budget = 1.7 x the fastest network the space can express
+
+
+def demo_search_config(table: str, budget_ms: float | None) -> SearchConfig:
+    """A demo-sized search: 6 epochs (2 of weight warm-up) of 8 batches of 32 per pass, and a
+    faster architecture learning rate than the paper's 3e-4 so that so few steps move it."""
+    return SearchConfig(table=table, budget_ms=budget_ms, epochs=6, warmup_epochs=2, batch_size=32, max_batches=8,
+                        a_lr=3e-3)
+
+
+def _table(out: Path, say: Callable[[str], None]) -> LatencyTable:
+    if SHIPPED.exists():
+        table = LatencyTable.load(SHIPPED)
+        try:
+            settings_from_table(table)
+            say(f"[1/5] using the shipped table {SHIPPED.name} (measured on this kind of CPU)")
+            return table
+        except UserError:
+            pass
+    path = out / "densenas32_small_c10_ort_cpu.json"
+    space = make_space("densenas", DEMO_SPACE)
+    say(f"[1/5] profiling {len(space.op_specs())} ops of the small space on this CPU -> {path}")
+    table, stats = profile_space(space, BackendSettings(), path)
+    say(f"      {stats.wall_s:.0f} s; validating on 20 networks")
+    report = validate_table(table, 20)
+    say(f"      calibrated median error {report['calibrated']['median_ape']:.1f}%")
+    return table
+
+
+def run_demo(out: str | Path, say: Callable[[str], None]) -> dict[str, float]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = _table(out, say)
+    assert table.path is not None
+    run_dir = out / "search"
+    # The budget needs the space's fastest network, which the latency model knows before training.
+    space = DenseNASSpace(DenseNASConfig(**table.meta["space"]["config"]))
+    budget = round(BUDGET_FACTOR * fastest_latency(LatencyModel(DenseNASSupernet(space), table)), 3)
+    config = demo_search_config(str(table.path), budget)
+    say(f"[2/5] searching under a {budget} ms budget ({config.epochs} epochs) -> {run_dir}")
+    resume = (run_dir / "checkpoint.pt").exists()
+    search = Search(config, run_dir, resume=resume, progress=lambda line: say("      " + line))
+    search.run()
+    arch = derive_under_budget(search.net, search.model, budget, name="demo")
+    save_arch(arch, out / "arch.json")
+    pred = table.predict(arch)
+    say(f"[3/5] derived {len(arch.blocks)} blocks, predicted {pred.best_ms:.3f} ms -> {out / 'arch.json'}")
+    say("[4/5] training the derived network on the built-in data (5 epochs)")
+    model, top1 = train_arch(arch, open_dataset("synthetic"), 5)
+    save_weights(model, out / "weights.pt")
+    settings = settings_from_table(table)
+    timing = TimingSettings(**table.meta.get("timing", {}))
+    with DriftTracker(table, settings, timing) as tracker:
+        drift = tracker.update()
+        with settings.open(build(arch), (3, arch.input_size, arch.input_size)) as runner:
+            measured = measure(runner, timing).stats.median_ms
+    say(f"[5/5] top-1 {top1:.3f}; measured {measured:.3f} ms with ONNX Runtime vs predicted {pred.best_ms * drift:.3f} ms "
+        f"({measured / (pred.best_ms * drift) - 1:+.1%}) and budget {budget} ms ({measured / budget:.2f}x)")
+    return {"budget_ms": budget, "predicted_ms": pred.best_ms * drift, "measured_ms": measured, "top1": top1}
