@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/nas2deploy demo
 
 typecheck: $(STUBS)
-	$(BIN)/mypy nas2deploy
+	$(BIN)/mypy nas2deploy benchmarks
 
 unit: $(STAMP)
 	@$(BIN)/python -m pytest -q; rc=$$?; \

@@ -308,17 +308,26 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--budget-ms", type=float, help="Most probable architecture whose predicted latency fits.")
+@click.option("--measure", "measured", is_flag=True,
+              help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
-def derive(run_dir: str, budget_ms: float | None, out: str) -> None:
+def derive(run_dir: str, budget_ms: float | None, measured: bool, out: str) -> None:
     """Derive an architecture from a search run: argmax ops + Viterbi path, or the best under a budget."""
     from nas2deploy.arch import save_arch
     from nas2deploy.search.derive import derive_argmax, derive_under_budget
     from nas2deploy.search.loop import open_run
+    from nas2deploy.search.verify import derive_measured
 
     run = open_run(run_dir)
     name = Path(out).stem
-    arch = (derive_under_budget(run.net, run.model, budget_ms, name=name) if budget_ms is not None
-            else derive_argmax(run.net, name))
+    if measured and budget_ms is None:
+        raise UserError("--measure needs --budget-ms")
+    if measured and budget_ms is not None:
+        arch = derive_measured(run.model, budget_ms, name=name, say=click.echo).arch
+    elif budget_ms is not None:
+        arch = derive_under_budget(run.net, run.model, budget_ms, name=name)
+    else:
+        arch = derive_argmax(run.net, name)
     save_arch(arch, out)
     pred = run.table.predict(arch)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""

@@ -167,3 +167,30 @@ def test_nothing_fits_names_the_fastest_latency(net):
         budget_choice(net, model, fastest * 0.99)
     fits = budget_choice(net, model, fastest * 1.01)
     assert table.predict(fits.to_arch(net)).best_ms <= fastest * 1.01
+
+
+@pytest.mark.slow
+def test_measured_derivation_fits_the_budget_on_this_machine(tmp_path):
+    from conftest import FAST
+    from nas2deploy.backends import BackendSettings
+    from nas2deploy.latency.profile import profile_space
+    from nas2deploy.search.verify import derive_measured
+
+    space = make_space("densenas", TINY)
+    table, _ = profile_space(space, BackendSettings(), tmp_path / "t.json", FAST)
+    torch.manual_seed(0)
+    net = DenseNASSupernet(space)
+    model = LatencyModel(net, table)
+    budget = 1.5 * fastest_latency(model)
+    lines = []
+    result = derive_measured(model, budget, say=lines.append)
+    assert result.measured_ms <= budget and result.rounds == len(lines) >= 1
+    assert result.predicted_ms <= result.target_ms <= budget
+
+
+def test_measured_derivation_needs_the_tables_device(net):
+    from nas2deploy.search.verify import derive_measured
+
+    model = LatencyModel(net, synthetic_table(net.space))
+    with pytest.raises(UserError, match="was measured on None"):
+        derive_measured(model, 100.0)
