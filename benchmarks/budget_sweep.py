@@ -18,10 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas2deploy.arch import build
-from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.data import open_dataset
-from nas2deploy.latency.validate import DriftTracker, settings_from_table
+from nas2deploy.latency.validate import DriftTracker, measure_arch, settings_from_table, timing_from_table
 from nas2deploy.search.derive import derive_under_budget, fastest_latency
 from nas2deploy.search.loop import Search, SearchConfig
 from nas2deploy.search.verify import derive_measured
@@ -49,7 +47,7 @@ def main() -> None:
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [round(fastest * f, 3) for f in (1.3, 2.0, 3.0)]
     data = open_dataset("synthetic")
     settings = settings_from_table(warm.table)
-    timing = TimingSettings(**warm.table.meta.get("timing", {}))
+    timing = timing_from_table(warm.table)
     rows = []
     with DriftTracker(warm.table, settings, timing) as tracker:
         for budget in budgets:
@@ -61,8 +59,7 @@ def main() -> None:
             arch = derive_under_budget(run.net, run.model, budget, name=f"budget-{budget}")
             pred = run.table.predict(arch)
             drift = tracker.update()
-            with settings.open(build(arch), (3, arch.input_size, arch.input_size)) as runner:
-                measured = measure(runner, timing).stats.median_ms
+            measured = measure_arch(settings, arch, timing)
             closed = derive_measured(run.model, budget, name=f"budget-{budget}-measured")
             _, top1 = train_arch(closed.arch, data, args.train_epochs)
             rows.append((budget, log["expected_ms"], log["lambda"], pred.best_ms, drift, measured,

@@ -27,11 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas2deploy.arch import build
-from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import DriftTracker, fidelity, settings_from_table
-from nas2deploy.spaces import make_space
+from nas2deploy.latency.validate import DriftTracker, fidelity, measure_arch, settings_from_table, timing_from_table
 
 CLI = [sys.executable, "-m", "nas2deploy"]
 
@@ -67,17 +64,15 @@ def main() -> None:
     time.sleep(max(0.0, args.delay))
     table = LatencyTable.load(path)
     settings = settings_from_table(table)
-    timing = TimingSettings(**table.meta.get("timing", {}))
-    space_meta = table.meta["space"]
-    space = make_space(space_meta["name"], space_meta["config"])
+    timing = timing_from_table(table)
+    space = table.space()
     rng = random.Random(12345)
     raw, cal, measured, drifts = [], [], [], []
     with DriftTracker(table, settings, timing) as tracker:
         for _ in range(args.cross_samples):
             arch = space.sample_arch(rng)
             drift = tracker.update()
-            with settings.open(build(arch), (3, arch.input_size, arch.input_size)) as runner:
-                measured.append(measure(runner, timing).stats.median_ms)
+            measured.append(measure_arch(settings, arch, timing))
             pred = table.predict(arch, drift)
             raw.append(pred.raw_ms)
             cal.append(pred.best_ms)

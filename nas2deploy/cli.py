@@ -256,14 +256,14 @@ def fidelity_text(report: dict[str, Any]) -> str:
 
 # -- search / derive / train ---------------------------------------------------------------------
 def _init_distributed() -> None:
-    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
+    """Join the process group that torchrun describes in the environment. The search runs on the
+    CPU (gloo); a CUDA search with nccl is not implemented yet."""
     import os
 
-    import torch
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
 
 
 @cli.command()

@@ -3,8 +3,8 @@ measure the derived network against the table's prediction and the budget.
 
 The shipped table for the small space is used when it was measured on a CPU like this one
 (same model name and core count); otherwise the space is profiled here first (~1 minute) and
-validated on a few networks. Everything lands in the output folder; rerunning resumes the
-profile, and a finished search is not repeated.
+validated on a few networks, and later runs reuse that table. Everything lands in the output
+folder; an interrupted search resumes, a finished one is not repeated.
 """
 
 from __future__ import annotations
@@ -12,20 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from nas2deploy.arch import build, save_arch
+from nas2deploy.arch import save_arch
 from nas2deploy.backends import BackendSettings
-from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.data import open_dataset
 from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import DriftTracker, settings_from_table, validate_table
+from nas2deploy.latency.validate import DriftTracker, measure_arch, settings_from_table, timing_from_table, validate_table
 from nas2deploy.search.derive import derive_under_budget, fastest_latency
 from nas2deploy.search.expected_latency import LatencyModel
 from nas2deploy.search.loop import Search, SearchConfig
 from nas2deploy.search.supernet import DenseNASSupernet
 from nas2deploy.spaces import make_space
-from nas2deploy.spaces.densenas import DenseNASConfig, DenseNASSpace
+from nas2deploy.spaces.densenas import DenseNASSpace
 from nas2deploy.train import save_weights, train_arch
 
 DEMO_SPACE = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
@@ -50,6 +49,9 @@ def _table(out: Path, say: Callable[[str], None]) -> LatencyTable:
         except UserError:
             pass
     path = out / "densenas32_small_c10_ort_cpu.json"
+    if path.exists():  # profiled by an earlier demo on this machine
+        say(f"[1/5] using the table profiled here earlier: {path}")
+        return LatencyTable.load(path)
     space = make_space("densenas", DEMO_SPACE)
     say(f"[1/5] profiling {len(space.op_specs())} ops of the small space on this CPU -> {path}")
     table, stats = profile_space(space, BackendSettings(), path)
@@ -66,7 +68,8 @@ def run_demo(out: str | Path, say: Callable[[str], None]) -> dict[str, float]:
     assert table.path is not None
     run_dir = out / "search"
     # The budget needs the space's fastest network, which the latency model knows before training.
-    space = DenseNASSpace(DenseNASConfig(**table.meta["space"]["config"]))
+    space = table.space()
+    assert isinstance(space, DenseNASSpace)
     budget = round(BUDGET_FACTOR * fastest_latency(LatencyModel(DenseNASSupernet(space), table)), 3)
     config = demo_search_config(str(table.path), budget)
     say(f"[2/5] searching under a {budget} ms budget ({config.epochs} epochs) -> {run_dir}")
@@ -81,11 +84,10 @@ def run_demo(out: str | Path, say: Callable[[str], None]) -> dict[str, float]:
     model, top1 = train_arch(arch, open_dataset("synthetic"), 5)
     save_weights(model, out / "weights.pt")
     settings = settings_from_table(table)
-    timing = TimingSettings(**table.meta.get("timing", {}))
+    timing = timing_from_table(table)
     with DriftTracker(table, settings, timing) as tracker:
         drift = tracker.update()
-        with settings.open(build(arch), (3, arch.input_size, arch.input_size)) as runner:
-            measured = measure(runner, timing).stats.median_ms
+        measured = measure_arch(settings, arch, timing, "the derived network")
     say(f"[5/5] top-1 {top1:.3f}; measured {measured:.3f} ms with ONNX Runtime vs predicted {pred.best_ms * drift:.3f} ms "
         f"({measured / (pred.best_ms * drift) - 1:+.1%}) and budget {budget} ms ({measured / budget:.2f}x)")
     return {"budget_ms": budget, "predicted_ms": pred.best_ms * drift, "measured_ms": measured, "top1": top1}

@@ -73,3 +73,20 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_space):
     journal.write_text(json.dumps({"header": {"measurement": {"batch": 8}}}) + "\n")
     with pytest.raises(UserError, match="written under different settings"):
         profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 30))
+
+
+def test_a_torn_journal_line_is_cut_before_resuming(tmp_path, small_space):
+    out = tmp_path / "t.json"
+    journal = journal_path(out)
+    profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 60))
+    lines = []
+    table = LatencyTable.load(out)
+    out.unlink()
+    header = {"measurement": table.meta["measurement"], "timing": table.meta["timing"],
+              "space": table.meta["space"], "shard": table.meta["shard"]}
+    first = next(iter(table.entries.values()))
+    lines = [json.dumps({"header": header}), json.dumps({"reference": table.reference}), json.dumps(first.to_dict())]
+    journal.write_text("\n".join(lines) + "\n" + '{"spec": {"type": "mbc')  # killed mid-write
+    resumed, stats = profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 60))
+    assert stats.resumed == 1 and resumed.entries[first.spec.key] == first
+    assert set(resumed.entries) == set(table.entries)

@@ -194,3 +194,11 @@ def test_measured_derivation_needs_the_tables_device(net):
     model = LatencyModel(net, synthetic_table(net.space))
     with pytest.raises(UserError, match="was measured on None"):
         derive_measured(model, 100.0)
+
+
+def test_space_without_stacking_layers_and_bad_budgets():
+    net = DenseNASSupernet(make_space("densenas", {**TINY, "max_stack_layers": 0}))
+    model = LatencyModel(net, synthetic_table(net.space))
+    assert float(model()) > 0
+    with pytest.raises(UserError, match="--budget-ms must be positive"):
+        budget_choice(net, model, 0.0)

@@ -85,10 +85,10 @@ def test_table_and_data_must_match(tmp_path):
     synthetic_table(make_space("densenas", {**SPACE, "num_classes": 7})).save(other)
     with pytest.raises(UserError, match="7-class classifier but data synthetic:200 has 10 classes: profile a table with --num-classes 10"):
         Search(config(str(other)), tmp_path / "x")
-    wrong = tmp_path / "size.json"
-    synthetic_table(make_space("densenas", {**SPACE, "input_size": 64})).save(wrong)
-    with pytest.raises(UserError, match="the search space has 64px inputs but data synthetic:200 has 32px images"):
-        Search(config(str(wrong)), tmp_path / "y")
+    larger = tmp_path / "size.json"
+    synthetic_table(make_space("densenas", {**SPACE, "input_size": 64})).save(larger)
+    run = Search(config(str(larger)), tmp_path / "y")  # built-in data is generated at the table's size
+    assert run.train_set[0][0].shape == (3, 64, 64)
 
 
 @pytest.mark.slow
@@ -124,3 +124,16 @@ def test_a_table_that_does_not_cover_the_requested_space_is_refused(tmp_path, ta
 def test_a_budget_below_the_fastest_network_is_refused(tmp_path, table_path):
     with pytest.raises(UserError, match=r"--budget-ms 0.01 is below the fastest network of this space: \d+\.\d{3} ms"):
         Search(config(table_path, budget_ms=0.01), tmp_path / "f")
+
+
+def test_search_config_files_are_checked(tmp_path):
+    bad = tmp_path / "c.json"
+    bad.write_text('{"epochs": 3, "learning_rate": 1}')
+    with pytest.raises(UserError, match="unknown field\\(s\\) learning_rate"):
+        SearchConfig.from_file(bad)
+    bad.write_text('{"table": "x.json"}')
+    with pytest.raises(UserError, match="unknown field\\(s\\) table"):
+        SearchConfig.from_file(bad)
+    bad.write_text("[1]")
+    with pytest.raises(UserError, match="must be a JSON object"):
+        SearchConfig.from_file(bad)

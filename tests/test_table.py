@@ -102,3 +102,12 @@ def test_merge_refuses_different_settings_naming_them(small_space):
     b = _table(small_space, precision="fp16", batch=8)
     with pytest.raises(UserError, match=r"different settings \(precision: 'fp32' vs 'fp16'; batch: 1 vs 8\)"):
         merge_tables([a, b])
+
+
+def test_merge_refuses_tables_of_different_spaces(small_space):
+    from nas2deploy.spaces import make_space
+
+    a = _table(small_space)
+    b = _table(make_space("densenas", {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1}))
+    with pytest.raises(UserError, match="different settings \\(space:"):
+        merge_tables([a, b])

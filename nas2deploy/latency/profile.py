@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,7 +40,6 @@ class ProfileStats:
     load_s: float = 0.0  # export + session / engine build
     warmup_s: float = 0.0
     timed_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def timed_fraction(self) -> float:
@@ -89,12 +88,14 @@ def _read_journal(path: Path, header: dict[str, Any]) -> tuple[dict[str, Entry],
     """Entries and reference already measured; a torn last line (killed mid-write) is ignored."""
     entries: dict[str, Entry] = {}
     reference = None
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     for n, line in enumerate(lines):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            if n == len(lines) - 1:
+            if n == len(lines) - 1:  # torn by a kill: cut it off so that appends start on a fresh line
+                with path.open("r+", encoding="utf-8") as fh:
+                    fh.truncate(sum(len(x.encode()) for x in lines[:n]))
                 break
             raise UserError(f"profile journal {path}: line {n + 1} is corrupt; delete the journal to start afresh") from None
         if n == 0:

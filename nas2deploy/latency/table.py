@@ -122,7 +122,7 @@ class LatencyTable:
         return [f for f in MATCH_FIELDS if mine.get(f) != theirs.get(f)]
 
     def describe_fields(self, fields: Iterable[str], other: LatencyTable) -> str:
-        mine, theirs = self.measurement, other.measurement
+        mine, theirs = {**self.meta, **self.measurement}, {**other.meta, **other.measurement}
         return "; ".join(f"{f}: {mine.get(f)!r} vs {theirs.get(f)!r}" for f in fields)
 
     @property
@@ -138,11 +138,10 @@ class LatencyTable:
         missing = self.missing(specs)
         if not missing:
             return
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        problem = f"latency table {self.name} lacks {len(missing)} op(s) that {what} needs ({shown})"
+        problem = f"latency table {self.name} lacks {_listing(missing)} needed by {what}"
         space = self.meta.get("space", {})
         try:
-            covered = {s.key for s in make_space(space.get("name", ""), space.get("config")).op_specs()}
+            covered = {s.key for s in self.space().op_specs()}
         except UserError:
             covered = set()
         if set(missing) <= covered:
@@ -166,14 +165,18 @@ class LatencyTable:
         parts.append(f"--out {out or self.name}")
         return " ".join(parts)
 
+    def space(self) -> SearchSpace:
+        """The search space this table was profiled for."""
+        meta = self.meta.get("space", {})
+        return make_space(meta.get("name", ""), meta.get("config"))
+
     def require_space(self, space: SearchSpace) -> None:
         """Refuse a table that does not cover every op of ``space``, with the command that would."""
         missing = self.missing(space.op_specs())
         if missing:
-            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
             raise UserError(
                 f"latency table {self.name} does not cover the {space.name} space {space.config_dict()}: it lacks "
-                f"{len(missing)} op(s) ({shown}); profile that space with: "
+                f"{_listing(missing)}; profile that space with: "
                 f"{self.profile_command(space.name, space.config_dict(), 'NEW_TABLE.json')}"
             )
 
@@ -239,6 +242,12 @@ class LatencyTable:
         return LatencyTable(doc["meta"], entries, doc.get("reference"), calibration, doc.get("validation"), path)
 
 
+def _listing(keys: list[str]) -> str:
+    """'N op(s) (first, second, third, ...)': the count and the first few keys."""
+    shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+    return f"{len(keys)} op(s) ({shown})"
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -254,7 +263,7 @@ def merge_tables(tables: list[LatencyTable]) -> LatencyTable:
     base = tables[0]
     entries: dict[str, Entry] = {}
     for t in tables:
-        diff = base.differing_fields(t)
+        diff = base.differing_fields(t) + [k for k in ("space", "timing") if base.meta.get(k) != t.meta.get(k)]
         if diff:
             raise UserError(
                 f"cannot merge {t.name} into {base.name}: measured under different settings ({base.describe_fields(diff, t)})"

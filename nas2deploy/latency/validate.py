@@ -25,14 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nas2deploy.arch import build
+from nas2deploy.arch import Arch, build
 from nas2deploy.backends import BackendSettings
 from nas2deploy.backends.base import cpu_name
 from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import Calibration, LatencyTable, now_iso
 from nas2deploy.ops import OpSpec
-from nas2deploy.spaces import make_space
 
 MIN_CALIBRATION_SAMPLES = 4
 
@@ -56,6 +55,7 @@ def settings_from_table(table: LatencyTable) -> BackendSettings:
         raise UserError(f"latency table {table.name}: no measurement metadata")
     keys = ("backend", "device", "precision", "batch", "threads", "ort_provider", "ort_graph_level", "workspace_mb", "cuda_graph")
     settings = BackendSettings(**{k: m[k] for k in keys if k in m})
+    settings.check_available()  # before naming the device: a CUDA table on a machine without one
     here = settings.device_name()
     if m.get("device_name") != here:
         raise UserError(
@@ -85,6 +85,17 @@ class DriftTracker:
 
     def __exit__(self, *exc: object) -> None:
         self.runner.close()
+
+
+def timing_from_table(table: LatencyTable) -> TimingSettings:
+    """The harness settings a table was measured with, so later measurements are comparable."""
+    return TimingSettings(**table.meta.get("timing", {}))
+
+
+def measure_arch(settings: BackendSettings, arch: Arch, timing: TimingSettings, source: str = "network") -> float:
+    """Median latency (ms) of a whole network, built, exported and run on the settings' backend."""
+    with settings.open(build(arch), (3, arch.input_size, arch.input_size), source=source) as runner:
+        return measure(runner, timing).stats.median_ms
 
 
 def kendall_tau(x: list[float], y: list[float]) -> float:
@@ -161,10 +172,8 @@ def validate_table(
     if samples < 2:
         raise UserError("--samples must be at least 2 to compare predictions with measurements")
     settings = settings_from_table(table)
-    settings.check_available()
-    timing = timing or TimingSettings(**table.meta.get("timing", {}))
-    space_meta = table.meta.get("space", {})
-    space = make_space(space_meta.get("name", ""), space_meta.get("config"))
+    timing = timing or timing_from_table(table)
+    space = table.space()
     rng = random.Random(seed)
     archs = [space.sample_arch(rng) for _ in range(samples)]
     table.require([s for a in archs for s in a.op_specs()], "the sampled architectures")
@@ -173,9 +182,7 @@ def validate_table(
     with DriftTracker(table, settings, timing) as tracker:
         for i, arch in enumerate(archs):
             drift = tracker.update()  # interleaved with the networks: drift cancels
-            size = arch.input_size
-            with settings.open(build(arch), (3, size, size), source=f"sampled network {i}") as runner:
-                measured = measure(runner, timing).stats.median_ms
+            measured = measure_arch(settings, arch, timing, f"sampled network {i}")
             pred = table.predict(arch)
             records.append(Sample(pred.raw_ms, pred.n_ops, drift, measured))
             if progress:

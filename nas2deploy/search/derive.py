@@ -144,6 +144,8 @@ def derive_under_budget(
 
 def budget_choice(net: DenseNASSupernet, model: LatencyModel, budget_ms: float, resolution_ms: float | None = None) -> Choice:
     """The dynamic program behind ``derive_under_budget``."""
+    if budget_ms <= 0 or (resolution_ms is not None and resolution_ms <= 0):
+        raise UserError(f"--budget-ms must be positive, got {budget_ms:g}")
     space = net.space
     step = resolution_ms or budget_ms / 10000
     head_lp, stack_lp, log_p = _log_probs(net)
@@ -161,8 +163,6 @@ def budget_choice(net: DenseNASSupernet, model: LatencyModel, budget_ms: float, 
              + min(0, min(tail_units)))
     budget_units = math.floor(budget_ms / step + 1e-9)
     size = budget_units - floor - floor + 1  # a prefix above budget - floor can never come back under
-    if size <= 0:
-        raise UserError(f"budget {budget_ms} ms is not positive enough to search")
     start = np.full(size, -np.inf)
     if 0 <= fixed_units - floor < size:
         start[fixed_units - floor] = 0.0

@@ -22,10 +22,10 @@ from nas2deploy.search.supernet import DenseNASSupernet
 
 
 class LatencyModel:
-    def __init__(self, net: DenseNASSupernet, table: LatencyTable, calibrated: bool = True):
+    def __init__(self, net: DenseNASSupernet, table: LatencyTable):
         space = net.space
         self.net = net
-        self.calibration = table.calibration if calibrated else None
+        self.calibration = table.calibration
         specs = [*space.stem_specs(), space.classifier_spec()]
         for e in space.edges:
             specs += space.head_candidates(e)
@@ -40,9 +40,11 @@ class LatencyModel:
                 return lat
             return self.calibration.scale * lat + self.calibration.per_op_ms
 
-        self.op_cost = cost
+        n_stack_ops = len(space.stack_candidates(1))
         self.head = torch.tensor([[cost(s) for s in space.head_candidates(e)] for e in net.head_edges])
-        self.stack = torch.tensor([[cost(s) for s in space.stack_candidates(n)] for n, _ in net.stack_layers])
+        self.stack = torch.tensor([[cost(s) for s in space.stack_candidates(n)] for n, _ in net.stack_layers]).reshape(
+            len(net.stack_layers), n_stack_ops)  # (0, 7) when the space has no stacking layers
+        self.stack_node = torch.tensor([n for n, _ in net.stack_layers], dtype=torch.long)
         self.tail = torch.tensor([cost(space.head_candidates(e)[0]) for e in net.tail_edges])
         offset = self.calibration.offset_ms if self.calibration else 0.0
         self.fixed = sum(cost(s) for s in space.stem_specs()) + cost(space.classifier_spec()) + offset
@@ -51,9 +53,7 @@ class LatencyModel:
         """Expected latency (ms) for op probabilities per mixed op and path probabilities per edge."""
         net, space = self.net, self.net.space
         n_nodes = space.tail_node + 1
-        stack_cost = torch.zeros(n_nodes, dtype=head_w.dtype).index_add(
-            0, torch.tensor([n for n, _ in net.stack_layers], dtype=torch.long), (stack_w * self.stack).sum(-1)
-        )
+        stack_cost = torch.zeros(n_nodes, dtype=head_w.dtype).index_add(0, self.stack_node, (stack_w * self.stack).sum(-1))
         head_cost = (head_w * self.head).sum(-1)
         cost: list[torch.Tensor] = [torch.zeros((), dtype=head_w.dtype)] * n_nodes
         for b in range(space.tail_node - 1, -1, -1):

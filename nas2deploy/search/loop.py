@@ -86,11 +86,27 @@ class SearchConfig:
     @staticmethod
     def from_file(path: str | Path) -> dict[str, Any]:
         doc = read_json(path, "search config")
-        known = {f.name for f in dataclasses.fields(SearchConfig)}
-        unknown = sorted(set(doc) - known) if isinstance(doc, dict) else ["<not an object>"]
+        if not isinstance(doc, dict):
+            raise UserError(f"search config {path}: must be a JSON object of SearchConfig fields")
+        known = {f.name for f in dataclasses.fields(SearchConfig)} - {"table", "space"}  # given by --lut, --space
+        unknown = sorted(set(doc) - known)
         if unknown:
             raise UserError(f"search config {path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return dict(doc)
+
+
+def space_for(config: SearchConfig, table: LatencyTable) -> DenseNASSpace:
+    """The space a search explores: the table's, with the config's overrides; the table must cover it."""
+    space_meta = table.meta.get("space", {})
+    if space_meta.get("name") != config.space:
+        raise UserError(f"latency table {config.table} was profiled for space {space_meta.get('name')!r}, not {config.space!r}")
+    space_cfg = dict(space_meta.get("config", {}))
+    for name in ("input_size", "width_mult", "max_stack_layers"):
+        if getattr(config, name) is not None:
+            space_cfg[name] = getattr(config, name)
+    space = DenseNASSpace(DenseNASConfig(**space_cfg))
+    table.require_space(space)
+    return space
 
 
 def _world() -> tuple[int, int]:
@@ -127,26 +143,18 @@ class Search:
                 f"({self.world} x {config.accumulate})"
             )
         self.table = LatencyTable.load(config.table)
-        data = open_dataset(config.data)
-        space_meta = self.table.meta.get("space", {})
-        if space_meta.get("name") != config.space:
-            raise UserError(f"latency table {config.table} was profiled for space {space_meta.get('name')!r}, not {config.space!r}")
-        space_cfg = dict(space_meta.get("config", {}))
-        for name in ("input_size", "width_mult", "max_stack_layers"):
-            if getattr(config, name) is not None:
-                space_cfg[name] = getattr(config, name)
-        if space_cfg.get("input_size") != data.image_size:
+        self.space = space_for(config, self.table)
+        data = open_dataset(config.data, self.space.config.input_size)
+        if data.image_size != self.space.config.input_size:
             raise UserError(
-                f"the search space has {space_cfg.get('input_size')}px inputs but data {config.data} has "
+                f"the search space has {self.space.config.input_size}px inputs but data {config.data} has "
                 f"{data.image_size}px images: search with a table profiled with --input-size {data.image_size}"
             )
-        if space_cfg.get("num_classes") != data.num_classes:
+        if data.num_classes != self.space.config.num_classes:
             raise UserError(
-                f"latency table {config.table} covers a {space_cfg.get('num_classes')}-class classifier but data "
+                f"latency table {config.table} covers a {self.space.config.num_classes}-class classifier but data "
                 f"{config.data} has {data.num_classes} classes: profile a table with --num-classes {data.num_classes}"
             )
-        self.space = DenseNASSpace(DenseNASConfig(**space_cfg))
-        self.table.require_space(self.space)
         torch.manual_seed(config.seed)
         self.net = DenseNASSupernet(self.space)
         self.model = LatencyModel(self.net, self.table)
@@ -176,13 +184,16 @@ class Search:
 
     # -- data -----------------------------------------------------------------------------------
     def _batches(self, n: int) -> int:
-        full = math.ceil(n / self.config.batch_size)
+        full = n // self.config.batch_size
         return min(full, self.config.max_batches) if self.config.max_batches else full
 
     def _loader(self, dataset: Dataset, salt: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's share of each global batch, in an order seeded by (seed, epoch, salt)."""
         g = torch.Generator().manual_seed(self.config.seed * 7919 + self.epoch * 2 + salt)
-        loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=True, generator=g, drop_last=False)
+        if len(dataset) < self.config.batch_size:  # type: ignore[arg-type]
+            raise UserError(f"a split of {len(dataset)} samples is smaller than --batch-size {self.config.batch_size}")  # type: ignore[arg-type]
+        # Whole batches only: a short last batch could leave a rank or micro-batch empty.
+        loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=True, generator=g, drop_last=True)
         out = []
         for i, (x, y) in enumerate(loader):
             if i >= self._batches(len(dataset)):  # type: ignore[arg-type]
@@ -271,8 +282,8 @@ class Search:
         if self.config.budget_ms is not None:
             try:
                 return derive_under_budget(self.net, self.model, self.config.budget_ms, name=self.run_dir.name)
-            except UserError:
-                pass  # the log still shows the argmax architecture; `derive` reports why nothing fits
+            except UserError as exc:
+                self.progress(f"budget derivation failed ({exc}); showing the argmax architecture instead")
         return derive_argmax(self.net, self.run_dir.name)
 
     def run(self, until: int | None = None) -> dict[str, Any]:
@@ -305,10 +316,10 @@ class Search:
                 "wall_s": round(time.perf_counter() - start, 2),
             }
             self.epoch += 1
-            if self.rank == 0:
-                self._checkpoint()
+            if self.rank == 0:  # the log line first: a resume drops lines past the checkpoint
                 with (self.run_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record) + "\n")
+                self._checkpoint()
             durations.append(record["wall_s"])
             eta = sum(durations) / len(durations) * (self.config.epochs - self.epoch)
             self.progress(
@@ -346,10 +357,15 @@ class Search:
         self.a_opt.load_state_dict(state["a_opt"])
         self.epoch, self.step, self.w_step = state["epoch"], state["step"], state["w_step"]
         self.controller.lam = state["lambda"]
-        if self.rank == 0:  # drop log lines past the checkpoint (a kill between the two writes)
+        if self.rank == 0:  # drop log lines past the checkpoint, or torn by a kill
             log = self.run_dir / "log.jsonl"
-            lines = log.read_text().splitlines() if log.exists() else []
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] <= self.epoch]
+            kept = []
+            for line in log.read_text().splitlines() if log.exists() else []:
+                try:
+                    if json.loads(line)["epoch"] <= self.epoch:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
             log.write_text("".join(ln + "\n" for ln in kept))
 
 
@@ -366,8 +382,23 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return state
 
 
-def open_run(run_dir: str | Path) -> Search:
-    """A finished or interrupted run, rebuilt from its checkpoint (for ``derive``)."""
+@dataclass
+class SearchedModel:
+    """What derivation needs from a run: its table, supernet (with trained alpha and beta) and
+    latency model; rebuilt from the checkpoint without opening the data."""
+
+    table: LatencyTable
+    net: DenseNASSupernet
+    model: LatencyModel
+
+
+def open_run(run_dir: str | Path) -> SearchedModel:
     state = load_checkpoint(run_dir)
-    search = Search(SearchConfig(**state["config"]), run_dir, resume=True)
-    return search
+    config = SearchConfig(**state["config"])
+    table = LatencyTable.load(config.table)
+    net = DenseNASSupernet(space_for(config, table))
+    try:
+        net.load_state_dict(state["net"])
+    except RuntimeError:
+        raise UserError(f"run {run_dir}: checkpoint.pt does not fit the space of table {config.table}; was the table replaced?") from None
+    return SearchedModel(table, net, LatencyModel(net, table))

@@ -65,6 +65,9 @@ class DenseNASSupernet(nn.Module):
         self.stack_layers = [(n, l) for n, count in enumerate(space.stack_layers) for l in range(count)]
         self.stacks = nn.ModuleList([MixedOp(space.stack_candidates(n)) for n, _ in self.stack_layers])
         # Index maps shared by the forward pass, the latency model and derivation.
+        self.in_edges: dict[int, list[int]] = {}
+        for ei, e in enumerate(space.edges):
+            self.in_edges.setdefault(e.dst, []).append(ei)
         self.head_row = {e: r for r, e in enumerate(self.head_edges)}
         self.tail_row = {e: r for r, e in enumerate(self.tail_edges)}
         self.stack_rows: dict[int, list[int]] = {}
@@ -105,9 +108,8 @@ class DenseNASSupernet(nn.Module):
         outs[0] = self.stem(x)
         for node in range(1, space.tail_node + 1):
             acc: torch.Tensor | None = None
-            for ei, e in enumerate(space.edges):
-                if e.dst != node:
-                    continue
+            for ei in self.in_edges[node]:
+                e = space.edges[ei]
                 src = outs[e.src]
                 assert src is not None
                 if node == space.tail_node:

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from nas2deploy.arch import Arch, build
-from nas2deploy.backends.timing import TimingSettings, measure
+from nas2deploy.arch import Arch
 from nas2deploy.errors import UserError
-from nas2deploy.latency.validate import settings_from_table
+from nas2deploy.latency.validate import measure_arch, settings_from_table, timing_from_table
 from nas2deploy.search.derive import derive_under_budget
 from nas2deploy.search.expected_latency import LatencyModel
 
@@ -37,12 +36,17 @@ def derive_measured(
     """The most probable architecture whose *measured* latency fits the budget."""
     table = model.table
     settings = settings_from_table(table)  # refuses when this machine is not the table's device
-    timing = TimingSettings(**table.meta.get("timing", {}))
-    target = budget_ms
+    timing = timing_from_table(table)
+    target, measured = budget_ms, float("nan")
     for rounds in range(1, max_rounds + 1):
-        arch = derive_under_budget(model.net, model, target, name=name)
-        with settings.open(build(arch), (3, arch.input_size, arch.input_size), source=name) as runner:
-            measured = measure(runner, timing).stats.median_ms
+        try:
+            arch = derive_under_budget(model.net, model, target, name=name)
+        except UserError:
+            raise UserError(
+                f"no network of the space measured within {budget_ms:g} ms: after {rounds - 1} round(s) the "
+                f"tightened target {target:.3f} ms is below the fastest network the table predicts"
+            ) from None
+        measured = measure_arch(settings, arch, timing, name)
         predicted = table.predict(arch).best_ms
         if say:
             say(f"round {rounds}: target {target:.4f} ms, predicted {predicted:.4f} ms, measured {measured:.4f} ms")
