@@ -217,7 +217,7 @@ class Search:
             out = self.net(x[c::n], choice)
             ce = F.cross_entropy(out, y[c::n])
             loss = ce
-            if with_latency:
+            if with_latency:  # once per micro-batch, as each rank does: keeps accumulate=N equal to N ranks
                 loss = loss + latency_loss(self.model(), self.controller.lam, self.config.tau)
             (loss / n).backward()
             logits[c::n] = out.detach()
@@ -290,6 +290,7 @@ class Search:
         """Search to the configured number of epochs (or stop after epoch ``until``)."""
         record: dict[str, Any] = {}
         durations: list[float] = []
+        arch = None
         while self.epoch < min(self.config.epochs, until or self.config.epochs):
             start = time.perf_counter()
             warm = self.epoch < self.config.warmup_epochs
@@ -329,7 +330,7 @@ class Search:
                 f"ETA {eta / 60:.1f} min)"
             )
         if self.rank == 0 and self.epoch == self.config.epochs:
-            save_arch(self.derive(), self.run_dir / "arch.json")
+            save_arch(arch or self.derive(), self.run_dir / "arch.json")  # derived already, unless resumed at the end
         return record
 
     # -- checkpoints ----------------------------------------------------------------------------
