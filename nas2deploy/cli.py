@@ -7,6 +7,7 @@ message listing the valid values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from nas2deploy import __version__
 from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS, BackendSettings
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
+from nas2deploy.search.derive import DEFAULT_FILL
 from nas2deploy.spaces import SPACES, make_space
 
 
@@ -308,10 +310,12 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--budget-ms", type=float, help="Most probable architecture whose predicted latency fits.")
+@click.option("--fill", type=float, default=DEFAULT_FILL, show_default=True,
+              help="With --budget-ms: use at least this share of the budget (0: the most probable that fits).")
 @click.option("--measure", "measured", is_flag=True,
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
-def derive(run_dir: str, budget_ms: float | None, measured: bool, out: str) -> None:
+def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str) -> None:
     """Derive an architecture from a search run: argmax ops + Viterbi path, or the best under a budget."""
     from nas2deploy.arch import save_arch
     from nas2deploy.search.derive import derive_argmax, derive_under_budget
@@ -323,15 +327,17 @@ def derive(run_dir: str, budget_ms: float | None, measured: bool, out: str) -> N
     if measured and budget_ms is None:
         raise UserError("--measure needs --budget-ms")
     if measured and budget_ms is not None:
-        arch = derive_measured(run.model, budget_ms, name=name, say=click.echo).arch
+        arch = derive_measured(run.model, budget_ms, name=name, say=click.echo, fill=fill).arch
     elif budget_ms is not None:
-        arch = derive_under_budget(run.net, run.model, budget_ms, name=name)
+        arch = derive_under_budget(run.net, run.model, budget_ms, name=name, fill=fill)
     else:
         arch = derive_argmax(run.net, name)
+    arch = dataclasses.replace(arch, meta=run.provenance(budget_ms))
     save_arch(arch, out)
     pred = run.table.predict(arch)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
-    click.echo(f"wrote {out}: {len(arch.blocks)} blocks, predicted {pred.raw_ms:.3f} ms summed{cal}")
+    share = f" ({pred.best_ms / budget_ms:.0%} of the budget)" if budget_ms else ""
+    click.echo(f"wrote {out}: {len(arch.blocks)} blocks, predicted {pred.raw_ms:.3f} ms summed{cal}{share}")
 
 
 @cli.command()
@@ -354,15 +360,85 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
     click.echo(f"top-1 {acc:.4f} on the test split; weights: {out}")
 
 
+# -- export, bench, report -----------------------------------------------------------------------
+@cli.command()
+@click.option("--arch", "arch_ref", required=True, help="Arch JSON file or shipped name.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict from `train`; without it, fresh weights.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Export folder, e.g. export/NAME.")
+@click.option("--backend", "backends", type=click.Choice(BACKENDS), multiple=True, default=("onnxruntime",),
+              show_default=True, help="Backends to deploy and measure (repeat the option for several).")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="Device of ONNX Runtime and PyTorch (TensorRT always uses the GPU).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="TensorRT engine precision (int8 is not supported).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension (engine profile 1..max(B, 32)).")
+@click.option("--data", help="Dataset for the accuracy check (default: the one recorded in the arch).")
+@click.option("--images", type=click.Path(exists=False), help="Image file or folder for the accuracy check instead.")
+@click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True, help="Inputs in the accuracy check.")
+@click.option("--lut", type=click.Path(dir_okay=False), help="Latency table to compare with (default: the arch's).")
+@click.option("--budget-ms", type=float, help="Budget to report against (default: the arch's).")
+@click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
+def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ...], device: str, precision: str,
+           batch: int, dynamic_batch: bool, data: str | None, images: str | None, samples: int, lut: str | None,
+           budget_ms: float | None, workspace_mb: int, force: bool) -> None:
+    """Export ONNX (and a TensorRT engine), check accuracy on real inputs, measure latency, write a report."""
+    from nas2deploy.arch import load_arch
+    from nas2deploy.deploy.export import Exporter, ExportOptions
+
+    options = ExportOptions(tuple(dict.fromkeys(backends)), device, precision, batch, dynamic_batch, data, images,
+                            samples, lut=lut, budget_ms=budget_ms, workspace_mb=workspace_mb, force=force)
+    Exporter(load_arch(arch_ref), weights, out, options, click.echo).run()
+    click.echo(f"report: {Path(out) / 'report.md'}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch for dynamic-batch models.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=TimingSettings().min_runs, show_default=True)
+@click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the launch as a CUDA graph.")
+@click.option("--json", "as_json", is_flag=True)
+def bench(model: str, backend: str, device: str, batch: int, threads: int, runs: int, cuda_graph: bool, as_json: bool) -> None:
+    """trtexec-style latency summary of an ONNX model or a TensorRT engine."""
+    from nas2deploy.deploy.bench import bench_model
+
+    result = bench_model(model, BackendSettings(backend=backend, device=device, batch=batch, threads=threads,
+                                                cuda_graph=cuda_graph), TimingSettings(min_runs=runs))
+    if as_json:
+        _print_json(result)
+        return
+    t = result["timing"]
+    click.echo(f"{model} on {result['settings']['backend']} ({result['settings']['device_name']}), batch {result['batch']}")
+    click.echo(f"  latency: median {t['median_ms']:.4f} ms, mean {t['mean_ms']:.4f} ms, min {t['min_ms']:.4f} ms, "
+               f"p90 {t['p90_ms']:.4f} ms, p99 {t['p99_ms']:.4f} ms, CoV {t['cov']:.1%} over {t['runs']} runs")
+    click.echo(f"  throughput: {result['throughput_per_s']:.1f} inferences/s")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+def report(folder: str) -> None:
+    """Regenerate report.md and its plots for an export folder or a search run."""
+    from nas2deploy.report import regenerate
+
+    click.echo(f"wrote {regenerate(folder)}")
+
+
 # -- demo ----------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-def demo(out: str) -> None:
-    """The whole chain on built-in data: latency table, search under a budget, derive, train, measure."""
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+              help="Search run, architecture and weights.")
+@click.option("--export-dir", type=click.Path(file_okay=False), default="export/demo", show_default=True,
+              help="Export folder (replaced on each run).")
+def demo(out: str, export_dir: str) -> None:
+    """The whole chain on built-in data: table, search under a budget, derive, train, export, check, measure."""
     from nas2deploy.demo import run_demo
 
-    run_demo(out, click.echo)
-    click.echo(f"results in {out}/ (arch.json, weights.pt, search/log.jsonl)")
+    run_demo(out, export_dir, click.echo)
+    click.echo(f"report: {Path(export_dir) / 'report.md'} (search: {Path(out) / 'search' / 'report.md'})")
 
 
 def main() -> None:

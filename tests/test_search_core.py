@@ -128,7 +128,7 @@ def test_budget_derivation_is_feasible_and_optimal(net, calibration):
     unconstrained = argmax_choice(net)
     budget = fastest + 0.4 * (table.predict(unconstrained.to_arch(net)).best_ms - fastest)
     resolution = budget / 10000
-    best = budget_choice(net, model, budget, resolution)
+    best = budget_choice(net, model, budget, resolution, fill=0.0)
     assert table.predict(best.to_arch(net)).best_ms <= budget + 1e-9
     margin = budget - 60 * resolution
     rng = random.Random(0)
@@ -136,6 +136,28 @@ def test_budget_derivation_is_feasible_and_optimal(net, calibration):
         c = random_choice(net, rng)
         if table.predict(c.to_arch(net)).best_ms <= margin:
             assert log_prob(net, c) <= log_prob(net, best) + 1e-9
+
+
+def test_fill_window_uses_the_budget_and_is_optimal_inside_it(net):
+    _randomise(net, 5)
+    table = synthetic_table(net.space, seed=3)
+    model = LatencyModel(net, table)
+    plain = table.predict(argmax_choice(net).to_arch(net)).best_ms
+    budget = 1.6 * plain  # the most probable architecture overall uses well under this budget
+    resolution = budget / 10000
+    best = budget_choice(net, model, budget, resolution, fill=0.9)
+    best_ms = table.predict(best.to_arch(net)).best_ms
+    assert 0.9 * budget - 60 * resolution <= best_ms <= budget + 1e-9
+    rng = random.Random(1)
+    inside = 0
+    for _ in range(3000):  # no random architecture inside the window (with margin) is more probable
+        c = random_choice(net, rng)
+        if 0.9 * budget <= table.predict(c.to_arch(net)).best_ms <= budget - 60 * resolution:
+            inside += 1
+            assert log_prob(net, c) <= log_prob(net, best) + 1e-9
+    assert inside > 10
+    with pytest.raises(UserError, match="--fill must lie in"):
+        budget_choice(net, model, budget, fill=1.5)
 
 
 def test_budget_derivation_with_a_generous_budget_finds_the_joint_optimum(net):

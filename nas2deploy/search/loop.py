@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from nas2deploy.arch import save_arch
+from nas2deploy.arch import Arch, save_arch
 from nas2deploy.data import open_dataset, split_train_val
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
@@ -41,7 +41,12 @@ from nas2deploy.latency.table import LatencyTable
 from nas2deploy.search.derive import derive_argmax, derive_under_budget, fastest_latency
 from nas2deploy.search.expected_latency import LatencyModel
 from nas2deploy.search.loss import BudgetController, latency_loss
-from nas2deploy.search.sampling import argmax_ops, rebalance_, sample_ops, step_generator
+from nas2deploy.search.sampling import (
+    argmax_ops,
+    rebalance_,
+    sample_ops,
+    step_generator,
+)
 from nas2deploy.search.supernet import DenseNASSupernet, OpChoice
 from nas2deploy.spaces.densenas import DenseNASConfig, DenseNASSpace
 
@@ -278,13 +283,17 @@ class Search:
         return correct / max(seen, 1)
 
     # -- the run --------------------------------------------------------------------------------
-    def derive(self) -> Any:
-        if self.config.budget_ms is not None:
+    def derive(self) -> Arch:
+        budget = self.config.budget_ms
+        arch = None
+        if budget is not None:
             try:
-                return derive_under_budget(self.net, self.model, self.config.budget_ms, name=self.run_dir.name)
+                arch = derive_under_budget(self.net, self.model, budget, name=self.run_dir.name)
             except UserError as exc:
                 self.progress(f"budget derivation failed ({exc}); showing the argmax architecture instead")
-        return derive_argmax(self.net, self.run_dir.name)
+                budget = None
+        arch = arch or derive_argmax(self.net, self.run_dir.name)
+        return dataclasses.replace(arch, meta=provenance(self.config, budget))
 
     def run(self, until: int | None = None) -> dict[str, Any]:
         """Search to the configured number of epochs (or stop after epoch ``until``)."""
@@ -391,6 +400,19 @@ class SearchedModel:
     table: LatencyTable
     net: DenseNASSupernet
     model: LatencyModel
+    config: SearchConfig
+
+    def provenance(self, budget_ms: float | None) -> dict[str, Any]:
+        return provenance(self.config, budget_ms)
+
+
+def provenance(config: SearchConfig, budget_ms: float | None) -> dict[str, Any]:
+    """What an architecture file records of its origin: ``export`` reads the budget, the table
+    to compare against and the data to check accuracy on from here."""
+    meta: dict[str, Any] = {"lut": config.table, "data": config.data, "space": config.space}
+    if budget_ms is not None:
+        meta["budget_ms"] = budget_ms
+    return meta
 
 
 def open_run(run_dir: str | Path) -> SearchedModel:
@@ -402,4 +424,4 @@ def open_run(run_dir: str | Path) -> SearchedModel:
         net.load_state_dict(state["net"])
     except RuntimeError:
         raise UserError(f"run {run_dir}: checkpoint.pt does not fit the space of table {config.table}; was the table replaced?") from None
-    return SearchedModel(table, net, LatencyModel(net, table))
+    return SearchedModel(table, net, LatencyModel(net, table), config)

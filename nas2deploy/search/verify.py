@@ -5,7 +5,12 @@ A budget-constrained optimum tends to pick the ops whose isolated timing flatter
 its measured latency can exceed a prediction that is accurate on random networks (seen here: +6%
 for the network derived under the tightest of three budgets, on a table whose calibrated median
 error is 1.1%). Where the table's device is at hand, measuring settles it: each round scales the
-derivation target by budget / measured, which converges in one or two rounds.
+derivation target by ``AIM * budget / measured``, which converges in one or two rounds. ``AIM``
+(0.98) aims 2% under the budget: a network whose latency is proportional to the target would
+otherwise land exactly on the budget after one round, and timing noise (2-3% here) would decide.
+A measurement over the budget is repeated and the lower median kept: a passing disturbance (seen
+here: +7% on one measurement of a network that measured under budget minutes before and after)
+would otherwise send the derivation to a needlessly smaller network.
 """
 
 from __future__ import annotations
@@ -15,9 +20,15 @@ from typing import Callable
 
 from nas2deploy.arch import Arch
 from nas2deploy.errors import UserError
-from nas2deploy.latency.validate import measure_arch, settings_from_table, timing_from_table
-from nas2deploy.search.derive import derive_under_budget
+from nas2deploy.latency.validate import (
+    measure_arch,
+    settings_from_table,
+    timing_from_table,
+)
+from nas2deploy.search.derive import DEFAULT_FILL, derive_under_budget
 from nas2deploy.search.expected_latency import LatencyModel
+
+AIM = 0.98
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,7 @@ class Verified:
 
 def derive_measured(
     model: LatencyModel, budget_ms: float, max_rounds: int = 4, name: str = "derived",
-    say: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL,
 ) -> Verified:
     """The most probable architecture whose *measured* latency fits the budget."""
     table = model.table
@@ -40,19 +51,21 @@ def derive_measured(
     target, measured = budget_ms, float("nan")
     for rounds in range(1, max_rounds + 1):
         try:
-            arch = derive_under_budget(model.net, model, target, name=name)
+            arch = derive_under_budget(model.net, model, target, name=name, fill=fill)
         except UserError:
             raise UserError(
                 f"no network of the space measured within {budget_ms:g} ms: after {rounds - 1} round(s) the "
                 f"tightened target {target:.3f} ms is below the fastest network the table predicts"
             ) from None
         measured = measure_arch(settings, arch, timing, name)
+        if measured > budget_ms:  # disturbances only ever slow a run down: confirm before tightening
+            measured = min(measured, measure_arch(settings, arch, timing, name))
         predicted = table.predict(arch).best_ms
         if say:
             say(f"round {rounds}: target {target:.4f} ms, predicted {predicted:.4f} ms, measured {measured:.4f} ms")
         if measured <= budget_ms:
             return Verified(arch, measured, predicted, target, rounds)
-        target *= budget_ms / measured
+        target *= AIM * budget_ms / measured
     raise UserError(
         f"after {max_rounds} rounds no derived network measured within {budget_ms:g} ms "
         f"(last: {measured:.3f} ms); the budget is too close to the fastest network of the space"
