@@ -1,5 +1,5 @@
 """The end-to-end demo on built-in data: table -> search under a budget -> derive -> train ->
-measure the derived network against the table's prediction and the budget.
+export (ONNX, accuracy check, latency against the table's prediction and the budget) -> reports.
 
 The shipped table for the small space is used when it was measured on a CPU like this one
 (same model name and core count); otherwise the space is profiled here first (~1 minute) and
@@ -9,17 +9,20 @@ folder; an interrupted search resumes, a finished one is not repeated.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 from nas2deploy.arch import save_arch
 from nas2deploy.backends import BackendSettings
 from nas2deploy.data import open_dataset
+from nas2deploy.deploy.export import Exporter, ExportOptions
 from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import DriftTracker, measure_arch, settings_from_table, timing_from_table, validate_table
-from nas2deploy.search.derive import derive_under_budget, fastest_latency
+from nas2deploy.latency.validate import settings_from_table, validate_table
+from nas2deploy.report import regenerate
+from nas2deploy.search.derive import fastest_latency
 from nas2deploy.search.expected_latency import LatencyModel
 from nas2deploy.search.loop import Search, SearchConfig
 from nas2deploy.search.supernet import DenseNASSupernet
@@ -44,16 +47,16 @@ def _table(out: Path, say: Callable[[str], None]) -> LatencyTable:
         table = LatencyTable.load(SHIPPED)
         try:
             settings_from_table(table)
-            say(f"[1/5] using the shipped table {SHIPPED.name} (measured on this kind of CPU)")
+            say(f"[1/6] using the shipped table {SHIPPED.name} (measured on this kind of CPU)")
             return table
         except UserError:
             pass
     path = out / "densenas32_small_c10_ort_cpu.json"
     if path.exists():  # profiled by an earlier demo on this machine
-        say(f"[1/5] using the table profiled here earlier: {path}")
+        say(f"[1/6] using the table profiled here earlier: {path}")
         return LatencyTable.load(path)
     space = make_space("densenas", DEMO_SPACE)
-    say(f"[1/5] profiling {len(space.op_specs())} ops of the small space on this CPU -> {path}")
+    say(f"[1/6] profiling {len(space.op_specs())} ops of the small space on this CPU -> {path}")
     table, stats = profile_space(space, BackendSettings(), path)
     say(f"      {stats.wall_s:.0f} s; validating on 20 networks")
     report = validate_table(table, 20)
@@ -61,7 +64,7 @@ def _table(out: Path, say: Callable[[str], None]) -> LatencyTable:
     return table
 
 
-def run_demo(out: str | Path, say: Callable[[str], None]) -> dict[str, float]:
+def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]) -> dict[str, float]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = _table(out, say)
@@ -72,22 +75,24 @@ def run_demo(out: str | Path, say: Callable[[str], None]) -> dict[str, float]:
     assert isinstance(space, DenseNASSpace)
     budget = round(BUDGET_FACTOR * fastest_latency(LatencyModel(DenseNASSupernet(space), table)), 3)
     config = demo_search_config(str(table.path), budget)
-    say(f"[2/5] searching under a {budget} ms budget ({config.epochs} epochs) -> {run_dir}")
+    say(f"[2/6] searching under a {budget} ms budget ({config.epochs} epochs) -> {run_dir}")
     resume = (run_dir / "checkpoint.pt").exists()
     search = Search(config, run_dir, resume=resume, progress=lambda line: say("      " + line))
     search.run()
-    arch = derive_under_budget(search.net, search.model, budget, name="demo")
+    arch = dataclasses.replace(search.derive(), name="demo")  # with its budget, table and data as meta
     save_arch(arch, out / "arch.json")
     pred = table.predict(arch)
-    say(f"[3/5] derived {len(arch.blocks)} blocks, predicted {pred.best_ms:.3f} ms -> {out / 'arch.json'}")
-    say("[4/5] training the derived network on the built-in data (5 epochs)")
+    say(f"[3/6] derived {len(arch.blocks)} blocks, predicted {pred.best_ms:.3f} ms -> {out / 'arch.json'}")
+    say("[4/6] training the derived network on the built-in data (5 epochs)")
     model, top1 = train_arch(arch, open_dataset("synthetic"), 5)
     save_weights(model, out / "weights.pt")
-    settings = settings_from_table(table)
-    timing = timing_from_table(table)
-    with DriftTracker(table, settings, timing) as tracker:
-        drift = tracker.update()
-        measured = measure_arch(settings, arch, timing, "the derived network")
-    say(f"[5/5] top-1 {top1:.3f}; measured {measured:.3f} ms with ONNX Runtime vs predicted {pred.best_ms * drift:.3f} ms "
-        f"({measured / (pred.best_ms * drift) - 1:+.1%}) and budget {budget} ms ({measured / budget:.2f}x)")
-    return {"budget_ms": budget, "predicted_ms": pred.best_ms * drift, "measured_ms": measured, "top1": top1}
+    say(f"      top-1 {top1:.3f} on the test split")
+    say(f"[5/6] exporting to {export_dir}: ONNX, accuracy check on 100 test images, latency vs prediction and budget")
+    report = Exporter(arch, str(out / "weights.pt"), export_dir, ExportOptions(force=True), lambda line: say("      " + line)).run()
+    say(f"[6/6] search report: {regenerate(run_dir)}")
+    latency = report["latency"]["onnxruntime"]
+    measured = latency["timing"]["median_ms"]
+    predicted = latency["prediction"]["calibrated_ms"] or latency["prediction"]["raw_ms"]
+    say(f"top-1 {top1:.3f}; measured {measured:.3f} ms with ONNX Runtime vs predicted {predicted:.3f} ms "
+        f"({measured / predicted - 1:+.1%}) and budget {budget} ms ({measured / budget:.2f}x)")
+    return {"budget_ms": budget, "predicted_ms": predicted, "measured_ms": measured, "top1": top1}

@@ -111,6 +111,20 @@ def test_cli_search_derive_train(tmp_path, table_path):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(UserError, match="do not match arch"):
         load_weights(load_arch("densenas-a"), tmp_path / "w.pt")
+    arch = load_arch(tmp_path / "a.json")
+    assert arch.meta == {"lut": table_path, "data": "synthetic:200", "space": "densenas", "budget_ms": 100.0}
+    # the chain goes on: export reads the data and the table from the arch's meta
+    out = tmp_path / "export"
+    result = runner.invoke(cli, ["export", "--arch", str(tmp_path / "a.json"), "--weights", str(tmp_path / "w.pt"),
+                                 "--out", str(out), "--samples", "20"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] and report["budget_ms"] == 100.0 and report["accuracy"]["samples"] == 20
+    assert "was measured on None" in report["prediction_skipped"]  # a synthetic table is no device's
+    result = runner.invoke(cli, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    for name in ("report.md", "curves.png", "alpha_head.png", "beta.png", "lut_head.png"):
+        assert (run_dir / name).read_bytes()[:4] in (b"\x89PNG", b"# Se"), name
 
 
 def test_a_table_that_does_not_cover_the_requested_space_is_refused(tmp_path, table_path):

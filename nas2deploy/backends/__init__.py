@@ -129,7 +129,11 @@ class BackendSettings:
                 onnx_bytes, self.provider, self.threads, self.batch, self.ort_graph_level, source=source
             )
         if self.backend == "tensorrt":
-            from nas2deploy.backends.tensorrt_runner import SharedTimingCache, TensorRTRunner, build_engine
+            from nas2deploy.backends.tensorrt_runner import (
+                SharedTimingCache,
+                TensorRTRunner,
+                build_engine,
+            )
 
             cache = _timing_caches.setdefault(self.timing_cache or "", SharedTimingCache(self.timing_cache))
             engine = build_engine(onnx_bytes, self.precision, self.workspace_mb, cache, source=source)

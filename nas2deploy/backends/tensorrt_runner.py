@@ -29,7 +29,7 @@ from nas2deploy.backends.base import Runner
 from nas2deploy.backends.timing import cuda_time_runs
 from nas2deploy.backends.torch_runner import require_cuda
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_bytes
+from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
 
 INSTALL_HINT = (
     "install TensorRT 10.x or 11.x on a machine with an NVIDIA GPU: pip install 'nas2deploy[tensorrt]' "
@@ -136,6 +136,45 @@ def build_engine(
     if timing_cache is not None:
         timing_cache.save()
     return bytes(memoryview(plan))
+
+
+def engine_platform() -> dict[str, str]:
+    """What a serialized engine is bound to: TensorRT refuses plans from another version, and
+    tactics chosen for one GPU model are wrong (or invalid) on another."""
+    require_tensorrt()
+    import tensorrt as trt
+
+    major, minor = torch.cuda.get_device_capability()
+    return {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+
+
+def check_engine_platform(recorded: dict[str, str], here: dict[str, str], source: str) -> None:
+    """Refuse an engine built elsewhere, naming where it was built and where it is being run."""
+    differ = [k for k in ("tensorrt", "gpu", "compute_capability") if recorded.get(k) != here.get(k)]
+    if differ:
+        built = ", ".join(f"{k} {recorded.get(k)}" for k in differ)
+        now = ", ".join(f"{k} {here.get(k)}" for k in differ)
+        raise UserError(f"engine {source} was built for {built}; this machine has {now}: rebuild it here with nas2deploy export")
+
+
+def save_engine(path: str | os.PathLike[str], engine: bytes) -> None:
+    """Write the engine and, beside it (``NAME.engine.json``), the platform it was built on."""
+    atomic_write_bytes(path, engine)
+    atomic_write_json(f"{path}.json", {"format": "nas2deploy.engine", "version": 1, **engine_platform()})
+
+
+def load_engine(path: str | os.PathLike[str]) -> bytes:
+    """Read an engine, refusing one whose recorded platform differs from this machine's."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"engine {p}: no such file")
+    info = Path(f"{p}.json")
+    if info.exists():
+        recorded = read_json(info, "engine info")
+        if not isinstance(recorded, dict):
+            raise UserError(f"engine info {info}: not a JSON object")
+        check_engine_platform(recorded, engine_platform(), str(p))
+    return p.read_bytes()
 
 
 class TensorRTRunner(Runner):

@@ -53,9 +53,19 @@ def open_cifar10(path: Path) -> Splits:
     return Splits(_read_cifar(train), _read_cifar([test]), 10, 32, f"cifar10:{path}")
 
 
-def _read_folder(root: Path, classes: list[str], size: int) -> TensorDataset:
+def load_image(path: Path, size: int) -> np.ndarray:
+    """An image file as the network sees it: RGB, resized to size x size, (x - 0.5) / 0.25, CHW."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"data {path}: cannot read the image ({exc})") from None
+    return ((arr - 0.5) / 0.25).transpose(2, 0, 1)
+
+
+def _read_folder(root: Path, classes: list[str], size: int) -> TensorDataset:
     images, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
@@ -64,12 +74,7 @@ def _read_folder(root: Path, classes: list[str], size: int) -> TensorDataset:
         for f in sorted(folder.iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-            except (UnidentifiedImageError, OSError) as exc:
-                raise UserError(f"data {f}: cannot read the image ({exc})") from None
-            images.append(((arr - 0.5) / 0.25).transpose(2, 0, 1))
+            images.append(load_image(f, size))
             labels.append(label)
     if not images:
         raise UserError(f"data {root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")

@@ -5,6 +5,15 @@ op against 0.5-0.7 s for the dynamo exporter, runs at the same speed in ONNX Run
 matches PyTorch to <= 5e-7 (reference.md section 4); per-op profiling exports hundreds of
 modules, so export time is profiling overhead. fp16 graphs are exported from a half-precision
 copy of the module, which is how TensorRT 11.x (strongly typed) gets fp16 layers.
+
+``check_onnx`` is what ``export`` runs on the file it writes: ``onnx.checker`` with
+``full_check`` (which includes strict shape inference) and then shape inference whose result
+is kept, so every intermediate tensor in the shipped file carries its shape. Weights stay inside
+the file (the exporter embeds them below protobuf's 2 GB limit; DenseNAS networks are ~10 MB).
+No simplifier runs (onnx-simplifier is not a dependency): the exporter folds constants and
+folds BN into the convs of an eval-mode network, so the graph holds Conv, Clip, Add, ReduceMean,
+Flatten and Gemm plus a few Identity and Constant nodes, which ONNX Runtime and TensorRT
+eliminate at load (``tests/test_export.py`` checks that op list).
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ import warnings
 
 import torch
 from torch import nn
+
+from nas2deploy.errors import UserError
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -45,3 +56,17 @@ def export_onnx(
             dynamo=False,
         )
     return buf.getvalue()
+
+
+def check_onnx(onnx_bytes: bytes, source: str = "model.onnx") -> bytes:
+    """Full ``onnx.checker`` check plus shape inference; returns the model with inferred shapes."""
+    import onnx
+
+    try:
+        model = onnx.load_from_string(onnx_bytes)
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # DecodeError, ValidationError, InferenceError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{source}: not a valid ONNX model ({first})") from None
+    return inferred.SerializeToString()

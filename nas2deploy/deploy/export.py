@@ -1,0 +1,282 @@
+"""``nas2deploy export``: an architecture and its weights become a checked, measured export folder.
+
+The steps are separate pieces, in Polygraphy's manner: *load* (build the network, export and
+check the ONNX graph, build the TensorRT engine), *run* (every runner infers the same real
+inputs), *compare* (``deploy.compare``) and *measure* (the shared timing harness). The folder:
+
+    model.onnx      fp32 graph, opset 17, checked (onnx.checker full check) with inferred shapes
+    model.engine    TensorRT engine (with --backend tensorrt), model.engine.json its platform
+    arch.json       the architecture, weights.pt its weights (a state dict)
+    report.json     accuracy comparisons, latency, prediction, budget, timings of each step
+    report.md       the same for people, with PNG plots (see ``nas2deploy.report``)
+
+The accuracy reference is PyTorch on the CPU in fp32. ONNX Runtime and TensorRT are compared
+with it on all inputs; the ONNX reference evaluator on the first few (it is slow) as an
+implementation that shares no kernel with either. A failed check writes the report and then
+raises ``CheckFailed``, so the command exits non-zero with the report on disk.
+
+Latency: each requested backend is measured with the harness the latency table used. When the
+table was measured on this machine with this backend, the run also re-measures the table's
+reference op, so the prediction is corrected for drift since profiling (as ``lut validate``
+does) and the report sets measured against calibrated x drift.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas2deploy.arch import Arch, build, save_arch
+from nas2deploy.arch_info import arch_summary
+from nas2deploy.backends import BackendSettings, Runner
+from nas2deploy.backends.timing import TimingSettings, measure
+from nas2deploy.deploy.compare import Comparison, compare_outputs
+from nas2deploy.deploy.inputs import accuracy_inputs
+from nas2deploy.deploy.onnx_export import INPUT_NAME, OPSET, check_onnx, export_onnx
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import atomic_write_bytes, atomic_write_json
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.latency.validate import (
+    DriftTracker,
+    settings_from_table,
+    timing_from_table,
+)
+from nas2deploy.train import load_weights, save_weights
+
+REPORT_FORMAT = "nas2deploy.export_report"
+
+
+class CheckFailed(UserError):
+    """An accuracy check failed; the export folder and its report are written."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    backends: tuple[str, ...] = ("onnxruntime",)
+    device: str = "cpu"  # ONNX Runtime's and PyTorch's device; TensorRT always runs on the GPU
+    precision: str = "fp32"  # of the TensorRT engine; ONNX Runtime and PyTorch check in fp32
+    batch: int = 1
+    dynamic_batch: bool = False
+    data: str | None = None
+    images: str | None = None
+    samples: int = 100
+    reference_samples: int = 4
+    lut: str | None = None
+    budget_ms: float | None = None
+    workspace_mb: int = 1024
+    force: bool = False
+
+
+def prepare_folder(out: Path, force: bool) -> None:
+    """Refuse to mix a new export into an old one unless ``force``; create the folder."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"--out {out}: folder exists and is not empty; choose another or pass --force to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_batched(runner: Runner, x: np.ndarray) -> np.ndarray:
+    """Infer ``x`` through a runner of fixed batch B in chunks of B (the last one padded)."""
+    batch = next(iter(runner.input_shapes().values()))[0]
+    outs = []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)])
+        out = next(iter(runner.infer({INPUT_NAME: chunk}).values()))
+        outs.append(out[: batch - pad])
+    return np.concatenate(outs)
+
+
+def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([model(torch.from_numpy(c)) for c in np.array_split(x, max(1, len(x) // 64))]).numpy()
+
+
+def _load_table(options: ExportOptions, arch: Arch, say: Callable[[str], None]) -> LatencyTable | None:
+    path = options.lut or arch.meta.get("lut")
+    if not path:
+        return None
+    if not Path(path).exists():
+        if options.lut:
+            raise UserError(f"--lut {path}: no such file")
+        say(f"note: the table recorded in the architecture ({path}) is not here; no prediction to compare with")
+        return None
+    return LatencyTable.load(path)
+
+
+class Exporter:
+    """One export: holds the network, its graph and the report as the steps fill it."""
+
+    def __init__(self, arch: Arch, weights: str | None, out: str | Path, options: ExportOptions,
+                 say: Callable[[str], None] = lambda line: None):
+        self.arch, self.weights, self.out, self.options, self.say = arch, weights, Path(out), options, say
+        self.report: dict[str, Any] = {"format": REPORT_FORMAT, "version": 1, "arch": arch.name, "steps_s": {}}
+        self.comparisons: list[Comparison] = []
+
+    def _step(self, name: str, start: float) -> None:
+        self.report["steps_s"][name] = round(time.perf_counter() - start, 3)
+
+    def run(self) -> dict[str, Any]:
+        o = self.options
+        for b in o.backends:  # fail on a missing stack before any work
+            BackendSettings(backend=b, device=o.device, precision="fp32" if b != "tensorrt" else o.precision).check_available()
+        table = _load_table(o, self.arch, self.say)
+        if table is not None:
+            table.predict(self.arch)  # names any op the table lacks before the long steps
+        # bad data or weights fail before any file is written
+        inputs = accuracy_inputs(self.arch, o.data, o.images, o.samples)
+        t_all = time.perf_counter()
+        model = self._load()
+        prepare_folder(self.out, o.force)
+        save_arch(self.arch, self.out / "arch.json")
+        save_weights(model, self.out / "weights.pt")
+        onnx_bytes = self._export(model)
+        engine = self._build_engine(model) if "tensorrt" in o.backends else None
+        self._check_accuracy(model, onnx_bytes, engine, *inputs)
+        self.report["steps_s"]["export_and_check"] = round(time.perf_counter() - t_all, 3)
+        self._measure(model, onnx_bytes, engine, table)
+        self._finish(table)
+        failed = [c for c in self.comparisons if not c.passed]
+        if failed:
+            raise CheckFailed(f"accuracy check failed ({failed[0].line()}); report: {self.out / 'report.md'}")
+        return self.report
+
+    # -- load ------------------------------------------------------------------------------------
+    def _load(self) -> nn.Module:
+        t = time.perf_counter()
+        if self.weights:
+            model = load_weights(self.arch, self.weights)
+            self.report["weights"] = str(self.weights)
+        else:
+            torch.manual_seed(0)
+            model = build(self.arch)
+            self.report["weights"] = None
+            self.say("note: no --weights; exporting freshly initialised weights (the checks still compare runtimes)")
+        model.eval()
+        self._step("load", t)
+        return model
+
+    def _export(self, model: nn.Module) -> bytes:
+        t = time.perf_counter()
+        o, size = self.options, self.arch.input_size
+        onnx_bytes = check_onnx(export_onnx(model, (o.batch, 3, size, size), "fp32", o.dynamic_batch))
+        atomic_write_bytes(self.out / "model.onnx", onnx_bytes)
+        self.report["onnx"] = {"file": "model.onnx", "opset": OPSET, "bytes": len(onnx_bytes),
+                               "batch": "dynamic" if o.dynamic_batch else o.batch, "checked": "onnx.checker full_check + shape inference"}
+        self._step("onnx", t)
+        self.say(f"wrote {self.out / 'model.onnx'} ({len(onnx_bytes) / 1e6:.1f} MB, opset {OPSET}, checked)")
+        return onnx_bytes
+
+    def _build_engine(self, model: nn.Module) -> bytes:
+        from nas2deploy.backends.tensorrt_runner import (
+            SharedTimingCache,
+            build_engine,
+            save_engine,
+        )
+
+        t = time.perf_counter()
+        o, size = self.options, self.arch.input_size
+        graph = export_onnx(model, (o.batch, 3, size, size), o.precision, o.dynamic_batch)
+        batches = (1, o.batch, max(o.batch, 32)) if o.dynamic_batch else None
+        engine = build_engine(graph, o.precision, o.workspace_mb, SharedTimingCache(self.out / "timing.cache"),
+                              batches, source="model.onnx")
+        save_engine(self.out / "model.engine", engine)
+        self.report["engine"] = {"file": "model.engine", "precision": o.precision, "bytes": len(engine)}
+        self._step("engine", t)
+        return engine
+
+    # -- run and compare -------------------------------------------------------------------------
+    def _check_accuracy(self, model: nn.Module, onnx_bytes: bytes, engine: bytes | None, x: np.ndarray, where: str) -> None:
+        from nas2deploy.backends.onnx_reference_runner import OnnxReferenceRunner
+
+        t = time.perf_counter()
+        o = self.options
+        reference = torch_outputs(model, x)
+        # ONNX Runtime checks on the requested device when it is deployed there, else on the CPU
+        ort = BackendSettings(backend="onnxruntime", device=o.device if "onnxruntime" in o.backends else "cpu", batch=o.batch)
+        with ort.open_onnx(onnx_bytes, "model.onnx") as runner:
+            self.comparisons.append(compare_outputs(reference, run_batched(runner, x), "fp32", "torch", "onnxruntime"))
+        k = min(o.reference_samples, len(x))
+        with OnnxReferenceRunner(onnx_bytes, o.batch, "model.onnx") as runner:
+            self.comparisons.append(compare_outputs(reference[:k], run_batched(runner, x[:k]), "fp32", "torch", "onnx-reference"))
+        if engine is not None:
+            from nas2deploy.backends.tensorrt_runner import TensorRTRunner
+
+            with TensorRTRunner(engine, o.batch, source="model.engine") as runner:
+                self.comparisons.append(compare_outputs(reference, run_batched(runner, x), o.precision, "torch", "tensorrt"))
+        self.report["accuracy"] = {"inputs": where, "samples": len(x), "comparisons": [c.to_dict() for c in self.comparisons]}
+        self._step("accuracy", t)
+        for c in self.comparisons:
+            self.say(c.line())
+
+    # -- measure ---------------------------------------------------------------------------------
+    def _measure(self, model: nn.Module, onnx_bytes: bytes, engine: bytes | None, table: LatencyTable | None) -> None:
+        t = time.perf_counter()
+        o = self.options
+        table_settings = self._table_settings(table)
+        results: dict[str, Any] = {}
+        for backend in o.backends:
+            settings = BackendSettings(backend=backend, device=o.device, batch=o.batch,
+                                       precision=o.precision if backend == "tensorrt" else "fp32")
+            timing = TimingSettings()
+            drift = None
+            if table is not None and table_settings is not None and (table_settings.backend, table_settings.batch) == (backend, o.batch):
+                settings = table_settings
+                timing = timing_from_table(table)
+                with DriftTracker(table, settings, timing) as tracker:
+                    drift = tracker.update()
+            runner = self._runner(settings, model, onnx_bytes, engine)
+            with runner:
+                stats = measure(runner, timing).stats
+            entry: dict[str, Any] = {"settings": settings.describe(), "timing": stats.to_dict(),
+                                     "throughput_per_s": o.batch * 1000 / stats.median_ms}
+            if drift is not None and table is not None:
+                pred = table.predict(self.arch, drift)
+                entry["prediction"] = {"table": table.name, "drift": drift, "raw_ms": pred.raw_ms,
+                                       "calibrated_ms": pred.calibrated_ms,
+                                       "measured_over_predicted": stats.median_ms / pred.best_ms}
+            results[backend] = entry
+            self.say(f"{backend}: median {stats.median_ms:.3f} ms (p90 {stats.p90_ms:.3f}, CoV {stats.cov:.1%})"
+                     + (f"; predicted {entry['prediction']['calibrated_ms'] or entry['prediction']['raw_ms']:.3f} ms "
+                        f"(x{entry['prediction']['measured_over_predicted']:.3f})" if "prediction" in entry else ""))
+        self.report["latency"] = results
+        self._step("latency", t)
+
+    def _table_settings(self, table: LatencyTable | None) -> BackendSettings | None:
+        if table is None:
+            return None
+        try:
+            return settings_from_table(table)
+        except UserError as exc:
+            self.say(f"note: not comparing with the table's prediction: {exc}")
+            self.report["prediction_skipped"] = str(exc)
+            return None
+
+    def _runner(self, settings: BackendSettings, model: nn.Module, onnx_bytes: bytes, engine: bytes | None) -> Runner:
+        if settings.backend == "tensorrt" and engine is not None:
+            from nas2deploy.backends.tensorrt_runner import TensorRTRunner
+
+            return TensorRTRunner(engine, settings.batch, settings.cuda_graph, source="model.engine")
+        if settings.backend == "onnxruntime":
+            return settings.open_onnx(onnx_bytes, "model.onnx")
+        return settings.open(model, (3, self.arch.input_size, self.arch.input_size), source=self.arch.name)
+
+    # -- report ----------------------------------------------------------------------------------
+    def _finish(self, table: LatencyTable | None) -> None:
+        from nas2deploy.report.export_report import write_export_report
+
+        budget = self.options.budget_ms or self.arch.meta.get("budget_ms")
+        self.report["budget_ms"] = budget
+        self.report["summary"] = arch_summary(self.arch, table)
+        self.report["passed"] = all(c.passed for c in self.comparisons)
+        atomic_write_json(self.out / "report.json", self.report)
+        write_export_report(self.out, self.report, self.arch)

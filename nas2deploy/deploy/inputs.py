@@ -1,0 +1,49 @@
+"""The real inputs an export is checked on: samples of the dataset the network was trained on,
+or image files the user names. Random tensors would hide errors that only show on real
+activations (a saturated ReLU6, a near-tie between two classes), so they are never used here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sized, cast
+
+import numpy as np
+
+from nas2deploy.arch import Arch
+from nas2deploy.data import open_dataset
+from nas2deploy.data.folders import IMAGE_SUFFIXES, load_image
+from nas2deploy.errors import UserError
+
+
+def accuracy_inputs(arch: Arch, data: str | None, images: str | None, count: int) -> tuple[np.ndarray, str]:
+    """``count`` inputs of shape (count, 3, H, W) and a description of where they came from.
+
+    ``images`` (a folder of image files, or one file) wins over ``data``; without either, the
+    data the architecture was searched on (its ``meta.data``) is used.
+    """
+    if images:
+        return _image_files(Path(images), arch.input_size, count), f"image files in {images}"
+    spec = data or arch.meta.get("data")
+    if not spec:
+        raise UserError(f"arch {arch.name}: no data to check accuracy on; give --data (e.g. synthetic) or --images DIR")
+    splits = open_dataset(str(spec), arch.input_size)
+    if splits.num_classes != arch.num_classes or splits.image_size != arch.input_size:
+        raise UserError(
+            f"data {spec}: {splits.num_classes} classes at {splits.image_size}px, but arch {arch.name} expects "
+            f"{arch.num_classes} classes at {arch.input_size}px; give the data it was trained on"
+        )
+    n = min(count, len(cast(Sized, splits.test)))
+    x = np.stack([np.asarray(splits.test[i][0], dtype=np.float32) for i in range(n)])
+    return x, f"the first {n} test images of {spec}"
+
+
+def _image_files(path: Path, size: int, count: int) -> np.ndarray:
+    if not path.exists():
+        raise UserError(f"--images {path}: no such file or folder")
+    files = [path] if path.is_file() else sorted(
+        f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise UserError(f"--images {path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return np.stack([load_image(f, size) for f in files[:count]])

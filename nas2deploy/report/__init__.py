@@ -1,0 +1,32 @@
+"""Reports for people: markdown summaries with PNG plots, for export folders and search runs.
+
+``write_export_report`` is called by ``export``; ``regenerate`` is ``nas2deploy report DIR``,
+which rebuilds the plots and the markdown of either kind of folder from the JSON it holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas2deploy.errors import UserError
+
+
+def regenerate(folder: str | Path) -> Path:
+    """Rebuild ``report.md`` and its plots for an export folder or a search run; returns the report."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise UserError(f"report {path}: no such folder")
+    if (path / "report.json").exists():
+        from nas2deploy.arch import load_arch
+        from nas2deploy.fileio import read_json
+        from nas2deploy.report.export_report import write_export_report
+
+        report = read_json(path / "report.json", "export report")
+        if not isinstance(report, dict) or report.get("format") != "nas2deploy.export_report":
+            raise UserError(f"report {path / 'report.json'}: not a nas2deploy export report")
+        return write_export_report(path, report, load_arch(path / "arch.json"))
+    if (path / "log.jsonl").exists():
+        from nas2deploy.report.search_report import write_search_report
+
+        return write_search_report(path)
+    raise UserError(f"report {path}: neither an export folder (report.json) nor a search run (log.jsonl)")

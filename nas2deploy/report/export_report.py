@@ -1,0 +1,95 @@
+"""``report.md`` of an export folder, with its plots: latency (predicted, measured, budget),
+latency per block as the table predicts it, and a diagram of the architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nas2deploy.arch import Arch
+from nas2deploy.fileio import atomic_write_bytes
+from nas2deploy.report import plots
+
+
+def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
+    labels, values = [], []
+    for backend, entry in report.get("latency", {}).items():
+        pred = entry.get("prediction")
+        if pred:
+            labels.append("predicted\nraw")
+            values.append(pred["raw_ms"])
+            if pred.get("calibrated_ms") is not None:
+                labels.append("predicted\ncalibrated")
+                values.append(pred["calibrated_ms"])
+        labels.append(f"measured\n{backend}")
+        values.append(entry["timing"]["median_ms"])
+    if not values:
+        return None
+    budget = report.get("budget_ms")
+    return plots.bars(out / "latency.png", labels, values, "ms", "Latency: prediction, measurement and budget",
+                      budget, f"budget {budget} ms" if budget else "")
+
+
+def write_export_report(out: Path, report: dict[str, Any], arch: Arch) -> Path:
+    summary = report["summary"]
+    rows = summary["rows"]
+    images = [_latency_plot(out, report)]
+    if all("latency_ms" in r for r in rows):
+        images.append(plots.bars(out / "blocks.png", [r["name"] for r in rows], [r["latency_ms"] for r in rows],
+                                 "ms (table)", "Predicted latency per block"))
+    else:
+        images.append(plots.bars(out / "blocks.png", [r["name"] for r in rows], [r["macs"] / 1e6 for r in rows],
+                                 "M multiply-adds", "Multiply-adds per block (no latency table given)"))
+    images.append(plots.arch_diagram(out / "arch.png", rows, f"{arch.name}: {summary['params']:,} parameters, "
+                                     f"{summary['macs'] / 1e6:.1f}M multiply-adds"))
+    acc = report.get("accuracy", {})
+    verdict = "passed" if report.get("passed") else "FAILED"
+    lines = [
+        f"# Export of `{arch.name}`",
+        "",
+        f"{arch.input_size}x{arch.input_size} input, {arch.num_classes} classes, {summary['blocks']} blocks, "
+        f"{summary['layers']} layers, {summary['params']:,} parameters, {summary['macs'] / 1e6:.1f}M multiply-adds. "
+        f"Weights: {report.get('weights') or 'freshly initialised (none given)'}.",
+        "",
+        f"## Accuracy: {verdict}",
+        "",
+        f"Inputs: {acc.get('inputs', '?')}. Reference: PyTorch on the CPU in fp32.",
+        "",
+        "| runtime | inputs | max abs | of output scale | max rel | mean abs | min cosine | top-1 agreement | passes at tol. | threshold | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in acc.get("comparisons", []):
+        lines.append(
+            f"| {c['candidate']} | {c['samples']} | {c['max_abs']:.2e} | {c['max_abs_of_scale']:.1e} | {c['max_rel']:.2e} | "
+            f"{c['mean_abs']:.2e} | {c['cosine']:.7f} | {c['top1_agreement']:.1%} | {c['min_tolerance']:.1e} | "
+            f"{c['threshold']} | {'pass' if c['passed'] else 'FAIL'} |"
+        )
+    lines += ["", "## Latency", ""]
+    budget = report.get("budget_ms")
+    lines.append(f"Budget: {budget} ms." if budget else "No budget (none recorded with the architecture, no --budget-ms).")
+    lines += ["", "| backend | median | mean | p90 | p99 | CoV | throughput | predicted (raw / calibrated, x drift) | measured / predicted | x budget |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for backend, e in report.get("latency", {}).items():
+        t, p = e["timing"], e.get("prediction")
+        pred = "-"
+        ratio = "-"
+        if p:
+            cal = f"{p['calibrated_ms']:.3f}" if p.get("calibrated_ms") is not None else "-"
+            pred = f"{p['raw_ms']:.3f} / {cal} ms (drift {p['drift']:.3f})"
+            ratio = f"{p['measured_over_predicted']:.3f}"
+        share = f"{t['median_ms'] / budget:.2f}" if budget else "-"
+        lines.append(f"| {backend} | {t['median_ms']:.3f} ms | {t['mean_ms']:.3f} ms | {t['p90_ms']:.3f} ms | {t['p99_ms']:.3f} ms | "
+                     f"{t['cov']:.1%} | {e['throughput_per_s']:.0f}/s | {pred} | {ratio} | {share} |")
+    if report.get("prediction_skipped"):
+        lines += ["", f"No prediction compared: {report['prediction_skipped']}"]
+    lines += ["", "## Files", "", "| file | what |", "|---|---|",
+              "| model.onnx | fp32 ONNX graph (opset and check in report.json) |"]
+    if report.get("engine"):
+        lines.append(f"| model.engine | TensorRT engine ({report['engine']['precision']}); model.engine.json: its platform |")
+    lines += ["| arch.json | the architecture |", "| weights.pt | its weights (state dict) |",
+              "| report.json | everything on this page, as data |", "",
+              "Step times (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.get("steps_s", {}).items()), ""]
+    lines += [f"![{name}]({name})" for name in images if name]
+    path = out / "report.md"
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
