@@ -22,7 +22,12 @@ import time
 from pathlib import Path
 
 from nas2deploy.data import open_dataset
-from nas2deploy.latency.validate import DriftTracker, measure_arch, settings_from_table, timing_from_table
+from nas2deploy.latency.validate import (
+    DriftTracker,
+    measure_arch,
+    settings_from_table,
+    timing_from_table,
+)
 from nas2deploy.search.derive import derive_under_budget, fastest_latency
 from nas2deploy.search.loop import Search, SearchConfig
 from nas2deploy.search.verify import derive_measured

@@ -24,8 +24,9 @@ from nas2deploy.latency.validate import settings_from_table, validate_table
 from nas2deploy.report import regenerate
 from nas2deploy.search.derive import fastest_latency
 from nas2deploy.search.expected_latency import LatencyModel
-from nas2deploy.search.loop import Search, SearchConfig
+from nas2deploy.search.loop import Search, SearchConfig, provenance
 from nas2deploy.search.supernet import DenseNASSupernet
+from nas2deploy.search.verify import derive_measured
 from nas2deploy.spaces import make_space
 from nas2deploy.spaces.densenas import DenseNASSpace
 from nas2deploy.train import save_weights, train_arch
@@ -79,10 +80,12 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     resume = (run_dir / "checkpoint.pt").exists()
     search = Search(config, run_dir, resume=resume, progress=lambda line: say("      " + line))
     search.run()
-    arch = dataclasses.replace(search.derive(), name="demo")  # with its budget, table and data as meta
+    # closed loop (derive --measure): the shipped table is this CPU's, so the network is measured to fit
+    verified = derive_measured(search.model, budget, name="demo", say=lambda line: say("      " + line))
+    arch = dataclasses.replace(verified.arch, meta=provenance(config, budget))
     save_arch(arch, out / "arch.json")
-    pred = table.predict(arch)
-    say(f"[3/6] derived {len(arch.blocks)} blocks, predicted {pred.best_ms:.3f} ms -> {out / 'arch.json'}")
+    say(f"[3/6] derived {len(arch.blocks)} blocks, predicted {verified.predicted_ms:.3f} ms, measured {verified.measured_ms:.3f} ms "
+        f"-> {out / 'arch.json'}")
     say("[4/6] training the derived network on the built-in data (5 epochs)")
     model, top1 = train_arch(arch, open_dataset("synthetic"), 5)
     save_weights(model, out / "weights.pt")

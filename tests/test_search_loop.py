@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import synthetic_table
+
 from nas2deploy.arch import load_arch
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
@@ -75,8 +75,14 @@ def test_resume_with_another_configuration_is_refused(tmp_path, table_path):
 
 
 def test_budget_mode_raises_lambda_when_over_budget(tmp_path, table_path):
-    run = Search(config(table_path, epochs=2, warmup_epochs=1, budget_ms=3.0, lam=0.1), tmp_path / "b")
+    import numpy as np
+
+    from nas2deploy.search.loop import open_run
+
+    # a numpy budget (as computed from a table) must still give a weights_only-readable checkpoint
+    run = Search(config(table_path, epochs=2, warmup_epochs=1, budget_ms=np.float64(3.0), lam=0.1), tmp_path / "b")
     run.run()
+    assert open_run(tmp_path / "b").config.budget_ms == 3.0
     assert run.controller.lam > 0.1  # the expected latency (~10 ms) is far above 3 ms (fastest: 2.94)
 
 

@@ -145,7 +145,7 @@ def fastest_latency(model: LatencyModel) -> float:
     for e in space.edges:
         head = float(model.head[rows[e]].min()) if e in rows else float(model.tail[tails[e]])
         best[e.dst] = min(best[e.dst], best[e.src] + head + stack_min[e.dst])
-    return best[space.tail_node]
+    return float(best[space.tail_node])
 
 
 def derive_under_budget(

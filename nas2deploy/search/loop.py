@@ -344,7 +344,9 @@ class Search:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "epoch": self.epoch, "step": self.step, "w_step": self.w_step,
+        # through JSON: plain Python values only (a numpy float in the config would make the
+        # checkpoint unreadable with weights_only=True)
+        return {"config": json.loads(json.dumps(asdict(self.config))), "epoch": self.epoch, "step": self.step, "w_step": self.w_step,
                 "lambda": self.controller.lam,
                 "net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
 
