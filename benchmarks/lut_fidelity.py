@@ -28,7 +28,13 @@ import time
 from pathlib import Path
 
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import DriftTracker, fidelity, measure_arch, settings_from_table, timing_from_table
+from nas2deploy.latency.validate import (
+    DriftTracker,
+    fidelity,
+    measure_arch,
+    settings_from_table,
+    timing_from_table,
+)
 
 CLI = [sys.executable, "-m", "nas2deploy"]
 

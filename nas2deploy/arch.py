@@ -129,8 +129,13 @@ class Arch:
         return arch
 
 
-def build(arch: Arch, affine: bool = True) -> nn.Sequential:
-    """The deployable network: the modules of ``arch.op_specs()`` in sequence."""
+def build(arch: Arch, affine: bool = True) -> nn.Module:
+    """The deployable network: the modules of ``arch.op_specs()`` in sequence (a SegArch, whose
+    cells form a graph, builds its SegNet)."""
+    from nas2deploy.seg_arch import SegArch, SegNet
+
+    if isinstance(arch, SegArch):
+        return SegNet(arch)
     return nn.Sequential(*[spec.build(affine) for spec in arch.op_specs()])
 
 

@@ -21,7 +21,7 @@ from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS, BackendSettings
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
 from nas2deploy.search.derive import DEFAULT_FILL
-from nas2deploy.spaces import SPACES, make_space
+from nas2deploy.spaces import OPTION_FIELDS, SPACES, make_space
 
 
 class _Group(click.Group):
@@ -58,21 +58,37 @@ def _progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
             state["bar"].__exit__(None, None, None)
 
 
+#: Options that configure a search space, by config field. Unset options take the space's own
+#: defaults; an option the chosen space does not have is refused by name.
+SPACE_OPTIONS = {
+    "input_size": click.option("--input-size", type=int, help="Input resolution (DenseNAS: 224 ImageNet, 32 CIFAR; DCNAS: 512)."),
+    "width_mult": click.option("--width-mult", type=float, help="DenseNAS: scale every width (multiples of 8)."),
+    "num_classes": click.option("--num-classes", type=int, help="Classifier outputs / segmentation classes."),
+    "max_stack_layers": click.option("--max-stack-layers", type=click.IntRange(0, 3), help="DenseNAS: stacking layers per block (3)."),
+    "layers": click.option("--layers", type=click.IntRange(1, 32), help="DCNAS: layers of the cell grid (12)."),
+    "base_width": click.option("--base-width", type=click.IntRange(min=1), help="DCNAS: width at 1/4, doubled per scale (32)."),
+    "max_back": click.option("--max-back", type=click.IntRange(min=0), help="DCNAS: earlier layers a cell may take inputs from (0: all)."),
+}
+
+
 def space_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that configure a DenseNAS-style space (CIFAR strides below 128 px)."""
-    for opt in reversed([
-        click.option("--input-size", type=int, default=224, show_default=True, help="Input resolution (224 ImageNet, 32 CIFAR)."),
-        click.option("--width-mult", type=float, default=1.0, show_default=True, help="Scale every width (multiples of 8)."),
-        click.option("--num-classes", type=int, default=1000, show_default=True, help="Classifier outputs."),
-        click.option("--max-stack-layers", type=click.IntRange(0, 3), default=3, show_default=True,
-                     help="Cap on the stacking layers per block (3 as published)."),
-    ]):
+    assert tuple(SPACE_OPTIONS) == OPTION_FIELDS  # profile_command spells the same options
+    for opt in reversed(list(SPACE_OPTIONS.values())):
         f = opt(f)
     return f
 
 
-def _space_config(input_size: int, width_mult: float, num_classes: int, max_stack_layers: int) -> dict[str, Any]:
-    return {"input_size": input_size, "width_mult": width_mult, "num_classes": num_classes, "max_stack_layers": max_stack_layers}
+def _space_config(space_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The given space options as a config dict for ``space_name``; pops them from ``options``."""
+    import dataclasses as dc
+
+    given = {k: options.pop(k) for k in SPACE_OPTIONS if k in options}
+    given = {k: v for k, v in given.items() if v is not None}
+    known = {f.name for f in dc.fields(SPACES[space_name][1])}
+    for name in given:
+        if name not in known:
+            raise UserError(f"--{name.replace('_', '-')} does not apply to the {space_name} space")
+    return given
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,7 +109,7 @@ def space() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def space_info(name: str, as_json: bool, **cfg: Any) -> None:
     """Counts of a search space's graph: nodes, edges, mixed ops, paths, ops to profile, architectures."""
-    sp = make_space(name, _space_config(**cfg))
+    sp = make_space(name, _space_config(name, cfg))
     counts = sp.counts()
     if as_json:
         _print_json({"space": name, "config": sp.config_dict(), **counts})
@@ -101,7 +117,7 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
     click.echo(f"{name} {json.dumps(sp.config_dict())}")
     for key, value in counts.items():
         shown = f"{value:.3e}" if key == "architectures" else str(value)
-        click.echo(f"  {key.replace('_', ' '):<20} {shown}")
+        click.echo(f"  {key.replace('_', ' '):<24} {shown}")
 
 
 # -- arch ----------------------------------------------------------------------------------------
@@ -174,12 +190,11 @@ def _parse_shard(value: str) -> tuple[int, int]:
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Minimum timed runs per op.")
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Table to write (JSON).")
-def profile(space_name: str, input_size: int, width_mult: float, num_classes: int, max_stack_layers: int,
-            runs: int, shard: str, out: str, **backend: Any) -> None:
+def profile(space_name: str, runs: int, shard: str, out: str, **backend: Any) -> None:
     """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
     from nas2deploy.latency.profile import journal_path, profile_space
 
-    sp = make_space(space_name, _space_config(input_size, width_mult, num_classes, max_stack_layers))
+    sp = make_space(space_name, _space_config(space_name, backend))
     cache = str(Path(out).with_suffix(".timing-cache")) if backend["backend"] == "tensorrt" else None
     settings = BackendSettings(**backend, timing_cache=cache)
     resuming = journal_path(out).exists()

@@ -247,7 +247,241 @@ class Classifier(OpSpec):
         return self.cin * self.classes
 
 
-OP_TYPES: dict[str, type[OpSpec]] = {c.type_name: c for c in (ConvBNAct, MBConv, Skip, Classifier)}
+# -- segmentation ops (DCNAS, reference.md section 3) ---------------------------------------------
+RESIZE_MODES = ("bilinear", "nearest")
+
+
+def _resize_key(scale: int, mode: str, align_corners: bool) -> str:
+    return f"x{scale}_{mode}" + ("_ac1" if align_corners else "_ac0") * (mode == "bilinear")
+
+
+class ResizeModule(nn.Module):
+    """Upsample by an integer factor. align_corners is explicit everywhere: the same flag reaches
+    PyTorch, the ONNX Resize node (coordinate_transformation_mode half_pixel or align_corners) and
+    TensorRT, and the table key, so a table cannot time another resize than the deployed one."""
+
+    def __init__(self, scale: int, mode: str, align_corners: bool):
+        super().__init__()
+        self.scale, self.mode = scale, mode
+        self.align_corners = align_corners if mode == "bilinear" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
+        return nn.functional.interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners)
+
+
+class _ResizeFields:
+    """Validation shared by the ops that resize."""
+
+    mode: str
+    align_corners: bool
+    scale: int
+    type_name: ClassVar[str]
+
+    def _check_resize(self) -> None:
+        if self.mode not in RESIZE_MODES:
+            raise UserError(f"op {self.type_name}: mode must be one of {', '.join(RESIZE_MODES)}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class SepConv(OpSpec):
+    """Separable convolution, the DCNAS mixture-layer candidate: depthwise kxk (dilation d) + BN +
+    ReLU, then pointwise 1x1 + BN + ReLU (one MobileNetV1 unit; DARTS stacks two, DCNAS does not say)."""
+
+    out: int
+    kernel: int
+    dilation: int = 1
+
+    type_name: ClassVar[str] = "sepconv"
+
+    @property
+    def cout(self) -> int:
+        return self.out
+
+    @property
+    def key(self) -> str:
+        return f"sepconv_k{self.kernel}_d{self.dilation}_{self._shape()}_o{self.out}"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.kernel % 2 == 0:
+            raise UserError(f"op {self.key}: kernel must be odd, got {self.kernel}")
+
+    def build(self, affine: bool = True) -> nn.Module:
+        pad = self.dilation * (self.kernel // 2)
+        return nn.Sequential(
+            nn.Conv2d(self.cin, self.cin, self.kernel, 1, pad, self.dilation, groups=self.cin, bias=False),
+            _bn(self.cin, affine), nn.ReLU(inplace=True),
+            nn.Conv2d(self.cin, self.out, 1, bias=False), _bn(self.out, affine), nn.ReLU(inplace=True),
+        )
+
+    def macs(self) -> int:
+        return self.h * self.w * (self.cin * self.kernel**2 + self.cin * self.out)
+
+
+@dataclass(frozen=True)
+class UpConv(_ResizeFields, OpSpec):
+    """The DCNAS *Up* transform: 1x1 conv + BN + ReLU to the finer scale's width at the coarse
+    resolution (4x cheaper than after the resize), then upsample by ``scale``."""
+
+    out: int
+    scale: int = 2
+    mode: str = "bilinear"
+    align_corners: bool = False
+
+    type_name: ClassVar[str] = "upconv"
+
+    @property
+    def cout(self) -> int:
+        return self.out
+
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.out, self.h * self.scale, self.w * self.scale
+
+    @property
+    def key(self) -> str:
+        return f"upconv_{_resize_key(self.scale, self.mode, self.align_corners)}_{self._shape()}_o{self.out}"
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_resize()
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(self.cin, self.out, 1, bias=False), _bn(self.out, affine), nn.ReLU(inplace=True),
+                             ResizeModule(self.scale, self.mode, self.align_corners))
+
+    def macs(self) -> int:
+        return self.h * self.w * self.cin * self.out
+
+
+@dataclass(frozen=True)
+class Resize(_ResizeFields, OpSpec):
+    """Upsampling alone: the output block brings every scale of the last layer to 1/4."""
+
+    scale: int
+    mode: str = "bilinear"
+    align_corners: bool = False
+
+    type_name: ClassVar[str] = "resize"
+
+    @property
+    def cout(self) -> int:
+        return self.cin
+
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.cin, self.h * self.scale, self.w * self.scale
+
+    @property
+    def key(self) -> str:
+        return f"resize_{_resize_key(self.scale, self.mode, self.align_corners)}_{self._shape()}"
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_resize()
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return ResizeModule(self.scale, self.mode, self.align_corners)
+
+    def macs(self) -> int:
+        return 0
+
+
+class AddNModule(nn.Module):
+    """Sum of n tensors. Profiled alone it receives one input, and stands in constant tensors of
+    the same shape for the other n - 1 (created on first use, not saved), so the timed graph reads
+    n tensors and writes one, as the deployed fusion does."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+        self._fillers: list[torch.Tensor] = []
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if len(xs) < self.n:
+            ref = xs[0]
+            if not self._fillers or (self._fillers[0].device, self._fillers[0].dtype) != (ref.device, ref.dtype):
+                g = torch.Generator().manual_seed(0)
+                self._fillers = [torch.randn(ref.shape, generator=g).to(ref) for _ in range(self.n - 1)]
+            xs = (*xs, *self._fillers[: self.n - len(xs)])
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+@dataclass(frozen=True)
+class AddN(OpSpec):
+    """The fusion of a derived cell: the sum of its ``n`` transformed inputs (n - 1 adds). Profiled
+    with n inputs of the key's shape, so a table prices fusion like any op."""
+
+    n: int
+
+    type_name: ClassVar[str] = "addn"
+
+    @property
+    def cout(self) -> int:
+        return self.cin
+
+    @property
+    def key(self) -> str:
+        return f"addn_n{self.n}_{self._shape()}"
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return AddNModule(self.n)
+
+    def macs(self) -> int:
+        return 0
+
+
+class SegHeadModule(nn.Module):
+    def __init__(self, cin: int, mid: int, classes: int, scale: int, mode: str, align_corners: bool, affine: bool):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, mid, 3, padding=1, bias=False), _bn(mid, affine), nn.ReLU(inplace=True),
+                                  nn.Conv2d(mid, classes, 1))
+        self.resize = ResizeModule(scale, mode, align_corners)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.resize(self.body(x))
+
+
+@dataclass(frozen=True)
+class SegHead(_ResizeFields, OpSpec):
+    """The fixed DCNAS output block after the concatenation at 1/4: 3x3 conv + BN + ReLU, 1x1 conv
+    (with bias) to the classes, bilinear upsample to the input size."""
+
+    mid: int
+    classes: int
+    scale: int = 4
+    mode: str = "bilinear"
+    align_corners: bool = False
+
+    type_name: ClassVar[str] = "seghead"
+
+    @property
+    def cout(self) -> int:
+        return self.classes
+
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.classes, self.h * self.scale, self.w * self.scale
+
+    @property
+    def key(self) -> str:
+        return f"seghead_m{self.mid}_{_resize_key(self.scale, self.mode, self.align_corners)}_{self._shape()}_o{self.classes}"
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_resize()
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return SegHeadModule(self.cin, self.mid, self.classes, self.scale, self.mode, self.align_corners, affine)
+
+    def macs(self) -> int:
+        return self.h * self.w * (self.cin * self.mid * 9 + self.mid * self.classes)
+
+
+OP_TYPES: dict[str, type[OpSpec]] = {
+    c.type_name: c for c in (ConvBNAct, MBConv, Skip, Classifier, SepConv, UpConv, Resize, AddN, SegHead)
+}
 
 _CANDIDATE = re.compile(r"^k(\d+)e(\d+)$")
 

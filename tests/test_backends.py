@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import FAST, needs_cuda
+
 from nas2deploy.backends import BackendSettings
 from nas2deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
 from nas2deploy.backends.timing import measure

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import synthetic_table
+
 from nas2deploy.spaces import make_space
 
 WORKER = str(Path(__file__).with_name("dist_worker.py"))

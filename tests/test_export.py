@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from conftest import needs_cuda, needs_tensorrt
 from PIL import Image
 
-from conftest import needs_cuda, needs_tensorrt
 from nas2deploy.arch import Arch, Block, build, save_arch
 from nas2deploy.cli import cli
 from nas2deploy.deploy import compare as compare_module

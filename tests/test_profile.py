@@ -6,8 +6,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import FAST
+
 from nas2deploy.backends import BackendSettings
 from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import journal_path, profile_space

@@ -6,12 +6,18 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from conftest import synthetic_table
+
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import Calibration
 from nas2deploy.search.derive import (
-    Choice, argmax_choice, budget_choice, derive_argmax, fastest_latency, log_prob, viterbi_path,
+    Choice,
+    argmax_choice,
+    budget_choice,
+    derive_argmax,
+    fastest_latency,
+    log_prob,
+    viterbi_path,
 )
 from nas2deploy.search.expected_latency import LatencyModel
 from nas2deploy.search.supernet import DenseNASSupernet, OpChoice
@@ -194,6 +200,7 @@ def test_nothing_fits_names_the_fastest_latency(net):
 @pytest.mark.slow
 def test_measured_derivation_fits_the_budget_on_this_machine(tmp_path):
     from conftest import FAST
+
     from nas2deploy.backends import BackendSettings
     from nas2deploy.latency.profile import profile_space
     from nas2deploy.search.verify import derive_measured

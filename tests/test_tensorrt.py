@@ -7,8 +7,8 @@ the TensorRT API is type-checked by mypy against tensorrt-stubs instead (``make 
 import numpy as np
 import pytest
 import torch
-
 from conftest import HAS_TENSORRT, needs_tensorrt
+
 from nas2deploy.backends import BackendSettings
 from nas2deploy.errors import UserError
 from nas2deploy.ops import MBConv

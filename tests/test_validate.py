@@ -1,13 +1,19 @@
 import random
 
 import pytest
-
 from conftest import FAST
+
 from nas2deploy.backends import BackendSettings
 from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import Sample, cross_validated, fit_calibration, kendall_tau, validate_table
+from nas2deploy.latency.validate import (
+    Sample,
+    cross_validated,
+    fit_calibration,
+    kendall_tau,
+    validate_table,
+)
 
 
 def test_kendall_tau_known_values():

@@ -4,6 +4,10 @@
 instead of 4000, and N/4 test images); a folder path is read as the CIFAR-10 binary
 format when it holds ``data_batch_*.bin`` / ``test_batch.bin``, otherwise as an ImageFolder
 (one sub-folder per class, optionally under ``train/`` and ``val/``).
+
+Segmentation: ``seg-synthetic`` (``seg-synthetic:N``) is the built-in scene dataset; a folder
+with ``leftImg8bit/`` + ``gtFine/`` is read as Cityscapes, one with ``JPEGImages/`` +
+``SegmentationClass/`` as PASCAL VOC (``nas2deploy.data.segmentation``).
 """
 
 from __future__ import annotations
@@ -24,12 +28,25 @@ def open_dataset(spec: str, image_size: int = 32) -> Splits:
         n = int(count)
         return Splits(ShapesDataset(n, image_size, seed=0), ShapesDataset(max(10, n // 4), image_size, seed=1),
                       ShapesDataset.NUM_CLASSES, image_size, spec)
+    if spec == "seg-synthetic" or spec.startswith("seg-synthetic:"):
+        from nas2deploy.data.segmentation import synthetic_segmentation
+
+        count = spec.partition(":")[2] or "800"
+        if not count.isdigit() or int(count) < 4:
+            raise UserError(f"data {spec}: expected 'seg-synthetic' or 'seg-synthetic:N' with N >= 4 training images")
+        return synthetic_segmentation(int(count), image_size)
     path = Path(spec)
     if not path.exists():
         raise UserError(f"data {spec}: no such folder; use 'synthetic' or a CIFAR-10 binary / ImageFolder folder")
     if not path.is_dir():
         raise UserError(f"data {spec}: not a folder; expected a CIFAR-10 binary folder or an ImageFolder tree")
     from nas2deploy.data.folders import open_cifar10, open_image_folder
+    from nas2deploy.data.segmentation import open_cityscapes, open_voc
+
+    if (path / "leftImg8bit").exists() or (path / "gtFine").exists():
+        return open_cityscapes(path, image_size)
+    if (path / "JPEGImages").exists() or (path / "SegmentationClass").exists():
+        return open_voc(path, image_size)
 
     if list(path.glob("data_batch_*.bin")) or (path / "test_batch.bin").exists():
         return open_cifar10(path)

@@ -17,6 +17,7 @@ class Splits:
     num_classes: int
     image_size: int
     name: str
+    task: str = "classification"  # or "segmentation": samples are (image, mask), 255 = ignore
 
 
 def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:

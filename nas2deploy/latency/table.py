@@ -28,7 +28,7 @@ from nas2deploy.backends.timing import TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import OpSpec
-from nas2deploy.spaces import SearchSpace, make_space
+from nas2deploy.spaces import OPTION_FIELDS, SearchSpace, make_space
 
 TABLE_FORMAT = "nas2deploy.latency_table"
 TABLE_VERSION = 1
@@ -159,8 +159,8 @@ class LatencyTable:
         parts = ["nas2deploy profile", f"--space {space_name or space.get('name', 'densenas')}"]
         parts += [f"--backend {m.get('backend', 'onnxruntime')}", f"--precision {m.get('precision', 'fp32')}"]
         parts += [f"--batch {m.get('batch', 1)}"]
-        for opt in ("input_size", "width_mult", "num_classes", "max_stack_layers"):
-            if opt in cfg:
+        for opt in OPTION_FIELDS:
+            if cfg.get(opt) is not None:
                 parts.append(f"--{opt.replace('_', '-')} {cfg[opt]}")
         parts.append(f"--out {out or self.name}")
         return " ".join(parts)

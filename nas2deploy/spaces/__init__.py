@@ -6,9 +6,17 @@ from typing import Any
 
 from nas2deploy.errors import UserError
 from nas2deploy.spaces.base import SearchSpace
+from nas2deploy.spaces.dcnas import DCNASConfig, DCNASSpace
 from nas2deploy.spaces.densenas import DenseNASConfig, DenseNASSpace
 
-SPACES: dict[str, tuple[type[SearchSpace], type]] = {"densenas": (DenseNASSpace, DenseNASConfig)}
+SPACES: dict[str, tuple[type[SearchSpace], type]] = {
+    "densenas": (DenseNASSpace, DenseNASConfig),
+    "dcnas": (DCNASSpace, DCNASConfig),
+}
+
+
+#: Config fields that ``nas2deploy profile`` / ``space info`` take as options (--input-size, ...).
+OPTION_FIELDS = ("input_size", "width_mult", "num_classes", "max_stack_layers", "layers", "base_width", "max_back")
 
 
 def make_space(name: str, config: dict[str, Any] | None = None) -> SearchSpace:
@@ -23,4 +31,4 @@ def make_space(name: str, config: dict[str, Any] | None = None) -> SearchSpace:
     return space_cls(cfg)  # type: ignore[call-arg]
 
 
-__all__ = ["SPACES", "SearchSpace", "make_space"]
+__all__ = ["OPTION_FIELDS", "SPACES", "SearchSpace", "make_space"]

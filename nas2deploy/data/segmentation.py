@@ -1,0 +1,191 @@
+"""Segmentation data: a built-in dataset generated in code, the Cityscapes and PASCAL VOC layouts,
+and the metrics (mIoU, pixel accuracy).
+
+Built-in (``seg-synthetic`` / ``seg-synthetic:N``): 1-3 objects per image, each one of five
+shapes (the classes 1-5; 0 is background) at a random scale (8-45% of the image side), position
+and rotation, filled with its own stripes and colours and painted over a striped, noisy
+background; later objects occlude earlier ones. As in PASCAL VOC, a one-pixel band along every
+object boundary is labelled 255 (ignored by the loss and the metrics). Small objects need high
+resolution, large ones need context, so where a network keeps resolution and how far it looks
+change the mIoU. Sample i is a pure function of (seed, i).
+
+Every dataset yields ``(image, mask)``: a float (3, H, W) tensor normalised as the
+classification data ((x - 0.5) / 0.25 per channel) and an int64 (H, W) mask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from nas2deploy.data.splits import Splits
+from nas2deploy.data.synthetic import SHAPES, _shape_mask
+from nas2deploy.errors import UserError
+
+IGNORE = 255
+CITYSCAPES_CLASSES = 19
+VOC_CLASSES = 21
+
+
+def render_scene(index: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, index, 7])
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    bg_freq, bg_theta = rng.uniform(1.0, 7.0), rng.uniform(0, np.pi)
+    bg = 0.5 + 0.5 * np.sin(2 * np.pi * bg_freq * (x * np.cos(bg_theta) + y * np.sin(bg_theta)) + rng.uniform(0, 6.3))
+    bg_a, bg_b = rng.uniform(0, 1, size=(2, 3))
+    img = 0.5 * (bg_a[:, None, None] * bg + bg_b[:, None, None] * (1 - bg))
+    label = np.zeros((size, size), dtype=np.int64)
+    for _ in range(int(rng.integers(1, 4))):
+        kind = int(rng.integers(0, len(SHAPES)))
+        r = rng.uniform(0.08, 0.45)
+        cx, cy = rng.uniform(0.1, 0.9, size=2)
+        angle = rng.uniform(0, 2 * np.pi)
+        u = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
+        v = -(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)
+        mask = _shape_mask(kind, u, v, r)
+        freq, theta = rng.uniform(1.5, 7.0), rng.uniform(0, np.pi)
+        fg = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (u * np.cos(theta) + v * np.sin(theta)) / (2 * r))
+        fg_a, fg_b = rng.uniform(0, 1, size=(2, 3))
+        img = np.where(mask[None], fg_a[:, None, None] * fg + fg_b[:, None, None] * (1 - fg), img)
+        label[mask] = kind + 1
+    edge = np.zeros_like(label, dtype=bool)  # pixels whose 4-neighbourhood holds another class
+    edge[1:] |= label[1:] != label[:-1]
+    edge[:-1] |= label[1:] != label[:-1]
+    edge[:, 1:] |= label[:, 1:] != label[:, :-1]
+    edge[:, :-1] |= label[:, 1:] != label[:, :-1]
+    label[edge] = IGNORE
+    img = img + rng.normal(0, 0.08, size=img.shape)
+    return ((img - 0.5) / 0.25).astype(np.float32), label
+
+
+class SegShapesDataset(Dataset):
+    NUM_CLASSES = 1 + len(SHAPES)
+
+    def __init__(self, length: int, size: int = 64, seed: int = 0):
+        scenes = [render_scene(i, size, seed) for i in range(length)]
+        self.images = torch.from_numpy(np.stack([s[0] for s in scenes]))
+        self.masks = torch.from_numpy(np.stack([s[1] for s in scenes]))
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.masks[i]
+
+
+class PairsDataset(Dataset):
+    """Images and masks read from disk into memory (small datasets; real ones stream in a later step)."""
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor):
+        self.images, self.masks = images, masks
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.masks[i]
+
+
+def synthetic_segmentation(count: int, size: int) -> Splits:
+    return Splits(SegShapesDataset(count, size, seed=0), SegShapesDataset(max(4, count // 4), size, seed=1),
+                  SegShapesDataset.NUM_CLASSES, size, f"seg-synthetic:{count}", task="segmentation")
+
+
+def _read_pair(image_path: Path, mask_path: Path, size: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image_path) as im:
+            rgb = im.convert("RGB")
+            native = rgb.size
+            arr = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+        with Image.open(mask_path) as m:
+            if m.size != native:
+                raise UserError(f"mask {mask_path}: {m.size[0]}x{m.size[1]} but its image {image_path.name} is "
+                                f"{native[0]}x{native[1]}; masks must have their image's size")
+            labels = np.asarray(m if m.mode in ("P", "L") else m.convert("L"))
+            small = np.asarray(Image.fromarray(labels).resize((size, size), Image.Resampling.NEAREST), dtype=np.int64)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"data {image_path} / {mask_path.name}: cannot read ({exc})") from None
+    bad = np.unique(labels[(labels >= classes) & (labels != IGNORE)])
+    if bad.size:
+        raise UserError(f"mask {mask_path}: labels {', '.join(map(str, bad[:5]))} outside 0..{classes - 1} "
+                        f"(and {IGNORE} = ignore); use train IDs")
+    return ((arr - 0.5) / 0.25).transpose(2, 0, 1), small
+
+
+def _pairs(pairs: list[tuple[Path, Path]], size: int, classes: int) -> PairsDataset:
+    read = [_read_pair(i, m, size, classes) for i, m in pairs]
+    return PairsDataset(torch.from_numpy(np.stack([r[0] for r in read])), torch.from_numpy(np.stack([r[1] for r in read])))
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise UserError(f"data {path}: missing folder ({what})")
+    return path
+
+
+def open_cityscapes(root: Path, size: int) -> Splits:
+    """``leftImg8bit/{train,val}/CITY/*_leftImg8bit.png`` with ``gtFine/{split}/CITY/*_gtFine_labelTrainIds.png``."""
+    splits = []
+    for split in ("train", "val"):
+        images = _require_dir(root / "leftImg8bit" / split, f"Cityscapes images, leftImg8bit/{split}")
+        labels = _require_dir(root / "gtFine" / split, f"Cityscapes labels, gtFine/{split}")
+        pairs = []
+        for image in sorted(images.glob("*/*_leftImg8bit.png")):
+            stem = image.name[: -len("_leftImg8bit.png")]
+            mask = labels / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
+            if not mask.exists():
+                raise UserError(f"data {mask}: missing label file for {image.name} (create labelTrainIds with cityscapesScripts)")
+            pairs.append((image, mask))
+        if not pairs:
+            raise UserError(f"data {images}: no *_leftImg8bit.png images in its city folders")
+        splits.append(_pairs(pairs, size, CITYSCAPES_CLASSES))
+    return Splits(splits[0], splits[1], CITYSCAPES_CLASSES, size, f"cityscapes:{root}", task="segmentation")
+
+
+def open_voc(root: Path, size: int) -> Splits:
+    """``JPEGImages/ID.jpg``, ``SegmentationClass/ID.png`` (palette indices = classes, 255 = boundary)
+    and ``ImageSets/Segmentation/{train,val}.txt``."""
+    images = _require_dir(root / "JPEGImages", "VOC images, JPEGImages")
+    masks = _require_dir(root / "SegmentationClass", "VOC labels, SegmentationClass")
+    lists = _require_dir(root / "ImageSets" / "Segmentation", "VOC split lists, ImageSets/Segmentation")
+    splits = []
+    for split in ("train", "val"):
+        listing = lists / f"{split}.txt"
+        if not listing.exists():
+            raise UserError(f"data {listing}: missing split list")
+        pairs = []
+        for name in listing.read_text(encoding="utf-8").split():
+            image, mask = images / f"{name}.jpg", masks / f"{name}.png"
+            for f in (image, mask):
+                if not f.exists():
+                    raise UserError(f"data {f}: listed in {listing.name} but missing")
+            pairs.append((image, mask))
+        if not pairs:
+            raise UserError(f"data {listing}: lists no images")
+        splits.append(_pairs(pairs, size, VOC_CLASSES))
+    return Splits(splits[0], splits[1], VOC_CLASSES, size, f"voc:{root}", task="segmentation")
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """Confusion matrix (rows: truth, columns: prediction) over the pixels not labelled ignore."""
+    keep = target != IGNORE
+    idx = target[keep] * classes + pred[keep]
+    return torch.bincount(idx, minlength=classes * classes).reshape(classes, classes)
+
+
+def miou(conf: torch.Tensor) -> float:
+    """Mean IoU over the classes present in the truth or the prediction."""
+    tp = conf.diag().double()
+    union = conf.sum(0).double() + conf.sum(1).double() - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if bool(present.any()) else 0.0
+
+
+def pixel_accuracy(conf: torch.Tensor) -> float:
+    total = conf.sum()
+    return float(conf.diag().sum().double() / total) if int(total) else 0.0

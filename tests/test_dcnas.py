@@ -1,0 +1,184 @@
+"""The DCNAS space, its ops, the segmentation architecture format, data and metrics."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from nas2deploy.cli import cli
+from nas2deploy.data import open_dataset
+from nas2deploy.data.segmentation import IGNORE, confusion, miou, pixel_accuracy
+from nas2deploy.deploy.onnx_export import export_onnx
+from nas2deploy.errors import UserError
+from nas2deploy.ops import AddN, OpSpec, Resize, UpConv
+from nas2deploy.seg_arch import SegArch, SegNet
+from nas2deploy.spaces import make_space
+
+TINY = {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_width": 16}
+
+
+def test_grid_follows_the_reachable_scales_and_dense_inputs():
+    space = make_space("dcnas")
+    assert len(space.cells) == 2 + 3 + 4 * 10  # scale s exists from layer s - 1 on
+    assert space.inputs[(0, 0)] == [(-1, 0)] and space.inputs[(0, 1)] == [(-1, 0)]
+    ins = space.inputs[(5, 2)]
+    assert all(l < 5 and abs(s - 2) <= 1 for l, s in ins) and (4, 3) in ins and (1, 1) in ins
+    near = make_space("dcnas", {"max_back": 1})
+    assert all(l == 4 for l, _ in near.inputs[(5, 2)])
+
+
+def test_every_sampled_network_is_priced_by_the_space_ops():
+    space = make_space("dcnas", TINY)
+    keys = {s.key for s in space.op_specs()}
+    rng = random.Random(0)
+    for _ in range(30):
+        arch = space.sample_arch(rng)
+        assert {s.key for s in arch.op_specs()} <= keys
+        assert all(len(c.inputs) <= 2 for c in arch.cells)
+        assert {c.scale for c in arch.output_cells()} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_segnet_runs_and_onnx_runtime_resizes_as_pytorch_does(align_corners):
+    import onnxruntime as ort
+
+    space = make_space("dcnas", {**TINY, "align_corners": align_corners})
+    arch = space.sample_arch(random.Random(1))
+    torch.manual_seed(0)
+    net = SegNet(arch).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == (2, 6, 64, 64)
+    session = ort.InferenceSession(export_onnx(net, (2, 3, 64, 64)), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(out - y.numpy()).max() < 1e-4 * max(1.0, float(y.abs().max()))
+    assert (out.argmax(1) == y.numpy().argmax(1)).mean() == 1.0
+
+
+def test_resize_keys_carry_mode_and_align_corners():
+    assert UpConv(16, 8, 8, 8, 2, "bilinear", True).key == "upconv_x2_bilinear_ac1_i16x8x8_o8"
+    assert Resize(16, 8, 8, 4, "nearest").key == "resize_x4_nearest_i16x8x8"
+    with pytest.raises(UserError, match="mode must be one of"):
+        OpSpec.from_dict({"type": "resize", "cin": 8, "h": 4, "w": 4, "scale": 2, "mode": "cubic", "align_corners": False})
+
+
+def test_addn_prices_n_inputs_alone_and_sums_them_deployed():
+    m = AddN(4, 3, 3, 3).build()
+    a, b, c = (torch.randn(1, 4, 3, 3) for _ in range(3))
+    assert torch.equal(m(a, b, c), a + b + c)
+    alone = m(a)  # profiling: one input, two stand-ins of the same shape
+    assert alone.shape == a.shape and not torch.equal(alone, a)
+
+
+def test_seg_arch_json_round_trip_and_errors(tmp_path):
+    arch = make_space("dcnas", TINY).sample_arch(random.Random(2))
+    doc = arch.to_dict()
+    again = SegArch.from_dict(json.loads(json.dumps(doc)))
+    assert again == arch and [s.key for s in again.op_specs()] == [s.key for s in arch.op_specs()]
+    bad = json.loads(json.dumps(doc))
+    bad["cells"][0]["op"] = "sep4x"
+    with pytest.raises(UserError, match=r"cells\[0\]: unknown cell op 'sep4x'"):
+        SegArch.from_dict(bad)
+    bad = json.loads(json.dumps(doc))
+    bad["cells"][-1]["inputs"] = [[bad["cells"][-1]["layer"], 0]]
+    with pytest.raises(UserError, match="is not an earlier cell"):
+        SegArch.from_dict(bad)
+    far = {"layer": 9, "scale": 3, "op": "sep3", "inputs": [[-1, 0]]}
+    with pytest.raises(UserError, match="neighbouring scale"):
+        SegArch.from_dict({**doc, "cells": [*doc["cells"], far]})
+
+
+def test_space_info_cli():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["space", "info", "dcnas", "--input-size", "64", "--layers", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["cells"] == 13 and info["mixed ops"] == 13 and info["config"]["layers"] == 4
+    result = runner.invoke(cli, ["space", "info", "densenas", "--layers", "3"])
+    assert result.exit_code == 1 and "--layers does not apply to the densenas space" in result.output
+
+
+def test_built_in_scenes_are_deterministic_with_ignore_boundaries():
+    a, b = open_dataset("seg-synthetic:8", 64), open_dataset("seg-synthetic:8", 64)
+    assert a.task == "segmentation" and a.num_classes == 6
+    img, mask = a.train[3]
+    assert img.shape == (3, 64, 64) and mask.shape == (64, 64) and mask.dtype == torch.int64
+    assert torch.equal(img, b.train[3][0]) and torch.equal(mask, b.train[3][1])
+    values = set(torch.unique(torch.cat([a.train[i][1].flatten() for i in range(8)])).tolist())
+    assert IGNORE in values and {0} < values and values <= {*range(6), IGNORE}
+
+
+def test_metrics_on_a_known_case():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, IGNORE, 1]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 1]])
+    conf = confusion(pred, target, 3)
+    assert int(conf.sum()) == 7  # the ignored pixel does not count
+    assert pixel_accuracy(conf) == pytest.approx(5 / 7)
+    # IoU: class 0: 1 / 3, class 1: 3 / 4, class 2: 1 / 2
+    assert miou(conf) == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
+
+
+def _png(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    image.save(path)
+
+
+def test_cityscapes_layout_and_its_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i in range(2):
+            stem = tmp_path / "leftImg8bit" / split / "aachen" / f"aachen_{i:06d}_000019"
+            _png(stem.with_name(stem.name + "_leftImg8bit.png"), rng.integers(0, 255, (40, 80, 3), dtype=np.uint8))
+            labels = rng.integers(0, 19, (40, 80)).astype(np.uint8)
+            labels[0, :5] = IGNORE
+            gt = tmp_path / "gtFine" / split / "aachen" / f"aachen_{i:06d}_000019_gtFine_labelTrainIds.png"
+            _png(gt, labels)
+    data = open_dataset(str(tmp_path), 64)
+    assert data.num_classes == 19 and data.task == "segmentation" and len(data.train) == 2
+    assert data.train[0][1].shape == (64, 64)
+    gt = tmp_path / "gtFine" / "val" / "aachen" / "aachen_000001_000019_gtFine_labelTrainIds.png"
+    _png(gt, np.full((40, 80), 30, dtype=np.uint8))
+    with pytest.raises(UserError, match=r"aachen_000001.*labels 30 outside 0..18"):
+        open_dataset(str(tmp_path), 64)
+    _png(gt, np.zeros((20, 80), dtype=np.uint8))
+    with pytest.raises(UserError, match="masks must have their image's size"):
+        open_dataset(str(tmp_path), 64)
+    gt.unlink()
+    with pytest.raises(UserError, match="missing label file"):
+        open_dataset(str(tmp_path), 64)
+    (tmp_path / "gtFine" / "val" / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png").unlink()
+    for f in (tmp_path / "gtFine" / "val" / "aachen").iterdir():
+        f.unlink()
+    (tmp_path / "gtFine" / "val" / "aachen").rmdir()
+    (tmp_path / "gtFine" / "val").rmdir()
+    with pytest.raises(UserError, match=r"gtFine/val"):
+        open_dataset(str(tmp_path), 64)
+
+
+def test_voc_layout_with_palette_masks_and_its_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    names = {"train": ["2007_000032", "2007_000039"], "val": ["2007_000033"]}
+    for split, ids in names.items():
+        for name in ids:
+            _png(tmp_path / "JPEGImages" / f"{name}.png", rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+            (tmp_path / "JPEGImages" / f"{name}.png").rename(tmp_path / "JPEGImages" / f"{name}.jpg")
+            labels = rng.integers(0, 21, (30, 40)).astype(np.uint8)
+            labels[:, 0] = IGNORE
+            mask = Image.fromarray(labels, "P")
+            mask.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+            (tmp_path / "SegmentationClass").mkdir(exist_ok=True)
+            mask.save(tmp_path / "SegmentationClass" / f"{name}.png")
+        (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    data = open_dataset(str(tmp_path), 64)
+    assert data.num_classes == 21 and len(data.train) == 2 and len(data.test) == 1
+    assert set(torch.unique(data.train[0][1]).tolist()) <= {*range(21), IGNORE}
+    (tmp_path / "SegmentationClass" / "2007_000033.png").unlink()
+    with pytest.raises(UserError, match="2007_000033.png: listed in val.txt but missing"):
+        open_dataset(str(tmp_path), 64)
