@@ -100,6 +100,11 @@ class OpSpec:
     def build(self, affine: bool = True) -> nn.Module:
         raise NotImplementedError
 
+    def build_standalone(self) -> nn.Module:
+        """The module profiled alone, fed one input of (cin, h, w): ``build()`` except for ops
+        that take several inputs in a network (AddN)."""
+        return self.build()
+
     def macs(self) -> int:
         """Multiply-accumulates of convolutions and linear layers only (BN, activations, adds and
         pooling excluded): the convention of the published DenseNAS / MobileNetV2 numbers."""
@@ -387,26 +392,30 @@ class Resize(_ResizeFields, OpSpec):
 
 
 class AddNModule(nn.Module):
-    """Sum of n tensors. Profiled alone it receives one input, and stands in constant tensors of
-    the same shape for the other n - 1 (created on first use, not saved), so the timed graph reads
-    n tensors and writes one, as the deployed fusion does."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-        self._fillers: list[torch.Tensor] = []
+    """Sum of n tensors: the fusion of a derived cell."""
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        if len(xs) < self.n:
-            ref = xs[0]
-            if not self._fillers or (self._fillers[0].device, self._fillers[0].dtype) != (ref.device, ref.dtype):
-                g = torch.Generator().manual_seed(0)
-                self._fillers = [torch.randn(ref.shape, generator=g).to(ref) for _ in range(self.n - 1)]
-            xs = (*xs, *self._fillers[: self.n - len(xs)])
         out = xs[0]
         for x in xs[1:]:
             out = out + x
         return out
+
+
+class AddNStandalone(nn.Module):
+    """AddN profiled alone: one input plus n - 1 stored tensors of the same (C, H, W), so the
+    timed graph reads n tensors and writes one, as the deployed fusion does (at batch B > 1 the
+    stored tensors broadcast over the batch)."""
+
+    def __init__(self, n: int, channels: int, h: int, w: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        for i in range(n - 1):
+            self.register_buffer(f"other{i}", torch.randn(1, channels, h, w, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for other in self.buffers():
+            x = x + other
+        return x
 
 
 @dataclass(frozen=True)
@@ -427,7 +436,10 @@ class AddN(OpSpec):
         return f"addn_n{self.n}_{self._shape()}"
 
     def build(self, affine: bool = True) -> nn.Module:
-        return AddNModule(self.n)
+        return AddNModule()
+
+    def build_standalone(self) -> nn.Module:
+        return AddNStandalone(self.n, self.cin, self.h, self.w)
 
     def macs(self) -> int:
         return 0

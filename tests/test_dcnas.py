@@ -68,11 +68,16 @@ def test_resize_keys_carry_mode_and_align_corners():
 
 
 def test_addn_prices_n_inputs_alone_and_sums_them_deployed():
-    m = AddN(4, 3, 3, 3).build()
+    spec = AddN(4, 3, 3, 3)
     a, b, c = (torch.randn(1, 4, 3, 3) for _ in range(3))
-    assert torch.equal(m(a, b, c), a + b + c)
-    alone = m(a)  # profiling: one input, two stand-ins of the same shape
-    assert alone.shape == a.shape and not torch.equal(alone, a)
+    assert torch.equal(spec.build()(a, b, c), a + b + c)
+    alone = spec.build_standalone()  # profiling: one input, two stored tensors of the same shape
+    others = list(alone.buffers())
+    assert len(others) == 2 and torch.allclose(alone(a), a + others[0] + others[1])
+    import onnx
+
+    graph = onnx.load_from_string(export_onnx(alone, (1, 4, 3, 3))).graph
+    assert [n.op_type for n in graph.node].count("Add") == 2
 
 
 def test_seg_arch_json_round_trip_and_errors(tmp_path):
@@ -182,3 +187,84 @@ def test_voc_layout_with_palette_masks_and_its_errors(tmp_path):
     (tmp_path / "SegmentationClass" / "2007_000033.png").unlink()
     with pytest.raises(UserError, match="2007_000033.png: listed in val.txt but missing"):
         open_dataset(str(tmp_path), 64)
+
+
+# -- supernet, expected latency, derivation -------------------------------------------------------
+def _supernet(**over):
+    from nas2deploy.search.dcnas_supernet import DCNASSupernet
+
+    torch.manual_seed(0)
+    return DCNASSupernet(make_space("dcnas", TINY), **over)
+
+
+def test_supernet_samples_paths_reproducibly_and_trains_alpha_and_beta():
+    net = _supernet(path_samples=2, channel_fraction=0.25)
+    a = net.sample_paths(torch.Generator().manual_seed(3))
+    assert a == net.sample_paths(torch.Generator().manual_seed(3))
+    for cell, kept in a.kept.items():
+        n = len(net.space.inputs[cell])
+        assert len(kept) == min(2, n) and kept == sorted(set(kept))
+    assert net.mixtures[-1].part * 4 == net.space.config.scale_widths[net.cells[-1][1]]  # a quarter of the channels
+    y = net(torch.randn(2, 3, 64, 64), a)
+    assert y.shape == (2, 6, 64, 64)
+    y.square().mean().backward()
+    assert net.alpha.grad.abs().sum() > 0 and net.beta.grad.abs().sum() > 0
+    full = _supernet(path_samples=0, channel_fraction=1.0)
+    assert all(len(k) == len(full.space.inputs[c]) for c, k in full.sample_paths().kept.items())
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_expected_latency_is_exact_for_one_hot_weights_and_derivation_agrees(calibrated):
+    from conftest import synthetic_table
+
+    from nas2deploy.latency.table import Calibration
+    from nas2deploy.search.dcnas_derive import derive_topk
+    from nas2deploy.search.dcnas_latency import DCNASLatencyModel
+
+    net = _supernet()
+    space = net.space
+    table = synthetic_table(space, seed=4, calibration=Calibration(1.1, 0.2, 0.01, 10) if calibrated else None)
+    model = DCNASLatencyModel(net, table)
+    rng = random.Random(5)
+    for _ in range(5):
+        chosen, ops = {}, {}
+        with torch.no_grad():
+            for i, cell in enumerate(net.cells):
+                ins = space.inputs[cell]
+                picked = sorted(rng.sample(range(len(ins)), min(2, len(ins))))
+                chosen[cell] = tuple(ins[j] for j in picked)
+                net.beta[net.slices[cell]] = torch.tensor([30.0 if j in picked else -30.0 for j in range(len(ins))])
+                op = rng.randrange(len(space.config.ops))
+                ops[cell] = space.config.ops[op]
+                net.alpha[i] = torch.tensor([30.0 if o == op else -30.0 for o in range(len(space.config.ops))])
+        arch = space.arch_from(chosen, ops, "one-hot")
+        assert derive_topk(net, "one-hot") == arch
+        assert float(model()) == pytest.approx(table.predict(arch).best_ms, rel=1e-5)
+
+
+def test_expected_latency_moves_with_beta():
+    from conftest import synthetic_table
+
+    from nas2deploy.search.dcnas_latency import DCNASLatencyModel
+
+    net = _supernet()
+    model = DCNASLatencyModel(net, synthetic_table(net.space, seed=1))
+    model().backward()
+    assert net.beta.grad.abs().sum() > 0 and net.alpha.grad.abs().sum() > 0
+
+
+def test_profile_and_validate_a_dcnas_table_with_onnx_runtime(tmp_path):
+    from conftest import FAST
+
+    from nas2deploy.backends import BackendSettings
+    from nas2deploy.latency.profile import profile_space
+    from nas2deploy.latency.validate import validate_table
+
+    space = make_space("dcnas", TINY)
+    table, _ = profile_space(space, BackendSettings(), tmp_path / "dcnas.json", FAST)
+    assert set(table.entries) == {s.key for s in space.op_specs()}
+    assert any(k.startswith("addn_n2_") for k in table.entries) and any("_bilinear_ac0_" in k for k in table.entries)
+    report = validate_table(table, 6, timing=FAST)
+    assert report["samples"] == 6 and report["raw"]["mape"] >= 0
+    arch = space.sample_arch(random.Random(9))
+    assert table.predict(arch).calibrated_ms > 0

@@ -57,7 +57,7 @@ def measure_spec(
     """Measure one op; take it again (up to ``timing.retries`` times) while its CoV is too high,
     keeping the steadiest measurement."""
     t0 = time.perf_counter()
-    runner = settings.open(spec.build(), (spec.cin, spec.h, spec.w), source=spec.key)
+    runner = settings.open(spec.build_standalone(), (spec.cin, spec.h, spec.w), source=spec.key)
     stats.load_s += time.perf_counter() - t0
     with runner:
         best = measure(runner, timing)

@@ -73,7 +73,7 @@ class DriftTracker:
             raise UserError(f"latency table {table.name} has no reference-op measurement; profile it again")
         self.table, self.timing, self.window = table, timing, window
         spec = OpSpec.from_dict(table.reference["spec"])
-        self.runner = settings.open(spec.build(), (spec.cin, spec.h, spec.w), source="reference op")
+        self.runner = settings.open(spec.build_standalone(), (spec.cin, spec.h, spec.w), source="reference op")
         self.history: list[float] = []
 
     def update(self) -> float:
