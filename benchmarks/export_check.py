@@ -7,7 +7,9 @@
    network with the shipped 32x32 table, and the published DenseNAS-A/B/C with
    the shipped 224x224 table;
 3. speed: wall time of exporting a DenseNAS-C-sized network, accuracy check included (100 image
-   files at 224 px, the ONNX reference evaluator on 4 of them), latency measurement excluded.
+   files at 224 px, the ONNX reference evaluator on 4 of them), latency measurement excluded;
+4. segmentation fidelity (issue 5): a DCNAS network (64 px) trained on the built-in scenes,
+   ONNX Runtime vs PyTorch on 100 test scenes: pixel agreement and mIoU difference.
 
     .venv/bin/python benchmarks/export_check.py [--train-epochs 3]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +34,7 @@ from nas2deploy.latency.table import LatencyTable
 from nas2deploy.search.derive import derive_under_budget, fastest_latency
 from nas2deploy.search.expected_latency import LatencyModel
 from nas2deploy.search.supernet import DenseNASSupernet
+from nas2deploy.spaces import make_space
 from nas2deploy.spaces.densenas import DenseNASSpace
 from nas2deploy.train import save_weights, train_arch
 
@@ -71,6 +75,12 @@ def main() -> None:
         report = Exporter(load_arch(name), None, tmp / name, ExportOptions(images=str(tmp / "images"), lut=str(LARGE)), quiet).run()
         rows.append((name, report, time.perf_counter() - start))
 
+    seg_space = make_space("dcnas", {"input_size": 64, "layers": 4, "base_width": 16, "num_classes": 6, "head_width": 32})
+    seg_arch = seg_space.sample_arch(random.Random(0))
+    seg_model, seg_miou = train_arch(seg_arch, open_dataset("seg-synthetic:400", 64), args.train_epochs, batch_size=16)
+    save_weights(seg_model, tmp / "seg.pt")
+    seg = Exporter(seg_arch, str(tmp / "seg.pt"), tmp / "seg", ExportOptions(data="seg-synthetic:400", samples=100), quiet).run()
+
     ort = next(c for c in small["accuracy"]["comparisons"] if c["candidate"] == "onnxruntime")
     print(f"1. fidelity: small network trained {args.train_epochs} epochs (top-1 {top1:.3f}), ONNX Runtime fp32 vs PyTorch "
           f"on {ort['samples']} test images:")
@@ -88,6 +98,10 @@ def main() -> None:
         steps = report["steps_s"]
         print(f"   {name:<12} export + check {steps['export_and_check']:5.1f} s (onnx {steps['onnx']:.1f}, accuracy "
               f"{steps['accuracy']:.1f}); with latency and report {wall:.1f} s")
+    c = next(c for c in seg["accuracy"]["comparisons"] if c["candidate"] == "onnxruntime")
+    print(f"4. segmentation: DCNAS network trained {args.train_epochs} epochs (mIoU {seg_miou:.3f}), ONNX Runtime vs PyTorch "
+          f"on {c['samples']} test scenes: pixel agreement {c['top1_agreement']:.4%} (target >= 99.9%), mIoU difference "
+          f"{c['miou_difference']:.3f} points (target <= 0.1), max abs {c['max_abs_of_scale']:.1e} of the output scale")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from torch import nn
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
+from nas2deploy.seg_arch import SegArch, SegNet
 
 ARCH_FORMAT = "nas2deploy.arch"
 ARCH_VERSION = 1
@@ -49,6 +50,8 @@ class Arch:
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
+    task = "classification"
+
     def op_specs(self, include_free: bool = False) -> list[OpSpec]:
         """Every layer's OpSpec in execution order; ``include_free`` keeps the skip layers."""
         size = self.input_size
@@ -70,6 +73,18 @@ class Arch:
         specs.append(ConvBNAct(c, h, w, self.tail, 1, 1))
         specs.append(Classifier(self.tail, h, w, self.num_classes))
         return specs
+
+    def groups(self) -> list[tuple[str, list[OpSpec]]]:
+        """The deployed ops grouped as stem, block 1..n, tail (skip layers included, they cost 0)."""
+        specs = self.op_specs(include_free=True)
+        groups = [("stem", specs[:2])]
+        i = 2
+        for n, block in enumerate(self.blocks, 1):
+            size = 1 + len(block.stack)
+            groups.append((f"block {n}", specs[i:i + size]))
+            i += size
+        groups.append(("tail", specs[i:]))
+        return groups
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,11 +144,13 @@ class Arch:
         return arch
 
 
-def build(arch: Arch, affine: bool = True) -> nn.Module:
+#: Any derived network: a classification chain or a segmentation cell graph.
+AnyArch = Arch | SegArch
+
+
+def build(arch: AnyArch, affine: bool = True) -> nn.Module:
     """The deployable network: the modules of ``arch.op_specs()`` in sequence (a SegArch, whose
     cells form a graph, builds its SegNet)."""
-    from nas2deploy.seg_arch import SegArch, SegNet
-
     if isinstance(arch, SegArch):
         return SegNet(arch)
     return nn.Sequential(*[spec.build(affine) for spec in arch.op_specs()])
@@ -143,7 +160,7 @@ def named_archs() -> list[str]:
     return sorted(p.stem for p in ARCH_DIR.glob("*.json"))
 
 
-def load_arch(path: str | os.PathLike[str]) -> Arch:
+def load_arch(path: str | os.PathLike[str]) -> AnyArch:
     """Load an arch file, or a shipped architecture by name (``mobilenetv2``, ``densenas-a``...)."""
     p = Path(path)
     if not p.exists() and str(path) in named_archs():
@@ -151,8 +168,12 @@ def load_arch(path: str | os.PathLike[str]) -> Arch:
     elif not p.exists():
         raise UserError(f"arch {path}: no such file, nor a named architecture ({', '.join(named_archs())})")
     doc = check_format(read_json(p, "arch"), p, ARCH_FORMAT, ARCH_VERSION, "arch")
+    if doc.get("task", "classification") == "segmentation":
+        return SegArch.from_dict(doc, str(path))
+    if doc.get("task", "classification") != "classification":
+        raise UserError(f"arch {path}: field task must be classification or segmentation, got {doc.get('task')!r}")
     return Arch.from_dict(doc, str(path))
 
 
-def save_arch(arch: Arch, path: str | os.PathLike[str]) -> None:
+def save_arch(arch: AnyArch, path: str | os.PathLike[str]) -> None:
     atomic_write_json(path, arch.to_dict())

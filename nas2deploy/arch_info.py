@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas2deploy.arch import Arch
+from nas2deploy.arch import AnyArch, Arch
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.ops import OpSpec
 
@@ -18,23 +18,10 @@ def op_params(spec: OpSpec) -> int:
     return sum(p.numel() for p in spec.build(affine=True).parameters())
 
 
-def _groups(arch: Arch) -> list[tuple[str, list[OpSpec]]]:
-    """The deployed ops grouped as stem, block 1..n, tail (skip layers included, they cost 0)."""
-    specs = arch.op_specs(include_free=True)
-    groups = [("stem", specs[:2])]
-    i = 2
-    for n, block in enumerate(arch.blocks, 1):
-        size = 1 + len(block.stack)
-        groups.append((f"block {n}", specs[i:i + size]))
-        i += size
-    groups.append(("tail", specs[i:]))
-    return groups
-
-
-def arch_summary(arch: Arch, table: LatencyTable | None = None) -> dict[str, Any]:
+def arch_summary(arch: AnyArch, table: LatencyTable | None = None) -> dict[str, Any]:
     pred = table.predict(arch) if table is not None else None  # first: names every missing op
     rows = []
-    for name, specs in _groups(arch):
+    for name, specs in arch.groups():
         row: dict[str, Any] = {
             "name": name,
             "ops": [s.key for s in specs],
@@ -49,7 +36,9 @@ def arch_summary(arch: Arch, table: LatencyTable | None = None) -> dict[str, Any
         "name": arch.name,
         "input_size": arch.input_size,
         "num_classes": arch.num_classes,
-        "blocks": len(arch.blocks),
+        "task": arch.task,
+        "blocks": len(arch.blocks) if isinstance(arch, Arch) else len(arch.cells),
+        "unit": "blocks" if isinstance(arch, Arch) else "cells",
         "layers": len(arch.op_specs()),
         "params": sum(r["params"] for r in rows),
         "macs": sum(r["macs"] for r in rows),
@@ -64,7 +53,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     has_lat = "latency" in summary
     lines = [
         f"{summary['name']}: {summary['input_size']}x{summary['input_size']} input, {summary['num_classes']} classes, "
-        f"{summary['blocks']} blocks, {summary['layers']} layers",
+        f"{summary['blocks']} {summary.get('unit', 'blocks')}, {summary['layers']} layers",
         f"  parameters     {summary['params']:,}",
         f"  multiply-adds  {summary['macs'] / 1e6:.1f} M (conv and linear)",
     ]

@@ -364,7 +364,7 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, o
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
 def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, seed: int, out: str) -> None:
-    """Train a derived network (SGD, cosine schedule, label smoothing 0.1) and report top-1."""
+    """Train a derived network (SGD, cosine schedule) and report top-1, or mIoU for segmentation."""
     from nas2deploy.arch import load_arch
     from nas2deploy.data import open_dataset
     from nas2deploy.train import save_weights, train_arch
@@ -372,7 +372,8 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
     arch = load_arch(arch_ref)
     model, acc = train_arch(arch, open_dataset(data, arch.input_size), epochs, batch_size, lr, seed=seed, progress=click.echo)
     save_weights(model, out)
-    click.echo(f"top-1 {acc:.4f} on the test split; weights: {out}")
+    metric = "mIoU" if arch.task == "segmentation" else "top-1"
+    click.echo(f"{metric} {acc:.4f} on the test split; weights: {out}")
 
 
 # -- export, bench, report -----------------------------------------------------------------------

@@ -124,6 +124,14 @@ class SegArch:
             specs.append(op)
         return specs + self.head_specs()
 
+    def groups(self) -> list[tuple[str, list[OpSpec]]]:
+        """The deployed ops grouped as stem, one group per cell (transforms, fusion, op), head."""
+        groups: list[tuple[str, list[OpSpec]]] = [("stem", self.stem_specs())]
+        for cell in self.cells:
+            transforms, fusion, op = self.cell_specs(cell)
+            groups.append((f"cell {cell.layer},{cell.scale}", [*transforms, *([fusion] if fusion else []), op]))
+        return groups + [("head", self.head_specs())]
+
     def validate(self, source: str = "<arch>") -> None:
         if len(self.widths) != 4:
             raise UserError(f"arch {source}: field widths must list 4 widths (scales 1/4, 1/8, 1/16, 1/32)")

@@ -1,5 +1,9 @@
 """Standard retraining of a derived network: SGD with a cosine schedule and label smoothing.
 
+Classification reports top-1 on the test split; segmentation (a SegArch on segmentation data)
+trains per-pixel cross-entropy that skips the ignore label (255), without label smoothing, and
+reports mIoU on the test split.
+
 Weights are saved as a plain state dict (atomically) and loaded with ``weights_only=True``, so
 a weights file from elsewhere can at worst fail to load; tensors that do not fit the
 architecture are named.
@@ -18,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from nas2deploy.arch import Arch, build
+from nas2deploy.arch import AnyArch, build
 from nas2deploy.data import Splits
+from nas2deploy.data.segmentation import IGNORE
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes
 
@@ -34,16 +39,30 @@ def top1(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> float:
     return correct / max(seen, 1)
 
 
+@torch.no_grad()
+def mean_iou(model: nn.Module, dataset: Dataset, classes: int, batch_size: int = 16) -> float:
+    from nas2deploy.data.segmentation import confusion, miou
+
+    model.eval()
+    conf = torch.zeros(classes, classes, dtype=torch.long)
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        conf += confusion(model(x).argmax(1), y, classes)
+    return miou(conf)
+
+
 def train_arch(
-    arch: Arch, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
+    arch: AnyArch, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
     label_smoothing: float = 0.1, seed: int = 0, progress: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, float]:
+    if arch.task != data.task:
+        raise UserError(f"arch {arch.name} is a {arch.task} network, data {data.name} is {data.task} data")
     if arch.num_classes != data.num_classes or arch.input_size != data.image_size:
         raise UserError(
             f"arch {arch.name} expects {arch.input_size}px inputs and {arch.num_classes} classes, data {data.name} has "
             f"{data.image_size}px images and {data.num_classes} classes"
         )
     torch.manual_seed(seed)
+    segmentation = data.task == "segmentation"
     model = build(arch)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -53,14 +72,17 @@ def train_arch(
         for x, y in loader:
             for group in opt.param_groups:
                 group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            if segmentation:
+                loss = F.cross_entropy(model(x), y, ignore_index=IGNORE)
+            else:
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
         if progress:
             progress(f"epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}")
-    return model, top1(model, data.test)
+    return model, mean_iou(model, data.test, data.num_classes) if segmentation else top1(model, data.test)
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -69,7 +91,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_weights(arch: Arch, path: str | os.PathLike[str]) -> nn.Module:
+def load_weights(arch: AnyArch, path: str | os.PathLike[str]) -> nn.Module:
     """Build ``arch`` and load its weights, naming every tensor that is missing or mis-shaped."""
     if not Path(path).exists():
         raise UserError(f"weights {path}: no such file")

@@ -268,3 +268,35 @@ def test_profile_and_validate_a_dcnas_table_with_onnx_runtime(tmp_path):
     assert report["samples"] == 6 and report["raw"]["mape"] >= 0
     arch = space.sample_arch(random.Random(9))
     assert table.predict(arch).calibrated_ms > 0
+
+
+def test_segmentation_network_trains_exports_and_is_checked_per_pixel(tmp_path):
+    from nas2deploy.arch import load_arch, save_arch
+    from nas2deploy.deploy.compare import compare_outputs
+
+    space = make_space("dcnas", {**TINY, "base_width": 16})
+    arch = space.sample_arch(random.Random(0))
+    save_arch(arch, tmp_path / "seg.json")
+    assert load_arch(tmp_path / "seg.json") == arch
+    runner = CliRunner()
+    result = runner.invoke(cli, ["arch", "info", str(tmp_path / "seg.json")])
+    assert result.exit_code == 0 and "cells" in result.output and "cell 0,0" in result.output
+    result = runner.invoke(cli, ["train", "--arch", str(tmp_path / "seg.json"), "--data", "seg-synthetic:16", "--epochs", "1",
+                                 "--batch-size", "8", "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 0 and "mIoU" in result.output, result.output
+    result = runner.invoke(cli, ["train", "--arch", str(tmp_path / "seg.json"), "--data", "synthetic:20", "--out", str(tmp_path / "x.pt")])
+    assert result.exit_code == 1 and "is a segmentation network" in result.output
+    out = tmp_path / "export"
+    result = runner.invoke(cli, ["export", "--arch", str(tmp_path / "seg.json"), "--weights", str(tmp_path / "w.pt"),
+                                 "--data", "seg-synthetic:16", "--samples", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    ort = next(c for c in report["accuracy"]["comparisons"] if c["candidate"] == "onnxruntime")
+    assert ort["agreement"] == "pixel" and ort["top1_agreement"] >= 0.999 and ort["miou_difference"] <= 0.1
+    # a pixel-level disagreement is caught: flip the class of 1% of the pixels
+    ref = np.random.default_rng(0).standard_normal((2, 6, 20, 20)).astype(np.float32)
+    masks = ref.argmax(1)
+    flipped = ref.copy()
+    flipped[0, :, :2, :2] = flipped[0, ::-1, :2, :2]
+    c = compare_outputs(ref, flipped, labels=masks)
+    assert c.agreement == "pixel" and c.top1_agreement < 0.999 and not c.passed and c.miou_difference > 0

@@ -7,6 +7,9 @@ Thresholds by precision (issue 4):
   atol = rtol = 1e-4 (numpy's ``allclose`` rule), and every top-1 class the same.
 - fp16: the mean absolute error at most 1e-2 and top-1 agreement at least 99%; element-wise
   bounds are meaningless at fp16's 3 significant digits.
+- Segmentation outputs (N, classes, H, W): agreement is per pixel (the argmax over classes), at
+  least 99.9% in fp32; with the ground-truth masks, each runtime's mIoU is computed and the two
+  may differ by at most 0.1 points (fp32) or 1 point (fp16).
 
 Besides pass or fail the report gives the smallest tolerance that would have passed
 (``min_tolerance``: the smallest t with ``|d| <= t + t * |reference|`` everywhere), so a user can
@@ -24,6 +27,8 @@ import numpy as np
 FP32_TOLERANCE = 1e-4
 FP16_MEAN_ERROR = 1e-2
 FP16_TOP1 = 0.99
+FP32_PIXELS = 0.999
+MIOU_POINTS = {"fp32": 0.1, "fp16": 1.0}
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,12 @@ class Comparison:
     mean_abs: float
     output_scale: float
     cosine: float
-    top1_agreement: float
+    top1_agreement: float  # per pixel for segmentation outputs
     min_tolerance: float
     threshold: str
     passed: bool
+    miou_difference: float | None = None  # points, segmentation with ground truth only
+    agreement: str = "top-1"  # or "pixel"
 
     @property
     def max_abs_of_scale(self) -> float:
@@ -50,19 +57,21 @@ class Comparison:
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
+        miou = f", mIoU difference {self.miou_difference:.3f} points" if self.miou_difference is not None else ""
         return (
             f"{verdict} {self.candidate} vs {self.reference} on {self.samples} inputs: max abs {self.max_abs:.2e} "
             f"({self.max_abs_of_scale:.1e} of the output scale {self.output_scale:.3g}), max rel {self.max_rel:.2e}, "
-            f"mean abs {self.mean_abs:.2e}, cosine {self.cosine:.7f}, top-1 agreement {self.top1_agreement:.1%}, "
+            f"mean abs {self.mean_abs:.2e}, cosine {self.cosine:.7f}, {self.agreement} agreement {self.top1_agreement:.3%}{miou}, "
             f"passes at tolerance >= {self.min_tolerance:.1e} [{self.threshold}]"
         )
 
 
 def compare_outputs(
     reference: np.ndarray, candidate: np.ndarray, precision: str = "fp32",
-    reference_name: str = "torch", candidate_name: str = "onnxruntime",
+    reference_name: str = "torch", candidate_name: str = "onnxruntime", labels: np.ndarray | None = None,
 ) -> Comparison:
-    """Compare logits of shape (samples, classes) (or any (samples, ...) shape)."""
+    """Compare logits of shape (samples, classes) or (samples, classes, H, W) (segmentation; then
+    ``labels``, the (samples, H, W) masks, add the mIoU difference)."""
     if reference.shape != candidate.shape:
         raise ValueError(f"{candidate_name} output shape {candidate.shape} differs from {reference_name}'s {reference.shape}")
     ref = reference.astype(np.float64).reshape(len(reference), -1)
@@ -74,13 +83,31 @@ def compare_outputs(
     mean_abs = float(diff.mean()) if finite else float("inf")
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cosine = float(np.min(np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-30))) if finite else float("nan")
-    top1 = float(np.mean(ref.argmax(1) == cand.argmax(1)))
+    dense = reference.ndim == 4
+    ref_cls, cand_cls = (reference.argmax(1), candidate.argmax(1)) if dense else (ref.argmax(1), cand.argmax(1))
+    top1 = float(np.mean(ref_cls == cand_cls))
     min_tolerance = float((diff / (1 + np.abs(ref))).max()) if finite else float("inf")
+    miou_diff = None
+    if dense and labels is not None:
+        miou_diff = abs(_miou(ref_cls, labels, reference.shape[1]) - _miou(cand_cls, labels, reference.shape[1])) * 100
+    need = FP32_PIXELS if dense else 1.0
     if precision == "fp32":
-        threshold = f"fp32: atol = rtol = {FP32_TOLERANCE:g}, top-1 100%"
-        passed = finite and min_tolerance <= FP32_TOLERANCE and top1 == 1.0
+        threshold = f"fp32: atol = rtol = {FP32_TOLERANCE:g}, {'pixel' if dense else 'top-1'} agreement >= {need:.1%}"
+        passed = finite and min_tolerance <= FP32_TOLERANCE and top1 >= need
     else:
-        threshold = f"fp16: mean abs <= {FP16_MEAN_ERROR:g}, top-1 >= {FP16_TOP1:.0%}"
+        threshold = f"fp16: mean abs <= {FP16_MEAN_ERROR:g}, agreement >= {FP16_TOP1:.0%}"
         passed = finite and mean_abs <= FP16_MEAN_ERROR and top1 >= FP16_TOP1
+    if miou_diff is not None:
+        threshold += f", mIoU within {MIOU_POINTS[precision]:g} points"
+        passed = passed and miou_diff <= MIOU_POINTS[precision]
     return Comparison(reference_name, candidate_name, len(reference), max_abs, max_rel, mean_abs,
-                      float(np.abs(ref).max()), cosine, top1, min_tolerance, threshold, passed)
+                      float(np.abs(ref).max()), cosine, top1, min_tolerance, threshold, passed, miou_diff,
+                      "pixel" if dense else "top-1")
+
+
+def _miou(pred: np.ndarray, labels: np.ndarray, classes: int) -> float:
+    import torch
+
+    from nas2deploy.data.segmentation import confusion, miou
+
+    return miou(confusion(torch.from_numpy(pred).long(), torch.from_numpy(labels).long(), classes))

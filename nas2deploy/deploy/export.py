@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas2deploy.arch import Arch, build, save_arch
+from nas2deploy.arch import AnyArch, build, save_arch
 from nas2deploy.arch_info import arch_summary
 from nas2deploy.backends import BackendSettings, Runner
 from nas2deploy.backends.timing import TimingSettings, measure
@@ -101,7 +101,7 @@ def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return torch.cat([model(torch.from_numpy(c)) for c in np.array_split(x, max(1, len(x) // 64))]).numpy()
 
 
-def _load_table(options: ExportOptions, arch: Arch, say: Callable[[str], None]) -> LatencyTable | None:
+def _load_table(options: ExportOptions, arch: AnyArch, say: Callable[[str], None]) -> LatencyTable | None:
     path = options.lut or arch.meta.get("lut")
     if not path:
         return None
@@ -116,7 +116,7 @@ def _load_table(options: ExportOptions, arch: Arch, say: Callable[[str], None]) 
 class Exporter:
     """One export: holds the network, its graph and the report as the steps fill it."""
 
-    def __init__(self, arch: Arch, weights: str | None, out: str | Path, options: ExportOptions,
+    def __init__(self, arch: AnyArch, weights: str | None, out: str | Path, options: ExportOptions,
                  say: Callable[[str], None] = lambda line: None):
         self.arch, self.weights, self.out, self.options, self.say = arch, weights, Path(out), options, say
         self.report: dict[str, Any] = {"format": REPORT_FORMAT, "version": 1, "arch": arch.name, "steps_s": {}}
@@ -195,7 +195,8 @@ class Exporter:
         return engine
 
     # -- run and compare -------------------------------------------------------------------------
-    def _check_accuracy(self, model: nn.Module, onnx_bytes: bytes, engine: bytes | None, x: np.ndarray, where: str) -> None:
+    def _check_accuracy(self, model: nn.Module, onnx_bytes: bytes, engine: bytes | None, x: np.ndarray,
+                        labels: np.ndarray | None, where: str) -> None:
         from nas2deploy.backends.onnx_reference_runner import OnnxReferenceRunner
 
         t = time.perf_counter()
@@ -204,15 +205,16 @@ class Exporter:
         # ONNX Runtime checks on the requested device when it is deployed there, else on the CPU
         ort = BackendSettings(backend="onnxruntime", device=o.device if "onnxruntime" in o.backends else "cpu", batch=o.batch)
         with ort.open_onnx(onnx_bytes, "model.onnx") as runner:
-            self.comparisons.append(compare_outputs(reference, run_batched(runner, x), "fp32", "torch", "onnxruntime"))
+            self.comparisons.append(compare_outputs(reference, run_batched(runner, x), "fp32", "torch", "onnxruntime", labels))
         k = min(o.reference_samples, len(x))
         with OnnxReferenceRunner(onnx_bytes, o.batch, "model.onnx") as runner:
-            self.comparisons.append(compare_outputs(reference[:k], run_batched(runner, x[:k]), "fp32", "torch", "onnx-reference"))
+            self.comparisons.append(compare_outputs(reference[:k], run_batched(runner, x[:k]), "fp32", "torch", "onnx-reference",
+                                                    None if labels is None else labels[:k]))
         if engine is not None:
             from nas2deploy.backends.tensorrt_runner import TensorRTRunner
 
             with TensorRTRunner(engine, o.batch, source="model.engine") as runner:
-                self.comparisons.append(compare_outputs(reference, run_batched(runner, x), o.precision, "torch", "tensorrt"))
+                self.comparisons.append(compare_outputs(reference, run_batched(runner, x), o.precision, "torch", "tensorrt", labels))
         self.report["accuracy"] = {"inputs": where, "samples": len(x), "comparisons": [c.to_dict() for c in self.comparisons]}
         self._step("accuracy", t)
         for c in self.comparisons:

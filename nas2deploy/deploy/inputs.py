@@ -10,24 +10,27 @@ from typing import Sized, cast
 
 import numpy as np
 
-from nas2deploy.arch import Arch
+from nas2deploy.arch import AnyArch
 from nas2deploy.data import open_dataset
 from nas2deploy.data.folders import IMAGE_SUFFIXES, load_image
 from nas2deploy.errors import UserError
 
 
-def accuracy_inputs(arch: Arch, data: str | None, images: str | None, count: int) -> tuple[np.ndarray, str]:
-    """``count`` inputs of shape (count, 3, H, W) and a description of where they came from.
+def accuracy_inputs(arch: AnyArch, data: str | None, images: str | None, count: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``count`` inputs of shape (count, 3, H, W), their labels (class indices, or masks for
+    segmentation; None for image files) and a description of where they came from.
 
     ``images`` (a folder of image files, or one file) wins over ``data``; without either, the
     data the architecture was searched on (its ``meta.data``) is used.
     """
     if images:
-        return _image_files(Path(images), arch.input_size, count), f"image files in {images}"
+        return _image_files(Path(images), arch.input_size, count), None, f"image files in {images}"
     spec = data or arch.meta.get("data")
     if not spec:
         raise UserError(f"arch {arch.name}: no data to check accuracy on; give --data (e.g. synthetic) or --images DIR")
     splits = open_dataset(str(spec), arch.input_size)
+    if splits.task != arch.task:
+        raise UserError(f"data {spec}: {splits.task} data, but arch {arch.name} is a {arch.task} network")
     if splits.num_classes != arch.num_classes or splits.image_size != arch.input_size:
         raise UserError(
             f"data {spec}: {splits.num_classes} classes at {splits.image_size}px, but arch {arch.name} expects "
@@ -35,7 +38,8 @@ def accuracy_inputs(arch: Arch, data: str | None, images: str | None, count: int
         )
     n = min(count, len(cast(Sized, splits.test)))
     x = np.stack([np.asarray(splits.test[i][0], dtype=np.float32) for i in range(n)])
-    return x, f"the first {n} test images of {spec}"
+    labels = np.stack([np.asarray(splits.test[i][1], dtype=np.int64) for i in range(n)])
+    return x, labels, f"the first {n} test images of {spec}"
 
 
 def _image_files(path: Path, size: int, count: int) -> np.ndarray:

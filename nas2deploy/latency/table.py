@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from nas2deploy.arch import Arch
+from nas2deploy.arch import AnyArch
 from nas2deploy.backends.timing import TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
@@ -189,7 +189,7 @@ class LatencyTable:
         assert entry is not None
         return entry.stats.median_ms
 
-    def predict(self, arch: Arch, drift: float = 1.0) -> Prediction:
+    def predict(self, arch: AnyArch, drift: float = 1.0) -> Prediction:
         specs = arch.op_specs()
         self.require(specs, f"arch {arch.name or '<unnamed>'}")
         raw = sum(self.latency(s) for s in specs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nas2deploy.arch import Arch
+from nas2deploy.arch import AnyArch
 from nas2deploy.fileio import atomic_write_bytes
 from nas2deploy.report import plots
 
@@ -30,7 +30,7 @@ def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
                       budget, f"budget {budget} ms" if budget else "")
 
 
-def write_export_report(out: Path, report: dict[str, Any], arch: Arch) -> Path:
+def write_export_report(out: Path, report: dict[str, Any], arch: AnyArch) -> Path:
     summary = report["summary"]
     rows = summary["rows"]
     images = [_latency_plot(out, report)]
@@ -47,7 +47,7 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Arch) -> Path:
     lines = [
         f"# Export of `{arch.name}`",
         "",
-        f"{arch.input_size}x{arch.input_size} input, {arch.num_classes} classes, {summary['blocks']} blocks, "
+        f"{arch.input_size}x{arch.input_size} input, {arch.num_classes} classes, {summary['blocks']} {summary.get('unit', 'blocks')}, "
         f"{summary['layers']} layers, {summary['params']:,} parameters, {summary['macs'] / 1e6:.1f}M multiply-adds. "
         f"Weights: {report.get('weights') or 'freshly initialised (none given)'}.",
         "",
@@ -55,13 +55,14 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Arch) -> Path:
         "",
         f"Inputs: {acc.get('inputs', '?')}. Reference: PyTorch on the CPU in fp32.",
         "",
-        "| runtime | inputs | max abs | of output scale | max rel | mean abs | min cosine | top-1 agreement | passes at tol. | threshold | result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| runtime | inputs | max abs | of output scale | max rel | mean abs | min cosine | top-1 / pixel agreement | mIoU difference | passes at tol. | threshold | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in acc.get("comparisons", []):
         lines.append(
             f"| {c['candidate']} | {c['samples']} | {c['max_abs']:.2e} | {c['max_abs_of_scale']:.1e} | {c['max_rel']:.2e} | "
-            f"{c['mean_abs']:.2e} | {c['cosine']:.7f} | {c['top1_agreement']:.1%} | {c['min_tolerance']:.1e} | "
+            f"{c['mean_abs']:.2e} | {c['cosine']:.7f} | {c['top1_agreement']:.3%} | "
+            f"{'-' if c.get('miou_difference') is None else format(c['miou_difference'], '.3f') + ' points'} | {c['min_tolerance']:.1e} | "
             f"{c['threshold']} | {'pass' if c['passed'] else 'FAIL'} |"
         )
     lines += ["", "## Latency", ""]

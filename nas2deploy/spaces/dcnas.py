@@ -151,7 +151,7 @@ class DCNASSpace(SearchSpace):
             "architectures (log10)": round(log10, 1),
         }
 
-    def sample_arch(self, rng: random.Random) -> SegArch:  # type: ignore[override]
+    def sample_arch(self, rng: random.Random) -> SegArch:
         """Each cell keeps up to ``derive_inputs`` random inputs and a random op; cells that do
         not reach the last layer are pruned (as derivation prunes them)."""
         chosen = {cell: tuple(sorted(rng.sample(self.inputs[cell], min(self.config.derive_inputs, len(self.inputs[cell])))))
