@@ -300,3 +300,26 @@ def test_segmentation_network_trains_exports_and_is_checked_per_pixel(tmp_path):
     flipped[0, :, :2, :2] = flipped[0, ::-1, :2, :2]
     c = compare_outputs(ref, flipped, labels=masks)
     assert c.agreement == "pixel" and c.top1_agreement < 0.999 and not c.passed and c.miou_difference > 0
+
+
+def test_viterbi_decodes_the_strongest_scale_path():
+    from conftest import synthetic_table
+
+    from nas2deploy.search.dcnas_derive import derive_viterbi
+
+    net = _supernet()
+    space = net.space
+    target = [(0, 1), (1, 2), (2, 2), (3, 1)]  # stem -> 1/8 -> 1/16 -> 1/16 -> 1/8
+    with torch.no_grad():
+        net.beta.zero_()
+        prev = (-1, 0)
+        for cell in target:
+            net.beta[net.slices[cell].start + space.inputs[cell].index(prev)] = 5.0
+            prev = cell
+    arch = derive_viterbi(net, "path")
+    assert [c.node for c in arch.cells] == target
+    assert [c.inputs for c in arch.cells] == [((-1, 0),), ((0, 1),), ((1, 2),), ((2, 2),)]
+    assert [c.scale for c in arch.output_cells()] == [1]
+    table = synthetic_table(space, seed=2)
+    assert table.predict(arch).raw_ms > 0  # every op of a path network is in the space's table
+    assert SegNet(arch)(torch.randn(1, 3, 64, 64)).shape == (1, 6, 64, 64)

@@ -116,7 +116,8 @@ class DCNASSpace(SearchSpace):
     # -- SearchSpace ------------------------------------------------------------------------------
     def op_specs(self) -> list[OpSpec]:
         """Stem, every transform, every fusion size a derivation can produce (2 ..
-        ``derive_inputs`` inputs), every candidate, and the output block."""
+        ``derive_inputs`` inputs), every candidate, and the output block over all of the last
+        layer's scales or over one of them (a Viterbi path)."""
         first = self.config.ops[0]
         whole = self._arch(tuple(Cell(l, s, first, tuple(self.inputs[(l, s)])) for l, s in self.cells), "all")
         specs: list[OpSpec] = whole.stem_specs()
@@ -125,7 +126,10 @@ class DCNASSpace(SearchSpace):
             w, h = self.config.scale_widths[cell[1]], self.side(cell[1])
             specs += [AddN(w, h, h, n) for n in range(2, min(self.config.derive_inputs, len(self.inputs[cell])) + 1)]
             specs += self.candidates(cell)
-        specs += whole.head_specs()  # derivation keeps every cell of the last layer
+        specs += whole.head_specs()  # top-k derivation keeps every cell of the last layer
+        last = self.config.layers - 1
+        for scale in {s for l, s in self.cells if l == last}:  # a Viterbi path ends in one of them
+            specs += self._arch((Cell(last, scale, first, (STEM,)),), "head").head_specs()
         unique: dict[str, OpSpec] = {}
         for spec in specs:
             if not spec.is_free:
