@@ -80,11 +80,9 @@ def space_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _space_config(space_name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The given space options as a config dict for ``space_name``; pops them from ``options``."""
-    import dataclasses as dc
-
     given = {k: options.pop(k) for k in SPACE_OPTIONS if k in options}
     given = {k: v for k, v in given.items() if v is not None}
-    known = {f.name for f in dc.fields(SPACES[space_name][1])}
+    known = {f.name for f in dataclasses.fields(SPACES[space_name][1])}
     for name in given:
         if name not in known:
             raise UserError(f"--{name.replace('_', '-')} does not apply to the {space_name} space")
@@ -334,7 +332,7 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, o
     """Derive an architecture from a search run: argmax ops + Viterbi path, or the best under a budget."""
     from nas2deploy.arch import save_arch
     from nas2deploy.search.derive import derive_argmax, derive_under_budget
-    from nas2deploy.search.loop import open_run
+    from nas2deploy.search.loop import open_run, provenance
     from nas2deploy.search.verify import derive_measured
 
     run = open_run(run_dir)
@@ -347,7 +345,7 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, o
         arch = derive_under_budget(run.net, run.model, budget_ms, name=name, fill=fill)
     else:
         arch = derive_argmax(run.net, name)
-    arch = dataclasses.replace(arch, meta=run.provenance(budget_ms))
+    arch = dataclasses.replace(arch, meta=provenance(run.config, budget_ms))
     save_arch(arch, out)
     pred = run.table.predict(arch)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""

@@ -275,15 +275,13 @@ class ResizeModule(nn.Module):
         return nn.functional.interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners)
 
 
-class _ResizeFields:
-    """Validation shared by the ops that resize."""
+class _Resizing(OpSpec):
+    """Base of the ops that resize: each declares ``mode`` as a field; this checks it."""
 
     mode: str
-    align_corners: bool
-    scale: int
-    type_name: ClassVar[str]
 
-    def _check_resize(self) -> None:
+    def validate(self) -> None:
+        super().validate()
         if self.mode not in RESIZE_MODES:
             raise UserError(f"op {self.type_name}: mode must be one of {', '.join(RESIZE_MODES)}, got {self.mode!r}")
 
@@ -325,7 +323,7 @@ class SepConv(OpSpec):
 
 
 @dataclass(frozen=True)
-class UpConv(_ResizeFields, OpSpec):
+class UpConv(_Resizing):
     """The DCNAS *Up* transform: 1x1 conv + BN + ReLU to the finer scale's width at the coarse
     resolution (4x cheaper than after the resize), then upsample by ``scale``."""
 
@@ -347,10 +345,6 @@ class UpConv(_ResizeFields, OpSpec):
     def key(self) -> str:
         return f"upconv_{_resize_key(self.scale, self.mode, self.align_corners)}_{self._shape()}_o{self.out}"
 
-    def validate(self) -> None:
-        super().validate()
-        self._check_resize()
-
     def build(self, affine: bool = True) -> nn.Module:
         return nn.Sequential(nn.Conv2d(self.cin, self.out, 1, bias=False), _bn(self.out, affine), nn.ReLU(inplace=True),
                              ResizeModule(self.scale, self.mode, self.align_corners))
@@ -360,7 +354,7 @@ class UpConv(_ResizeFields, OpSpec):
 
 
 @dataclass(frozen=True)
-class Resize(_ResizeFields, OpSpec):
+class Resize(_Resizing):
     """Upsampling alone: the output block brings every scale of the last layer to 1/4."""
 
     scale: int
@@ -379,10 +373,6 @@ class Resize(_ResizeFields, OpSpec):
     @property
     def key(self) -> str:
         return f"resize_{_resize_key(self.scale, self.mode, self.align_corners)}_{self._shape()}"
-
-    def validate(self) -> None:
-        super().validate()
-        self._check_resize()
 
     def build(self, affine: bool = True) -> nn.Module:
         return ResizeModule(self.scale, self.mode, self.align_corners)
@@ -457,7 +447,7 @@ class SegHeadModule(nn.Module):
 
 
 @dataclass(frozen=True)
-class SegHead(_ResizeFields, OpSpec):
+class SegHead(_Resizing):
     """The fixed DCNAS output block after the concatenation at 1/4: 3x3 conv + BN + ReLU, 1x1 conv
     (with bias) to the classes, bilinear upsample to the input size."""
 
@@ -479,10 +469,6 @@ class SegHead(_ResizeFields, OpSpec):
     @property
     def key(self) -> str:
         return f"seghead_m{self.mid}_{_resize_key(self.scale, self.mode, self.align_corners)}_{self._shape()}_o{self.classes}"
-
-    def validate(self) -> None:
-        super().validate()
-        self._check_resize()
 
     def build(self, affine: bool = True) -> nn.Module:
         return SegHeadModule(self.cin, self.mid, self.classes, self.scale, self.mode, self.align_corners, affine)

@@ -54,13 +54,7 @@ def train_arch(
     arch: AnyArch, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
     label_smoothing: float = 0.1, seed: int = 0, progress: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, float]:
-    if arch.task != data.task:
-        raise UserError(f"arch {arch.name} is a {arch.task} network, data {data.name} is {data.task} data")
-    if arch.num_classes != data.num_classes or arch.input_size != data.image_size:
-        raise UserError(
-            f"arch {arch.name} expects {arch.input_size}px inputs and {arch.num_classes} classes, data {data.name} has "
-            f"{data.image_size}px images and {data.num_classes} classes"
-        )
+    data.require_fit(arch)
     torch.manual_seed(seed)
     segmentation = data.task == "segmentation"
     model = build(arch)

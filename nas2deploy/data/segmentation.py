@@ -16,6 +16,7 @@ classification data ((x - 0.5) / 0.25 per channel) and an int64 (H, W) mask.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -128,10 +129,23 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def open_cityscapes(root: Path, size: int) -> Splits:
-    """``leftImg8bit/{train,val}/CITY/*_leftImg8bit.png`` with ``gtFine/{split}/CITY/*_gtFine_labelTrainIds.png``."""
+def _layout(root: Path, size: int, classes: int, name: str,
+            find: Callable[[str], tuple[list[tuple[Path, Path]], str]]) -> Splits:
+    """Train and val splits of a folder layout; ``find(split)`` gives its (image, mask) pairs and
+    the error to raise when there are none."""
     splits = []
     for split in ("train", "val"):
+        pairs, empty = find(split)
+        if not pairs:
+            raise UserError(empty)
+        splits.append(_pairs(pairs, size, classes))
+    return Splits(splits[0], splits[1], classes, size, f"{name}:{root}", task="segmentation")
+
+
+def open_cityscapes(root: Path, size: int) -> Splits:
+    """``leftImg8bit/{train,val}/CITY/*_leftImg8bit.png`` with ``gtFine/{split}/CITY/*_gtFine_labelTrainIds.png``."""
+
+    def find(split: str) -> tuple[list[tuple[Path, Path]], str]:
         images = _require_dir(root / "leftImg8bit" / split, f"Cityscapes images, leftImg8bit/{split}")
         labels = _require_dir(root / "gtFine" / split, f"Cityscapes labels, gtFine/{split}")
         pairs = []
@@ -141,10 +155,9 @@ def open_cityscapes(root: Path, size: int) -> Splits:
             if not mask.exists():
                 raise UserError(f"data {mask}: missing label file for {image.name} (create labelTrainIds with cityscapesScripts)")
             pairs.append((image, mask))
-        if not pairs:
-            raise UserError(f"data {images}: no *_leftImg8bit.png images in its city folders")
-        splits.append(_pairs(pairs, size, CITYSCAPES_CLASSES))
-    return Splits(splits[0], splits[1], CITYSCAPES_CLASSES, size, f"cityscapes:{root}", task="segmentation")
+        return pairs, f"data {images}: no *_leftImg8bit.png images in its city folders"
+
+    return _layout(root, size, CITYSCAPES_CLASSES, "cityscapes", find)
 
 
 def open_voc(root: Path, size: int) -> Splits:
@@ -153,8 +166,8 @@ def open_voc(root: Path, size: int) -> Splits:
     images = _require_dir(root / "JPEGImages", "VOC images, JPEGImages")
     masks = _require_dir(root / "SegmentationClass", "VOC labels, SegmentationClass")
     lists = _require_dir(root / "ImageSets" / "Segmentation", "VOC split lists, ImageSets/Segmentation")
-    splits = []
-    for split in ("train", "val"):
+
+    def find(split: str) -> tuple[list[tuple[Path, Path]], str]:
         listing = lists / f"{split}.txt"
         if not listing.exists():
             raise UserError(f"data {listing}: missing split list")
@@ -165,10 +178,9 @@ def open_voc(root: Path, size: int) -> Splits:
                 if not f.exists():
                     raise UserError(f"data {f}: listed in {listing.name} but missing")
             pairs.append((image, mask))
-        if not pairs:
-            raise UserError(f"data {listing}: lists no images")
-        splits.append(_pairs(pairs, size, VOC_CLASSES))
-    return Splits(splits[0], splits[1], VOC_CLASSES, size, f"voc:{root}", task="segmentation")
+        return pairs, f"data {listing}: lists no images"
+
+    return _layout(root, size, VOC_CLASSES, "voc", find)
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset, Subset
 
 from nas2deploy.errors import UserError
+
+if TYPE_CHECKING:
+    from nas2deploy.arch import AnyArch
 
 
 @dataclass
@@ -18,6 +22,16 @@ class Splits:
     image_size: int
     name: str
     task: str = "classification"  # or "segmentation": samples are (image, mask), 255 = ignore
+
+    def require_fit(self, arch: AnyArch) -> None:
+        """Refuse data a network cannot take: another task, class count or input size."""
+        if self.task != arch.task:
+            raise UserError(f"arch {arch.name} is a {arch.task} network, data {self.name} is {self.task} data")
+        if self.num_classes != arch.num_classes or self.image_size != arch.input_size:
+            raise UserError(
+                f"arch {arch.name} expects {arch.input_size}px inputs and {arch.num_classes} classes, data {self.name} "
+                f"has {self.image_size}px images and {self.num_classes} classes; give the data it was trained on"
+            )
 
 
 def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:

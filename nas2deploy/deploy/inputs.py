@@ -29,13 +29,7 @@ def accuracy_inputs(arch: AnyArch, data: str | None, images: str | None, count: 
     if not spec:
         raise UserError(f"arch {arch.name}: no data to check accuracy on; give --data (e.g. synthetic) or --images DIR")
     splits = open_dataset(str(spec), arch.input_size)
-    if splits.task != arch.task:
-        raise UserError(f"data {spec}: {splits.task} data, but arch {arch.name} is a {arch.task} network")
-    if splits.num_classes != arch.num_classes or splits.image_size != arch.input_size:
-        raise UserError(
-            f"data {spec}: {splits.num_classes} classes at {splits.image_size}px, but arch {arch.name} expects "
-            f"{arch.num_classes} classes at {arch.input_size}px; give the data it was trained on"
-        )
+    splits.require_fit(arch)
     n = min(count, len(cast(Sized, splits.test)))
     x = np.stack([np.asarray(splits.test[i][0], dtype=np.float32) for i in range(n)])
     labels = np.stack([np.asarray(splits.test[i][1], dtype=np.int64) for i in range(n)])

@@ -44,7 +44,7 @@ class DCNASLatencyModel:
             w, h = space.config.scale_widths[c[1]], space.side(c[1])
             self.fusion[c] = cost(AddN(w, h, h, self.k[c])) if self.k[c] > 1 else 0.0
         self.ops = torch.tensor([[cost(s) for s in space.candidates(c)] for c in net.cells])
-        whole = space.arch_from({c: tuple(space.inputs[c]) for c in space.cells}, {c: space.config.ops[0] for c in space.cells}, "all")
+        whole = space.dense_arch
         offset = self.calibration.offset_ms if self.calibration else 0.0
         self.fixed = sum(cost(s) for s in [*whole.stem_specs(), *whole.head_specs()]) + offset
         # consumers: for each cell, (consumer cell, index of this cell among the consumer's inputs)

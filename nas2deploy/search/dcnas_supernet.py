@@ -78,7 +78,7 @@ class DCNASSupernet(nn.Module):
         if path_samples < 0 or not 0 < channel_fraction <= 1:
             raise ValueError("path_samples must be >= 0 (0: all) and channel_fraction must lie in (0, 1]")
         self.space, self.path_samples = space, path_samples
-        arch = space.arch_from({c: tuple(space.inputs[c]) for c in space.cells}, {c: space.config.ops[0] for c in space.cells}, "supernet")
+        arch = space.dense_arch
         self.stem = nn.Sequential(*[s.build(affine=False) for s in arch.stem_specs()])
         self.cells = list(space.cells)
         self.slices: dict[tuple[int, int], slice] = {}

@@ -404,9 +404,6 @@ class SearchedModel:
     model: LatencyModel
     config: SearchConfig
 
-    def provenance(self, budget_ms: float | None) -> dict[str, Any]:
-        return provenance(self.config, budget_ms)
-
 
 def provenance(config: SearchConfig, budget_ms: float | None) -> dict[str, Any]:
     """What an architecture file records of its origin: ``export`` reads the budget, the table

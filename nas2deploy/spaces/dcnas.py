@@ -105,6 +105,13 @@ class DCNASSpace(SearchSpace):
         c = self.config
         return SegArch(c.input_size, c.num_classes, c.scale_widths, cells, c.head_width, c.resize_mode, c.align_corners, name)
 
+    @cached_property
+    def dense_arch(self) -> SegArch:
+        """Every cell with every candidate input (first op): the stem and output block all
+        derived networks share, and every transform the supernet holds."""
+        first = self.config.ops[0]
+        return self._arch(tuple(Cell(l, s, first, tuple(self.inputs[(l, s)])) for l, s in self.cells), "dense")
+
     def transform_spec(self, src: tuple[int, int], dst: tuple[int, int]) -> OpSpec:
         c = self.config
         return transform(src[1], dst[1], c.scale_widths, c.input_size, c.resize_mode, c.align_corners)
@@ -118,8 +125,7 @@ class DCNASSpace(SearchSpace):
         """Stem, every transform, every fusion size a derivation can produce (2 ..
         ``derive_inputs`` inputs), every candidate, and the output block over all of the last
         layer's scales or over one of them (a Viterbi path)."""
-        first = self.config.ops[0]
-        whole = self._arch(tuple(Cell(l, s, first, tuple(self.inputs[(l, s)])) for l, s in self.cells), "all")
+        whole = self.dense_arch
         specs: list[OpSpec] = whole.stem_specs()
         for cell in self.cells:
             specs += [self.transform_spec(src, cell) for src in self.inputs[cell]]
@@ -129,7 +135,7 @@ class DCNASSpace(SearchSpace):
         specs += whole.head_specs()  # top-k derivation keeps every cell of the last layer
         last = self.config.layers - 1
         for scale in {s for l, s in self.cells if l == last}:  # a Viterbi path ends in one of them
-            specs += self._arch((Cell(last, scale, first, (STEM,)),), "head").head_specs()
+            specs += self._arch((Cell(last, scale, self.config.ops[0], (STEM,)),), "head").head_specs()
         unique: dict[str, OpSpec] = {}
         for spec in specs:
             if not spec.is_free:
