@@ -2,10 +2,14 @@
 path plus channel-level sampling, at the same batch and resolution.
 
 Target (issue 5): path + channel sampling at least 4x lower peak memory than the full supernet,
-and a faster step. Each mode runs in its own process, so its peak memory (max RSS above the level
-once the supernet and the batch exist) is its own; step times are medians over the timed steps
-after one warm-up step. A step is what the search's weight step does: forward, segmentation
-cross-entropy (ignore 255), backward, SGD.
+and a faster step. Each mode runs in two processes of its own: one for memory, one for time.
+Peak memory is the process's maximum resident size above its level before the supernet is
+built, so it holds the weights, their gradients and momentum, the batch and the activations;
+glibc is told to return freed blocks to the system (``LIVE_RSS``) so that the maximum follows the
+live tensors rather than the allocator's high-water mark. Step times (default allocator) are
+medians over the timed steps after one warm-up step. A step is what the search's weight step
+does: sample the connections, forward, segmentation cross-entropy (ignore 255), backward, SGD
+with momentum.
 
     .venv/bin/python benchmarks/dcnas_memory.py [--input-size 128] [--layers 12] [--base-width 32] [--batch 4]
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -22,11 +27,16 @@ import time
 
 from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
 
+#: glibc returns every block of 64 KiB or more to the system when it is freed, so the process's
+#: resident size follows the live tensors and its high-water mark is the step's peak memory
+#: (by default freed blocks stay in the heap and the high-water mark stays up).
+LIVE_RSS = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
 MODES = {"full": (0, 1.0), "path": (PATH_SAMPLES, 1.0), "channel": (0, CHANNEL_FRACTION),
          "path+channel": (PATH_SAMPLES, CHANNEL_FRACTION), "half the paths + channel": (-1, CHANNEL_FRACTION)}
 
 
 def one_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
+    """Run ``mode`` for ``args.steps`` + 1 steps; step time, saved activations and peak RSS growth."""
     import torch
     import torch.nn.functional as F
 
@@ -42,12 +52,12 @@ def one_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
     path_samples, channel_fraction = MODES[mode]
     half = path_samples < 0  # the alternative measured for the docstring: half of each cell's connections
     assert isinstance(space, DCNASSpace)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     net = DCNASSupernet(space, max(path_samples, 0), channel_fraction)
     opt = torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(args.batch, 3, args.input_size, args.input_size)
     y = torch.randint(0, 6, (args.batch, args.input_size, args.input_size))
     y[:, :2] = IGNORE
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, saved = [], []
     for step in range(args.steps + 1):
         paths = net.sample_paths(torch.Generator().manual_seed(step))
@@ -91,12 +101,17 @@ def main() -> None:
     results = {}
     for mode in MODES:
         cmd = [sys.executable, __file__, "--mode", mode, *[f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "mode"]]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[mode] = json.loads(out.strip().splitlines()[-1])
+
+        def run(env: dict[str, str]) -> dict[str, float]:
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env}).stdout
+            return dict(json.loads(out.strip().splitlines()[-1]))
+
+        results[mode] = {**run(LIVE_RSS), "step_s": run({})["step_s"]}
     full = results["full"]
     print(f"DCNAS supernet, {args.input_size}x{args.input_size}, {args.layers} layers, widths {args.base_width}x2^s, "
           f"{full['cells']} cells, {full['connections']} connections, batch {args.batch}, {args.threads} threads, weight step")
-    print("  saved: activations autograd keeps for the backward pass; peak: max RSS growth of the process")
+    print("  saved: activations autograd keeps for the backward pass; peak: max resident size above the process before the\n"
+          "  supernet existed (weights, gradients, momentum, batch, activations)")
     print(f"  {'mode (paths per cell, channels)':<34}{'step':>9}{'saved':>10}{'peak':>9}   vs full: time, saved, peak")
     for mode, r in results.items():
         p, c = MODES[mode]

@@ -20,6 +20,7 @@ from nas2deploy import __version__
 from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS, BackendSettings
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
+from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
 from nas2deploy.search.derive import DEFAULT_FILL
 from nas2deploy.spaces import OPTION_FIELDS, SPACES, make_space
 
@@ -284,7 +285,8 @@ def _init_distributed() -> None:
 @cli.command()
 @click.option("--space", "space_name", type=click.Choice(sorted(SPACES)), default="densenas", show_default=True)
 @click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
-@click.option("--data", default="synthetic", show_default=True, help="'synthetic', a CIFAR-10 binary folder or an ImageFolder.")
+@click.option("--data", default="", help="DenseNAS: 'synthetic' (default), a CIFAR-10 binary folder or an ImageFolder; "
+              "DCNAS: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
 @click.option("--budget-ms", type=float, help="Latency budget: lambda adapts so the expected latency settles here.")
 @click.option("--lambda", "lam", type=float, default=0.15, show_default=True, help="Weight of the latency term.")
 @click.option("--tau", type=float, default=15.0, show_default=True, help="Base of the latency term's logarithm.")
@@ -295,15 +297,18 @@ def _init_distributed() -> None:
 @click.option("--w-lr", type=float, default=0.036, show_default=True)
 @click.option("--a-lr", type=float, default=3e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--input-size", type=int, help="Space to search (default: the table's).")
-@click.option("--width-mult", type=float, help="Space to search (default: the table's).")
-@click.option("--max-stack-layers", type=click.IntRange(0, 3), help="Space to search (default: the table's).")
+@click.option("--path-samples", type=click.IntRange(min=0), default=PATH_SAMPLES, show_default=True,
+              help="DCNAS: connections run per cell and step (0: all).")
+@click.option("--channel-fraction", type=click.FloatRange(0, 1, min_open=True), default=CHANNEL_FRACTION, show_default=True,
+              help="DCNAS: share of a cell's channels through the candidate ops.")
+@click.option("--viterbi", is_flag=True, help="DCNAS: derive the single best scale path instead of each cell's top inputs.")
+@space_options
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
 @click.pass_context
 def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str, **opts: Any) -> None:
-    """Latency-regularised DenseNAS search; writes log.jsonl, checkpoint.pt and arch.json to --out."""
+    """Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."""
     from nas2deploy.search.loop import Search, SearchConfig
 
     # Options are named as SearchConfig fields; a --config file fills what the command line leaves out.
@@ -327,11 +332,11 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
               help="With --budget-ms: use at least this share of the budget (0: the most probable that fits).")
 @click.option("--measure", "measured", is_flag=True,
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
+@click.option("--viterbi", is_flag=True, help="DCNAS: the single best scale path instead of each cell's top inputs.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
-def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str) -> None:
-    """Derive an architecture from a search run: argmax ops + Viterbi path, or the best under a budget."""
-    from nas2deploy.arch import save_arch
-    from nas2deploy.search.derive import derive_argmax, derive_under_budget
+def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, viterbi: bool, out: str) -> None:
+    """Derive an architecture from a search run: the most probable one, or the best under a budget."""
+    from nas2deploy.arch import Arch, save_arch
     from nas2deploy.search.loop import open_run, provenance
     from nas2deploy.search.verify import derive_measured
 
@@ -340,17 +345,16 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, o
     if measured and budget_ms is None:
         raise UserError("--measure needs --budget-ms")
     if measured and budget_ms is not None:
-        arch = derive_measured(run.model, budget_ms, name=name, say=click.echo, fill=fill).arch
-    elif budget_ms is not None:
-        arch = derive_under_budget(run.net, run.model, budget_ms, name=name, fill=fill)
+        found = derive_measured(run.searched, budget_ms, name=name, say=click.echo, fill=fill, viterbi=viterbi).arch
+        arch = dataclasses.replace(found, meta=provenance(run.config, budget_ms))
     else:
-        arch = derive_argmax(run.net, name)
-    arch = dataclasses.replace(arch, meta=provenance(run.config, budget_ms))
+        arch = run.derive(name, budget_ms, fill, viterbi)
     save_arch(arch, out)
     pred = run.table.predict(arch)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
     share = f" ({pred.best_ms / budget_ms:.0%} of the budget)" if budget_ms else ""
-    click.echo(f"wrote {out}: {len(arch.blocks)} blocks, predicted {pred.raw_ms:.3f} ms summed{cal}{share}")
+    parts = f"{len(arch.blocks)} blocks" if isinstance(arch, Arch) else f"{len(arch.cells)} cells"
+    click.echo(f"wrote {out}: {parts}, predicted {pred.raw_ms:.3f} ms summed{cal}{share}")
 
 
 @cli.command()
@@ -447,11 +451,13 @@ def report(folder: str) -> None:
               help="Search run, architecture and weights.")
 @click.option("--export-dir", type=click.Path(file_okay=False), default="export/demo", show_default=True,
               help="Export folder (replaced on each run).")
-def demo(out: str, export_dir: str) -> None:
+@click.option("--task", type=click.Choice(["classification", "segmentation"]), default="classification", show_default=True,
+              help="DenseNAS on synthetic shapes, or DCNAS on synthetic scenes.")
+def demo(out: str, export_dir: str, task: str) -> None:
     """The whole chain on built-in data: table, search under a budget, derive, train, export, check, measure."""
     from nas2deploy.demo import run_demo
 
-    run_demo(out, export_dir, click.echo)
+    run_demo(out, export_dir, click.echo, task)
     click.echo(f"report: {Path(export_dir) / 'report.md'} (search: {Path(out) / 'search' / 'report.md'})")
 
 

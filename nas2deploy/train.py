@@ -18,36 +18,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from nas2deploy.arch import AnyArch, build
 from nas2deploy.data import Splits
-from nas2deploy.data.segmentation import IGNORE
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes
-
-
-@torch.no_grad()
-def top1(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> float:
-    model.eval()
-    correct = seen = 0
-    for x, y in DataLoader(dataset, batch_size=batch_size):
-        correct += int((model(x).argmax(-1) == y).sum())
-        seen += len(y)
-    return correct / max(seen, 1)
-
-
-@torch.no_grad()
-def mean_iou(model: nn.Module, dataset: Dataset, classes: int, batch_size: int = 16) -> float:
-    from nas2deploy.data.segmentation import confusion, miou
-
-    model.eval()
-    conf = torch.zeros(classes, classes, dtype=torch.long)
-    for x, y in DataLoader(dataset, batch_size=batch_size):
-        conf += confusion(model(x).argmax(1), y, classes)
-    return miou(conf)
+from nas2deploy.objective import evaluate, task_loss
 
 
 def train_arch(
@@ -66,17 +44,14 @@ def train_arch(
         for x, y in loader:
             for group in opt.param_groups:
                 group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
-            if segmentation:
-                loss = F.cross_entropy(model(x), y, ignore_index=IGNORE)
-            else:
-                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            loss = task_loss(data.task, model(x), y, 0.0 if segmentation else label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
         if progress:
             progress(f"epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}")
-    return model, mean_iou(model, data.test, data.num_classes) if segmentation else top1(model, data.test)
+    return model, evaluate(model, data.test, data.task, data.num_classes)
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:

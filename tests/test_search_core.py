@@ -207,22 +207,23 @@ def test_measured_derivation_fits_the_budget_on_this_machine(tmp_path):
 
     space = make_space("densenas", TINY)
     table, _ = profile_space(space, BackendSettings(), tmp_path / "t.json", FAST)
+    from nas2deploy.search.space_search import DenseNASSearch
+
     torch.manual_seed(0)
-    net = DenseNASSupernet(space)
-    model = LatencyModel(net, table)
-    budget = 1.5 * fastest_latency(model)
+    searched = DenseNASSearch(space, table)
+    budget = 1.5 * fastest_latency(searched.model)
     lines = []
-    result = derive_measured(model, budget, say=lines.append)
+    result = derive_measured(searched, budget, say=lines.append)
     assert result.measured_ms <= budget and result.rounds == len(lines) >= 1
     assert result.predicted_ms <= result.target_ms <= budget
 
 
 def test_measured_derivation_needs_the_tables_device(net):
+    from nas2deploy.search.space_search import DenseNASSearch
     from nas2deploy.search.verify import derive_measured
 
-    model = LatencyModel(net, synthetic_table(net.space))
     with pytest.raises(UserError, match="was measured on None"):
-        derive_measured(model, 100.0)
+        derive_measured(DenseNASSearch(net.space, synthetic_table(net.space)), 100.0)
 
 
 def test_space_without_stacking_layers_and_bad_budgets():

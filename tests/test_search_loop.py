@@ -89,7 +89,7 @@ def test_budget_mode_raises_lambda_when_over_budget(tmp_path, table_path):
 def test_table_and_data_must_match(tmp_path):
     other = tmp_path / "classes.json"
     synthetic_table(make_space("densenas", {**SPACE, "num_classes": 7})).save(other)
-    with pytest.raises(UserError, match="7-class classifier but data synthetic:200 has 10 classes: profile a table with --num-classes 10"):
+    with pytest.raises(UserError, match="covers 7 classes but data synthetic:200 has 10: profile a table with --num-classes 10"):
         Search(config(str(other)), tmp_path / "x")
     larger = tmp_path / "size.json"
     synthetic_table(make_space("densenas", {**SPACE, "input_size": 64})).save(larger)

@@ -6,6 +6,7 @@
   by softmax(beta) renormalised over the sample, so unsampled connections cost neither memory nor
   time and the weights of the sampled ones still get gradients. ``path_samples`` = 0 runs every
   connection.
+  Cells that no sampled connection leads from to the output block are skipped for the step.
 - **Mixture layer** (channel-level sampling, PC-DARTS style): the fused input's first C / k
   channels (``k = 1 / channel_fraction``) go through every candidate op, weighted by
   softmax(alpha), the rest bypass; the two parts are concatenated and the channels shuffled in k
@@ -56,13 +57,20 @@ class MixtureLayer(nn.Module):
                                          for name in space.config.ops])
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        head, rest = x[:, : self.part], x[:, self.part:]
+        # A contiguous copy of the processed slice: the candidates' convolutions then save this
+        # quarter for backward instead of keeping the whole fused input alive through a view.
+        head, rest = x[:, : self.part].contiguous(), x[:, self.part:]
         out = weights[0] * self.candidates[0](head)
         for k in range(1, len(self.candidates)):
             out = out + weights[k] * self.candidates[k](head)
         if self.groups == 1:
             return out
         return channel_shuffle(torch.cat([out, rest], 1), self.groups)
+
+
+def strongest(scores: list[float], k: int) -> list[int]:
+    """Indices of the ``k`` largest scores (ties to the earlier index), in index order."""
+    return sorted(sorted(range(len(scores)), key=lambda j: (-scores[j], j))[:k])
 
 
 @dataclass(frozen=True)
@@ -108,11 +116,14 @@ class DCNASSupernet(nn.Module):
         """softmax(beta) over the cell's incoming connections."""
         return torch.softmax(self.beta[self.slices[cell]], 0)
 
-    def sample_paths(self, generator: torch.Generator | None = None) -> PathSample:
+    def sample_paths(self, generator: torch.Generator | None = None, uniform: bool = False) -> PathSample:
+        """``path_samples`` connections per cell, drawn by softmax(beta) (or uniformly: warm-up)."""
         kept = {}
         with torch.no_grad():
             for cell in self.cells:
                 probs = self.input_weights(cell)
+                if uniform:
+                    probs = torch.ones_like(probs)
                 k = self.path_samples or len(probs)
                 if k >= len(probs):
                     kept[cell] = list(range(len(probs)))
@@ -120,13 +131,35 @@ class DCNASSupernet(nn.Module):
                     kept[cell] = sorted(torch.multinomial(probs, k, replacement=False, generator=generator).tolist())
         return PathSample(kept)
 
+    def top_paths(self) -> PathSample:
+        """The connections derivation keeps: each cell's ``derive_inputs`` strongest (ties to the
+        earlier input)."""
+        kept = {}
+        with torch.no_grad():
+            for cell in self.cells:
+                kept[cell] = strongest(self.input_weights(cell).tolist(), self.space.config.derive_inputs)
+        return PathSample(kept)
+
     def all_paths(self) -> PathSample:
         return PathSample({cell: list(range(len(self.space.inputs[cell]))) for cell in self.cells})
 
+    def alive(self, paths: PathSample) -> set[tuple[int, int]]:
+        """The cells whose output reaches the output block through the sampled connections."""
+        alive = set(self.output_cells)
+        for cell in reversed(self.cells):
+            if cell in alive:
+                alive.update(self.space.inputs[cell][k] for k in paths.kept[cell])
+        return alive
+
     def forward(self, x: torch.Tensor, paths: PathSample) -> torch.Tensor:
+        """Runs only the cells that reach the output block: a cell no sampled connection reads
+        would cost time and memory and contribute nothing to the loss or any gradient."""
         nodes = {STEM: self.stem(x)}
         alpha_w = torch.softmax(self.alpha, -1)
+        alive = self.alive(paths)
         for i, cell in enumerate(self.cells):
+            if cell not in alive:
+                continue
             ins, sl = self.space.inputs[cell], self.slices[cell]
             kept = paths.kept[cell]
             w = self.input_weights(cell)[kept]

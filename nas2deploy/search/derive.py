@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -135,17 +136,32 @@ def _shift_max(values: np.ndarray, options: list[tuple[int, float]]) -> tuple[np
 
 def fastest_latency(model: LatencyModel) -> float:
     """The lowest predicted latency of any architecture of the space (exact, no discretisation)."""
+    return _extreme_latency(model, min)
+
+
+def slowest_latency(model: LatencyModel) -> float:
+    """The highest predicted latency of any architecture of the space."""
+    return _extreme_latency(model, max)
+
+
+def _extreme_latency(model: LatencyModel, pick: Callable[[Iterable[float]], float]) -> float:
     net, space = model.net, model.net.space
-    stack_min = np.zeros(space.tail_node + 1)
+    stack = np.zeros(space.tail_node + 1)
     for r, (n, _) in enumerate(net.stack_layers):
-        stack_min[n] += float(model.stack[r].min())
+        stack[n] += pick(model.stack[r].tolist())
     rows, tails = net.head_row, net.tail_row
-    best = [math.inf] * (space.tail_node + 1)
+    best: list[float | None] = [None] * (space.tail_node + 1)
     best[0] = model.fixed
     for e in space.edges:
-        head = float(model.head[rows[e]].min()) if e in rows else float(model.tail[tails[e]])
-        best[e.dst] = min(best[e.dst], best[e.src] + head + stack_min[e.dst])
-    return float(best[space.tail_node])
+        start = best[e.src]
+        if start is None:
+            continue
+        head = pick(model.head[rows[e]].tolist()) if e in rows else float(model.tail[tails[e]])
+        value = start + head + stack[e.dst]
+        best[e.dst] = value if best[e.dst] is None else pick([best[e.dst], value])  # type: ignore[list-item]
+    final = best[space.tail_node]
+    assert final is not None
+    return float(final)
 
 
 def derive_under_budget(

@@ -1,10 +1,14 @@
-"""The DenseNAS search loop: warm-up, then alternating architecture and weight passes.
+"""The search loop of both spaces: warm-up, then alternating architecture and weight passes.
 
-Schedule and sampling as published (reference.md section 2): for ``warmup_epochs`` only the
-weights train, one op per mixed op sampled uniformly; afterwards each epoch first makes one pass
-over the validation split updating alpha and beta (two ops sampled per mixed op by softmax(alpha),
-loss CE + lambda * log_tau(expected latency), re-balancing shift after each step), then one pass
-over the training split updating the weights (one op sampled by softmax(alpha)).
+Schedule as published for DenseNAS (reference.md section 2), and used for DCNAS too: for
+``warmup_epochs`` only the weights train, on sub-networks sampled uniformly; afterwards each
+epoch first makes one pass over the validation split updating alpha and beta (loss: the task's
+loss + lambda * log_tau(expected latency)), then one pass over the training split updating the
+weights. Which sub-network each step runs is the space's business (``space_search.py``: DenseNAS
+samples ops and re-balances alpha; DCNAS samples connections by softmax(beta) and runs its
+mixture layers on a channel fraction). The task decides the loss and the logged score
+(``objective.py``: top-1 for classification; per-pixel cross-entropy skipping the ignore label
+and mIoU for segmentation).
 
 A run folder holds ``config.json``, ``log.jsonl`` (one record per epoch), ``checkpoint.pt``
 (written atomically after every epoch, loaded with ``weights_only=True``) and, at the end,
@@ -30,25 +34,23 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from nas2deploy.arch import Arch, save_arch
+from nas2deploy.arch import AnyArch, save_arch
 from nas2deploy.data import open_dataset, split_train_val
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.search.derive import derive_argmax, derive_under_budget, fastest_latency
-from nas2deploy.search.expected_latency import LatencyModel
+from nas2deploy.objective import METRIC, Score, task_loss
+from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
+from nas2deploy.search.derive import DEFAULT_FILL
 from nas2deploy.search.loss import BudgetController, latency_loss
-from nas2deploy.search.sampling import (
-    argmax_ops,
-    rebalance_,
-    sample_ops,
-    step_generator,
-)
-from nas2deploy.search.supernet import DenseNASSupernet, OpChoice
-from nas2deploy.spaces.densenas import DenseNASConfig, DenseNASSpace
+from nas2deploy.search.sampling import step_generator
+from nas2deploy.search.space_search import SpaceSearch, make_space_search
+from nas2deploy.spaces import OPTION_FIELDS, SPACES, SearchSpace, make_space
+
+#: The data a search uses when none is named: each space's built-in set.
+BUILTIN_DATA = {"densenas": "synthetic", "dcnas": "seg-synthetic"}
 
 
 @dataclass
@@ -58,7 +60,7 @@ class SearchConfig:
     norm 5 (at 0.2 and batch 32 the supernet's loss diverged to ~70 within an epoch here)."""
 
     table: str
-    data: str = "synthetic"
+    data: str = ""  # "": the space's built-in data (BUILTIN_DATA)
     space: str = "densenas"
     epochs: int = 150
     warmup_epochs: int = 50
@@ -83,10 +85,23 @@ class SearchConfig:
     budget_ms: float | None = None
     lam_rate: float = 0.05
     seed: int = 0
-    #: The space to search; None takes the value the table was profiled with.
+    #: DCNAS: connections run per cell and step, and the channel share through the candidates.
+    path_samples: int = PATH_SAMPLES
+    channel_fraction: float = CHANNEL_FRACTION
+    #: DCNAS: derive the single best scale path (Auto-DeepLab's Viterbi) instead of top-k inputs.
+    viterbi: bool = False
+    #: The space to search (OPTION_FIELDS); None takes the value the table was profiled with.
     input_size: int | None = None
     width_mult: float | None = None
+    num_classes: int | None = None
     max_stack_layers: int | None = None
+    layers: int | None = None
+    base_width: int | None = None
+    max_back: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            self.data = BUILTIN_DATA.get(self.space, "synthetic")
 
     @staticmethod
     def from_file(path: str | Path) -> dict[str, Any]:
@@ -100,16 +115,19 @@ class SearchConfig:
         return dict(doc)
 
 
-def space_for(config: SearchConfig, table: LatencyTable) -> DenseNASSpace:
+def space_for(config: SearchConfig, table: LatencyTable) -> SearchSpace:
     """The space a search explores: the table's, with the config's overrides; the table must cover it."""
     space_meta = table.meta.get("space", {})
     if space_meta.get("name") != config.space:
         raise UserError(f"latency table {config.table} was profiled for space {space_meta.get('name')!r}, not {config.space!r}")
     space_cfg = dict(space_meta.get("config", {}))
-    for name in ("input_size", "width_mult", "max_stack_layers"):
+    known = {f.name for f in dataclasses.fields(SPACES[config.space][1])}
+    for name in OPTION_FIELDS:
         if getattr(config, name) is not None:
+            if name not in known:
+                raise UserError(f"--{name.replace('_', '-')} does not apply to the {config.space} space")
             space_cfg[name] = getattr(config, name)
-    space = DenseNASSpace(DenseNASConfig(**space_cfg))
+    space = make_space(config.space, space_cfg)
     table.require_space(space)
     return space
 
@@ -132,11 +150,6 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
             p.grad /= world
 
 
-def _entropy(logits: torch.Tensor) -> float:
-    p = torch.softmax(logits.detach(), -1)
-    return float(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean())
-
-
 class Search:
     def __init__(self, config: SearchConfig, run_dir: str | Path, resume: bool = False,
                  progress: Callable[[str], None] | None = None):
@@ -149,29 +162,33 @@ class Search:
             )
         self.table = LatencyTable.load(config.table)
         self.space = space_for(config, self.table)
-        data = open_dataset(config.data, self.space.config.input_size)
-        if data.image_size != self.space.config.input_size:
+        size, classes = self.space.config_dict()["input_size"], self.space.config_dict()["num_classes"]
+        data = open_dataset(config.data, size)
+        torch.manual_seed(config.seed)
+        self.searched = make_space_search(self.space, self.table, config.path_samples, config.channel_fraction)
+        if data.task != self.searched.task:
+            raise UserError(f"the {config.space} space searches {self.searched.task} networks, data {config.data} is {data.task} data")
+        if data.image_size != size:
             raise UserError(
-                f"the search space has {self.space.config.input_size}px inputs but data {config.data} has "
+                f"the search space has {size}px inputs but data {config.data} has "
                 f"{data.image_size}px images: search with a table profiled with --input-size {data.image_size}"
             )
-        if data.num_classes != self.space.config.num_classes:
+        if data.num_classes != classes:
             raise UserError(
-                f"latency table {config.table} covers a {self.space.config.num_classes}-class classifier but data "
-                f"{config.data} has {data.num_classes} classes: profile a table with --num-classes {data.num_classes}"
+                f"latency table {config.table} covers {classes} classes but data "
+                f"{config.data} has {data.num_classes}: profile a table with --num-classes {data.num_classes}"
             )
-        torch.manual_seed(config.seed)
-        self.net = DenseNASSupernet(self.space)
-        self.model = LatencyModel(self.net, self.table)
-        if config.budget_ms is not None and config.budget_ms < fastest_latency(self.model):
+        self.task, self.classes = data.task, data.num_classes
+        self.net, self.model = self.searched.net, self.searched.model
+        if config.budget_ms is not None and config.budget_ms < (fastest := self.searched.fastest_ms()):
             raise UserError(
                 f"--budget-ms {config.budget_ms:g} is below the fastest network of this space: "
-                f"{fastest_latency(self.model):.3f} ms with table {config.table}"
+                f"{fastest:.3f} ms with table {config.table}"
             )
         self.train_set, self.val_set = split_train_val(data.train, config.val_fraction, config.seed)
-        self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=config.w_lr, momentum=config.w_momentum,
+        self.w_opt = torch.optim.SGD(self.searched.weight_parameters(), lr=config.w_lr, momentum=config.w_momentum,
                                      weight_decay=config.w_weight_decay)
-        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.a_lr,
+        self.a_opt = torch.optim.Adam(self.searched.arch_parameters(), lr=config.a_lr,
                                       betas=(config.a_beta1, config.a_beta2), weight_decay=config.a_weight_decay)
         self.controller = BudgetController(config.lam, config.budget_ms, config.lam_rate)
         self.epoch = 0
@@ -212,87 +229,82 @@ class Search:
         c = self.config
         return c.w_lr_min + 0.5 * (c.w_lr - c.w_lr_min) * (1 + math.cos(math.pi * min(self.w_step, total) / total))
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor, choice: OpChoice, with_latency: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, choice: Any, with_latency: bool, score: Score) -> torch.Tensor:
         """Forward and backward over ``accumulate`` micro-batches (rows c, c + n, ...); gradients
-        add up to those of the mean loss. Returns the logits and the mean cross-entropy."""
+        add up to those of the mean loss. Scores the outputs; returns the mean task loss."""
         n = self.config.accumulate
-        logits = torch.empty(len(y), self.space.config.num_classes)
-        ce_total = torch.zeros(())
+        loss_total = torch.zeros(())
         for c in range(n):
             out = self.net(x[c::n], choice)
-            ce = F.cross_entropy(out, y[c::n])
-            loss = ce
+            task = task_loss(self.task, out, y[c::n])
+            loss = task
             if with_latency:  # once per micro-batch, as each rank does: keeps accumulate=N equal to N ranks
                 loss = loss + latency_loss(self.model(), self.controller.lam, self.config.tau)
             (loss / n).backward()
-            logits[c::n] = out.detach()
-            ce_total += ce.detach() / n
-        return logits, ce_total
+            score.add(out.detach(), y[c::n])
+            loss_total += task.detach() / n
+        return loss_total
 
     def _weight_pass(self, warm: bool) -> tuple[float, float]:
         self.net.train()
-        loss_sum = correct = seen = 0.0
+        loss_sum = seen = 0.0
+        score = Score(self.task, self.classes)
         for x, y in self._loader(self.train_set, 0):
-            g = step_generator(self.config.seed, self.step)
-            choice = OpChoice(sample_ops(self.net.alpha_head, 1, warm, g), sample_ops(self.net.alpha_stack, 1, warm, g))
+            choice = self.searched.weight_choice(warm, step_generator(self.config.seed, self.step))
             for group in self.w_opt.param_groups:
                 group["lr"] = self._lr()
             self.w_opt.zero_grad(set_to_none=True)
             self.a_opt.zero_grad(set_to_none=True)
-            logits, loss = self._backward(x, y, choice, with_latency=False)
-            _average_grads(self.net.weight_parameters(), self.world)
-            torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.config.grad_clip)
+            loss = self._backward(x, y, choice, False, score)
+            _average_grads(self.searched.weight_parameters(), self.world)
+            torch.nn.utils.clip_grad_norm_(self.searched.weight_parameters(), self.config.grad_clip)
             self.w_opt.step()
             self.step += 1
             self.w_step += 1
-            loss_sum += float(loss.detach()) * len(y)
-            correct += float((logits.argmax(-1) == y).sum())
+            loss_sum += float(loss) * len(y)
             seen += len(y)
-        return loss_sum / max(seen, 1), correct / max(seen, 1)
+        return loss_sum / max(seen, 1), score.value
 
     def _arch_pass(self) -> tuple[float, float]:
         self.net.train()
-        loss_sum = correct = seen = 0.0
+        loss_sum = seen = 0.0
+        score = Score(self.task, self.classes)
         for x, y in self._loader(self.val_set, 1):
-            g = step_generator(self.config.seed, self.step)
-            head, stack = sample_ops(self.net.alpha_head, 2, False, g), sample_ops(self.net.alpha_stack, 2, False, g)
-            old_head, old_stack = self.net.alpha_head.detach().gather(1, head), self.net.alpha_stack.detach().gather(1, stack)
+            choice = self.searched.arch_choice(step_generator(self.config.seed, self.step))
             self.a_opt.zero_grad(set_to_none=True)
             self.w_opt.zero_grad(set_to_none=True)
-            logits, ce = self._backward(x, y, OpChoice(head, stack), with_latency=True)
-            _average_grads(self.net.arch_parameters(), self.world)
+            loss = self._backward(x, y, choice, True, score)
+            _average_grads(self.searched.arch_parameters(), self.world)
             self.a_opt.step()
-            rebalance_(self.net.alpha_head, head, old_head)
-            rebalance_(self.net.alpha_stack, stack, old_stack)
+            self.searched.after_arch_step(choice)
             self.controller.update(float(self.model().detach()))
             self.step += 1
-            loss_sum += float(ce.detach()) * len(y)
-            correct += float((logits.argmax(-1) == y).sum())
+            loss_sum += float(loss) * len(y)
             seen += len(y)
-        return loss_sum / max(seen, 1), correct / max(seen, 1)
+        return loss_sum / max(seen, 1), score.value
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Top-1 on the validation split of the supernet restricted to the argmax ops."""
+        """The score on the validation split of the supernet restricted to what derivation keeps
+        (DenseNAS: the argmax ops; DCNAS: each cell's strongest connections)."""
         self.net.eval()
-        choice = OpChoice(argmax_ops(self.net.alpha_head), argmax_ops(self.net.alpha_stack))
-        correct = seen = 0
+        choice = self.searched.eval_choice()
+        score = Score(self.task, self.classes)
         for x, y in self._loader(self.val_set, 2):
-            correct += int((self.net(x, choice).argmax(-1) == y).sum())
-            seen += len(y)
-        return correct / max(seen, 1)
+            score.add(self.net(x, choice), y)
+        return score.value
 
     # -- the run --------------------------------------------------------------------------------
-    def derive(self) -> Arch:
-        budget = self.config.budget_ms
-        arch = None
+    def derive(self) -> AnyArch:
+        budget, name, viterbi = self.config.budget_ms, self.run_dir.name, self.config.viterbi
+        arch: AnyArch | None = None
         if budget is not None:
             try:
-                arch = derive_under_budget(self.net, self.model, budget, name=self.run_dir.name)
+                arch = self.searched.derive(name, budget, viterbi=viterbi)
             except UserError as exc:
-                self.progress(f"budget derivation failed ({exc}); showing the argmax architecture instead")
+                self.progress(f"budget derivation failed ({exc}); showing the unconstrained derivation instead")
                 budget = None
-        arch = arch or derive_argmax(self.net, self.run_dir.name)
+        arch = arch or self.searched.derive(name, viterbi=viterbi)
         return dataclasses.replace(arch, meta=provenance(self.config, budget))
 
     def run(self, until: int | None = None) -> dict[str, Any]:
@@ -303,25 +315,24 @@ class Search:
         while self.epoch < min(self.config.epochs, until or self.config.epochs):
             start = time.perf_counter()
             warm = self.epoch < self.config.warmup_epochs
-            val_loss = val_top1 = None
+            val_loss = val_score = None
             if not warm:
-                val_loss, val_top1 = self._arch_pass()
-            train_loss, train_top1 = self._weight_pass(warm)
+                val_loss, val_score = self._arch_pass()
+            train_loss, train_score = self._weight_pass(warm)
             arch = self.derive()
+            metric = METRIC[self.task]
             record = {
                 "epoch": self.epoch + 1,
                 "phase": "warmup" if warm else "search",
-                "train_loss": round(train_loss, 5), "train_top1": round(train_top1, 4),
+                "metric": metric,
+                "train_loss": round(train_loss, 5), f"train_{metric}": round(train_score, 4),
                 "arch_loss": None if val_loss is None else round(val_loss, 5),
-                "arch_top1": None if val_top1 is None else round(val_top1, 4),
-                "val_top1_argmax": round(self.evaluate(), 4),
+                f"arch_{metric}": None if val_score is None else round(val_score, 4),
+                f"val_{metric}_argmax": round(self.evaluate(), 4),
                 "expected_ms": round(float(self.model().detach()), 5),
                 "lambda": self.controller.lam,
                 "derived_ms": round(self.table.predict(arch).best_ms, 5),
-                "alpha_entropy": round(_entropy(torch.cat([self.net.alpha_head.flatten(), self.net.alpha_stack.flatten()]).view(1, -1)), 4),
-                "alpha_head_entropy": round(_entropy(self.net.alpha_head), 4),
-                "alpha_stack_entropy": round(_entropy(self.net.alpha_stack), 4),
-                "beta_entropy": round(sum(_entropy(self.net.beta[s]) for s in self.net.out_slices.values()) / len(self.net.out_slices), 4),
+                **{k: round(v, 4) for k, v in self.searched.entropies().items()},
                 "derived": arch.to_dict(),
                 "wall_s": round(time.perf_counter() - start, 2),
             }
@@ -332,9 +343,10 @@ class Search:
                 self._checkpoint()
             durations.append(record["wall_s"])
             eta = sum(durations) / len(durations) * (self.config.epochs - self.epoch)
+            label = {"top1": "top-1", "miou": "mIoU"}[metric]
             self.progress(
-                f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train top-1 {train_top1:.3f}, "
-                f"val top-1 {record['val_top1_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
+                f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train {label} {train_score:.3f}, "
+                f"val {label} {record[f'val_{metric}_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
                 f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({record['wall_s']:.1f} s, "
                 f"ETA {eta / 60:.1f} min)"
             )
@@ -396,13 +408,17 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 @dataclass
 class SearchedModel:
-    """What derivation needs from a run: its table, supernet (with trained alpha and beta) and
-    latency model; rebuilt from the checkpoint without opening the data."""
+    """What derivation needs from a run: its table, the space's search (supernet with trained
+    alpha and beta, latency model) and config; rebuilt from the checkpoint without the data."""
 
     table: LatencyTable
-    net: DenseNASSupernet
-    model: LatencyModel
+    searched: SpaceSearch
     config: SearchConfig
+
+    def derive(self, name: str, budget_ms: float | None = None, fill: float = DEFAULT_FILL, viterbi: bool = False) -> AnyArch:
+        """The derived network, its ``meta`` recording where it came from."""
+        arch = self.searched.derive(name, budget_ms, fill, viterbi)
+        return dataclasses.replace(arch, meta=provenance(self.config, budget_ms))
 
 
 def provenance(config: SearchConfig, budget_ms: float | None) -> dict[str, Any]:
@@ -416,11 +432,14 @@ def provenance(config: SearchConfig, budget_ms: float | None) -> dict[str, Any]:
 
 def open_run(run_dir: str | Path) -> SearchedModel:
     state = load_checkpoint(run_dir)
-    config = SearchConfig(**state["config"])
-    table = LatencyTable.load(config.table)
-    net = DenseNASSupernet(space_for(config, table))
     try:
-        net.load_state_dict(state["net"])
+        config = SearchConfig(**state["config"])
+    except TypeError:
+        raise UserError(f"run {run_dir}: checkpoint.pt holds a configuration this version does not know; search again") from None
+    table = LatencyTable.load(config.table)
+    searched = make_space_search(space_for(config, table), table, config.path_samples, config.channel_fraction)
+    try:
+        searched.net.load_state_dict(state["net"])
     except RuntimeError:
         raise UserError(f"run {run_dir}: checkpoint.pt does not fit the space of table {config.table}; was the table replaced?") from None
-    return SearchedModel(table, net, LatencyModel(net, table), config)
+    return SearchedModel(table, searched, config)

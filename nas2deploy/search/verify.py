@@ -18,22 +18,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from nas2deploy.arch import Arch
+from nas2deploy.arch import AnyArch
 from nas2deploy.errors import UserError
 from nas2deploy.latency.validate import (
     measure_arch,
     settings_from_table,
     timing_from_table,
 )
-from nas2deploy.search.derive import DEFAULT_FILL, derive_under_budget
-from nas2deploy.search.expected_latency import LatencyModel
+from nas2deploy.search.derive import DEFAULT_FILL
+from nas2deploy.search.space_search import SpaceSearch
 
 AIM = 0.98
 
 
 @dataclass(frozen=True)
 class Verified:
-    arch: Arch
+    arch: AnyArch
     measured_ms: float
     predicted_ms: float
     target_ms: float
@@ -41,17 +41,17 @@ class Verified:
 
 
 def derive_measured(
-    model: LatencyModel, budget_ms: float, max_rounds: int = 4, name: str = "derived",
-    say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL,
+    searched: SpaceSearch, budget_ms: float, max_rounds: int = 4, name: str = "derived",
+    say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL, viterbi: bool = False,
 ) -> Verified:
     """The most probable architecture whose *measured* latency fits the budget."""
-    table = model.table
+    table = searched.model.table
     settings = settings_from_table(table)  # refuses when this machine is not the table's device
     timing = timing_from_table(table)
     target, measured = budget_ms, float("nan")
     for rounds in range(1, max_rounds + 1):
         try:
-            arch = derive_under_budget(model.net, model, target, name=name, fill=fill)
+            arch = searched.derive(name, target, fill, viterbi)
         except UserError:
             raise UserError(
                 f"no network of the space measured within {budget_ms:g} ms: after {rounds - 1} round(s) the "

@@ -1,0 +1,60 @@
+"""What a network is trained for and scored by, per task, shared by the search and retraining.
+
+Classification: cross-entropy and top-1. Segmentation: per-pixel cross-entropy that skips the
+ignore label (255, the boundaries of VOC-style masks), and mIoU from a confusion matrix summed
+over all the batches scored (so a pass's mIoU is over its pixels, not a mean of batch mIoUs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from nas2deploy.data.segmentation import IGNORE, confusion, miou
+
+#: The score each task reports, as it appears in logs (``val_top1_argmax``, ``val_miou_argmax``).
+METRIC = {"classification": "top1", "segmentation": "miou"}
+
+
+def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    if task == "segmentation":
+        return F.cross_entropy(out, y, ignore_index=IGNORE)
+    return F.cross_entropy(out, y, label_smoothing=label_smoothing)
+
+
+class Score:
+    """Top-1 or mIoU, accumulated over batches of outputs and targets."""
+
+    def __init__(self, task: str, classes: int):
+        self.task, self.classes = task, classes
+        self.correct = self.seen = 0
+        self.conf = torch.zeros(classes, classes, dtype=torch.long)
+
+    @property
+    def metric(self) -> str:
+        return METRIC[self.task]
+
+    def add(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        if self.task == "segmentation":
+            self.conf += confusion(out.argmax(1), y, self.classes)
+        else:
+            self.correct += int((out.argmax(-1) == y).sum())
+            self.seen += len(y)
+
+    @property
+    def value(self) -> float:
+        if self.task == "segmentation":
+            return miou(self.conf)
+        return self.correct / max(self.seen, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, task: str, classes: int, batch_size: int = 16) -> float:
+    """The task's score of ``model`` (in eval mode) on ``dataset``."""
+    model.eval()
+    score = Score(task, classes)
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        score.add(model(x), y)
+    return score.value
