@@ -11,7 +11,7 @@ fits) and train that network briefly, with ``--seeds`` seeds (the score, top-1 o
 mean: one short training varies by a few points from seed to seed). The weight warm-up is shared
 by the three searches, as the DenseNAS paper does for its latency sweep (section 4.4).
 Classification uses the shipped table for the built-in data's space (32x32, width x0.5, one
-stacking layer, 10 classes); segmentation profiles the demo's DCNAS space here first (~10 s).
+stacking layer, 10 classes); segmentation profiles and calibrates the demo's DCNAS space here first (~30 s).
 
 Default budgets: 1.3x, 2x and 3x the fastest network (DenseNAS, whose networks span 10x);
 20%, 50% and 80% of the way from the fastest to the slowest network the derivation reaches
@@ -38,6 +38,7 @@ from nas2deploy.latency.validate import (
     measure_arch,
     settings_from_table,
     timing_from_table,
+    validate_table,
 )
 from nas2deploy.search.loop import Search, SearchConfig
 from nas2deploy.search.verify import derive_measured
@@ -62,7 +63,8 @@ def main() -> None:
     table_path = args.table or (str(plan.shipped) if plan.shipped else "")
     if not table_path:
         table_path = str(tmp / plan.table_name)
-        profile_space(make_space(plan.space, plan.space_config), BackendSettings(), table_path)
+        table, _ = profile_space(make_space(plan.space, plan.space_config), BackendSettings(), table_path)
+        validate_table(table, 20)  # calibrates it, as the demo does
     train_epochs = args.train_epochs or (15 if args.task == "classification" else plan.train_epochs)
 
     def config(budget: float | None) -> SearchConfig:

@@ -69,6 +69,8 @@ SPACE_OPTIONS = {
     "layers": click.option("--layers", type=click.IntRange(1, 32), help="DCNAS: layers of the cell grid (12)."),
     "base_width": click.option("--base-width", type=click.IntRange(min=1), help="DCNAS: width at 1/4, doubled per scale (32)."),
     "max_back": click.option("--max-back", type=click.IntRange(min=0), help="DCNAS: earlier layers a cell may take inputs from (0: all)."),
+    "derive_inputs": click.option("--derive-inputs", type=click.IntRange(min=1),
+                                  help="DCNAS: strongest inputs each derived cell keeps (2)."),
 }
 
 

@@ -9,11 +9,12 @@ import torch.distributed as dist
 
 from nas2deploy.search.loop import Search, SearchConfig
 
-table, out, accumulate = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+table, out, accumulate, space = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if "WORLD_SIZE" in __import__("os").environ:
     dist.init_process_group("gloo")
 rank = dist.get_rank() if dist.is_initialized() else 0
-config = SearchConfig(table=table, data="synthetic:200", epochs=2, warmup_epochs=1, batch_size=16, max_batches=2,
+data = {"densenas": "synthetic:200", "dcnas": "seg-synthetic:40"}[space]
+config = SearchConfig(table=table, space=space, data=data, epochs=2, warmup_epochs=1, batch_size=8, max_batches=2,
                       a_lr=0.05, seed=5, accumulate=accumulate)
 search = Search(config, out / "run", progress=None)
 search.run()

@@ -144,3 +144,29 @@ def test_cli_search_derive_train_export_report(tmp_path, table_path):
     assert result.exit_code == 0, result.output
     text = (run_dir / "report.md").read_text()
     assert "val mIoU" in text and (run_dir / "alpha.png").exists() and (run_dir / "beta.png").exists()
+
+
+def test_table_of_another_space_and_resume_errors(tmp_path, table_path):
+    densenas = tmp_path / "densenas.json"
+    synthetic_table(make_space("densenas", {"input_size": 32, "width_mult": 0.25, "num_classes": 10,
+                                            "max_stack_layers": 1})).save(densenas)
+    with pytest.raises(UserError, match="profiled for space 'densenas', not 'dcnas'"):
+        Search(config(str(densenas)), tmp_path / "a")
+    Search(config(table_path, epochs=1), tmp_path / "r").run()
+    with pytest.raises(UserError, match=r"different configuration: path_samples: 2 vs 3"):
+        Search(config(table_path, path_samples=3), tmp_path / "r", resume=True)
+    run = open_run(tmp_path / "r")
+    with pytest.raises(UserError, match="--viterbi is a DCNAS option"):
+        open_run_densenas = Search(config(str(densenas), space="densenas", data="synthetic:200", batch_size=16), tmp_path / "d")
+        open_run_densenas.searched.derive("x", viterbi=True)
+    assert isinstance(run.derive("y"), SegArch)
+
+
+def test_inputs_kept_per_cell_is_a_space_option(tmp_path, table_path):
+    with pytest.raises(UserError, match="lacks .*addn_n3"):
+        Search(config(table_path, derive_inputs=3), tmp_path / "a")  # the table priced fusions of 2 at most
+    one = Search(config(table_path, derive_inputs=1), tmp_path / "b")
+    assert all(len(c.inputs) == 1 for c in one.derive().cells)
+    result = CliRunner().invoke(cli, ["space", "info", "dcnas", "--input-size", "64", "--layers", "4", "--derive-inputs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["architectures (log10)"] > 0

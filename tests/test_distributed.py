@@ -12,22 +12,24 @@ from conftest import synthetic_table
 from nas2deploy.spaces import make_space
 
 WORKER = str(Path(__file__).with_name("dist_worker.py"))
-SPACE = {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1}
+SPACES = {"densenas": {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1},
+          "dcnas": {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_width": 16}}
 
 
 @pytest.mark.slow
-def test_two_ranks_stay_identical_and_match_one_process(tmp_path):
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_two_ranks_stay_identical_and_match_one_process(tmp_path, space):
     table = tmp_path / "t.json"
-    synthetic_table(make_space("densenas", SPACE)).save(table)
+    synthetic_table(make_space(space, SPACES[space])).save(table)
     (tmp_path / "dist").mkdir()
     (tmp_path / "single").mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           WORKER, str(table), str(tmp_path / "dist"), "1"]
+           WORKER, str(table), str(tmp_path / "dist"), "1", space]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     # The same global batch in one process, as two micro-batches (what each rank's BN sees), on
     # one thread as torchrun's workers run: identical arithmetic, so identical results.
-    single = subprocess.run([sys.executable, WORKER, str(table), str(tmp_path / "single"), "2"],
+    single = subprocess.run([sys.executable, WORKER, str(table), str(tmp_path / "single"), "2", space],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr[-2000:]
     r0 = torch.load(tmp_path / "dist" / "arch_rank0.pt", weights_only=True)

@@ -144,6 +144,18 @@ def test_budget_derivation_is_feasible_and_optimal(net, calibration):
             assert log_prob(net, c) <= log_prob(net, best) + 1e-9
 
 
+def test_latency_range_bounds_every_architecture(net):
+    from nas2deploy.search.derive import slowest_latency
+
+    table = synthetic_table(net.space, seed=4)
+    model = LatencyModel(net, table)
+    fastest, slowest = fastest_latency(model), slowest_latency(model)
+    rng = random.Random(1)
+    seen = [table.predict(random_choice(net, rng).to_arch(net)).best_ms for _ in range(500)]
+    assert fastest <= min(seen) and max(seen) <= slowest
+    assert max(seen) > slowest * 0.8  # the bound is reached, not just any upper bound
+
+
 def test_fill_window_uses_the_budget_and_is_optimal_inside_it(net):
     _randomise(net, 5)
     table = synthetic_table(net.space, seed=3)
@@ -215,7 +227,7 @@ def test_measured_derivation_fits_the_budget_on_this_machine(tmp_path):
     lines = []
     result = derive_measured(searched, budget, say=lines.append)
     assert result.measured_ms <= budget and result.rounds == len(lines) >= 1
-    assert result.predicted_ms <= result.target_ms <= budget
+    assert result.predicted_ms <= result.target_ms
 
 
 def test_measured_derivation_needs_the_tables_device(net):

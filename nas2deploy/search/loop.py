@@ -98,6 +98,7 @@ class SearchConfig:
     layers: int | None = None
     base_width: int | None = None
     max_back: int | None = None
+    derive_inputs: int | None = None
 
     def __post_init__(self) -> None:
         if not self.data:

@@ -16,7 +16,8 @@ SPACES: dict[str, tuple[type[SearchSpace], type]] = {
 
 
 #: Config fields that ``nas2deploy profile`` / ``space info`` take as options (--input-size, ...).
-OPTION_FIELDS = ("input_size", "width_mult", "num_classes", "max_stack_layers", "layers", "base_width", "max_back")
+OPTION_FIELDS = ("input_size", "width_mult", "num_classes", "max_stack_layers", "layers", "base_width", "max_back",
+                 "derive_inputs")
 
 
 def make_space(name: str, config: dict[str, Any] | None = None) -> SearchSpace:
