@@ -153,7 +153,10 @@ def test_latency_range_bounds_every_architecture(net):
     rng = random.Random(1)
     seen = [table.predict(random_choice(net, rng).to_arch(net)).best_ms for _ in range(500)]
     assert fastest <= min(seen) and max(seen) <= slowest
-    assert max(seen) > slowest * 0.8  # the bound is reached, not just any upper bound
+    # the bound is reached, not just any upper bound: the budget DP (exact up to its 0.6% rounding
+    # margin) finds a network just under it
+    top = budget_choice(net, model, slowest, fill=0.98).to_arch(net)
+    assert table.predict(top).best_ms >= 0.97 * slowest
 
 
 def test_fill_window_uses_the_budget_and_is_optimal_inside_it(net):
