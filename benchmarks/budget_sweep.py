@@ -40,6 +40,7 @@ from nas2deploy.latency.validate import (
     timing_from_table,
     validate_table,
 )
+from nas2deploy.objective import LABEL, METRIC
 from nas2deploy.search.loop import Search, SearchConfig
 from nas2deploy.search.verify import derive_measured
 from nas2deploy.spaces import make_space
@@ -98,7 +99,7 @@ def main() -> None:
                       for seed in range(args.seeds)]
             rows.append((budget, log["expected_ms"], log["lambda"], plain, pred.best_ms, drift, measured,
                          closed.measured_ms, closed.rounds, closed.arch, sum(scores) / len(scores), scores))
-    metric = "top-1" if args.task == "classification" else "mIoU"
+    metric = LABEL[METRIC[args.task]]
     print(f"{plan.space} on {plan.data}, table {Path(table_path).name}; derivation reaches {fastest:.3f}-{slowest:.3f} ms; search "
           f"{args.epochs} epochs ({args.warmup_epochs} warm-up shared), {args.max_batches} batches of "
           f"{warm.config.batch_size} per pass; train {train_epochs} epochs x {args.seeds} seeds")

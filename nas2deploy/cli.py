@@ -22,7 +22,7 @@ from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
 from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
 from nas2deploy.search.derive import DEFAULT_FILL
-from nas2deploy.spaces import OPTION_FIELDS, SPACES, make_space
+from nas2deploy.spaces import OPTION_FIELDS, SPACES, make_space, space_overrides
 
 
 class _Group(click.Group):
@@ -83,13 +83,7 @@ def space_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _space_config(space_name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The given space options as a config dict for ``space_name``; pops them from ``options``."""
-    given = {k: options.pop(k) for k in SPACE_OPTIONS if k in options}
-    given = {k: v for k, v in given.items() if v is not None}
-    known = {f.name for f in dataclasses.fields(SPACES[space_name][1])}
-    for name in given:
-        if name not in known:
-            raise UserError(f"--{name.replace('_', '-')} does not apply to the {space_name} space")
-    return given
+    return space_overrides(space_name, {k: options.pop(k) for k in SPACE_OPTIONS if k in options})
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -371,12 +365,13 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
     """Train a derived network (SGD, cosine schedule) and report top-1, or mIoU for segmentation."""
     from nas2deploy.arch import load_arch
     from nas2deploy.data import open_dataset
+    from nas2deploy.objective import LABEL, METRIC
     from nas2deploy.train import save_weights, train_arch
 
     arch = load_arch(arch_ref)
     model, acc = train_arch(arch, open_dataset(data, arch.input_size), epochs, batch_size, lr, seed=seed, progress=click.echo)
     save_weights(model, out)
-    metric = "mIoU" if arch.task == "segmentation" else "top-1"
+    metric = LABEL[METRIC[arch.task]]
     click.echo(f"{metric} {acc:.4f} on the test split; weights: {out}")
 
 

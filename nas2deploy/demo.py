@@ -24,6 +24,7 @@ from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.validate import settings_from_table, validate_table
+from nas2deploy.objective import LABEL, METRIC
 from nas2deploy.report import regenerate
 from nas2deploy.search.loop import Search, SearchConfig, provenance
 from nas2deploy.search.space_search import make_space_search
@@ -121,7 +122,7 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     size = f"{len(arch.blocks)} blocks" if isinstance(arch, Arch) else f"{len(arch.cells)} cells"
     say(f"[3/6] derived {size}, predicted {verified.predicted_ms:.3f} ms, measured {verified.measured_ms:.3f} ms "
         f"-> {out / 'arch.json'}")
-    metric = "top-1" if task == "classification" else "mIoU"
+    metric = LABEL[METRIC[task]]
     say(f"[4/6] training the derived network on the built-in data ({plan.train_epochs} epochs)")
     data = open_dataset(plan.data, table.space().config_dict()["input_size"])
     model, score = train_arch(arch, data, plan.train_epochs, batch_size=plan.train_batch, lr=plan.train_lr)

@@ -16,6 +16,8 @@ from nas2deploy.data.segmentation import IGNORE, confusion, miou
 
 #: The score each task reports, as it appears in logs (``val_top1_argmax``, ``val_miou_argmax``).
 METRIC = {"classification": "top1", "segmentation": "miou"}
+#: How each score is written for people.
+LABEL = {"top1": "top-1", "miou": "mIoU"}
 
 
 def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

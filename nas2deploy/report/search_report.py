@@ -13,6 +13,7 @@ import torch
 
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes
+from nas2deploy.objective import LABEL
 from nas2deploy.report import plots
 from nas2deploy.search.dcnas_supernet import DCNASSupernet
 from nas2deploy.search.supernet import DenseNASSupernet
@@ -84,7 +85,7 @@ def write_search_report(run: Path) -> Path:
 
     log = read_log(run)
     metric = log[-1].get("metric", "top1")
-    label = {"top1": "top-1", "miou": "mIoU"}[metric]
+    label = LABEL[metric]
     kept = "argmax ops" if metric == "top1" else "top connections"
     epochs = [r["epoch"] for r in log]
     images = [plots.curves(run / "curves.png", epochs, [

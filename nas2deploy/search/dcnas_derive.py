@@ -120,9 +120,7 @@ def _viterbi(net: DCNASSupernet, name: str, model: DCNASLatencyModel | None, lam
     index = {cell: i for i, cell in enumerate(net.cells)}
     logp = sum(float(log_ins[c][back[c][1]]) + float(log_ops[index[c], best_op[c]]) for c in path)
     cells = tuple(Cell(c[0], c[1], space.config.ops[best_op[c]], (back[c][0],)) for c in reversed(path))
-    cfg = space.config
-    arch = SegArch(cfg.input_size, cfg.num_classes, cfg.scale_widths, cells, cfg.head_width, cfg.resize_mode, cfg.align_corners, name)
-    return arch, logp
+    return space.make_arch(cells, name), logp
 
 
 def derive_topk(net: DCNASSupernet, name: str = "derived") -> SegArch:

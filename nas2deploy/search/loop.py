@@ -41,13 +41,13 @@ from nas2deploy.data import open_dataset, split_train_val
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.objective import METRIC, Score, task_loss
+from nas2deploy.objective import LABEL, METRIC, Score, task_loss
 from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
 from nas2deploy.search.derive import DEFAULT_FILL
 from nas2deploy.search.loss import BudgetController, latency_loss
 from nas2deploy.search.sampling import step_generator
 from nas2deploy.search.space_search import SpaceSearch, make_space_search
-from nas2deploy.spaces import OPTION_FIELDS, SPACES, SearchSpace, make_space
+from nas2deploy.spaces import OPTION_FIELDS, SearchSpace, make_space, space_overrides
 
 #: The data a search uses when none is named: each space's built-in set.
 BUILTIN_DATA = {"densenas": "synthetic", "dcnas": "seg-synthetic"}
@@ -121,14 +121,8 @@ def space_for(config: SearchConfig, table: LatencyTable) -> SearchSpace:
     space_meta = table.meta.get("space", {})
     if space_meta.get("name") != config.space:
         raise UserError(f"latency table {config.table} was profiled for space {space_meta.get('name')!r}, not {config.space!r}")
-    space_cfg = dict(space_meta.get("config", {}))
-    known = {f.name for f in dataclasses.fields(SPACES[config.space][1])}
-    for name in OPTION_FIELDS:
-        if getattr(config, name) is not None:
-            if name not in known:
-                raise UserError(f"--{name.replace('_', '-')} does not apply to the {config.space} space")
-            space_cfg[name] = getattr(config, name)
-    space = make_space(config.space, space_cfg)
+    overrides = space_overrides(config.space, {name: getattr(config, name) for name in OPTION_FIELDS})
+    space = make_space(config.space, {**space_meta.get("config", {}), **overrides})
     table.require_space(space)
     return space
 
@@ -180,7 +174,6 @@ class Search:
                 f"{config.data} has {data.num_classes}: profile a table with --num-classes {data.num_classes}"
             )
         self.task, self.classes = data.task, data.num_classes
-        self.net, self.model = self.searched.net, self.searched.model
         if config.budget_ms is not None and config.budget_ms < (fastest := self.searched.fastest_ms()):
             raise UserError(
                 f"--budget-ms {config.budget_ms:g} is below the fastest network of this space: "
@@ -204,6 +197,15 @@ class Search:
                 raise UserError(f"run {self.run_dir} already holds a search: pass --resume to continue it, or another --out")
             atomic_write_json(self.run_dir / "config.json", asdict(config))
             (self.run_dir / "log.jsonl").write_text("")
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.searched.net
+
+    @property
+    def model(self) -> Any:
+        """The space's latency model (expected latency, differentiable)."""
+        return self.searched.model
 
     # -- data -----------------------------------------------------------------------------------
     def _batches(self, n: int) -> int:
@@ -344,7 +346,7 @@ class Search:
                 self._checkpoint()
             durations.append(record["wall_s"])
             eta = sum(durations) / len(durations) * (self.config.epochs - self.epoch)
-            label = {"top1": "top-1", "miou": "mIoU"}[metric]
+            label = LABEL[metric]
             self.progress(
                 f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train {label} {train_score:.3f}, "
                 f"val {label} {record[f'val_{metric}_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "

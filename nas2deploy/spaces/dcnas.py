@@ -101,7 +101,8 @@ class DCNASSpace(SearchSpace):
     def side(self, scale: int) -> int:
         return self.config.input_size // (4 * 2**scale)
 
-    def _arch(self, cells: tuple[Cell, ...], name: str) -> SegArch:
+    def make_arch(self, cells: tuple[Cell, ...], name: str) -> SegArch:
+        """A SegArch of this space's input, widths and output block over ``cells``."""
         c = self.config
         return SegArch(c.input_size, c.num_classes, c.scale_widths, cells, c.head_width, c.resize_mode, c.align_corners, name)
 
@@ -110,7 +111,7 @@ class DCNASSpace(SearchSpace):
         """Every cell with every candidate input (first op): the stem and output block all
         derived networks share, and every transform the supernet holds."""
         first = self.config.ops[0]
-        return self._arch(tuple(Cell(l, s, first, tuple(self.inputs[(l, s)])) for l, s in self.cells), "dense")
+        return self.make_arch(tuple(Cell(l, s, first, tuple(self.inputs[(l, s)])) for l, s in self.cells), "dense")
 
     def transform_spec(self, src: tuple[int, int], dst: tuple[int, int]) -> OpSpec:
         c = self.config
@@ -135,7 +136,7 @@ class DCNASSpace(SearchSpace):
         specs += whole.head_specs()  # top-k derivation keeps every cell of the last layer
         last = self.config.layers - 1
         for scale in {s for l, s in self.cells if l == last}:  # a Viterbi path ends in one of them
-            specs += self._arch((Cell(last, scale, self.config.ops[0], (STEM,)),), "head").head_specs()
+            specs += self.make_arch((Cell(last, scale, self.config.ops[0], (STEM,)),), "head").head_specs()
         unique: dict[str, OpSpec] = {}
         for spec in specs:
             if not spec.is_free:
@@ -178,7 +179,7 @@ class DCNASSpace(SearchSpace):
             if cell in alive:
                 alive.update(src for src in chosen[cell] if src != STEM)
         cells = tuple(Cell(l, s, ops[(l, s)], chosen[(l, s)]) for l, s in self.cells if (l, s) in alive)
-        return self._arch(cells, name)
+        return self.make_arch(cells, name)
 
     def reference_op(self) -> OpSpec:
         w, h = self.config.scale_widths[1], self.side(1)
