@@ -20,11 +20,22 @@ from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
 from nas2deploy.seg_arch import SegArch, SegNet
+from nas2deploy.validate import (
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_SIDE,
+    NETWORK_FIX,
+    Field,
+    network_meta,
+    network_size,
+)
 
 ARCH_FORMAT = "nas2deploy.arch"
 ARCH_VERSION = 1
 #: Named architectures shipped with the package, one JSON file each (networks are data).
 ARCH_DIR = Path(__file__).parent / "archs"
+MAX_BLOCKS = 64
+MAX_STACK = 16
 
 
 @dataclass(frozen=True)
@@ -102,45 +113,35 @@ class Arch:
         }
 
     @staticmethod
-    def from_dict(doc: dict[str, Any], source: str = "<arch>") -> Arch:
-        """Validate an arch document field by field; errors name the field and the reason."""
+    def from_dict(doc: Any, source: str = "<arch>") -> Arch:
+        return Arch.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
 
-        def get(d: Any, key: str, kind: type, where: str) -> Any:
-            if not isinstance(d, dict) or key not in d:
-                raise UserError(f"arch {source}: missing field {where}{key}")
-            v = d[key]
-            if kind is int and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-                raise UserError(f"arch {source}: field {where}{key} must be a positive integer, got {v!r}")
-            if kind is not int and not isinstance(v, kind):
-                raise UserError(f"arch {source}: field {where}{key} must be a {kind.__name__}, got {v!r}")
-            return v
-
-        stem = get(doc, "stem", dict, "")
-        stride = get(stem, "stride", int, "stem.")
-        if stride not in (1, 2):
-            raise UserError(f"arch {source}: field stem.stride must be 1 or 2, got {stride}")
+    @staticmethod
+    def from_field(doc: Field) -> Arch:
+        """Validate an arch document field by field; errors name the file, the field and the rule."""
+        stem = doc["stem"]
         blocks = []
-        for i, b in enumerate(get(doc, "blocks", list, "")):
-            where = f"blocks[{i}]."
-            s = get(b, "stride", int, where)
-            if s not in (1, 2):
-                raise UserError(f"arch {source}: field {where}stride must be 1 or 2, got {s}")
-            stack = get(b, "stack", list, where) if "stack" in b else []
-            if not all(isinstance(x, str) for x in stack):
-                raise UserError(f"arch {source}: field {where}stack must be a list of op names")
-            blocks.append(Block(get(b, "out", int, where), s, get(b, "head", str, where), tuple(stack)))
+        for b in doc["blocks"].list(max_len=MAX_BLOCKS):
+            stack = b["stack"].list(max_len=MAX_STACK) if b.has("stack") else []
+            blocks.append(Block(b["out"].int(1, MAX_CHANNELS), b["stride"].int(choices=(1, 2)), b["head"].str(),
+                                tuple(s.str() for s in stack)))
+        name = doc.get("name")
         arch = Arch(
-            input_size=get(doc, "input_size", int, ""),
-            num_classes=get(doc, "num_classes", int, ""),
-            stem_conv=get(stem, "conv", int, "stem."),
-            stem_out=get(stem, "out", int, "stem."),
-            stem_stride=stride,
+            input_size=doc["input_size"].int(32, MAX_SIDE),
+            num_classes=doc["num_classes"].int(1, MAX_CLASSES),
+            stem_conv=stem["conv"].int(1, MAX_CHANNELS),
+            stem_out=stem["out"].int(1, MAX_CHANNELS),
+            stem_stride=stem["stride"].int(choices=(1, 2)),
             blocks=tuple(blocks),
-            tail=get(doc, "tail", int, ""),
-            name=str(doc.get("name", "")) or source,
-            meta=dict(doc.get("meta") or {}),
+            tail=doc["tail"].int(1, MAX_CHANNELS),
+            name=(name.str() if name else "") or doc.source.removeprefix("arch "),
+            meta=network_meta(doc),
         )
-        arch.op_specs()  # raises on unknown ops, a skip that changes width, ...
+        try:
+            specs = arch.op_specs()  # raises on unknown ops, a skip that changes width, ...
+        except UserError as exc:
+            raise UserError(f"{exc}; {NETWORK_FIX}") from None
+        network_size(doc, sum(s.macs() for s in specs), sum(s.params() for s in specs))
         return arch
 
 
@@ -167,12 +168,10 @@ def load_arch(path: str | os.PathLike[str]) -> AnyArch:
         p = ARCH_DIR / f"{path}.json"
     elif not p.exists():
         raise UserError(f"arch {path}: no such file, nor a named architecture ({', '.join(named_archs())})")
-    doc = check_format(read_json(p, "arch"), p, ARCH_FORMAT, ARCH_VERSION, "arch")
-    if doc.get("task", "classification") == "segmentation":
-        return SegArch.from_dict(doc, str(path))
-    if doc.get("task", "classification") != "classification":
-        raise UserError(f"arch {path}: field task must be classification or segmentation, got {doc.get('task')!r}")
-    return Arch.from_dict(doc, str(path))
+    doc = Field(check_format(read_json(p, "arch"), p, ARCH_FORMAT, ARCH_VERSION, "arch"), f"arch {path}", NETWORK_FIX)
+    task = doc.get("task")
+    kind = task.str(("classification", "segmentation")) if task else "classification"
+    return SegArch.from_field(doc) if kind == "segmentation" else Arch.from_field(doc)
 
 
 def save_arch(arch: AnyArch, path: str | os.PathLike[str]) -> None:

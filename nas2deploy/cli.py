@@ -253,7 +253,10 @@ def lut_validate(table_path: str, samples: int, seed: int, as_json: bool) -> Non
         _print_json({k: v for k, v in report.items() if k != "records"})
         return
     click.echo(fidelity_text(report))
-    click.echo(f"calibration stored in {table_path}")
+    if report.get("calibration_refused"):
+        click.echo(f"warning: the fitted calibration was not stored: {report['calibration_refused']}", err=True)
+    else:
+        click.echo(f"calibration stored in {table_path}")
 
 
 def fidelity_text(report: dict[str, Any]) -> str:
@@ -316,9 +319,12 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
         raise UserError("--budget-ms must be positive")
     _init_distributed()
     run = Search(SearchConfig(table=table, space=space_name, **fields), out, resume, progress=click.echo)
-    record = run.run()
+    run.run()
     if run.rank == 0:
-        click.echo(f"derived architecture: {Path(out) / 'arch.json'} (predicted {record.get('derived_ms', float('nan')):.3f} ms)")
+        from nas2deploy.arch import load_arch
+
+        derived = Path(out) / "arch.json"
+        click.echo(f"derived architecture: {derived} (predicted {run.table.predict(load_arch(derived)).best_ms:.3f} ms)")
 
 
 @cli.command()

@@ -1,24 +1,48 @@
-"""Safe reading and atomic writing of the JSON files nas2deploy owns.
+"""Safe reading and writing of the files nas2deploy owns.
 
 Tables, architectures and reports are plain JSON (never pickle or eval): untrusted files can at
-worst fail to parse. Writes go to a temporary file in the same folder and are renamed over the
-target, so a kill mid-write leaves either the old file or the new one, never half of one.
+worst fail to parse, and ``read_json`` bounds their size and nesting so that a hostile file
+cannot exhaust memory or the interpreter's stack. Writes go to a temporary file in the same
+folder and are renamed over the target, so a kill mid-write leaves either the old file or the new
+one, never half of one. No write follows a symbolic link: a link planted where an output goes is
+refused by name (``atomic_write_bytes``, ``append_line``), so a run folder cannot be used to
+overwrite a file elsewhere. ``exclusive`` gives one process at a time an output (a table being
+profiled, a search run), and names the process that holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from nas2deploy.errors import UserError
+
+#: No file nas2deploy reads as JSON comes near these (a 224 table is ~200 kB, 4 levels deep).
+MAX_JSON_BYTES = 64 * 2**20
+MAX_JSON_DEPTH = 32
+
+
+def refuse_link(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or a UserError when a symbolic link stands there."""
+    target = Path(path)
+    if target.is_symlink():
+        raise UserError(
+            f"{target}: is a symbolic link (to {os.readlink(target)}); nas2deploy never writes through links: "
+            "remove it or choose another output"
+        )
+    return target
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a fsync'ed temporary file and an atomic rename."""
-    target = Path(path)
+    target = refuse_link(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -38,6 +62,84 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
 
 
+def open_no_follow(path: str | os.PathLike[str], flags: int) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` with a UserError naming it."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path)
+        raise
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    """Append one line to a journal or log, fsync'ed, never through a link."""
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created beside an output) for the block.
+
+    A second process is refused at once, naming the holder's pid. The lock is ``flock`` on the
+    file, so it is released when the holder exits, however it exits; the file is removed by the
+    holder on a clean exit (and re-checked after locking, so a lock file removed meanwhile is
+    never mistaken for the current one).
+    """
+    lock = Path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = open_no_follow(lock, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{what} is in use by another nas2deploy process (pid {holder}, lock {lock}); "
+                            "wait for it to finish or choose another output") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file between our open and lock: take the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, dict):
+            stack += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
+    return deepest
+
+
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
     """Parse a JSON file, turning every failure into one line that names the file and ``what`` it is."""
     p = Path(path)
@@ -46,25 +148,37 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     if p.is_dir():
         raise UserError(f"{what} {p}: is a folder, expected a JSON file")
     try:
+        if p.stat().st_size > MAX_JSON_BYTES:
+            raise UserError(f"{what} {p}: {p.stat().st_size} bytes, more than any {what} can hold "
+                            f"({MAX_JSON_BYTES} at most); the file is not a {what}")
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{what} {p}: cannot be read ({exc})") from None
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(
             f"{what} {p}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "the file is corrupt or truncated"
         ) from None
+    except RecursionError:
+        doc = None  # nested deeper than the parser goes: refused below like any deep file
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = _depth(doc)
+    if depth > MAX_JSON_DEPTH:
+        raise UserError(f"{what} {p}: JSON nested deeper than {MAX_JSON_DEPTH} levels; the file is not a {what}")
+    return doc
 
 
 def check_format(doc: Any, path: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:
     """Check the ``format``/``version`` header every nas2deploy JSON file carries."""
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise UserError(f"{what} {path}: not a {fmt} file (missing or wrong 'format' field)")
-    if doc.get("version") != version:
+    found = doc.get("version")
+    if not isinstance(found, int) or isinstance(found, bool) or found != version:
         raise UserError(
-            f"{what} {path}: format version {doc.get('version')!r} is not supported "
+            f"{what} {path}: format version {found!r} is not supported "
             f"(this nas2deploy reads version {version}); re-create the file with this version"
         )
     return doc

@@ -6,20 +6,25 @@ by ``spec.build()``, and the table is keyed by ``spec.key``; so a table entry ca
 different computation than the one that is deployed.
 
 Keys are canonical and readable: type, hyper-parameters, input ``CxHxW`` and output channels,
-e.g. ``mbconv_k3_e6_s2_i24x56x56_o32``. ``OpSpec.from_dict`` validates untrusted JSON.
+e.g. ``mbconv_k3_e6_s2_i24x56x56_o32``. ``OpSpec.from_field`` validates untrusted JSON with the
+field rules of ``FIELD_RULES`` (``nas2deploy.validate``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
 from nas2deploy.errors import UserError
+from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, Field
 
+#: The most elements any tensor of one op may hold (2^27: 512 MB in fp32); real ops stay far below.
+MAX_TENSOR = 2**27
+RESIZE_MODES = ("bilinear", "nearest")
 BN_EPS = 1e-3  # DenseNAS / TF MobileNet convention (reference.md section 1)
 BN_MOMENTUM = 0.1
 
@@ -110,6 +115,11 @@ class OpSpec:
         pooling excluded): the convention of the published DenseNAS / MobileNetV2 numbers."""
         raise NotImplementedError
 
+    def params(self) -> int:
+        """Parameters of ``build(affine=True)``, BN scale and shift included, counted without
+        building it (a test checks every type against the built module)."""
+        return 0
+
     def _shape(self) -> str:
         return f"i{self.cin}x{self.h}x{self.w}"
 
@@ -117,29 +127,62 @@ class OpSpec:
         return {"type": self.type_name, **asdict(self)}
 
     @staticmethod
-    def from_dict(data: Any) -> OpSpec:
-        """Rebuild a spec from JSON, rejecting unknown types, missing fields and bad values."""
-        if not isinstance(data, dict) or data.get("type") not in OP_TYPES:
-            kind = data.get("type") if isinstance(data, dict) else data
-            raise UserError(f"unknown op type {kind!r}; known types: {', '.join(sorted(OP_TYPES))}")
-        cls = OP_TYPES[data["type"]]
-        names = [f.name for f in fields(cls)]
-        values = {}
-        for name in names:
-            if name not in data:
-                raise UserError(f"op {data['type']}: missing field {name!r}")
-            values[name] = data[name]
-        spec = cls(**values)
-        spec.validate()
+    def from_field(doc: Field) -> OpSpec:
+        """Rebuild a spec from JSON read from a file: the type must be known, every field present
+        and within its rule (``FIELD_RULES``); errors name the file and the field path."""
+        kind = doc["type"].str()
+        if kind not in OP_TYPES:
+            raise doc["type"].error(f"must be a known op type ({', '.join(sorted(OP_TYPES))})")
+        cls = OP_TYPES[kind]
+        spec = cls(**{f.name: FIELD_RULES[f.name](doc[f.name]) for f in fields(cls)})
+        spec.check_size(doc)
         return spec
 
+    @staticmethod
+    def from_dict(data: Any, source: str = "op") -> OpSpec:
+        return OpSpec.from_field(Field(data, source, "give a valid op"))
+
     def validate(self) -> None:
+        """Apply the field rules to a spec built in code (from a candidate name, say)."""
+        here = Field(self.to_dict(), f"op {self.type_name}", "choose another op")
         for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type == "bool" and not isinstance(v, bool):
-                raise UserError(f"op {self.type_name}: field {f.name!r} must be true or false, got {v!r}")
-            if f.type == "int" and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-                raise UserError(f"op {self.type_name}: field {f.name!r} must be a positive integer, got {v!r}")
+            FIELD_RULES[f.name](here[f.name])
+        self.check_size(here)
+
+    def check_size(self, where: Field) -> None:
+        """The largest tensor the op touches stays below ``MAX_TENSOR`` elements: a hostile file
+        must not make profiling allocate terabytes."""
+        hidden = self.cin * getattr(self, "expansion", 1)
+        c, h, w = self.out_shape()
+        if max(hidden * self.h * self.w, c * h * w) > MAX_TENSOR:
+            raise where.error(f"describes an op with tensors above {MAX_TENSOR} elements", shown=False)
+
+
+def _odd_kernel(f: Field) -> int:
+    k = f.int(1, 15)
+    if k % 2 == 0:
+        raise f.error("must be an odd kernel size")
+    return k
+
+
+#: The rule for each field of any OpSpec (by field name): one rule set for tables, archs and code.
+FIELD_RULES: dict[str, Callable[[Field], Any]] = {
+    "cin": lambda f: f.int(1, MAX_CHANNELS),
+    "out": lambda f: f.int(1, MAX_CHANNELS),
+    "mid": lambda f: f.int(1, MAX_CHANNELS),
+    "h": lambda f: f.int(1, MAX_SIDE),
+    "w": lambda f: f.int(1, MAX_SIDE),
+    "kernel": _odd_kernel,
+    "stride": lambda f: f.int(choices=(1, 2)),
+    "expansion": lambda f: f.int(1, 8),
+    "classes": lambda f: f.int(1, MAX_CLASSES),
+    "dilation": lambda f: f.int(1, 64),
+    "scale": lambda f: f.int(choices=(2, 4, 8, 16, 32)),
+    "n": lambda f: f.int(2, 64),
+    "relu6": lambda f: f.bool(),
+    "align_corners": lambda f: f.bool(),
+    "mode": lambda f: f.str(RESIZE_MODES),
+}
 
 
 @dataclass(frozen=True)
@@ -169,6 +212,9 @@ class ConvBNAct(OpSpec):
         _, ho, wo = self.out_shape()
         return self.out * ho * wo * self.cin * self.kernel**2
 
+    def params(self) -> int:
+        return self.cin * self.out * self.kernel**2 + 2 * self.out
+
 
 @dataclass(frozen=True)
 class MBConv(OpSpec):
@@ -189,11 +235,6 @@ class MBConv(OpSpec):
     def key(self) -> str:
         return f"mbconv_k{self.kernel}_e{self.expansion}_s{self.stride}_{self._shape()}_o{self.out}"
 
-    def validate(self) -> None:
-        super().validate()
-        if self.kernel % 2 == 0:
-            raise UserError(f"op {self.key}: kernel must be odd, got {self.kernel}")
-
     def build(self, affine: bool = True) -> nn.Module:
         return MBConvModule(self.cin, self.out, self.kernel, self.expansion, self.stride, affine)
 
@@ -202,6 +243,11 @@ class MBConv(OpSpec):
         _, ho, wo = self.out_shape()
         expand = self.cin * hidden * self.h * self.w if self.expansion != 1 else 0
         return expand + hidden * ho * wo * self.kernel**2 + hidden * self.out * ho * wo
+
+    def params(self) -> int:
+        hidden = self.cin * self.expansion
+        expand = self.cin * hidden + 2 * hidden if self.expansion != 1 else 0
+        return expand + hidden * self.kernel**2 + 2 * hidden + hidden * self.out + 2 * self.out
 
 
 @dataclass(frozen=True)
@@ -251,9 +297,11 @@ class Classifier(OpSpec):
     def macs(self) -> int:
         return self.cin * self.classes
 
+    def params(self) -> int:
+        return self.cin * self.classes + self.classes
+
 
 # -- segmentation ops (DCNAS, reference.md section 3) ---------------------------------------------
-RESIZE_MODES = ("bilinear", "nearest")
 
 
 def _resize_key(scale: int, mode: str, align_corners: bool) -> str:
@@ -275,17 +323,6 @@ class ResizeModule(nn.Module):
         return nn.functional.interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners)
 
 
-class _Resizing(OpSpec):
-    """Base of the ops that resize: each declares ``mode`` as a field; this checks it."""
-
-    mode: str
-
-    def validate(self) -> None:
-        super().validate()
-        if self.mode not in RESIZE_MODES:
-            raise UserError(f"op {self.type_name}: mode must be one of {', '.join(RESIZE_MODES)}, got {self.mode!r}")
-
-
 @dataclass(frozen=True)
 class SepConv(OpSpec):
     """Separable convolution, the DCNAS mixture-layer candidate: depthwise kxk (dilation d) + BN +
@@ -305,11 +342,6 @@ class SepConv(OpSpec):
     def key(self) -> str:
         return f"sepconv_k{self.kernel}_d{self.dilation}_{self._shape()}_o{self.out}"
 
-    def validate(self) -> None:
-        super().validate()
-        if self.kernel % 2 == 0:
-            raise UserError(f"op {self.key}: kernel must be odd, got {self.kernel}")
-
     def build(self, affine: bool = True) -> nn.Module:
         pad = self.dilation * (self.kernel // 2)
         return nn.Sequential(
@@ -321,9 +353,12 @@ class SepConv(OpSpec):
     def macs(self) -> int:
         return self.h * self.w * (self.cin * self.kernel**2 + self.cin * self.out)
 
+    def params(self) -> int:
+        return self.cin * self.kernel**2 + 2 * self.cin + self.cin * self.out + 2 * self.out
+
 
 @dataclass(frozen=True)
-class UpConv(_Resizing):
+class UpConv(OpSpec):
     """The DCNAS *Up* transform: 1x1 conv + BN + ReLU to the finer scale's width at the coarse
     resolution (4x cheaper than after the resize), then upsample by ``scale``."""
 
@@ -352,9 +387,12 @@ class UpConv(_Resizing):
     def macs(self) -> int:
         return self.h * self.w * self.cin * self.out
 
+    def params(self) -> int:
+        return self.cin * self.out + 2 * self.out
+
 
 @dataclass(frozen=True)
-class Resize(_Resizing):
+class Resize(OpSpec):
     """Upsampling alone: the output block brings every scale of the last layer to 1/4."""
 
     scale: int
@@ -447,7 +485,7 @@ class SegHeadModule(nn.Module):
 
 
 @dataclass(frozen=True)
-class SegHead(_Resizing):
+class SegHead(OpSpec):
     """The fixed DCNAS output block after the concatenation at 1/4: 3x3 conv + BN + ReLU, 1x1 conv
     (with bias) to the classes, bilinear upsample to the input size."""
 
@@ -476,12 +514,16 @@ class SegHead(_Resizing):
     def macs(self) -> int:
         return self.h * self.w * (self.cin * self.mid * 9 + self.mid * self.classes)
 
+    def params(self) -> int:
+        return self.cin * self.mid * 9 + 2 * self.mid + self.mid * self.classes + self.classes
+
 
 OP_TYPES: dict[str, type[OpSpec]] = {
     c.type_name: c for c in (ConvBNAct, MBConv, Skip, Classifier, SepConv, UpConv, Resize, AddN, SegHead)
 }
 
-_CANDIDATE = re.compile(r"^k(\d+)e(\d+)$")
+#: Layer names of MBConv chains: the kernels and expansions of the MobileNetV2 / DenseNAS family.
+_CANDIDATE = re.compile(r"^k([357])e([1-8])$")
 
 
 def candidate_layer(name: str, cin: int, h: int, w: int, cout: int, stride: int) -> OpSpec:
@@ -492,7 +534,8 @@ def candidate_layer(name: str, cin: int, h: int, w: int, cout: int, stride: int)
         return Skip(cin, h, w)
     m = _CANDIDATE.match(name)
     if not m:
-        raise UserError(f"unknown op {name!r}: expected 'skip' or 'k<kernel>e<expansion>' such as 'k3e6'")
+        raise UserError(f"unknown op {name!r}: expected 'skip' or 'k<kernel>e<expansion>' with kernel 3, 5 or 7 "
+                        "and expansion 1 to 8, such as 'k3e6'")
     spec = MBConv(cin, h, w, cout, int(m.group(1)), int(m.group(2)), stride)
     spec.validate()
     return spec

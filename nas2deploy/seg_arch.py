@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nas2deploy.errors import UserError
+from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, NETWORK_FIX, Field, network_meta, network_size
 from nas2deploy.ops import (
     RESIZE_MODES,
     AddN,
@@ -35,14 +36,17 @@ from nas2deploy.ops import (
 )
 
 STEM = (-1, 0)
-_SEP = re.compile(r"^sep(\d+)(?:d(\d+))?$")
+MAX_LAYERS = 64
+#: Cell ops: separable convolutions of kernel 3, 5 or 7, optionally dilated (1 to 16).
+_SEP = re.compile(r"^sep([357])(?:d([1-9]|1[0-6]))?$")
 
 
 def cell_op(name: str, channels: int, h: int, w: int) -> SepConv:
     """``sep5`` -> SepConv k5; ``sep3d2`` -> SepConv k3 with dilation 2."""
     m = _SEP.match(name)
     if not m:
-        raise UserError(f"unknown cell op {name!r}: expected 'sep<kernel>' or 'sep<kernel>d<dilation>' such as 'sep5'")
+        raise UserError(f"unknown cell op {name!r}: expected 'sep<kernel>' or 'sep<kernel>d<dilation>' (kernel 3, 5 or 7, "
+                        "dilation 1 to 16) such as 'sep5'")
     spec = SepConv(channels, h, w, channels, int(m.group(1)), int(m.group(2) or 1))
     spec.validate()
     return spec
@@ -169,32 +173,33 @@ class SegArch:
         }
 
     @staticmethod
-    def from_dict(doc: dict[str, Any], source: str = "<arch>") -> SegArch:
-        def need(d: Any, key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-            if not isinstance(d, dict) or key not in d:
-                raise UserError(f"arch {source}: missing field {where}{key}")
-            v = d[key]
-            if not isinstance(v, kind) or (isinstance(v, bool) and kind is int):
-                raise UserError(f"arch {source}: field {where}{key} has the wrong type ({v!r})")
-            return v
+    def from_dict(doc: Any, source: str = "<arch>") -> SegArch:
+        return SegArch.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
 
+    @staticmethod
+    def from_field(doc: Field) -> SegArch:
+        """Validate a segmentation arch field by field; errors name the file, the field and the rule."""
         cells = []
-        for i, c in enumerate(need(doc, "cells", list)):
-            where = f"cells[{i}]."
-            inputs = need(c, "inputs", list, where)
-            if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) for v in p) for p in inputs):
-                raise UserError(f"arch {source}: field {where}inputs must be a list of [layer, scale] pairs")
-            cells.append(Cell(need(c, "layer", int, where), need(c, "scale", int, where), need(c, "op", str, where),
-                              tuple((p[0], p[1]) for p in inputs)))
-        widths = need(doc, "widths", list)
-        if not all(isinstance(w, int) and w > 0 for w in widths):
-            raise UserError(f"arch {source}: field widths must be positive integers")
+        for c in doc["cells"].list(max_len=4 * MAX_LAYERS, min_len=1):
+            inputs = []
+            for pair in c["inputs"].list(max_len=4 * MAX_LAYERS + 1, min_len=1):
+                layer, scale = pair.list(min_len=2, max_len=2)
+                inputs.append((layer.int(-1, MAX_LAYERS), scale.int(0, 3)))
+            cells.append(Cell(c["layer"].int(0, MAX_LAYERS - 1), c["scale"].int(0, 3), c["op"].str(), tuple(inputs)))
+        mode, corners, name = doc.get("resize_mode"), doc.get("align_corners"), doc.get("name")
         arch = SegArch(
-            need(doc, "input_size", int), need(doc, "num_classes", int), tuple(widths), tuple(cells),
-            need(doc, "head_width", int), str(doc.get("resize_mode", "bilinear")), bool(doc.get("align_corners", False)),
-            str(doc.get("name", "")) or source, dict(doc.get("meta") or {}),
+            doc["input_size"].int(64, MAX_SIDE), doc["num_classes"].int(1, MAX_CLASSES),
+            tuple(w.int(1, MAX_CHANNELS) for w in doc["widths"].list(min_len=4, max_len=4)),
+            tuple(cells), doc["head_width"].int(1, MAX_CHANNELS),
+            mode.str(RESIZE_MODES) if mode else "bilinear", corners.bool() if corners else False,
+            (name.str() if name else "") or doc.source.removeprefix("arch "), network_meta(doc),
         )
-        arch.validate(source)
+        try:
+            arch.validate(doc.source.removeprefix("arch "))
+        except UserError as exc:
+            raise UserError(f"{exc}; {NETWORK_FIX}") from None
+        specs = arch.op_specs()
+        network_size(doc, sum(s.macs() for s in specs), sum(s.params() for s in specs))
         return arch
 
 

@@ -5,8 +5,8 @@ trains per-pixel cross-entropy that skips the ignore label (255), without label 
 reports mIoU on the test split.
 
 Weights are saved as a plain state dict (atomically) and loaded with ``weights_only=True``, so
-a weights file from elsewhere can at worst fail to load; tensors that do not fit the
-architecture are named.
+a weights file from elsewhere can at worst fail to load; every tensor is checked against the
+architecture (name, shape, dtype, finite values) and the file's records against their checksums.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -61,11 +62,23 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 
 def load_weights(arch: AnyArch, path: str | os.PathLike[str]) -> nn.Module:
-    """Build ``arch`` and load its weights, naming every tensor that is missing or mis-shaped."""
-    if not Path(path).exists():
+    """Build ``arch`` and load its weights, refusing anything that is not exactly its state dict:
+    a missing, extra or mis-shaped tensor is named, and so is a value that is not a dense tensor
+    of the architecture's dtype, or a floating tensor holding NaN or infinity. The file's zip
+    records are checked against their CRC-32 first, so a corrupted byte in any tensor is caught
+    before it is loaded."""
+    p = Path(path)
+    if not p.is_file():
         raise UserError(f"weights {path}: no such file")
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        with zipfile.ZipFile(p) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise UserError(f"weights {path}: not a PyTorch weights file ({exc}); the file is corrupt or of another kind") from None
+    if damaged is not None:
+        raise UserError(f"weights {path}: record {damaged} fails its CRC check; the file is corrupt")
+    try:
+        state = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # corrupt, truncated, or not a plain state dict
         raise UserError(f"weights {path}: cannot be read ({type(exc).__name__}); the file is corrupt or not a state dict") from None
     model = build(arch)
@@ -73,9 +86,20 @@ def load_weights(arch: AnyArch, path: str | os.PathLike[str]) -> nn.Module:
     if not isinstance(state, dict):
         raise UserError(f"weights {path}: not a state dict")
     problems = [f"{k} missing" for k in own if k not in state]
-    problems += [f"{k} unexpected" for k in state if k not in own]
-    problems += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems += [f"{k!s:.60} unexpected" for k in state if k not in own]
+    for key, ref in own.items():
+        value = state.get(key)
+        if key not in state:
+            continue
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_meta:
+            problems.append(f"{key} is {type(value).__name__ if not isinstance(value, torch.Tensor) else value.layout}, "
+                            "not a dense tensor")
+        elif tuple(value.shape) != tuple(ref.shape):
+            problems.append(f"{key} {tuple(value.shape)} vs {tuple(ref.shape)}")
+        elif value.dtype != ref.dtype:
+            problems.append(f"{key} is {value.dtype}, expected {ref.dtype}")
+        elif value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            problems.append(f"{key} holds NaN or infinite values")
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
         raise UserError(f"weights {path} do not match arch {arch.name}: {shown}")

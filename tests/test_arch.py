@@ -30,11 +30,11 @@ def test_round_trip_and_skip_layers_vanish(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"blocks": [{"out": 24, "stride": 3, "head": "k3e6"}]}, r"blocks\[0\]\.stride must be 1 or 2"),
+    ({"blocks": [{"out": 24, "stride": 3, "head": "k3e6"}]}, r"field blocks\[0\]\.stride must be one of 1, 2, got 3"),
     ({"blocks": [{"out": 24, "stride": 2, "head": "k4e6x"}]}, r"blocks\[0\]\.head: unknown op 'k4e6x'"),
     ({"blocks": [{"out": 24, "stride": 2, "head": "skip"}]}, r"blocks\[0\]\.head: op 'skip' needs stride 1"),
-    ({"tail": -1}, "field tail must be a positive integer"),
-    ({"stem": {"conv": 16, "out": 16}}, "missing field stem.stride"),
+    ({"tail": -1}, r"field tail must be an integer in \[1, 16384\], got -1"),
+    ({"stem": {"conv": 16, "out": 16}}, "field stem.stride is missing"),
 ])
 def test_invalid_archs_name_the_field(change, message):
     with pytest.raises(UserError, match=message):

@@ -65,7 +65,7 @@ def test_missing_entries_name_keys_count_and_the_fix(small_space):
     ('{"format": "nas2deploy.latency_table", "version": 7}', "format version 7 is not supported"),
     ('[1, 2]', "not a nas2deploy.latency_table file"),
     ('{"format": "nas2deploy.latency_table", "version": 1, "meta": {}, "entries": {"x": {"spec": {"type": "?"}}}}',
-     "entry 'x': unknown op type"),
+     r"field entries\['x'\]\.spec\.type must be a known op type"),
 ])
 def test_corrupt_tables_are_named(tmp_path, content, message):
     path = tmp_path / "bad.json"

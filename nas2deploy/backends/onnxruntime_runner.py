@@ -21,6 +21,11 @@ GRAPH_LEVELS = ("all", "extended", "basic", "disabled")
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def import_onnxruntime() -> Any:
     try:
         import onnxruntime
@@ -68,11 +73,11 @@ class OnnxRuntimeRunner(Runner):
         chain: list[Any] = [PROVIDERS[provider]]
         if provider != "cpu":
             chain = [(PROVIDERS[provider], {"device_id": device_id}), "CPUExecutionProvider"]
+        self.source = source
         try:
             self.session = ort.InferenceSession(model, options, providers=chain)
         except Exception as exc:  # ORT raises its own exception types for bad graphs
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"ONNX Runtime cannot load {source}: {first}") from None
+            raise UserError(f"ONNX Runtime cannot load {source}: {_first_line(exc)}") from None
         used = self.session.get_providers()
         if PROVIDERS[provider] not in used:
             raise UserError(
@@ -99,10 +104,16 @@ class OnnxRuntimeRunner(Runner):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
         cast = {k: v.astype(self._dtypes.get(k, v.dtype)) for k, v in feeds.items()}
-        return dict(zip(names, self.session.run(names, cast)))
+        try:
+            return dict(zip(names, self.session.run(names, cast)))
+        except Exception as exc:  # a graph that loads can still fail to run (inconsistent shapes)
+            raise UserError(f"ONNX Runtime cannot run {self.source}: {_first_line(exc)}") from None
 
     def time_runs(self, n: int) -> list[float]:
-        return cpu_time_runs(lambda: self.session.run_with_iobinding(self._binding), n)
+        try:
+            return cpu_time_runs(lambda: self.session.run_with_iobinding(self._binding), n)
+        except Exception as exc:
+            raise UserError(f"ONNX Runtime cannot run {self.source}: {_first_line(exc)}") from None
 
     def close(self) -> None:
         self._binding = None

@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Protocol
 
+from nas2deploy.validate import MAX_OP_MS, Field
+
 
 @dataclass(frozen=True)
 class TimingSettings:
@@ -28,6 +30,19 @@ class TimingSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @staticmethod
+    def from_field(f: Field) -> TimingSettings:
+        """The harness settings a table records; each field optional, typed and bounded."""
+        rules = {"warmup_runs": lambda v: v.int(0, 10**6), "warmup_ms": lambda v: v.number(0, 1e7),
+                 "min_runs": lambda v: v.int(1, 10**7), "min_time_ms": lambda v: v.number(0, 1e7),
+                 "max_cov": lambda v: v.number(0, 1e3, lo_open=True), "retries": lambda v: v.int(0, 100)}
+        values = {}
+        for key, value in f.items():
+            if key not in rules:
+                raise value.error(f"is not a timing setting ({', '.join(rules)})", shown=False)
+            values[key] = rules[key](value)
+        return TimingSettings(**values)
 
 
 @dataclass(frozen=True)
@@ -65,7 +80,18 @@ class TimingStats:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> TimingStats:
-        return TimingStats(**{k: d[k] for k in TimingStats.__dataclass_fields__})
+        return TimingStats.from_field(Field(d, "timing statistics", "measure again"))
+
+    @staticmethod
+    def from_field(f: Field) -> TimingStats:
+        """Statistics read from a file: every time finite and positive (at most ``MAX_OP_MS``),
+        ordered min <= median <= p90 <= p99, a spread >= 0, at least one run."""
+        times = {k: f[k].number(0, MAX_OP_MS, lo_open=True) for k in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms")}
+        stats = TimingStats(**times, std_ms=f["std_ms"].number(0, MAX_OP_MS), cov=f["cov"].number(0, 1e3),
+                            runs=f["runs"].int(1, 10**9))
+        if not stats.min_ms <= stats.median_ms <= stats.p90_ms <= stats.p99_ms:
+            raise f.error("must have min_ms <= median_ms <= p90_ms <= p99_ms", shown=False)
+        return stats
 
 
 def _percentile(sorted_xs: list[float], q: float) -> float:

@@ -12,8 +12,11 @@ from nas2deploy.errors import UserError
 
 
 def open_model(path: Path, settings: BackendSettings) -> Runner:
+    from nas2deploy.deploy.export import verify_artifact
+
     if not path.is_file():
         raise UserError(f"model {path}: no such file")
+    verify_artifact(path)
     if path.suffix == ".engine":
         if settings.backend != "tensorrt":
             raise UserError(f"model {path}: a TensorRT engine runs only with --backend tensorrt")

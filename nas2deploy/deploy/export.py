@@ -40,7 +40,7 @@ from nas2deploy.deploy.compare import Comparison, compare_outputs
 from nas2deploy.deploy.inputs import accuracy_inputs
 from nas2deploy.deploy.onnx_export import INPUT_NAME, OPSET, check_onnx, export_onnx
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_bytes, atomic_write_json
+from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.validate import (
     DriftTracker,
@@ -48,8 +48,11 @@ from nas2deploy.latency.validate import (
     timing_from_table,
 )
 from nas2deploy.train import load_weights, save_weights
+from nas2deploy.validate import Field
 
 REPORT_FORMAT = "nas2deploy.export_report"
+#: The files whose SHA-256 the report records (``bench`` and ``export --weights`` verify them).
+ARTIFACTS = ("weights.pt", "model.onnx", "model.engine")
 
 
 class CheckFailed(UserError):
@@ -71,6 +74,32 @@ class ExportOptions:
     budget_ms: float | None = None
     workspace_mb: int = 1024
     force: bool = False
+
+
+def recorded_sha256(path: Path) -> tuple[str, Path] | None:
+    """The SHA-256 that the export report beside ``path`` records for it, and that report."""
+    report = path.parent / "report.json"
+    if not report.is_file():
+        return None
+    doc = Field(read_json(report, "export report"), f"export report {report}", "export again")
+    files = doc.get("files")
+    entry = files.get(path.name) if files is not None else None
+    if entry is None:
+        return None
+    digest = entry.str(max_len=64)
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise entry.error("must be a SHA-256 digest (64 hex digits)")
+    return digest, report
+
+
+def verify_artifact(path: Path) -> None:
+    """Refuse an exported file (weights, ONNX model, engine) that differs from what ``export``
+    wrote, when the report beside it records its SHA-256: a flipped byte in a weights or ONNX
+    file can still load and run, and both runtimes would then agree on the corrupted values."""
+    recorded = recorded_sha256(path)
+    if recorded is not None and sha256_file(path) != recorded[0]:
+        raise UserError(f"{path}: its SHA-256 differs from the one {recorded[1]} recorded at export; the file was "
+                        "modified or corrupted: export it again")
 
 
 def prepare_folder(out: Path, force: bool) -> None:
@@ -154,6 +183,7 @@ class Exporter:
     def _load(self) -> nn.Module:
         t = time.perf_counter()
         if self.weights:
+            verify_artifact(Path(self.weights))
             model = load_weights(self.arch, self.weights)
             self.report["weights"] = str(self.weights)
         else:
@@ -280,5 +310,6 @@ class Exporter:
         self.report["budget_ms"] = budget
         self.report["summary"] = arch_summary(self.arch, table)
         self.report["passed"] = all(c.passed for c in self.comparisons)
+        self.report["files"] = {name: sha256_file(self.out / name) for name in ARTIFACTS if (self.out / name).exists()}
         atomic_write_json(self.out / "report.json", self.report)
         write_export_report(self.out, self.report, self.arch)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import warnings
 
 import torch
@@ -58,8 +59,17 @@ def export_onnx(
     return buf.getvalue()
 
 
-def check_onnx(onnx_bytes: bytes, source: str = "model.onnx") -> bytes:
-    """Full ``onnx.checker`` check plus shape inference; returns the model with inferred shapes."""
+#: Input and output element types a runner feeds and reads (ONNX TensorProto FLOAT, FLOAT16).
+_FLOAT_TYPES = {1: "float32", 10: "float16"}
+#: The most elements one input may hold: runners allocate it (2^28 floats, 1 GiB).
+MAX_INPUT_ELEMENTS = 2**28
+
+
+def check_onnx(onnx_bytes: bytes, source: str = "model.onnx", input_shape: tuple[int, ...] | None = None) -> bytes:
+    """Full ``onnx.checker`` check plus shape inference, then the interface a runner relies on:
+    float inputs and outputs whose dimensions are positive integers (a symbolic batch dimension
+    allowed), inputs small enough to allocate, and with ``input_shape`` (C, H, W) one input of
+    that shape, as the network that was exported takes. Returns the model with inferred shapes."""
     import onnx
 
     try:
@@ -69,4 +79,25 @@ def check_onnx(onnx_bytes: bytes, source: str = "model.onnx") -> bytes:
     except Exception as exc:  # DecodeError, ValidationError, InferenceError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{source}: not a valid ONNX model ({first})") from None
+    graph = inferred.graph
+    weights = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in weights]
+    if not inputs or not graph.output:
+        raise UserError(f"{source}: the graph has {len(inputs)} input(s) and {len(graph.output)} output(s); a runner needs both")
+    for kind, values in (("input", inputs), ("output", graph.output)):
+        for value in values:
+            tensor = value.type.tensor_type
+            if tensor.elem_type not in _FLOAT_TYPES:
+                raise UserError(f"{source}: {kind} {value.name!r} has element type {tensor.elem_type}, not float32 or float16")
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+            if any(d is not None and d < 1 for d in dims) or None in dims[1:] or (kind == "input" and not dims):
+                raise UserError(f"{source}: {kind} {value.name!r} has shape {dims}: expected positive sizes (a symbolic "
+                                "batch dimension at most)")
+            if kind == "input" and math.prod(d or 1 for d in dims) > MAX_INPUT_ELEMENTS:
+                raise UserError(f"{source}: input {value.name!r} of shape {dims} is too large to feed")
+    if input_shape is not None:
+        dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
+        if len(inputs) != 1 or tuple(dims) != tuple(input_shape):
+            raise UserError(f"{source}: takes input(s) {[i.name for i in inputs]} of shape {dims}, but its network takes "
+                            f"one input of {list(input_shape)}; the file was edited or belongs to another network")
     return inferred.SerializeToString()

@@ -5,6 +5,8 @@ before the next one starts; the finished table is written atomically and the jou
 A restarted profile with the same settings reads the journal and measures only what is missing,
 so a ``kill -9`` loses at most the op that was being timed and nothing is measured twice. The
 journal's first line records the settings; a resume under different settings is refused.
+One process profiles a table at a time: a second one on the same ``out`` is refused at once,
+naming the first (``OUT.lock``), so the table on disk is always the one that process reports.
 
 ``shard=(i, n)`` measures every n-th op starting at i (ops sorted by key), so n processes or
 machines can split a space; ``merge_tables`` joins the shards.
@@ -22,9 +24,11 @@ from typing import Any, Callable
 from nas2deploy.backends import BackendSettings
 from nas2deploy.backends.timing import Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
-from nas2deploy.latency.table import Entry, LatencyTable, now_iso
+from nas2deploy.fileio import append_line, exclusive, open_no_follow
+from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
 from nas2deploy.spaces import SearchSpace
+from nas2deploy.validate import Field
 
 Progress = Callable[[int, int, str], None]
 
@@ -85,39 +89,42 @@ def _settings_header(space: SearchSpace, settings: BackendSettings, timing: Timi
 
 
 def _read_journal(path: Path, header: dict[str, Any]) -> tuple[dict[str, Entry], dict[str, Any] | None]:
-    """Entries and reference already measured; a torn last line (killed mid-write) is ignored."""
+    """Entries and reference already measured; a torn last line (killed mid-write) is cut off."""
     entries: dict[str, Entry] = {}
     reference = None
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     for n, line in enumerate(lines):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if n == len(lines) - 1:  # torn by a kill: cut it off so that appends start on a fresh line
-                with path.open("r+", encoding="utf-8") as fh:
-                    fh.truncate(sum(len(x.encode()) for x in lines[:n]))
+                fd = open_no_follow(path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, sum(len(x.encode()) for x in lines[:n]))
+                finally:
+                    os.close(fd)
                 break
             raise UserError(f"profile journal {path}: line {n + 1} is corrupt; delete the journal to start afresh") from None
+        where = Field(record, f"profile journal {path} (line {n + 1})", "delete the journal to start afresh")
         if n == 0:
-            old = record.get("header", {})
+            old = where["header"].object()
             diff = [k for k in ("measurement", "timing", "space", "shard") if old.get(k) != header.get(k)]
             if diff:
                 raise UserError(
                     f"profile journal {path} was written under different settings ({', '.join(diff)} differ); "
                     "rerun with the original options or delete the journal"
                 )
-        elif "reference" in record:
-            reference = record["reference"]
+        elif where.has("reference"):
+            reference = read_reference(where["reference"])
         else:
-            entry = Entry.from_dict(record, f"profile journal {path}")
+            entry = Entry.from_field(where)
             entries[entry.spec.key] = entry
     return entries, reference
 
 
-def _append(fh: Any, record: dict[str, Any]) -> None:
-    fh.write(json.dumps(record) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
+def lock_path(out: str | os.PathLike[str]) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
 
 
 def profile_space(
@@ -139,40 +146,38 @@ def profile_space(
     header = _settings_header(space, settings, timing, shard)
     journal = journal_path(out)
     stats = ProfileStats(ops=len(specs))
-    entries: dict[str, Entry] = {}
-    reference = None
-    if journal.exists():
-        entries, reference = _read_journal(journal, header)
-        stats.resumed = len(entries)
-    else:
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        with journal.open("w", encoding="utf-8") as fh:
-            _append(fh, {"header": header})
-    ref_spec = space.reference_op()
-    with journal.open("a", encoding="utf-8") as fh:
+    with exclusive(lock_path(out), f"latency table {out}"):  # one profiler per table
+        entries: dict[str, Entry] = {}
+        reference = None
+        if journal.exists():
+            entries, reference = _read_journal(journal, header)
+            stats.resumed = len(entries)
+        else:
+            append_line(journal, json.dumps({"header": header}))
+        ref_spec = space.reference_op()
         if reference is None:
             m, _ = measure_spec(ref_spec, settings, timing, stats)
             reference = {"key": ref_spec.key, "spec": ref_spec.to_dict(), "stats": m.stats.to_dict()}
-            _append(fh, {"reference": reference})
+            append_line(journal, json.dumps({"reference": reference}))
         todo = [s for s in specs if s.key not in entries]
         done = len(specs) - len(todo)
         for spec in todo:
             m, attempts = measure_spec(spec, settings, timing, stats)
             entry = Entry(spec, m.stats, attempts)
-            _append(fh, entry.to_dict())
+            append_line(journal, json.dumps(entry.to_dict()))
             entries[spec.key] = entry
             done += 1
             if progress:
                 progress(done, len(specs), spec.key)
-    # The reference op once more at the end: how far the machine drifted during the profile.
-    end, _ = measure_spec(ref_spec, settings, timing, stats)
-    reference = {**reference, "end_stats": end.stats.to_dict()}
-    stats.wall_s = time.perf_counter() - start
-    meta = {**header, "created": now_iso(), "profile": {
-        "ops": stats.ops, "resumed": stats.resumed, "remeasured": stats.remeasured,
-        "wall_s": round(stats.wall_s, 2), "timed_fraction": round(stats.timed_fraction, 3),
-    }}
-    table = LatencyTable(meta, {s.key: entries[s.key] for s in specs}, reference)
-    table.save(out)
-    journal.unlink()
+        # The reference op once more at the end: how far the machine drifted during the profile.
+        end, _ = measure_spec(ref_spec, settings, timing, stats)
+        reference = {**reference, "end_stats": end.stats.to_dict()}
+        stats.wall_s = time.perf_counter() - start
+        meta = {**header, "created": now_iso(), "profile": {
+            "ops": stats.ops, "resumed": stats.resumed, "remeasured": stats.remeasured,
+            "wall_s": round(stats.wall_s, 2), "timed_fraction": round(stats.timed_fraction, 3),
+        }}
+        table = LatencyTable(meta, {s.key: entries[s.key] for s in specs}, reference)
+        table.save(out)
+        journal.unlink()
     return table, stats

@@ -21,14 +21,15 @@ import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from nas2deploy.arch import AnyArch
-from nas2deploy.backends.timing import TimingStats
+from nas2deploy.backends.timing import TimingSettings, TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import OpSpec
 from nas2deploy.spaces import OPTION_FIELDS, SearchSpace, make_space
+from nas2deploy.validate import MAX_OP_MS, Field
 
 TABLE_FORMAT = "nas2deploy.latency_table"
 TABLE_VERSION = 1
@@ -49,13 +50,9 @@ class Entry:
         return {"spec": self.spec.to_dict(), "stats": self.stats.to_dict(), "attempts": self.attempts}
 
     @staticmethod
-    def from_dict(d: Any, where: str) -> Entry:
-        try:
-            return Entry(OpSpec.from_dict(d["spec"]), TimingStats.from_dict(d["stats"]), int(d.get("attempts", 1)))
-        except UserError as exc:
-            raise UserError(f"{where}: {exc}") from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{where}: malformed entry ({type(exc).__name__}: {exc})") from None
+    def from_field(f: Field) -> Entry:
+        attempts = f.get("attempts")
+        return Entry(OpSpec.from_field(f["spec"]), TimingStats.from_field(f["stats"]), attempts.int(1, 100) if attempts else 1)
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,18 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "offset_ms": self.offset_ms, "per_op_ms": self.per_op_ms, "samples": self.samples}
+
+    @staticmethod
+    def from_field(f: Field) -> Calibration:
+        """A stored calibration: finite terms and a positive scale, so that a slower op never
+        predicts a faster network (the costs it gives each op are checked against the table in
+        ``LatencyTable.load``)."""
+        return Calibration(f["scale"].number(0, 100, lo_open=True), f["offset_ms"].number(-MAX_OP_MS, MAX_OP_MS),
+                           f["per_op_ms"].number(-MAX_OP_MS, MAX_OP_MS), f["samples"].int(1, 10**6))
+
+    def op_cost(self, latency_ms: float) -> float:
+        """What one deployed op adds to a calibrated prediction."""
+        return self.scale * latency_ms + self.per_op_ms
 
 
 @dataclass(frozen=True)
@@ -189,11 +198,31 @@ class LatencyTable:
         assert entry is not None
         return entry.stats.median_ms
 
+    def cost(self, spec: OpSpec) -> float:
+        """What ``spec`` adds to this table's best prediction: its latency, passed through the
+        calibration's scale and per-op term when the table is calibrated (the calibration is
+        affine in the ops, so summing costs plus ``offset_ms`` gives the calibrated prediction).
+        Latency models of the search are built from these costs."""
+        if spec.is_free:
+            return 0.0
+        lat = self.latency(spec)
+        return self.calibration.op_cost(lat) if self.calibration else lat
+
+    @property
+    def offset_ms(self) -> float:
+        """The per-network term of the calibration (0 without one)."""
+        return self.calibration.offset_ms if self.calibration else 0.0
+
     def predict(self, arch: AnyArch, drift: float = 1.0) -> Prediction:
         specs = arch.op_specs()
         self.require(specs, f"arch {arch.name or '<unnamed>'}")
         raw = sum(self.latency(s) for s in specs)
         cal = self.calibration.apply(raw, len(specs)) * drift if self.calibration else None
+        if cal is not None and not cal > 0:
+            raise UserError(
+                f"latency table {self.name}: its calibration predicts {cal:.4g} ms for arch {arch.name or '<unnamed>'} "
+                f"(offset_ms {self.offset_ms:g} outweighs the ops): an unphysical fit; run `nas2deploy lut validate` again"
+            )
         return Prediction(raw * drift, cal, len(specs), drift)
 
     def drift(self, reference_now_ms: float) -> float:
@@ -223,23 +252,83 @@ class LatencyTable:
 
     @staticmethod
     def load(path: str | os.PathLike[str]) -> LatencyTable:
-        doc = check_format(read_json(path, "latency table"), path, TABLE_FORMAT, TABLE_VERSION, "latency table")
-        where = f"latency table {path}"
-        for field_name, kind in (("meta", dict), ("entries", dict)):
-            if not isinstance(doc.get(field_name), kind):
-                raise UserError(f"{where}: field {field_name!r} is missing or not an object")
+        """Read and validate a table: every entry, the reference op, the calibration and the
+        metadata later steps rely on; one line naming the field on any violation."""
+        doc = Field(check_format(read_json(path, "latency table"), path, TABLE_FORMAT, TABLE_VERSION, "latency table"),
+                    f"latency table {path}", TABLE_FIX)
+        meta = read_meta(doc["meta"])
         entries = {}
-        for key, raw in doc["entries"].items():
-            entry = Entry.from_dict(raw, f"{where}: entry {key!r}")
+        for key, raw in doc["entries"].items(max_len=MAX_ENTRIES):
+            entry = Entry.from_field(raw)
             if entry.spec.key != key:
-                raise UserError(f"{where}: entry {key!r} describes op {entry.spec.key!r}; the file was edited or is corrupt")
+                raise raw.error(f"describes op {entry.spec.key!r}, not its key; the file was edited or is corrupt", shown=False)
             entries[key] = entry
-        cal = doc.get("calibration")
-        try:
-            calibration = Calibration(**cal) if cal else None
-        except TypeError as exc:
-            raise UserError(f"{where}: malformed calibration ({exc})") from None
-        return LatencyTable(doc["meta"], entries, doc.get("reference"), calibration, doc.get("validation"), path)
+        reference = read_reference(doc["reference"]) if doc.get("reference") else None
+        calibration = Calibration.from_field(doc["calibration"]) if doc.get("calibration") else None
+        if calibration is not None:
+            for key, entry in entries.items():
+                if calibration.op_cost(entry.stats.median_ms) <= 0:
+                    raise doc["calibration"].error(
+                        f"gives op {key} a cost of {calibration.op_cost(entry.stats.median_ms):.4g} ms (scale x median + "
+                        "per_op_ms <= 0): an unphysical fit; run `nas2deploy lut validate` again", shown=False)
+        validation = read_validation(doc["validation"]) if doc.get("validation") else None
+        return LatencyTable(meta, entries, reference, calibration, validation, path)
+
+
+#: What to do about a table that fails validation.
+TABLE_FIX = "profile the table again (nas2deploy profile) or restore the file"
+MAX_ENTRIES = 100_000
+
+
+def _measurement_rules() -> dict[str, Callable[[Field], Any]]:
+    from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS
+
+    text = lambda f: f.str(max_len=1024)  # noqa: E731
+    return {
+        "backend": lambda f: f.str(BACKENDS), "device": lambda f: f.str(DEVICES), "precision": lambda f: f.str(PRECISIONS),
+        "batch": lambda f: f.int(1, 65536), "threads": lambda f: f.int(1, 4096), "ort_provider": text,
+        "ort_graph_level": text, "workspace_mb": lambda f: f.int(1, 2**20), "cuda_graph": lambda f: f.bool(),
+        "device_name": text, "backend_version": text, "torch_version": text, "onnx_opset": lambda f: f.int(1, 1000),
+        "nas2deploy_version": text,
+    }
+
+
+def read_meta(meta: Field) -> dict[str, Any]:
+    """The table's metadata; the fields that later steps read are typed, the rest pass through."""
+    out = dict(meta.object())
+    measurement = meta.get("measurement")
+    if measurement is not None:
+        rules = _measurement_rules()
+        out["measurement"] = {k: rules[k](v) if k in rules else v.value for k, v in measurement.items()}
+    timing = meta.get("timing")
+    if timing is not None:
+        out["timing"] = TimingSettings.from_field(timing).to_dict()
+    space = meta.get("space")
+    if space is not None:
+        config = space.get("config")
+        out["space"] = {"name": space["name"].str(), "config": config.object() if config else {}}
+    return out
+
+
+def read_reference(f: Field) -> dict[str, Any]:
+    """The reference op: its spec and statistics (and those measured at the end of the profile)."""
+    spec = OpSpec.from_field(f["spec"])
+    if f["key"].str() != spec.key:
+        raise f["key"].error(f"must be the key of the reference spec ({spec.key})")
+    ref: dict[str, Any] = {"key": spec.key, "spec": spec.to_dict(), "stats": TimingStats.from_field(f["stats"]).to_dict()}
+    if f.get("end_stats") is not None:
+        ref["end_stats"] = TimingStats.from_field(f["end_stats"]).to_dict()
+    return ref
+
+
+def read_validation(f: Field) -> dict[str, Any]:
+    """The last ``lut validate`` report: the figures ``lut show`` prints are typed."""
+    report = dict(f.object())
+    f["samples"].int(1, 10**6)
+    for kind in ("raw", "calibrated"):
+        for key, value in f[kind].items():
+            value.number()
+    return report
 
 
 def _listing(keys: list[str]) -> str:

@@ -136,26 +136,56 @@ def fidelity(predicted: list[float], measured: list[float]) -> dict[str, float]:
     }
 
 
-def fit_calibration(samples: list[Sample]) -> Calibration:
-    """Least squares on relative error; with too few samples, only a scale is fitted."""
+#: Calibration models, richest first: (scale, offset, per-op), (scale, offset), (scale).
+_TERMS = ((True, True), (True, False), (False, False))
+
+
+def _least_squares(samples: list[Sample], offset: bool, per_op: bool) -> Calibration:
+    """Least squares on relative error with the chosen terms."""
     y = np.array([s.measured_ms / s.drift for s in samples])
-    raw = np.array([s.raw_ms for s in samples])
-    if len(samples) < MIN_CALIBRATION_SAMPLES:
-        scale = float(np.sum(raw / y) / np.sum((raw / y) ** 2))
-        return Calibration(scale, 0.0, 0.0, len(samples))
-    design = np.stack([raw, np.ones_like(raw), np.array([s.n_ops for s in samples], float)], axis=1) / y[:, None]
-    coef, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
-    return Calibration(float(coef[0]), float(coef[1]), float(coef[2]), len(samples))
+    columns = [np.array([s.raw_ms for s in samples])]
+    columns += [np.ones(len(samples))] if offset else []
+    columns += [np.array([s.n_ops for s in samples], float)] if per_op else []
+    coef, *_ = np.linalg.lstsq(np.stack(columns, axis=1) / y[:, None], np.ones_like(y), rcond=None)
+    values = [float(c) for c in coef]
+    return Calibration(values[0], values[1] if offset else 0.0, values[-1] if per_op else 0.0, len(samples))
 
 
-def cross_validated(samples: list[Sample], folds: int = 5) -> list[float]:
+def fit_calibration(samples: list[Sample], cheapest_ms: float | None = None) -> Calibration:
+    """The richest physical calibration the samples support: scale + offset + per-op term, else
+    scale + offset, else scale alone (always physical: a positive scale). Physical means what
+    ``unphysical`` checks; ``cheapest_ms`` is the table's fastest op, which the per-op term must
+    not make free. Below ``MIN_CALIBRATION_SAMPLES`` networks only a scale is fitted."""
+    terms = _TERMS if len(samples) >= MIN_CALIBRATION_SAMPLES else _TERMS[-1:]
+    for offset, per_op in terms:
+        cal = _least_squares(samples, offset, per_op)
+        if unphysical(cal, cheapest_ms, samples) is None:
+            return cal
+    return cal
+
+
+def unphysical(calibration: Calibration, cheapest_ms: float | None, samples: list[Sample]) -> str | None:
+    """Why a calibration must not be stored, or None: it needs a positive scale (else a slower
+    op predicts a faster network), a positive cost for the table's fastest op (scale x latency +
+    per_op_ms), and positive predictions for the networks it was fitted on."""
+    if not calibration.scale > 0:
+        return f"its scale is {calibration.scale:.4g}: a slower op would predict a faster network"
+    if cheapest_ms is not None and calibration.op_cost(cheapest_ms) <= 0:
+        return (f"per_op_ms {calibration.per_op_ms:.4g} gives the table's fastest op ({cheapest_ms:.4g} ms) a cost of "
+                f"{calibration.op_cost(cheapest_ms):.4g} ms")
+    if any(calibration.apply(s.raw_ms, s.n_ops) <= 0 for s in samples):
+        return "it predicts a non-positive latency for a measured network"
+    return None
+
+
+def cross_validated(samples: list[Sample], folds: int = 5, cheapest_ms: float | None = None) -> list[float]:
     """Calibrated predictions where each sample's calibration was fitted without it."""
     n = len(samples)
     folds = n if n < 10 else folds
     out = [0.0] * n
     for f in range(folds):
         held = [i for i in range(n) if i % folds == f]
-        cal = fit_calibration([s for i, s in enumerate(samples) if i % folds != f])
+        cal = fit_calibration([s for i, s in enumerate(samples) if i % folds != f], cheapest_ms)
         for i in held:
             out[i] = cal.apply(samples[i].raw_ms, samples[i].n_ops) * samples[i].drift
     return out
@@ -188,7 +218,8 @@ def validate_table(
             if progress:
                 progress(i + 1, samples, f"{measured:.3f} ms")
     measured_ms = [s.measured_ms for s in records]
-    calibration = fit_calibration(records)
+    cheapest = min(e.stats.median_ms for e in table.entries.values())
+    calibration = fit_calibration(records, cheapest)
     report = {
         "samples": samples,
         "seed": seed,
@@ -196,7 +227,7 @@ def validate_table(
         "machine": cpu_name() if settings.device == "cpu" else settings.device_name(),
         "wall_s": round(time.perf_counter() - start, 1),
         "raw": fidelity([s.predicted_ms for s in records], measured_ms),
-        "calibrated": fidelity(cross_validated(records), measured_ms),
+        "calibrated": fidelity(cross_validated(records, cheapest_ms=cheapest), measured_ms),
         "calibration": calibration.to_dict(),
         "calibrated_is": "out-of-sample (cross-validated) predictions",
         "records": [
@@ -204,7 +235,11 @@ def validate_table(
             for s in records
         ],
     }
-    table.calibration = calibration
+    refused = unphysical(calibration, cheapest, records)
+    if refused:  # stored tables must stay loadable and physical: keep none rather than this fit
+        report["calibration"] = None
+        report["calibration_refused"] = refused
+    table.calibration = None if refused else calibration
     table.validation = report
     table.save()
     return report

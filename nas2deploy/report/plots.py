@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+
+from nas2deploy.fileio import atomic_write_bytes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -13,9 +16,12 @@ import numpy as np  # noqa: E402
 
 
 def save(fig: Any, path: Path) -> str:
+    """Render to memory, then write atomically (never through a link planted at ``path``)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path.name
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.ops import AddN, OpSpec
+from nas2deploy.ops import AddN
 from nas2deploy.search.dcnas_supernet import DCNASSupernet
 
 
@@ -30,12 +30,7 @@ class DCNASLatencyModel:
         space = net.space
         self.net, self.table, self.calibration = net, table, table.calibration
         table.require_space(space)
-
-        def cost(spec: OpSpec) -> float:
-            lat = table.latency(spec)
-            if self.calibration is None or spec.is_free:
-                return lat
-            return self.calibration.scale * lat + self.calibration.per_op_ms
+        cost = table.cost
 
         self.k = {c: min(space.config.derive_inputs, len(space.inputs[c])) for c in net.cells}
         self.transform = {c: torch.tensor([cost(space.transform_spec(src, c)) for src in space.inputs[c]]) for c in net.cells}
@@ -45,8 +40,7 @@ class DCNASLatencyModel:
             self.fusion[c] = cost(AddN(w, h, h, self.k[c])) if self.k[c] > 1 else 0.0
         self.ops = torch.tensor([[cost(s) for s in space.candidates(c)] for c in net.cells])
         whole = space.dense_arch
-        offset = self.calibration.offset_ms if self.calibration else 0.0
-        self.fixed = sum(cost(s) for s in [*whole.stem_specs(), *whole.head_specs()]) + offset
+        self.fixed = sum(cost(s) for s in [*whole.stem_specs(), *whole.head_specs()]) + table.offset_ms
         # consumers: for each cell, (consumer cell, index of this cell among the consumer's inputs)
         self.consumers: dict[tuple[int, int], list[tuple[tuple[int, int], int]]] = {c: [] for c in net.cells}
         for d in net.cells:

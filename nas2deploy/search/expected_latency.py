@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.ops import OpSpec
 from nas2deploy.search.supernet import DenseNASSupernet
 
 
@@ -33,21 +32,14 @@ class LatencyModel:
             specs += space.stack_candidates(n)
         table.require(specs, f"the {space.name} supernet")
         self.table = table
-
-        def cost(spec: OpSpec) -> float:
-            lat = table.latency(spec)
-            if self.calibration is None or spec.is_free:
-                return lat
-            return self.calibration.scale * lat + self.calibration.per_op_ms
-
+        cost = table.cost
         n_stack_ops = len(space.stack_candidates(1))
         self.head = torch.tensor([[cost(s) for s in space.head_candidates(e)] for e in net.head_edges])
         self.stack = torch.tensor([[cost(s) for s in space.stack_candidates(n)] for n, _ in net.stack_layers]).reshape(
             len(net.stack_layers), n_stack_ops)  # (0, 7) when the space has no stacking layers
         self.stack_node = torch.tensor([n for n, _ in net.stack_layers], dtype=torch.long)
         self.tail = torch.tensor([cost(space.head_candidates(e)[0]) for e in net.tail_edges])
-        offset = self.calibration.offset_ms if self.calibration else 0.0
-        self.fixed = sum(cost(s) for s in space.stem_specs()) + cost(space.classifier_spec()) + offset
+        self.fixed = sum(cost(s) for s in space.stem_specs()) + cost(space.classifier_spec()) + table.offset_ms
 
     def expected(self, head_w: torch.Tensor, stack_w: torch.Tensor, path_p: torch.Tensor) -> torch.Tensor:
         """Expected latency (ms) for op probabilities per mixed op and path probabilities per edge."""

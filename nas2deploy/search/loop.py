@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from nas2deploy.arch import AnyArch, save_arch
 from nas2deploy.data import open_dataset, split_train_val
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
+from nas2deploy.fileio import append_line, atomic_write_bytes, atomic_write_json, exclusive, read_json
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.objective import LABEL, METRIC, Score, task_loss
 from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
@@ -48,6 +48,7 @@ from nas2deploy.search.loss import BudgetController, latency_loss
 from nas2deploy.search.sampling import step_generator
 from nas2deploy.search.space_search import SpaceSearch, make_space_search
 from nas2deploy.spaces import OPTION_FIELDS, SearchSpace, make_space, space_overrides
+from nas2deploy.validate import MAX_OP_MS, Field
 
 #: The data a search uses when none is named: each space's built-in set.
 BUILTIN_DATA = {"densenas": "synthetic", "dcnas": "seg-synthetic"}
@@ -105,15 +106,45 @@ class SearchConfig:
             self.data = BUILTIN_DATA.get(self.space, "synthetic")
 
     @staticmethod
-    def from_file(path: str | Path) -> dict[str, Any]:
-        doc = read_json(path, "search config")
-        if not isinstance(doc, dict):
-            raise UserError(f"search config {path}: must be a JSON object of SearchConfig fields")
-        known = {f.name for f in dataclasses.fields(SearchConfig)} - {"table", "space"}  # given by --lut, --space
-        unknown = sorted(set(doc) - known)
+    def read(doc: Field, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The fields of a config read from a file (a ``--config`` file or a checkpoint), each
+        by its rule in ``CONFIG_RULES``; unknown fields are refused by name."""
+        known = [name for name in CONFIG_RULES if name not in exclude]
+        unknown = sorted(set(doc.object()) - set(known))
         if unknown:
-            raise UserError(f"search config {path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return dict(doc)
+            raise UserError(f"{doc.source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return {key: None if value.value is None and key in OPTIONAL else CONFIG_RULES[key](value)
+                for key, value in doc.items()}
+
+    @staticmethod
+    def from_file(path: str | Path) -> dict[str, Any]:
+        doc = Field(read_json(path, "search config"), f"search config {path}", "correct the field")
+        return SearchConfig.read(doc, exclude=("table", "space"))  # given by --lut, --space
+
+    def check(self) -> None:
+        """The same rules for a config built from command-line options."""
+        SearchConfig.read(Field(asdict(self), "search options", "give a valid value"))
+
+
+#: The rule of each SearchConfig field (``nas2deploy.validate``); None is allowed for OPTIONAL.
+CONFIG_RULES: dict[str, Callable[[Field], Any]] = {
+    "table": lambda f: f.str(max_len=4096), "data": lambda f: f.str(max_len=4096), "space": lambda f: f.str(),
+    "epochs": lambda f: f.int(1, 10**6), "warmup_epochs": lambda f: f.int(0, 10**6),
+    "batch_size": lambda f: f.int(1, 65536), "val_fraction": lambda f: f.number(0, 0.99, lo_open=True),
+    "max_batches": lambda f: f.int(0, 10**9), "w_lr": lambda f: f.number(0, 10, lo_open=True),
+    "w_lr_min": lambda f: f.number(0, 10), "w_momentum": lambda f: f.number(0, 0.999),
+    "w_weight_decay": lambda f: f.number(0, 1), "grad_clip": lambda f: f.number(0, 1e6, lo_open=True),
+    "accumulate": lambda f: f.int(1, 1024), "a_lr": lambda f: f.number(0, 10, lo_open=True),
+    "a_beta1": lambda f: f.number(0, 0.999), "a_beta2": lambda f: f.number(0, 0.99999),
+    "a_weight_decay": lambda f: f.number(0, 1), "lam": lambda f: f.number(0, 1e3), "tau": lambda f: f.number(1, 1e6, lo_open=True),
+    "budget_ms": lambda f: f.number(0, MAX_OP_MS, lo_open=True), "lam_rate": lambda f: f.number(0, 10, lo_open=True),
+    "seed": lambda f: f.int(0, 2**62), "path_samples": lambda f: f.int(0, 1000),
+    "channel_fraction": lambda f: f.number(0, 1, lo_open=True), "viterbi": lambda f: f.bool(),
+    "input_size": lambda f: f.int(1, 2**31), "width_mult": lambda f: f.number(), "num_classes": lambda f: f.int(1, 2**31),
+    "max_stack_layers": lambda f: f.int(0, 2**31), "layers": lambda f: f.int(1, 2**31),
+    "base_width": lambda f: f.int(1, 2**31), "max_back": lambda f: f.int(0, 2**31), "derive_inputs": lambda f: f.int(1, 2**31),
+}
+OPTIONAL = ("budget_ms", *OPTION_FIELDS)
 
 
 def space_for(config: SearchConfig, table: LatencyTable) -> SearchSpace:
@@ -148,6 +179,7 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
 class Search:
     def __init__(self, config: SearchConfig, run_dir: str | Path, resume: bool = False,
                  progress: Callable[[str], None] | None = None):
+        config.check()
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress or (lambda _: None)
         self.rank, self.world = _world()
         if config.batch_size % (self.world * config.accumulate):
@@ -196,7 +228,7 @@ class Search:
             if (self.run_dir / "checkpoint.pt").exists():
                 raise UserError(f"run {self.run_dir} already holds a search: pass --resume to continue it, or another --out")
             atomic_write_json(self.run_dir / "config.json", asdict(config))
-            (self.run_dir / "log.jsonl").write_text("")
+            atomic_write_bytes(self.run_dir / "log.jsonl", b"")
 
     @property
     def net(self) -> torch.nn.Module:
@@ -311,7 +343,14 @@ class Search:
         return dataclasses.replace(arch, meta=provenance(self.config, budget))
 
     def run(self, until: int | None = None) -> dict[str, Any]:
-        """Search to the configured number of epochs (or stop after epoch ``until``)."""
+        """Search to the configured number of epochs (or stop after epoch ``until``); one process
+        writes a run folder at a time (rank 0 holds ``RUN/.lock``)."""
+        if self.rank != 0:
+            return self._run(until)
+        with exclusive(self.run_dir / ".lock", f"search run {self.run_dir}"):
+            return self._run(until)
+
+    def _run(self, until: int | None) -> dict[str, Any]:
         record: dict[str, Any] = {}
         durations: list[float] = []
         arch = None
@@ -341,8 +380,7 @@ class Search:
             }
             self.epoch += 1
             if self.rank == 0:  # the log line first: a resume drops lines past the checkpoint
-                with (self.run_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                append_line(self.run_dir / "log.jsonl", json.dumps(record))
                 self._checkpoint()
             durations.append(record["wall_s"])
             eta = sum(durations) / len(durations) * (self.config.epochs - self.epoch)
@@ -393,7 +431,7 @@ class Search:
                         kept.append(line)
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue
-            log.write_text("".join(ln + "\n" for ln in kept))
+            atomic_write_bytes(log, "".join(ln + "\n" for ln in kept).encode())
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
@@ -406,6 +444,16 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"run {run_dir}: checkpoint.pt cannot be read ({type(exc).__name__}); it is corrupt") from None
     if not isinstance(state, dict) or "config" not in state or "net" not in state:
         raise UserError(f"run {run_dir}: checkpoint.pt is not a nas2deploy search checkpoint")
+    doc = Field(state, f"run {run_dir}: checkpoint.pt", "search again or restore the checkpoint")
+    doc["config"]["table"].str(max_len=4096)
+    state["config"] = SearchConfig.read(doc["config"])
+    for key in ("epoch", "step", "w_step"):
+        doc[key].int(0, 2**62)
+    doc["lambda"].number(0, 1e3)
+    if not isinstance(state["net"], dict) or not all(
+            isinstance(v, torch.Tensor) and (not v.is_floating_point() or bool(torch.isfinite(v).all()))
+            for v in state["net"].values()):
+        raise doc["net"].error("must map names to finite tensors", shown=False)
     return state
 
 
@@ -435,10 +483,7 @@ def provenance(config: SearchConfig, budget_ms: float | None) -> dict[str, Any]:
 
 def open_run(run_dir: str | Path) -> SearchedModel:
     state = load_checkpoint(run_dir)
-    try:
-        config = SearchConfig(**state["config"])
-    except TypeError:
-        raise UserError(f"run {run_dir}: checkpoint.pt holds a configuration this version does not know; search again") from None
+    config = SearchConfig(**state["config"])
     table = LatencyTable.load(config.table)
     searched = make_space_search(space_for(config, table), table, config.path_samples, config.channel_fraction)
     try:

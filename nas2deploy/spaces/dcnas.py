@@ -26,9 +26,10 @@ from functools import cached_property
 from typing import Any
 
 from nas2deploy.errors import UserError
-from nas2deploy.ops import AddN, OpSpec, SepConv
+from nas2deploy.ops import RESIZE_MODES, AddN, OpSpec, SepConv
 from nas2deploy.seg_arch import STEM, Cell, SegArch, cell_op, transform
 from nas2deploy.spaces.base import SearchSpace
+from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE
 
 SCALES = 4
 
@@ -52,14 +53,18 @@ class DCNASConfig:
             object.__setattr__(self, "widths", tuple(self.widths))
         if isinstance(self.ops, list):
             object.__setattr__(self, "ops", tuple(self.ops))
-        if self.input_size < 64 or self.input_size % 32:
-            raise UserError(f"--input-size must be a multiple of 32 and at least 64 for DCNAS, got {self.input_size}")
+        if not 64 <= self.input_size <= MAX_SIDE or self.input_size % 32:
+            raise UserError(f"--input-size must be a multiple of 32 in [64, {MAX_SIDE}] for DCNAS, got {self.input_size}")
         if not 1 <= self.layers <= 32:
             raise UserError(f"--layers must be between 1 and 32, got {self.layers}")
-        if self.widths is not None and (len(self.widths) != SCALES or min(self.widths) < 1):
-            raise UserError("--widths must give 4 positive widths (scales 1/4, 1/8, 1/16, 1/32)")
-        if self.base_width < 1 or self.num_classes < 1 or self.head_width < 1 or self.derive_inputs < 1 or self.max_back < 0:
-            raise UserError("DCNAS widths, classes, head width and derive inputs must be positive, max_back >= 0")
+        if self.widths is not None and (len(self.widths) != SCALES or not all(1 <= w <= MAX_CHANNELS for w in self.widths)):
+            raise UserError(f"--widths must give 4 widths in [1, {MAX_CHANNELS}] (scales 1/4, 1/8, 1/16, 1/32)")
+        if not (1 <= self.base_width <= MAX_CHANNELS // 8 and 1 <= self.num_classes <= MAX_CLASSES
+                and 1 <= self.head_width <= MAX_CHANNELS and 1 <= self.derive_inputs <= 16 and 0 <= self.max_back <= 32):
+            raise UserError(f"DCNAS base width must lie in [1, {MAX_CHANNELS // 8}], classes in [1, {MAX_CLASSES}], head width "
+                            f"in [1, {MAX_CHANNELS}], derive inputs in [1, 16] and max_back in [0, 32]")
+        if self.resize_mode not in RESIZE_MODES:
+            raise UserError(f"DCNAS resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
         if not self.ops:
             raise UserError("DCNAS needs at least one candidate op")
         for name in self.ops:

@@ -26,6 +26,7 @@ from nas2deploy.arch import Arch, Block
 from nas2deploy.errors import UserError
 from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
 from nas2deploy.spaces.base import SearchSpace
+from nas2deploy.validate import MAX_CLASSES, MAX_SIDE
 
 WIDTHS = (16, 24, 32, 40, 48, 56, 64, 72, 96, 112, 128, 160, 176, 192, 320, 352, 384, 1984)
 GROUPS = (0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7)
@@ -52,12 +53,12 @@ class DenseNASConfig:
     max_stack_layers: int = 3
 
     def __post_init__(self) -> None:
-        if self.input_size < 32 or self.input_size % 32:
-            raise UserError(f"--input-size must be a multiple of 32 and at least 32, got {self.input_size}")
+        if not 32 <= self.input_size <= MAX_SIDE or self.input_size % 32:
+            raise UserError(f"--input-size must be a multiple of 32 in [32, {MAX_SIDE}], got {self.input_size}")
         if not 0 < self.width_mult <= 4:
             raise UserError(f"--width-mult must be in (0, 4], got {self.width_mult}")
-        if self.num_classes < 1:
-            raise UserError(f"--num-classes must be at least 1, got {self.num_classes}")
+        if not 1 <= self.num_classes <= MAX_CLASSES:
+            raise UserError(f"--num-classes must be in [1, {MAX_CLASSES}], got {self.num_classes}")
         if not 0 <= self.max_stack_layers <= 3:
             raise UserError(f"--max-stack-layers must be between 0 and 3, got {self.max_stack_layers}")
 
