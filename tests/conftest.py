@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,9 @@ import torch
 from nas2deploy.backends.timing import TimingSettings, TimingStats
 from nas2deploy.latency.table import Entry, LatencyTable
 from nas2deploy.spaces import make_space
+
+# benchmarks/ holds the enumerators and mutators that some tests share with the benchmarks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
 FAST = TimingSettings(warmup_runs=2, warmup_ms=0.0, min_runs=5, min_time_ms=0.0, retries=0)

@@ -5,174 +5,251 @@ softmax(beta); ties to the earlier input) and the argmax op (ties to the first i
 order); then the cells that do not reach the output block are pruned (``DCNASSpace.arch_from``).
 
 ``derive_viterbi`` (Auto-DeepLab's decode, as an option): the single best scale path, one cell
-per layer from the stem, each cell fed only by the path's cell of the previous layer, maximising
-the sum of log softmax(beta) of the transitions taken (ties to the finer scale). The output block
-then reads that one cell of the last layer. Under a latency penalty (the budget sweep below) each
-cell's best penalised op score joins the path score, so that cheaper scales can win.
+per layer from the stem, each cell fed only by the path's cell of the previous layer. The path
+and its ops are chosen jointly: the path maximises the sum, over its cells, of log softmax(beta)
+of the transition taken plus the best log softmax(alpha) of the cell's op (ties to the finer
+scale). Auto-DeepLab decodes its path by beta alone because its cell structure is decoded
+separately; here a path's cells carry their op choice, so path and ops are one decision, and the
+unconstrained decode is then the most probable network of the budget derivation below.
 
 ``derive_under_budget``: the most probable network whose predicted latency lies in
-``[fill * budget, budget]``, as for DenseNAS. A network's log p is that of the decisions that
-made it: log softmax(beta) of every kept connection plus log softmax(alpha) of every op, summed
-over all cells (also those pruned afterwards: summing over the survivors only would favour
-networks with fewer cells, whatever their weights), so the unconstrained derivation is the most
-probable of all. DenseNAS's exact dynamic
-program does not carry over: a cell's cost counts only when some later cell keeps it, so the
-costs do not decompose along one path. The choice here is a Lagrangian sweep: for a penalty
-lambda, each decision takes the option maximising ``log p - lambda * latency`` (op latency per
-op, transform latency per connection), which is the rule above for lambda = 0; lambda runs over
-a geometric grid of both signs (a negative one buys latency to reach the window), every distinct
-network is priced exactly by the table, and the most probable one in the window wins (else the
-most probable that fits). It finds the networks on the convex hull of (latency, log p), which is
-the usual approximation of a constrained choice; the table's exact price, not the penalty,
-decides what fits.
+``[fill * budget, budget]``, as for DenseNAS, found exactly. A network's log p is that of the
+decisions that made it: log softmax(beta) of every kept connection plus log softmax(alpha) of
+every op, summed over all cells, also those pruned afterwards (they are counted at their best:
+summing over the survivors only would favour networks with fewer cells, whatever their
+weights), so the unconstrained derivation is the most probable of all. For the Viterbi decode,
+log p sums the path's transitions and ops. Because a cell's cost counts only when some later
+cell keeps it, costs do not decompose along one path and DenseNAS's dynamic program does not
+apply; the choice is written instead as a 0-1 integer program (``binary_program.py``):
+
+- variables: y (keep connection i of cell c), z (cell c runs op o), a (cell c is alive);
+- each alive cell keeps exactly k = min(derive_inputs, n) inputs and one op
+  (sum_i y_ci = k a_c, sum_o z_co = a_c); a kept input's source is alive (y_ci <= a_src); a cell
+  of an earlier layer is alive only if an alive cell keeps it (a_c <= sum of its consumers' y);
+  the last layer's cells are alive (the output block reads them all);
+- latency: stem + output block + calibration offset + sum of y transform costs, z op costs and
+  a fusion costs; log p: sum of y and z log-probabilities plus (1 - a_c) x the best choice of c.
+
+The Viterbi program keeps one input per alive cell from the previous layer, one consumer per
+alive cell before the last layer, and exactly one alive cell in the last layer, whose output
+block (one scale resized to 1/4, the head) it pays. HiGHS solves either to a zero gap in well
+under a second for the default 12-layer grid (609 connections); the result is priced with the
+table, so it fits by the table's own sum. A budget that the window cannot reach gets the most
+probable network that fits; a budget below the fastest network is refused with that network's
+exact latency.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from nas2deploy.errors import UserError
+from nas2deploy.search.binary_program import BinaryProgram
 from nas2deploy.search.dcnas_latency import DCNASLatencyModel
 from nas2deploy.search.dcnas_supernet import DCNASSupernet, strongest
 from nas2deploy.search.derive import DEFAULT_FILL
 from nas2deploy.seg_arch import STEM, Cell, SegArch
 
-#: Penalties of the budget sweep, in nats per ms of the network's mean op latency: 10^-4 .. 10^4.
-LAMBDA_GRID = np.logspace(-4, 4, 81)
-
 Node = tuple[int, int]
 
 
-def _scores(net: DCNASSupernet, model: DCNASLatencyModel | None, lam: float) -> tuple[torch.Tensor, dict[Node, torch.Tensor]]:
-    """Per cell: ``log p - lam * latency`` of each op and of each incoming connection."""
+def log_probs(net: DCNASSupernet) -> tuple[np.ndarray, dict[Node, np.ndarray]]:
+    """log softmax(alpha) per cell and log softmax(beta) per cell's inputs, in float64 (a float32
+    log of a softmax turns a gap of ~100 into -inf)."""
     with torch.no_grad():
-        ops = torch.log_softmax(net.alpha, -1)
-        inputs = {cell: torch.log(net.input_weights(cell)) for cell in net.cells}
-        if lam and model is not None:
-            ops = ops - lam * model.ops
-            inputs = {cell: w - lam * model.transform[cell] for cell, w in inputs.items()}
+        ops = torch.log_softmax(net.alpha.detach().double(), -1).numpy()
+        inputs = {cell: torch.log_softmax(net.beta[net.slices[cell]].detach().double(), 0).numpy() for cell in net.cells}
     return ops, inputs
 
 
-def _topk(net: DCNASSupernet, name: str, model: DCNASLatencyModel | None, lam: float) -> tuple[SegArch, float]:
-    """Top-k inputs and best op per cell under penalty ``lam``; with the log p of the decisions.
-
-    Cells are decided from the last layer back, so an input is priced with what keeping it
-    costs: its transform, plus, when no cell decided so far keeps its source alive, the
-    source's own op and fusion. Without that, a negative penalty could not buy a larger network
-    (more cells kept alive), only costlier ops in the same cells. Cells that end up pruned keep
-    their unconstrained choice (it is irrelevant to the network; the log p counts it at its best,
-    so that the unconstrained derivation is the most probable of all).
-    """
+def derive_topk(net: DCNASSupernet, name: str = "derived") -> SegArch:
     space = net.space
-    op_scores, in_scores = _scores(net, model, lam)
-    log_ops, log_ins = _scores(net, None, 0.0)
+    log_ops, log_ins = log_probs(net)
+    chosen = {cell: tuple(space.inputs[cell][j] for j in strongest(log_ins[cell].tolist(), space.config.derive_inputs))
+              for cell in net.cells}
+    ops = {cell: space.config.ops[int(np.argmax(log_ops[i]))] for i, cell in enumerate(net.cells)}
+    return space.arch_from(chosen, ops, name)
+
+
+def _path_inputs(net: DCNASSupernet, cell: Node) -> list[int]:
+    """Indices of the inputs a Viterbi path may take into ``cell``: the previous layer's cells."""
+    return [i for i, src in enumerate(net.space.inputs[cell]) if src[0] == cell[0] - 1]
+
+
+def derive_viterbi(net: DCNASSupernet, name: str = "derived") -> SegArch:
+    """The jointly most probable scale path and ops (dynamic program over the layers)."""
+    space = net.space
+    log_ops, log_ins = log_probs(net)
     index = {cell: i for i, cell in enumerate(net.cells)}
-    best_op = {cell: int(torch.argmax(op_scores[index[cell]])) for cell in net.cells}
-
-    def own_cost(cell: Node) -> float:
-        if model is None or cell == STEM:
-            return 0.0
-        return float(model.ops[index[cell], best_op[cell]]) + model.fusion[cell]
-
-    alive = {cell for cell in net.cells if cell[0] == space.config.layers - 1}
-    chosen, ops, logp = {}, {}, 0.0
-    for cell in reversed(net.cells):
-        i = index[cell]
-        if cell not in alive:  # pruned: its unconstrained choice, counted at its best
-            keep = strongest(log_ins[cell].tolist(), space.config.derive_inputs)
-            op = int(torch.argmax(log_ops[i]))
-        else:
-            scores = [float(v) - (lam * own_cost(src) if src not in alive else 0.0)
-                      for v, src in zip(in_scores[cell], space.inputs[cell])]
-            keep = strongest(scores, space.config.derive_inputs)
-            op = best_op[cell]
-            alive.update(space.inputs[cell][j] for j in keep)
-        chosen[cell] = tuple(space.inputs[cell][j] for j in keep)
-        ops[cell] = space.config.ops[op]
-        logp += float(log_ops[i, op]) + float(log_ins[cell][keep].sum())
-    return space.arch_from(chosen, ops, name), logp
-
-
-def _viterbi(net: DCNASSupernet, name: str, model: DCNASLatencyModel | None, lam: float) -> tuple[SegArch, float]:
-    """The best scale path under penalty ``lam``; with the log p of its transitions and ops."""
-    space = net.space
-    op_scores, in_scores = _scores(net, model, lam)
-    log_ops, log_ins = _scores(net, None, 0.0)
-    best_op = {cell: int(torch.argmax(op_scores[i])) for i, cell in enumerate(net.cells)}
-    op_score = {cell: float(op_scores[i, best_op[cell]]) if lam else 0.0 for i, cell in enumerate(net.cells)}
     score: dict[Node, float] = {STEM: 0.0}
-    back: dict[Node, tuple[Node, int]] = {}
-    for layer in range(space.config.layers):
-        for cell in [c for c in net.cells if c[0] == layer]:
-            options = [(score[src] + float(in_scores[cell][i]) + op_score[cell], src, i)
-                       for i, src in enumerate(space.inputs[cell]) if src in score and src[0] == layer - 1]
-            if options:  # best score; ties to the finer source scale (max keeps the first seen)
-                best = max(options, key=lambda o: (o[0], -o[1][1]))
-                score[cell], back[cell] = best[0], (best[1], best[2])
+    back: dict[Node, Node] = {}
+    for cell in net.cells:  # layer by layer: sources are final first
+        options = [(score[space.inputs[cell][i]] + float(log_ins[cell][i]), space.inputs[cell][i])
+                   for i in _path_inputs(net, cell) if space.inputs[cell][i] in score]
+        if options:  # best score; ties to the finer source scale
+            best, src = max(options, key=lambda o: (o[0], -o[1][1]))
+            score[cell], back[cell] = best + float(log_ops[index[cell]].max()), src
     last = [c for c in net.cells if c[0] == space.config.layers - 1 and c in score]
     node = max(last, key=lambda c: (score[c], -c[1]))
     path = []
     while node != STEM:
         path.append(node)
-        node = back[node][0]
-    index = {cell: i for i, cell in enumerate(net.cells)}
-    logp = sum(float(log_ins[c][back[c][1]]) + float(log_ops[index[c], best_op[c]]) for c in path)
-    cells = tuple(Cell(c[0], c[1], space.config.ops[best_op[c]], (back[c][0],)) for c in reversed(path))
-    return space.make_arch(cells, name), logp
-
-
-def derive_topk(net: DCNASSupernet, name: str = "derived") -> SegArch:
-    return _topk(net, name, None, 0.0)[0]
-
-
-def derive_viterbi(net: DCNASSupernet, name: str = "derived") -> SegArch:
-    return _viterbi(net, name, None, 0.0)[0]
+        node = back[node]
+    cells = tuple(Cell(c[0], c[1], space.config.ops[int(np.argmax(log_ops[index[c]]))], (back[c],)) for c in reversed(path))
+    return space.make_arch(cells, name)
 
 
 def derive(net: DCNASSupernet, name: str = "derived", viterbi: bool = False) -> SegArch:
     return derive_viterbi(net, name) if viterbi else derive_topk(net, name)
 
 
-def _sweep(net: DCNASSupernet, model: DCNASLatencyModel, viterbi: bool, name: str) -> list[tuple[SegArch, float, float]]:
-    """Every distinct network of the Lagrangian sweep: (network, predicted ms, log p)."""
-    decode = _viterbi if viterbi else _topk
-    unit = float(model.ops.mean())
-    found: dict[tuple[Cell, ...], tuple[SegArch, float, float]] = {}
-    for lam in [0.0, *(LAMBDA_GRID / unit), *(-LAMBDA_GRID / unit)]:
-        arch, logp = decode(net, name, model, float(lam))
-        if arch.cells not in found or logp > found[arch.cells][2]:
-            found[arch.cells] = (arch, model.table.predict(arch).best_ms, logp)
-    return list(found.values())
+@dataclass
+class _Layout:
+    """Where each decision sits in the program's variable vector."""
+
+    conn: dict[tuple[Node, int], int]  # (cell, input index) -> y
+    op: dict[tuple[Node, int], int]  # (cell, op index) -> z
+    alive: dict[Node, int]  # cell -> a
+
+
+class BudgetProgram:
+    """The 0-1 program of a DCNAS supernet's networks (top-k or Viterbi decode), priced by its
+    latency model and scored by its log-probabilities."""
+
+    def __init__(self, net: DCNASSupernet, model: DCNASLatencyModel, viterbi: bool = False):
+        self.net, self.model, self.viterbi = net, model, viterbi
+        space, cells = net.space, net.cells
+        log_ops, log_ins = log_probs(net)
+        last = space.config.layers - 1
+        n_ops = len(space.config.ops)
+        conns = [(c, i) for c in cells for i in (_path_inputs(net, c) if viterbi else range(len(space.inputs[c])))]
+        layout = _Layout({key: j for j, key in enumerate(conns)},
+                         {(c, o): len(conns) + ci * n_ops + o for ci, c in enumerate(cells) for o in range(n_ops)},
+                         {c: len(conns) + len(cells) * n_ops + ci for ci, c in enumerate(cells)})
+        n = len(conns) + len(cells) * (n_ops + 1)
+        latency, score = np.zeros(n), np.zeros(n)
+        lower, upper = np.zeros(n), np.ones(n)
+        rows: list[tuple[dict[int, float], float, float]] = []
+        consumers: dict[Node, list[int]] = {c: [] for c in cells}
+        fixed_score = 0.0
+        for ci, c in enumerate(cells):
+            ins = [i for cc, i in conns if cc == c]
+            k = 1 if viterbi else model.k[c]
+            for i in ins:
+                j = layout.conn[(c, i)]
+                latency[j], score[j] = float(model.transform[c][i]), float(log_ins[c][i])
+                src = space.inputs[c][i]
+                if src != STEM:
+                    consumers[src].append(j)
+                    rows.append(({j: 1.0, layout.alive[src]: -1.0}, -np.inf, 0.0))  # a kept input's source is alive
+            for o in range(n_ops):
+                latency[layout.op[(c, o)]], score[layout.op[(c, o)]] = float(model.ops[ci, o]), float(log_ops[ci, o])
+            a = layout.alive[c]
+            rows.append(({**{layout.conn[(c, i)]: 1.0 for i in ins}, a: -float(k)}, 0.0, 0.0))
+            rows.append(({**{layout.op[(c, o)]: 1.0 for o in range(n_ops)}, a: -1.0}, 0.0, 0.0))
+            if viterbi:
+                latency[a] = self._path_head_cost(c) if c[0] == last else 0.0
+            else:
+                latency[a] = model.fusion[c]
+                best = float(np.sort(log_ins[c])[::-1][:k].sum() + log_ops[ci].max())
+                score[a], fixed_score = -best, fixed_score + best  # a dead cell counts at its best
+                if c[0] == last:
+                    lower[a] = 1.0
+        for c in cells:
+            if c[0] != last:  # alive only if kept (top-k), or kept exactly once on a path (Viterbi)
+                rows.append(({**{j: 1.0 for j in consumers[c]}, layout.alive[c]: -1.0}, 0.0, 0.0 if viterbi else np.inf))
+        if viterbi:
+            rows.append(({layout.alive[c]: 1.0 for c in cells if c[0] == last}, 1.0, 1.0))
+        fixed = model.stem + model.table.offset_ms if viterbi else model.fixed  # a path pays its own output block
+        self.layout = layout
+        self.program = BinaryProgram(latency, score, rows, lower, upper, fixed, fixed_score)
+
+    def _path_head_cost(self, cell: Node) -> float:
+        """The output block of a path ending in ``cell``: its scale resized to 1/4, the head."""
+        space = self.net.space
+        arch = space.make_arch((Cell(cell[0], cell[1], space.config.ops[0], (STEM,)),), "head")
+        return sum(self.model.table.cost(s) for s in arch.head_specs())
+
+    def decode(self, x: np.ndarray, name: str) -> SegArch:
+        net, space, layout = self.net, self.net.space, self.layout
+        log_ops, log_ins = log_probs(net)
+        chosen, ops = {}, {}
+        for ci, cell in enumerate(net.cells):
+            kept = [i for (c, i), j in layout.conn.items() if c == cell and x[j]]
+            if not x[layout.alive[cell]]:  # dead: any choice, pruned below (top-k) or unused (path)
+                kept = strongest(log_ins[cell].tolist(), 1 if self.viterbi else self.model.k[cell])
+            chosen[cell] = tuple(space.inputs[cell][i] for i in kept)
+            op = next((o for o in range(len(space.config.ops)) if x[layout.op[(cell, o)]]), int(np.argmax(log_ops[ci])))
+            ops[cell] = space.config.ops[op]
+        if not self.viterbi:
+            return space.arch_from(chosen, ops, name)
+        path = [c for c in net.cells if x[layout.alive[c]]]
+        return space.make_arch(tuple(Cell(c[0], c[1], ops[c], chosen[c]) for c in path), name)
+
+    def price(self, arch: SegArch) -> float:
+        return self.model.table.predict(arch).best_ms
+
+    def extreme(self, fastest: bool, name: str = "range") -> tuple[SegArch, float]:
+        """The fastest (or slowest) network of this decode and its predicted latency."""
+        arch = self.decode(self.program.extreme(fastest), name)
+        return arch, self.price(arch)
+
+    def latency_range(self) -> tuple[float, float]:
+        """The predicted latencies of the fastest and the slowest network of this decode."""
+        return self.extreme(True)[1], self.extreme(False)[1]
+
+    def most_probable(self, lo_ms: float, hi_ms: float, name: str) -> SegArch | None:
+        return self.program.solve_priced(lo_ms, hi_ms, lambda x: self.decode(x, name), self.price)
+
+
+def log_prob(net: DCNASSupernet, arch: SegArch, viterbi: bool = False) -> float:
+    """The log p that budget derivation maximises, of a network ``arch`` of ``net``'s space:
+    its cells' kept connections and ops, plus every pruned cell at its best (top-k); or its
+    path's transitions and ops (Viterbi)."""
+    space = net.space
+    log_ops, log_ins = log_probs(net)
+    index = {cell: i for i, cell in enumerate(net.cells)}
+    kept = {c.node: c for c in arch.cells}
+    total = 0.0
+    for cell in net.cells:
+        i = index[cell]
+        if cell in kept:
+            total += sum(float(log_ins[cell][space.inputs[cell].index(src)]) for src in kept[cell].inputs)
+            total += float(log_ops[i, space.config.ops.index(kept[cell].op)])
+        elif not viterbi:
+            k = min(space.config.derive_inputs, len(space.inputs[cell]))
+            total += float(np.sort(log_ins[cell])[::-1][:k].sum() + log_ops[i].max())
+    return total
 
 
 def fastest_latency(net: DCNASSupernet, model: DCNASLatencyModel, viterbi: bool = False) -> float:
-    """The lowest predicted latency the budget derivation reaches (its sweep's fastest network)."""
+    """The predicted latency of the fastest network the derivation can return (exact)."""
     return latency_range(net, model, viterbi)[0]
 
 
 def latency_range(net: DCNASSupernet, model: DCNASLatencyModel, viterbi: bool = False) -> tuple[float, float]:
-    """The predicted latencies of the sweep's fastest and slowest networks: the budgets the
+    """The predicted latencies of the fastest and the slowest network (exact): the budgets the
     derivation can fill."""
-    found = [ms for _, ms, _ in _sweep(net, model, viterbi, "range")]
-    return min(found), max(found)
+    return BudgetProgram(net, model, viterbi).latency_range()
 
 
 def derive_under_budget(net: DCNASSupernet, model: DCNASLatencyModel, budget_ms: float, name: str = "derived",
                         fill: float = DEFAULT_FILL, viterbi: bool = False) -> SegArch:
-    """The most probable swept network whose predicted latency lies in ``[fill * budget, budget]``,
-    or fits at all when none reaches the window."""
-    if budget_ms <= 0:
+    """The most probable network whose predicted latency lies in ``[fill * budget, budget]``, or
+    the most probable that fits when no network reaches the window."""
+    if not budget_ms > 0:
         raise UserError(f"--budget-ms must be positive, got {budget_ms:g}")
     if not 0 <= fill <= 1:
         raise UserError(f"--fill must lie in [0, 1], got {fill:g}")
-    found = _sweep(net, model, viterbi, name)
-    fits = [f for f in found if f[1] <= budget_ms]
-    if not fits:
-        raise UserError(
-            f"no network of the space fits {budget_ms:g} ms: the fastest the derivation reaches is "
-            f"{min(ms for _, ms, _ in found):.3f} ms with this table"
-        )
-    window = [f for f in fits if f[1] >= fill * budget_ms] or fits
-    return max(window, key=lambda f: (f[2], -f[1]))[0]
+    program = BudgetProgram(net, model, viterbi)
+    arch = program.most_probable(fill * budget_ms, budget_ms, name) if fill > 0 else None
+    arch = arch or program.most_probable(0.0, budget_ms, name)
+    if arch is None:
+        fastest, fastest_ms = program.extreme(True, name)
+        if fastest_ms <= budget_ms:  # only the solver's tolerance kept it out: the budget is this network's
+            return fastest
+        raise UserError(f"no network of the space fits {budget_ms:g} ms: the fastest is {fastest_ms:.3f} ms with this table")
+    return arch

@@ -33,14 +33,18 @@ class DCNASLatencyModel:
         cost = table.cost
 
         self.k = {c: min(space.config.derive_inputs, len(space.inputs[c])) for c in net.cells}
-        self.transform = {c: torch.tensor([cost(space.transform_spec(src, c)) for src in space.inputs[c]]) for c in net.cells}
+        # float64: derivation sums these exactly as the table does; expected() casts to the weights
+        self.transform = {c: torch.tensor([cost(space.transform_spec(src, c)) for src in space.inputs[c]], dtype=torch.float64)
+                          for c in net.cells}
         self.fusion = {}
         for c in net.cells:
             w, h = space.config.scale_widths[c[1]], space.side(c[1])
             self.fusion[c] = cost(AddN(w, h, h, self.k[c])) if self.k[c] > 1 else 0.0
-        self.ops = torch.tensor([[cost(s) for s in space.candidates(c)] for c in net.cells])
+        self.ops = torch.tensor([[cost(s) for s in space.candidates(c)] for c in net.cells], dtype=torch.float64)
         whole = space.dense_arch
-        self.fixed = sum(cost(s) for s in [*whole.stem_specs(), *whole.head_specs()]) + table.offset_ms
+        self.stem = sum(cost(s) for s in whole.stem_specs())
+        self.head = sum(cost(s) for s in whole.head_specs())  # every cell of the last layer (top-k decode)
+        self.fixed = self.stem + self.head + table.offset_ms
         # consumers: for each cell, (consumer cell, index of this cell among the consumer's inputs)
         self.consumers: dict[tuple[int, int], list[tuple[tuple[int, int], int]]] = {c: [] for c in net.cells}
         for d in net.cells:
@@ -53,6 +57,7 @@ class DCNASLatencyModel:
         keep = {c: torch.clamp(self.k[c] * input_w[c], max=1.0) for c in self.net.cells}
         alive: dict[tuple[int, int], torch.Tensor] = {}
         total = torch.tensor(self.fixed, dtype=alpha_w.dtype)
+        ops = self.ops.to(alpha_w)
         for i in range(len(self.net.cells) - 1, -1, -1):
             c = self.net.cells[i]
             if c[0] == self.last:
@@ -62,7 +67,7 @@ class DCNASLatencyModel:
                 for d, j in self.consumers[c]:
                     dead = dead * (1 - alive[d] * keep[d][j])
                 alive[c] = 1 - dead
-            cell_cost = (keep[c] * self.transform[c]).sum() + self.fusion[c] + (alpha_w[i] * self.ops[i]).sum()
+            cell_cost = (keep[c] * self.transform[c].to(alpha_w)).sum() + self.fusion[c] + (alpha_w[i] * ops[i]).sum()
             total = total + alive[c] * cell_cost
         return total
 

@@ -12,8 +12,11 @@ is within the budget. It is a dynamic program over the DAG whose state is the la
 far, discretised in steps of ``resolution`` ms with every op's cost rounded *up*; so whatever it
 returns truly fits the budget, and it is at least as probable as the best architecture that fits
 ``budget - L * resolution`` (L: the most layers on any path, plus one for the fixed stem and
-tail), a loss of at most that margin. The default resolution, budget / 10000, keeps the margin
-under 0.6% of the budget for the published space (L <= 56). When nothing fits, it says so and gives the fastest achievable latency.
+tail), a loss of at most that margin. The default resolution, budget / 10000 (the span from a
+negative calibration offset to the budget when there is one), keeps the margin under 0.6% of the
+budget for the published space (L <= 56). A budget that only the exact fastest architecture fits
+(within the margin) returns that architecture; when nothing fits, it says so and gives the
+fastest achievable latency, which then lies above the budget.
 
 ``fill`` (default ``DEFAULT_FILL`` = 0.9) narrows the window to ``[fill * budget, budget]``: the most
 probable architecture that *uses* at least that share of the budget. A user who gives a budget
@@ -67,10 +70,14 @@ class Choice:
 
 
 def _log_probs(net: DenseNASSupernet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log softmax of alpha (head, stacking) and of beta per source block, in float64: the log of
+    a float32 softmax is -inf for a gap above ~100, which would make every path through that
+    edge impossible."""
     with torch.no_grad():
-        return (torch.log_softmax(net.alpha_head, -1).numpy().astype(np.float64),
-                torch.log_softmax(net.alpha_stack, -1).numpy().astype(np.float64),
-                torch.log(net.path_probs()).numpy().astype(np.float64))
+        path = torch.cat([torch.log_softmax(net.beta[s].detach().double(), 0) for _, s in sorted(net.out_slices.items())])
+        return (torch.log_softmax(net.alpha_head.detach().double(), -1).numpy(),
+                torch.log_softmax(net.alpha_stack.detach().double(), -1).numpy(),
+                path.numpy())
 
 
 def viterbi_path(net: DenseNASSupernet) -> tuple[Edge, ...]:
@@ -136,32 +143,52 @@ def _shift_max(values: np.ndarray, options: list[tuple[int, float]]) -> tuple[np
 
 def fastest_latency(model: LatencyModel) -> float:
     """The lowest predicted latency of any architecture of the space (exact, no discretisation)."""
-    return _extreme_latency(model, min)
+    return _extreme(model, min)[0]
 
 
 def slowest_latency(model: LatencyModel) -> float:
     """The highest predicted latency of any architecture of the space."""
-    return _extreme_latency(model, max)
+    return _extreme(model, max)[0]
 
 
-def _extreme_latency(model: LatencyModel, pick: Callable[[Iterable[float]], float]) -> float:
+def _extreme(model: LatencyModel, pick: Callable[[Iterable[float]], float]) -> tuple[float, Choice]:
+    """The lowest (``min``) or highest (``max``) predicted latency of the space, and the
+    architecture that has it: a shortest / longest path over the blocks, each layer at its
+    cheapest / dearest candidate."""
     net, space = model.net, model.net.space
+    stack_ops = {r: int(np.argmin(row) if pick is min else np.argmax(row)) for r, row in enumerate(model.stack.tolist())}
     stack = np.zeros(space.tail_node + 1)
     for r, (n, _) in enumerate(net.stack_layers):
-        stack[n] += pick(model.stack[r].tolist())
+        stack[n] += float(model.stack[r, stack_ops[r]])
     rows, tails = net.head_row, net.tail_row
     best: list[float | None] = [None] * (space.tail_node + 1)
+    back: list[tuple[Edge, int] | None] = [None] * (space.tail_node + 1)
     best[0] = model.fixed
     for e in space.edges:
         start = best[e.src]
         if start is None:
             continue
-        head = pick(model.head[rows[e]].tolist()) if e in rows else float(model.tail[tails[e]])
+        if e in rows:
+            costs = model.head[rows[e]].tolist()
+            op = costs.index(pick(costs))
+            head = costs[op]
+        else:
+            op, head = -1, float(model.tail[tails[e]])
         value = start + head + stack[e.dst]
-        best[e.dst] = value if best[e.dst] is None else pick([best[e.dst], value])  # type: ignore[list-item]
+        known = best[e.dst]
+        if known is None or (value < known if pick is min else value > known):  # ties keep the earlier edge
+            best[e.dst], back[e.dst] = value, (e, op)
     final = best[space.tail_node]
     assert final is not None
-    return float(final)
+    path: list[Edge] = []
+    node = space.tail_node
+    while node != 0:
+        step = back[node]
+        assert step is not None
+        path.append(step[0])
+        node = step[0].src
+    head_ops = {e: back[e.dst][1] for e in path if e in rows}  # type: ignore[index]
+    return float(final), Choice(tuple(reversed(path)), head_ops, stack_ops)
 
 
 def derive_under_budget(
@@ -183,7 +210,9 @@ def budget_choice(
     if not 0 <= fill <= 1:
         raise UserError(f"--fill must lie in [0, 1], got {fill:g}")
     space = net.space
-    step = resolution_ms or budget_ms / 10000
+    # 10^4 steps over the span from the lowest fixed cost (a calibration's offset can be negative)
+    # to the budget, so the table below has ~10^4 buckets whatever the budget.
+    step = resolution_ms or (budget_ms - min(0.0, model.fixed)) / 10000
     head_lp, stack_lp, log_p = _log_probs(net)
 
     def units(ms: float) -> int:
@@ -227,9 +256,12 @@ def budget_choice(
     final = values[space.tail_node]
     feasible = final[: budget_units - floor + 1]
     if not np.isfinite(feasible).any():
+        fastest_ms, fastest = _extreme(model, min)
+        if fastest_ms <= budget_ms:  # fits, but not with every op rounded up: the budget is this network's
+            return fastest
         raise UserError(
             f"no architecture of the space fits {budget_ms:g} ms: the fastest achievable is "
-            f"{fastest_latency(model):.3f} ms with this table"
+            f"{fastest_ms:.3f} ms with this table"
         )
     lowest = max(0, math.ceil(fill * budget_ms / step - 1e-9) - floor)
     window = feasible[lowest:]

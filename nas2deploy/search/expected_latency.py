@@ -34,25 +34,28 @@ class LatencyModel:
         self.table = table
         cost = table.cost
         n_stack_ops = len(space.stack_candidates(1))
-        self.head = torch.tensor([[cost(s) for s in space.head_candidates(e)] for e in net.head_edges])
-        self.stack = torch.tensor([[cost(s) for s in space.stack_candidates(n)] for n, _ in net.stack_layers]).reshape(
+        # float64: derivation sums these exactly as the table does; expected() casts to the weights
+        self.head = torch.tensor([[cost(s) for s in space.head_candidates(e)] for e in net.head_edges], dtype=torch.float64)
+        self.stack = torch.tensor([[cost(s) for s in space.stack_candidates(n)] for n, _ in net.stack_layers],
+                                  dtype=torch.float64).reshape(
             len(net.stack_layers), n_stack_ops)  # (0, 7) when the space has no stacking layers
         self.stack_node = torch.tensor([n for n, _ in net.stack_layers], dtype=torch.long)
-        self.tail = torch.tensor([cost(space.head_candidates(e)[0]) for e in net.tail_edges])
+        self.tail = torch.tensor([cost(space.head_candidates(e)[0]) for e in net.tail_edges], dtype=torch.float64)
         self.fixed = sum(cost(s) for s in space.stem_specs()) + cost(space.classifier_spec()) + table.offset_ms
 
     def expected(self, head_w: torch.Tensor, stack_w: torch.Tensor, path_p: torch.Tensor) -> torch.Tensor:
         """Expected latency (ms) for op probabilities per mixed op and path probabilities per edge."""
         net, space = self.net, self.net.space
         n_nodes = space.tail_node + 1
-        stack_cost = torch.zeros(n_nodes, dtype=head_w.dtype).index_add(0, self.stack_node, (stack_w * self.stack).sum(-1))
-        head_cost = (head_w * self.head).sum(-1)
+        stack_cost = torch.zeros(n_nodes, dtype=head_w.dtype).index_add(0, self.stack_node, (stack_w * self.stack.to(stack_w)).sum(-1))
+        head_cost = (head_w * self.head.to(head_w)).sum(-1)
+        tail = self.tail.to(head_w)
         cost: list[torch.Tensor] = [torch.zeros((), dtype=head_w.dtype)] * n_nodes
         for b in range(space.tail_node - 1, -1, -1):
             total = stack_cost[b]
             for ei in range(net.out_slices[b].start, net.out_slices[b].stop):
                 e = space.edges[ei]
-                edge_cost = head_cost[net.head_row[e]] if e in net.head_row else self.tail[net.tail_row[e]]
+                edge_cost = head_cost[net.head_row[e]] if e in net.head_row else tail[net.tail_row[e]]
                 total = total + path_p[ei] * (edge_cost + cost[e.dst])
             cost[b] = total
         return self.fixed + cost[0]

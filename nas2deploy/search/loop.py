@@ -206,6 +206,9 @@ class Search:
                 f"{config.data} has {data.num_classes}: profile a table with --num-classes {data.num_classes}"
             )
         self.task, self.classes = data.task, data.num_classes
+        if not self.searched.expected_floor() > 0:  # log of the expected latency would be NaN
+            raise UserError(f"latency table {config.table}: its calibration (offset_ms {self.table.offset_ms:g}) lets the "
+                            "expected latency fall to 0 ms or below; run `nas2deploy lut validate` again")
         if config.budget_ms is not None and config.budget_ms < (fastest := self.searched.fastest_ms()):
             raise UserError(
                 f"--budget-ms {config.budget_ms:g} is below the fastest network of this space: "

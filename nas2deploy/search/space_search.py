@@ -56,6 +56,7 @@ class SpaceSearch(Protocol):
     def after_arch_step(self, choice: Any) -> None: ...
     def eval_choice(self) -> Any: ...
     def fastest_ms(self) -> float: ...
+    def expected_floor(self) -> float: ...
     def latency_range(self) -> tuple[float, float]: ...
     def derive(self, name: str, budget_ms: float | None = None, fill: float = derive.DEFAULT_FILL,
                viterbi: bool = False) -> AnyArch: ...
@@ -96,6 +97,10 @@ class DenseNASSearch:
 
     def fastest_ms(self) -> float:
         return derive.fastest_latency(self.model)
+
+    def expected_floor(self) -> float:
+        """The expected latency never falls below this: it is a mixture over architectures."""
+        return self.fastest_ms()
 
     def latency_range(self) -> tuple[float, float]:
         """Predicted latencies of the space's fastest and slowest networks (exact)."""
@@ -149,6 +154,13 @@ class DCNASSearch:
 
     def fastest_ms(self) -> float:
         return dcnas_derive.fastest_latency(self.net, self.model)
+
+    def expected_floor(self) -> float:
+        """The relaxed expected latency never falls below this: the fixed part plus the last
+        layer's cells (always alive) at their cheapest op; transforms cost >= 0."""
+        model = self.model
+        return model.fixed + sum(model.fusion[c] + float(model.ops[i].min()) for i, c in enumerate(self.net.cells)
+                                 if c[0] == self.net.space.config.layers - 1)
 
     def latency_range(self) -> tuple[float, float]:
         """Predicted latencies of the fastest and slowest networks the budget derivation reaches."""

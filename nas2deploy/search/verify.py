@@ -24,6 +24,7 @@ from typing import Callable
 
 from nas2deploy.arch import AnyArch
 from nas2deploy.errors import UserError
+from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.validate import (
     measure_arch,
     settings_from_table,
@@ -44,15 +45,24 @@ class Verified:
     rounds: int
 
 
+def table_device_measure(table: LatencyTable, name: str = "derived") -> Callable[[AnyArch], float]:
+    """Measure a whole network on the table's own device, with its backend and harness; refuses
+    when this machine is not that device."""
+    settings = settings_from_table(table)
+    timing = timing_from_table(table)
+    return lambda arch: measure_arch(settings, arch, timing, name)
+
+
 def derive_measured(
     searched: SpaceSearch, budget_ms: float, max_rounds: int = 4, name: str = "derived",
     say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL, viterbi: bool = False,
+    measure: Callable[[AnyArch], float] | None = None,
 ) -> Verified:
     """The most probable architecture whose *measured* latency lies in ``[fill * budget, budget]``,
-    or the largest measured one that fits when ``max_rounds`` do not reach the window."""
+    or the largest measured one that fits when ``max_rounds`` do not reach the window.
+    ``measure`` times a network (ms); by default on the table's device (tests script it)."""
     table = searched.model.table
-    settings = settings_from_table(table)  # refuses when this machine is not the table's device
-    timing = timing_from_table(table)
+    measure = measure or table_device_measure(table, name)
     target, measured = budget_ms, float("nan")
     best: Verified | None = None
     seen: set[str] = set()
@@ -70,9 +80,9 @@ def derive_measured(
         if key in seen:  # the target moved but the network did not: nothing new to measure
             break
         seen.add(key)
-        measured = measure_arch(settings, arch, timing, name)
+        measured = measure(arch)
         if measured > budget_ms:  # disturbances only ever slow a run down: confirm before tightening
-            measured = min(measured, measure_arch(settings, arch, timing, name))
+            measured = min(measured, measure(arch))
         predicted = table.predict(arch).best_ms
         if say:
             say(f"round {rounds}: target {target:.4f} ms, predicted {predicted:.4f} ms, measured {measured:.4f} ms")
