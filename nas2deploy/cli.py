@@ -20,6 +20,7 @@ from nas2deploy import __version__
 from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS, BackendSettings
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
+from nas2deploy.fileio import refuse_link
 from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
 from nas2deploy.search.derive import DEFAULT_FILL
 from nas2deploy.spaces import OPTION_FIELDS, SPACES, make_space, space_overrides
@@ -342,6 +343,7 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, v
     from nas2deploy.search.loop import open_run, provenance
     from nas2deploy.search.verify import derive_measured
 
+    refuse_link(out)
     run = open_run(run_dir)
     name = Path(out).stem
     if measured and budget_ms is None:
@@ -374,6 +376,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
     from nas2deploy.objective import LABEL, METRIC
     from nas2deploy.train import save_weights, train_arch
 
+    refuse_link(out)  # before the training, not after it
     arch = load_arch(arch_ref)
     model, acc = train_arch(arch, open_dataset(data, arch.input_size), epochs, batch_size, lr, seed=seed, progress=click.echo)
     save_weights(model, out)

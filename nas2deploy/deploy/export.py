@@ -40,7 +40,13 @@ from nas2deploy.deploy.compare import Comparison, compare_outputs
 from nas2deploy.deploy.inputs import accuracy_inputs
 from nas2deploy.deploy.onnx_export import INPUT_NAME, OPSET, check_onnx, export_onnx
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from nas2deploy.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    refuse_link,
+    sha256_file,
+)
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.validate import (
     DriftTracker,
@@ -108,6 +114,8 @@ def prepare_folder(out: Path, force: bool) -> None:
         raise UserError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"--out {out}: folder exists and is not empty; choose another or pass --force to overwrite")
+    for entry in out.iterdir() if out.is_dir() else []:
+        refuse_link(entry)  # --force replaces files, never what a link points to
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from nas2deploy.backends import BackendSettings
 from nas2deploy.backends.timing import Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import append_line, exclusive, open_no_follow
+from nas2deploy.fileio import append_line, exclusive, open_no_follow, refuse_link
 from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
 from nas2deploy.spaces import SearchSpace
@@ -145,6 +145,7 @@ def profile_space(
     specs = space.op_specs()[index::count]
     header = _settings_header(space, settings, timing, shard)
     journal = journal_path(out)
+    refuse_link(out)  # before the work, not after it
     stats = ProfileStats(ops=len(specs))
     with exclusive(lock_path(out), f"latency table {out}"):  # one profiler per table
         entries: dict[str, Entry] = {}

@@ -39,7 +39,14 @@ from torch.utils.data import DataLoader, Dataset
 from nas2deploy.arch import AnyArch, save_arch
 from nas2deploy.data import open_dataset, split_train_val
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import append_line, atomic_write_bytes, atomic_write_json, exclusive, read_json
+from nas2deploy.fileio import (
+    append_line,
+    atomic_write_bytes,
+    atomic_write_json,
+    exclusive,
+    read_json,
+    refuse_link,
+)
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.objective import LABEL, METRIC, Score, task_loss
 from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
@@ -50,6 +57,8 @@ from nas2deploy.search.space_search import SpaceSearch, make_space_search
 from nas2deploy.spaces import OPTION_FIELDS, SearchSpace, make_space, space_overrides
 from nas2deploy.validate import MAX_OP_MS, Field
 
+#: What a run folder holds (``.lock`` while a process writes it).
+RUN_FILES = ("config.json", "log.jsonl", "checkpoint.pt", "arch.json", ".lock")
 #: The data a search uses when none is named: each space's built-in set.
 BUILTIN_DATA = {"densenas": "synthetic", "dcnas": "seg-synthetic"}
 
@@ -181,6 +190,8 @@ class Search:
                  progress: Callable[[str], None] | None = None):
         config.check()
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress or (lambda _: None)
+        for name in RUN_FILES:  # before any work: a link planted in the run folder is refused
+            refuse_link(self.run_dir / name)
         self.rank, self.world = _world()
         if config.batch_size % (self.world * config.accumulate):
             raise UserError(

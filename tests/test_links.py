@@ -1,0 +1,133 @@
+"""Writes never follow links, and one process writes a table at a time.
+
+A link is planted at each output of profile, search, export and report, pointing to a file
+outside the folder the user named; every command must refuse with one line naming the link and
+leave the file it points to untouched.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import FAST, synthetic_table
+
+from nas2deploy.backends import BackendSettings
+from nas2deploy.cli import cli
+from nas2deploy.errors import UserError
+from nas2deploy.latency.profile import journal_path, lock_path, profile_space
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.search.loop import RUN_FILES, Search, SearchConfig
+from nas2deploy.spaces import make_space
+
+SPACE = {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1}
+
+
+@pytest.fixture
+def victim(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "precious.txt"
+    target.write_text("keep me")
+    return target
+
+
+def plant(link, victim):
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.exists() or link.is_symlink():
+        link.unlink()
+    os.symlink(victim, link)
+
+
+@pytest.mark.parametrize("which", ["table", "journal", "lock"])
+def test_profile_refuses_links(tmp_path, victim, which, small_space):
+    out = tmp_path / "run" / "t.json"
+    link = {"table": out, "journal": journal_path(out), "lock": lock_path(out)}[which]
+    plant(link, victim)
+    with pytest.raises(UserError, match="is a symbolic link"):
+        profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 60))
+    assert victim.read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "tiny.json"
+    synthetic_table(make_space("densenas", SPACE), seed=0).save(path)
+    return str(path)
+
+
+def search_config(table_path):
+    return SearchConfig(table=table_path, data="synthetic:100", epochs=1, warmup_epochs=1, batch_size=16, max_batches=1)
+
+
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_search_refuses_links_in_its_run_folder(tmp_path, victim, table_path, name):
+    run = tmp_path / "run"
+    plant(run / name, victim)
+    with pytest.raises(UserError, match="is a symbolic link"):
+        Search(search_config(table_path), run).run()
+    assert victim.read_text() == "keep me"
+
+
+def test_resume_refuses_a_linked_log(tmp_path, victim, table_path):
+    run = tmp_path / "run"
+    Search(search_config(table_path), run).run()
+    plant(run / "log.jsonl", victim)
+    with pytest.raises(UserError, match="is a symbolic link"):
+        Search(search_config(table_path), run, resume=True)
+    assert victim.read_text() == "keep me"
+
+
+EXPORT_FILES = ["arch.json", "weights.pt", "model.onnx", "report.json", "report.md", "latency.png", "blocks.png", "arch.png"]
+
+
+@pytest.mark.parametrize("name", EXPORT_FILES)
+def test_export_and_report_refuse_links(tmp_path, victim, name):
+    runner = CliRunner()
+    arch = tmp_path / "a.json"
+    arch.write_text(json.dumps({"format": "nas2deploy.arch", "version": 1, "input_size": 32, "num_classes": 10,
+                                "stem": {"conv": 8, "out": 8, "stride": 1},
+                                "blocks": [{"out": 16, "stride": 2, "head": "k3e3"}], "tail": 32}))
+    out = tmp_path / "export"
+    args = ["export", "--arch", str(arch), "--data", "synthetic:40", "--samples", "4", "--out", str(out)]
+    assert runner.invoke(cli, args).exit_code == 0
+    plant(out / name, victim)
+    result = runner.invoke(cli, [*args, "--force"])
+    assert result.exit_code == 1 and "is a symbolic link" in result.output and "Traceback" not in result.output
+    assert victim.read_text() == "keep me"
+    result = runner.invoke(cli, ["report", str(out)])
+    if name in ("report.md", "latency.png", "blocks.png", "arch.png"):  # the files report rewrites
+        assert result.exit_code == 1 and "is a symbolic link" in result.output
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["report.md", "curves.png", "alpha_head.png", "beta.png", "lut_head.png"])
+def test_search_report_refuses_links(tmp_path, victim, table_path, name):
+    run = tmp_path / "run"
+    Search(search_config(table_path), run).run()
+    plant(run / name, victim)
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.exit_code == 1 and "is a symbolic link" in result.output
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_a_second_profiler_of_one_table_is_refused_at_once(tmp_path):
+    out = tmp_path / "t.json"
+    cmd = [sys.executable, "-m", "nas2deploy", "profile", "--input-size", "32", "--width-mult", "0.5", "--num-classes", "10",
+           "--max-stack-layers", "1", "--runs", "20", "--shard", "0/12", "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not journal_path(out).exists():
+        time.sleep(0.02)
+    assert journal_path(out).exists(), "the first profile did not start"
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    table = LatencyTable.load(out)  # the table on disk is the first process's, complete
+    assert f"wrote {out}: {len(table.entries)} ops" in stdout and not journal_path(out).exists()
+    assert not lock_path(out).exists()
