@@ -45,7 +45,9 @@ def random_table(space: DCNASSpace, seed: int) -> LatencyTable:
     for spec in space.op_specs():
         ms = round(rng.uniform(0.05, 1.0), 4)
         entries[spec.key] = Entry(spec, TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100))
-    meta = {"measurement": {"backend": "onnxruntime"}, "space": {"name": space.name, "config": space.config_dict()}}
+    # a synthetic table is no device's: no device_name (closed-loop and prediction checks refuse it)
+    measurement = {"backend": "onnxruntime", "device": "cpu", "precision": "fp32", "batch": 1, "threads": 1}
+    meta = {"measurement": measurement, "space": {"name": space.name, "config": space.config_dict()}}
     return LatencyTable(meta, entries)
 
 

@@ -11,11 +11,6 @@ from typing import Any
 
 from nas2deploy.arch import AnyArch, Arch
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.ops import OpSpec
-
-
-def op_params(spec: OpSpec) -> int:
-    return sum(p.numel() for p in spec.build(affine=True).parameters())
 
 
 def arch_summary(arch: AnyArch, table: LatencyTable | None = None) -> dict[str, Any]:
@@ -26,7 +21,7 @@ def arch_summary(arch: AnyArch, table: LatencyTable | None = None) -> dict[str, 
             "name": name,
             "ops": [s.key for s in specs],
             "out": list(specs[-1].out_shape()),
-            "params": sum(op_params(s) for s in specs),
+            "params": sum(s.params() for s in specs),
             "macs": sum(s.macs() for s in specs),
         }
         if table is not None:

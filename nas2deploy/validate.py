@@ -42,10 +42,16 @@ class Field:
     def __init__(self, value: Any, source: str, fix: str, path: str = ""):
         self.value, self.source, self.fix, self.path = value, source, fix, path
 
-    def error(self, rule: str, shown: bool = True) -> UserError:
+    def error(self, rule: str, shown: bool = True, fix: str | None = None) -> UserError:
         where = f"field {self.path}" if self.path else "the document"
         found = f", got {_shown(self.value)}" if shown else ""
-        return UserError(f"{self.source}: {where} {rule}{found}; {self.fix}")
+        return UserError(f"{self.source}: {where} {rule}{found}; {fix or self.fix}")
+
+    def _member(self, key: str) -> str:
+        """How a member is written in a field path: ``.name``, or ``['odd key']``."""
+        if key.isidentifier():
+            return f".{key}" if self.path else key
+        return f"[{key!r}]"
 
     def _child(self, value: Any, part: str) -> Field:
         return Field(value, self.source, self.fix, self.path + part)
@@ -62,7 +68,7 @@ class Field:
     def __getitem__(self, key: str) -> Field:
         """A required member of an object."""
         obj = self.object()
-        name = f".{key}" if self.path else key
+        name = self._member(key)
         if key not in obj:
             raise Field(None, self.source, self.fix, self.path + name).error("is missing", shown=False)
         return self._child(obj[key], name)
@@ -79,7 +85,7 @@ class Field:
         if len(obj) > max_len:
             raise self.error(f"must hold at most {max_len} members", shown=False)
         for key, value in obj.items():
-            yield key, self._child(value, f"[{key!r}]")
+            yield key, self._child(value, self._member(key))
 
     def list(self, max_len: int = 100_000, min_len: int = 0) -> list[Field]:
         if not isinstance(self.value, list):

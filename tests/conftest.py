@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from nas2deploy.backends.timing import TimingSettings, TimingStats
 from nas2deploy.latency.table import Entry, LatencyTable
 from nas2deploy.spaces import make_space
+
+settings.register_profile("default", max_examples=25)
+settings.register_profile("thorough", max_examples=500)
+settings.load_profile("default")
 
 # benchmarks/ holds the enumerators and mutators that some tests share with the benchmarks
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -48,5 +53,7 @@ def synthetic_table(space, seed=0, calibration=None):
     for spec in space.op_specs():
         ms = round(rng.uniform(0.05, 1.0), 4)
         entries[spec.key] = Entry(spec, TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100))
-    meta = {"measurement": {"backend": "onnxruntime"}, "space": {"name": space.name, "config": space.config_dict()}}
+    # a synthetic table is no device's: no device_name (closed-loop and prediction checks refuse it)
+    measurement = {"backend": "onnxruntime", "device": "cpu", "precision": "fp32", "batch": 1, "threads": 1}
+    meta = {"measurement": measurement, "space": {"name": space.name, "config": space.config_dict()}}
     return LatencyTable(meta, entries, None, calibration)

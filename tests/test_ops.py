@@ -69,3 +69,13 @@ def test_exported_op_matches_torch_in_onnxruntime():
         got = runner.infer({"input": x})["output"]
     want = module(torch.from_numpy(x)).detach().numpy()
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+
+def test_params_are_counted_without_building_as_built():
+    from nas2deploy.ops import AddN, Classifier, ConvBNAct, Resize, SegHead, SepConv, Skip, UpConv
+
+    specs = [ConvBNAct(3, 8, 8, 16, 3, 2), ConvBNAct(16, 8, 8, 32, 1, 1, relu6=False), MBConv(16, 8, 8, 24, 5, 6, 2),
+             MBConv(16, 8, 8, 16, 3, 1, 1), Skip(8, 4, 4), Classifier(32, 4, 4, 10), SepConv(16, 8, 8, 16, 7, 2),
+             UpConv(32, 4, 4, 16), Resize(16, 4, 4, 4), AddN(8, 4, 4, 3), SegHead(48, 8, 8, 32, 6)]
+    for spec in specs:
+        assert spec.params() == sum(p.numel() for p in spec.build(affine=True).parameters()), spec.key

@@ -13,7 +13,7 @@ def _stats(ms):
 
 
 def _meta(space, **measurement):
-    m = {"backend": "onnxruntime", "device_name": "cpu X", "precision": "fp32", "batch": 1, "threads": 1}
+    m = {"backend": "onnxruntime", "device": "cpu", "device_name": "cpu X", "precision": "fp32", "batch": 1, "threads": 1}
     m.update(measurement)
     return {"measurement": m, "space": {"name": "densenas", "config": space.config_dict()}}
 
@@ -64,8 +64,9 @@ def test_missing_entries_name_keys_count_and_the_fix(small_space):
     ('{"format": "nas2deploy.latency_table", "version": 1, "meta": {}, "entr', "not valid JSON"),
     ('{"format": "nas2deploy.latency_table", "version": 7}', "format version 7 is not supported"),
     ('[1, 2]', "not a nas2deploy.latency_table file"),
-    ('{"format": "nas2deploy.latency_table", "version": 1, "meta": {}, "entries": {"x": {"spec": {"type": "?"}}}}',
-     r"field entries\['x'\]\.spec\.type must be a known op type"),
+    ('{"format": "nas2deploy.latency_table", "version": 1, "meta": {"measurement": {"backend": "onnxruntime", "device": "cpu", '
+     '"precision": "fp32", "batch": 1, "threads": 1}}, "entries": {"x": {"spec": {"type": "?"}}}}',
+     r"field entries\.x\.spec\.type must be a known op type"),
 ])
 def test_corrupt_tables_are_named(tmp_path, content, message):
     path = tmp_path / "bad.json"

@@ -69,7 +69,7 @@ class OnnxRuntimeRunner(Runner):
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }[graph_level]
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors reach the user as one line each (UserError), not as ORT's log
         chain: list[Any] = [PROVIDERS[provider]]
         if provider != "cpu":
             chain = [(PROVIDERS[provider], {"device_id": device_id}), "CPUExecutionProvider"]

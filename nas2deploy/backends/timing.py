@@ -33,16 +33,14 @@ class TimingSettings:
 
     @staticmethod
     def from_field(f: Field) -> TimingSettings:
-        """The harness settings a table records; each field optional, typed and bounded."""
+        """The harness settings a table records: every field, typed and bounded."""
         rules = {"warmup_runs": lambda v: v.int(0, 10**6), "warmup_ms": lambda v: v.number(0, 1e7),
                  "min_runs": lambda v: v.int(1, 10**7), "min_time_ms": lambda v: v.number(0, 1e7),
                  "max_cov": lambda v: v.number(0, 1e3, lo_open=True), "retries": lambda v: v.int(0, 100)}
-        values = {}
         for key, value in f.items():
             if key not in rules:
                 raise value.error(f"is not a timing setting ({', '.join(rules)})", shown=False)
-            values[key] = rules[key](value)
-        return TimingSettings(**values)
+        return TimingSettings(**{key: rule(f[key]) for key, rule in rules.items()})
 
 
 @dataclass(frozen=True)

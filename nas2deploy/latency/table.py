@@ -270,7 +270,7 @@ class LatencyTable:
                 if calibration.op_cost(entry.stats.median_ms) <= 0:
                     raise doc["calibration"].error(
                         f"gives op {key} a cost of {calibration.op_cost(entry.stats.median_ms):.4g} ms (scale x median + "
-                        "per_op_ms <= 0): an unphysical fit; run `nas2deploy lut validate` again", shown=False)
+                        "per_op_ms <= 0), an unphysical fit", shown=False, fix="run `nas2deploy lut validate` again")
         validation = read_validation(doc["validation"]) if doc.get("validation") else None
         return LatencyTable(meta, entries, reference, calibration, validation, path)
 
@@ -296,10 +296,13 @@ def _measurement_rules() -> dict[str, Callable[[Field], Any]]:
 def read_meta(meta: Field) -> dict[str, Any]:
     """The table's metadata; the fields that later steps read are typed, the rest pass through."""
     out = dict(meta.object())
-    measurement = meta.get("measurement")
-    if measurement is not None:
-        rules = _measurement_rules()
-        out["measurement"] = {k: rules[k](v) if k in rules else v.value for k, v in measurement.items()}
+    measurement = meta["measurement"]
+    required = ("backend", "device", "precision", "batch", "threads")  # what the table measured
+    for key in required:
+        measurement[key]
+    rules = _measurement_rules()
+    out["measurement"] = {k: rules[k](v) if k in rules and (k in required or v.value is not None) else v.value
+                          for k, v in measurement.items()}
     timing = meta.get("timing")
     if timing is not None:
         out["timing"] = TimingSettings.from_field(timing).to_dict()
@@ -326,8 +329,10 @@ def read_validation(f: Field) -> dict[str, Any]:
     report = dict(f.object())
     f["samples"].int(1, 10**6)
     for kind in ("raw", "calibrated"):
+        for key in ("mape", "within_10pct", "kendall_tau"):  # what `lut show` prints
+            f[kind][key]
         for key, value in f[kind].items():
-            value.number()
+            value.number(-1e6, 1e6)  # percentages, rank correlations
     return report
 
 
