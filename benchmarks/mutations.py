@@ -288,8 +288,8 @@ def _config_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool]
 
 def _config_benign(doc: dict[str, Any], rng: random.Random) -> str:
     choice = rng.randrange(4)
-    edits = [({"epochs": 7}, "epochs 7"), ({"seed": 12345}, "seed 12345"), ({"budget_ms": None}, "no budget"),
-             ({"max_batches": 0}, "every batch")]
+    edits: list[tuple[dict[str, Any], str]] = [({"epochs": 7}, "epochs 7"), ({"seed": 12345}, "seed 12345"),
+                                               ({"budget_ms": None}, "no budget"), ({"max_batches": 0}, "every batch")]
     change, what = edits[choice]
     doc.update(change)
     return what
