@@ -37,6 +37,23 @@ class _Group(click.Group):
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
+class Finite(click.FloatRange):
+    """A finite number in a range: click's FloatRange lets NaN through (every comparison with NaN
+    is false), and a NaN budget or learning rate would poison everything downstream."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
+#: Latencies, learning rates and other positive quantities given on the command line.
+POSITIVE = Finite(min=0, min_open=True, max=1e6)
+
+
 def _print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=1, default=str))
 
@@ -64,7 +81,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
 #: defaults; an option the chosen space does not have is refused by name.
 SPACE_OPTIONS = {
     "input_size": click.option("--input-size", type=int, help="Input resolution (DenseNAS: 224 ImageNet, 32 CIFAR; DCNAS: 512)."),
-    "width_mult": click.option("--width-mult", type=float, help="DenseNAS: scale every width (multiples of 8)."),
+    "width_mult": click.option("--width-mult", type=Finite(min=0, min_open=True, max=4), help="DenseNAS: scale every width (multiples of 8)."),
     "num_classes": click.option("--num-classes", type=int, help="Classifier outputs / segmentation classes."),
     "max_stack_layers": click.option("--max-stack-layers", type=click.IntRange(0, 3), help="DenseNAS: stacking layers per block (3)."),
     "layers": click.option("--layers", type=click.IntRange(1, 32), help="DCNAS: layers of the cell grid (12)."),
@@ -287,19 +304,20 @@ def _init_distributed() -> None:
 @click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
 @click.option("--data", default="", help="DenseNAS: 'synthetic' (default), a CIFAR-10 binary folder or an ImageFolder; "
               "DCNAS: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
-@click.option("--budget-ms", type=float, help="Latency budget: lambda adapts so the expected latency settles here.")
-@click.option("--lambda", "lam", type=float, default=0.15, show_default=True, help="Weight of the latency term.")
-@click.option("--tau", type=float, default=15.0, show_default=True, help="Base of the latency term's logarithm.")
+@click.option("--budget-ms", type=POSITIVE, help="Latency budget: lambda adapts so the expected latency settles here.")
+@click.option("--lambda", "lam", type=Finite(min=0, max=1e3), default=0.15, show_default=True, help="Weight of the latency term.")
+@click.option("--tau", type=Finite(min=1, min_open=True, max=1e6), default=15.0, show_default=True,
+              help="Base of the latency term's logarithm.")
 @click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
 @click.option("--warmup-epochs", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-batches", type=click.IntRange(min=0), default=0, show_default=True, help="Cap per pass (0: all).")
-@click.option("--w-lr", type=float, default=0.036, show_default=True)
-@click.option("--a-lr", type=float, default=3e-4, show_default=True)
+@click.option("--w-lr", type=Finite(min=0, min_open=True, max=10), default=0.036, show_default=True)
+@click.option("--a-lr", type=Finite(min=0, min_open=True, max=10), default=3e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--path-samples", type=click.IntRange(min=0), default=PATH_SAMPLES, show_default=True,
               help="DCNAS: connections run per cell and step (0: all).")
-@click.option("--channel-fraction", type=click.FloatRange(0, 1, min_open=True), default=CHANNEL_FRACTION, show_default=True,
+@click.option("--channel-fraction", type=Finite(0, 1, min_open=True), default=CHANNEL_FRACTION, show_default=True,
               help="DCNAS: share of a cell's channels through the candidate ops.")
 @click.option("--viterbi", is_flag=True, help="DCNAS: derive the single best scale path instead of each cell's top inputs.")
 @space_options
@@ -316,8 +334,6 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
     for name, value in opts.items():
         if name not in fields or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
             fields[name] = value
-    if fields.get("budget_ms") is not None and fields["budget_ms"] <= 0:
-        raise UserError("--budget-ms must be positive")
     _init_distributed()
     run = Search(SearchConfig(table=table, space=space_name, **fields), out, resume, progress=click.echo)
     run.run()
@@ -330,8 +346,8 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
-@click.option("--budget-ms", type=float, help="Most probable architecture whose predicted latency fits.")
-@click.option("--fill", type=float, default=DEFAULT_FILL, show_default=True,
+@click.option("--budget-ms", type=POSITIVE, help="Most probable architecture whose predicted latency fits.")
+@click.option("--fill", type=Finite(min=0, max=1), default=DEFAULT_FILL, show_default=True,
               help="With --budget-ms: use at least this share of the budget (0: the most probable that fits).")
 @click.option("--measure", "measured", is_flag=True,
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
@@ -366,7 +382,7 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, v
 @click.option("--data", default="synthetic", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--lr", type=Finite(min=0, min_open=True, max=10), default=0.05, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
 def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, seed: int, out: str) -> None:
@@ -401,7 +417,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
 @click.option("--images", type=click.Path(exists=False), help="Image file or folder for the accuracy check instead.")
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True, help="Inputs in the accuracy check.")
 @click.option("--lut", type=click.Path(dir_okay=False), help="Latency table to compare with (default: the arch's).")
-@click.option("--budget-ms", type=float, help="Budget to report against (default: the arch's).")
+@click.option("--budget-ms", type=POSITIVE, help="Budget to report against (default: the arch's).")
 @click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
 def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ...], device: str, precision: str,

@@ -19,12 +19,12 @@ def regenerate(folder: str | Path) -> Path:
     if (path / "report.json").exists():
         from nas2deploy.arch import load_arch
         from nas2deploy.fileio import read_json
-        from nas2deploy.report.export_report import write_export_report
+        from nas2deploy.report.export_report import read_export_report, write_export_report
+        from nas2deploy.validate import Field
 
-        report = read_json(path / "report.json", "export report")
-        if not isinstance(report, dict) or report.get("format") != "nas2deploy.export_report":
-            raise UserError(f"report {path / 'report.json'}: not a nas2deploy export report")
-        return write_export_report(path, report, load_arch(path / "arch.json"))
+        doc = Field(read_json(path / "report.json", "export report"), f"export report {path / 'report.json'}",
+                    "export again or restore the file")
+        return write_export_report(path, read_export_report(doc), load_arch(path / "arch.json"))
     if (path / "log.jsonl").exists():
         from nas2deploy.report.search_report import write_search_report
 

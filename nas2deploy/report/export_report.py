@@ -3,12 +3,14 @@ latency per block as the table predicts it, and a diagram of the architecture.""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from nas2deploy.arch import AnyArch
 from nas2deploy.fileio import atomic_write_bytes
 from nas2deploy.report import plots
+from nas2deploy.validate import Field
 
 
 def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
@@ -28,6 +30,48 @@ def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
     budget = report.get("budget_ms")
     return plots.bars(out / "latency.png", labels, values, "ms", "Latency: prediction, measurement and budget",
                       budget, f"budget {budget} ms" if budget else "")
+
+
+def read_export_report(doc: Field) -> dict[str, Any]:
+    """An export folder's report.json, each field ``report`` renders checked by its rule (the
+    file is this tool's output, but a hand-edited one must fail in one line, not a traceback)."""
+    num = lambda f: f.number(-1e12, 1e12)  # noqa: E731
+    if doc["format"].str() != "nas2deploy.export_report":
+        raise doc["format"].error("must be nas2deploy.export_report")
+    summary = doc["summary"]
+    for key in ("params", "macs", "blocks", "layers"):
+        summary[key].int(0, 10**13)
+    for row in summary["rows"].list(max_len=10**4):
+        row["name"].str()
+        [op.str() for op in row["ops"].list(max_len=10**4)]
+        [v.int(0, 10**9) for v in row["out"].list(min_len=3, max_len=3)]
+        row["params"].int(0, 10**13), row["macs"].int(0, 10**13)
+        if row.get("latency_ms") is not None:
+            num(row["latency_ms"])
+    for _, entry in (doc["latency"].items() if doc.get("latency") else []):
+        for key in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "cov"):
+            num(entry["timing"][key])
+        num(entry["throughput_per_s"])
+        prediction = entry.get("prediction")
+        if prediction is not None:
+            for key in ("raw_ms", "drift", "measured_over_predicted"):
+                num(prediction[key])
+            if prediction.get("calibrated_ms") is not None:
+                num(prediction["calibrated_ms"])
+    if doc.get("budget_ms") is not None:
+        num(doc["budget_ms"])
+    accuracy = doc.get("accuracy")
+    for c in accuracy["comparisons"].list(max_len=100) if accuracy else []:
+        c["candidate"].str(), c["threshold"].str(max_len=1000), c["passed"].bool(), c["samples"].int(0, 10**9)
+        for key in ("max_abs", "max_abs_of_scale", "max_rel", "mean_abs", "cosine", "top1_agreement", "min_tolerance"):
+            value = c[key].value
+            if not (isinstance(value, float) and not math.isfinite(value)):  # inf and NaN are results here
+                c[key].number()
+        if c.get("miou_difference") is not None:
+            num(c["miou_difference"])
+    for _, seconds in (doc["steps_s"].items() if doc.get("steps_s") else []):
+        num(seconds)
+    return doc.object()
 
 
 def write_export_report(out: Path, report: dict[str, Any], arch: AnyArch) -> Path:

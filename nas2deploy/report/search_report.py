@@ -19,18 +19,32 @@ from nas2deploy.search.dcnas_supernet import DCNASSupernet
 from nas2deploy.search.supernet import DenseNASSupernet
 from nas2deploy.seg_arch import STEM
 from nas2deploy.spaces.densenas import HEAD_OPS, STACK_OPS
+from nas2deploy.validate import Field
 
 if TYPE_CHECKING:
     from nas2deploy.search.loop import SearchedModel
 
 
 def read_log(run: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run, each field the report reads checked by its rule."""
     records = []
     for n, line in enumerate((run / "log.jsonl").read_text(encoding="utf-8").splitlines(), 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            doc = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             raise UserError(f"report {run / 'log.jsonl'}: line {n} is not JSON; the log is corrupt") from None
+        f = Field(doc, f"report {run / 'log.jsonl'} (line {n})", "the log is corrupt: search again or restore it")
+        metric = f["metric"].str(tuple(LABEL)) if f.has("metric") else "top1"
+        record = {"epoch": f["epoch"].int(1, 10**6), "phase": f["phase"].str(("warmup", "search")), "metric": metric}
+        for key in (f"train_{metric}", f"val_{metric}_argmax", "expected_ms", "lambda", "derived_ms", "alpha_entropy",
+                    "beta_entropy"):
+            record[key] = f[key].number(-1e9, 1e9)
+        arch_score = f.get(f"arch_{metric}")
+        record[f"arch_{metric}"] = arch_score.number(-1e9, 1e9) if arch_score else None
+        derived = f["derived"]
+        record["derived"] = {"blocks" if derived.has("blocks") else "cells":
+                             derived["blocks" if derived.has("blocks") else "cells"].list(max_len=10**4)}
+        records.append(record)
     if not records:
         raise UserError(f"report {run / 'log.jsonl'}: empty; the search has not finished an epoch")
     return records
