@@ -63,6 +63,8 @@ class OnnxRuntimeRunner(Runner):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if graph_level not in GRAPH_LEVELS:
+            raise UserError(f"unknown ONNX Runtime graph level {graph_level!r}; valid: {', '.join(GRAPH_LEVELS)}")
         options.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

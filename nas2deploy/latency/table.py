@@ -282,12 +282,13 @@ MAX_ENTRIES = 100_000
 
 def _measurement_rules() -> dict[str, Callable[[Field], Any]]:
     from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS
+    from nas2deploy.backends.onnxruntime_runner import GRAPH_LEVELS, PROVIDERS
 
     text = lambda f: f.str(max_len=1024)  # noqa: E731
     return {
         "backend": lambda f: f.str(BACKENDS), "device": lambda f: f.str(DEVICES), "precision": lambda f: f.str(PRECISIONS),
-        "batch": lambda f: f.int(1, 65536), "threads": lambda f: f.int(1, 4096), "ort_provider": text,
-        "ort_graph_level": text, "workspace_mb": lambda f: f.int(1, 2**20), "cuda_graph": lambda f: f.bool(),
+        "batch": lambda f: f.int(1, 65536), "threads": lambda f: f.int(1, 4096), "ort_provider": lambda f: f.str(tuple(PROVIDERS)),
+        "ort_graph_level": lambda f: f.str(GRAPH_LEVELS), "workspace_mb": lambda f: f.int(1, 2**20), "cuda_graph": lambda f: f.bool(),
         "device_name": text, "backend_version": text, "torch_version": text, "onnx_opset": lambda f: f.int(1, 1000),
         "nas2deploy_version": text,
     }
