@@ -30,16 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas2deploy.backends.timing import TimingStats  # noqa: E402
 from nas2deploy.errors import UserError  # noqa: E402
-from nas2deploy.latency.table import Entry, LatencyTable  # noqa: E402
+from nas2deploy.latency.table import Calibration, Entry, LatencyTable  # noqa: E402
 from nas2deploy.ops import AddN  # noqa: E402
 from nas2deploy.search import dcnas_derive  # noqa: E402
 from nas2deploy.search.dcnas_latency import DCNASLatencyModel  # noqa: E402
 from nas2deploy.search.dcnas_supernet import DCNASSupernet  # noqa: E402
 from nas2deploy.seg_arch import STEM, Cell  # noqa: E402
+from nas2deploy.spaces import SearchSpace  # noqa: E402
 from nas2deploy.spaces.dcnas import DCNASConfig, DCNASSpace  # noqa: E402
 
 
-def random_table(space: DCNASSpace, seed: int) -> LatencyTable:
+def random_table(space: SearchSpace, seed: int, calibration: Calibration | None = None) -> LatencyTable:
+    """A table of distinct random latencies for every op of ``space``, so that every choice
+    matters (for search logic; measured tables are tested elsewhere)."""
     rng = random.Random(seed)
     entries = {}
     for spec in space.op_specs():
@@ -48,7 +51,7 @@ def random_table(space: DCNASSpace, seed: int) -> LatencyTable:
     # a synthetic table is no device's: no device_name (closed-loop and prediction checks refuse it)
     measurement = {"backend": "onnxruntime", "device": "cpu", "precision": "fp32", "batch": 1, "threads": 1}
     meta = {"measurement": measurement, "space": {"name": space.name, "config": space.config_dict()}}
-    return LatencyTable(meta, entries)
+    return LatencyTable(meta, entries, None, calibration)
 
 
 def spread_supernet(space: DCNASSpace, seed: int) -> DCNASSupernet:

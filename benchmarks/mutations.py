@@ -137,46 +137,38 @@ def _table_targets(doc: dict[str, Any], rng: random.Random) -> list[Target]:
     return targets
 
 
+def _one_of(rng: random.Random, edits: list[tuple[str, Callable[[], object]]]) -> str:
+    """Apply one edit drawn from ``edits``; returns what it did."""
+    what, edit = edits[rng.randrange(len(edits))]
+    edit()
+    return what
+
+
 def _table_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool]:
     """Mutations that break a rule between fields (all must be refused)."""
-    key = rng.choice(sorted(doc["entries"]))
-    stats = doc["entries"][key]["stats"]
-    choice = rng.randrange(5)
-    if choice == 0:
-        stats["min_ms"] = stats["p99_ms"] * 2
-        return f"entries[{key}] min above p99", True
-    if choice == 1:
-        doc["calibration"]["per_op_ms"] = -1.0  # every op cheaper than ~1 ms would cost < 0
-        return "calibration per_op_ms -1 (ops of negative cost)", True
-    if choice == 2:
-        doc["calibration"]["scale"] = -1.0
-        return "calibration scale -1", True
-    if choice == 3:
-        other = rng.choice(sorted(doc["entries"]))
-        doc["entries"][key]["spec"] = copy.deepcopy(doc["entries"][other]["spec"])
-        return f"entries[{key}] holds another op's spec", other != key
-    doc["entries"] = {k: {**v, "stats": {**v["stats"], **{f: -v["stats"][f] for f in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms")}}}
-                      for k, v in doc["entries"].items()}
-    return "every latency negated", True
+    key, other = rng.choice(sorted(doc["entries"])), rng.choice(sorted(doc["entries"]))
+    entry, cal = doc["entries"][key], doc["calibration"]
+    times = ("median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms")
+    what = _one_of(rng, [
+        (f"entries[{key}] min above p99", lambda: entry["stats"].update(min_ms=entry["stats"]["p99_ms"] * 2)),
+        ("calibration per_op_ms -1 (ops of negative cost)", lambda: cal.update(per_op_ms=-1.0)),
+        ("calibration scale -1", lambda: cal.update(scale=-1.0)),
+        (f"entries[{key}] holds another op's spec", lambda: entry.update(spec=copy.deepcopy(doc["entries"][other]["spec"]))),
+        ("every latency negated", lambda: [e["stats"].update({f: -e["stats"][f] for f in times}) for e in doc["entries"].values()]),
+    ])
+    return what, not (what.endswith("another op's spec") and other == key)
 
 
 def _table_benign(doc: dict[str, Any], rng: random.Random) -> str:
-    choice = rng.randrange(4)
-    if choice == 0:
-        doc["meta"]["comment"] = "added by hand"
-        return "an unknown meta member"
-    if choice == 1:
-        key = rng.choice(sorted(doc["entries"]))
-        doc["entries"][key]["attempts"] = 2
-        return "attempts 2"
-    if choice == 2:
-        doc["validation"] = None
-        return "validation null"
     key = rng.choice(sorted(doc["entries"]))
     stats = doc["entries"][key]["stats"]
-    for f in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "std_ms"):
-        stats[f] = stats[f] * 1.5  # a slower op, still ordered and positive
-    return f"entries[{key}] 1.5x slower"
+    slower = {f: stats[f] * 1.5 for f in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "std_ms")}
+    return _one_of(rng, [
+        ("an unknown meta member", lambda: doc["meta"].update(comment="added by hand")),
+        ("attempts 2", lambda: doc["entries"][key].update(attempts=2)),
+        ("validation null", lambda: doc.update(validation=None)),
+        (f"entries[{key}] 1.5x slower", lambda: stats.update(slower)),  # still ordered and positive
+    ])
 
 
 def _arch_targets(doc: dict[str, Any], rng: random.Random) -> list[Target]:
@@ -192,9 +184,8 @@ def _arch_targets(doc: dict[str, Any], rng: random.Random) -> list[Target]:
 
 
 def _arch_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool]:
-    choice = rng.randrange(8)
     b = doc["blocks"][rng.randrange(len(doc["blocks"]))]
-    values: list[tuple[str, Callable[[], None]]] = [
+    return _one_of(rng, [
         ("head k4e6", lambda: b.update(head="k4e6")),
         ("head k999e6", lambda: b.update(head="k999e6")),
         ("stride 3", lambda: b.update(stride=3)),
@@ -203,25 +194,16 @@ def _arch_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool]:
         ("input size 10^9", lambda: doc.update(input_size=10**9)),
         ("10^8 classes", lambda: doc.update(num_classes=10**8)),
         ("meta as a list", lambda: doc.update(meta=[1, 2])),
-    ]
-    what, apply = values[choice]
-    apply()
-    return what, True
+    ]), True
 
 
 def _arch_benign(doc: dict[str, Any], rng: random.Random) -> str:
-    choice = rng.randrange(4)
-    if choice == 0:
-        doc["name"] = "renamed"
-        return "renamed"
-    if choice == 1:
-        doc["meta"] = {"budget_ms": 0.5, "note": "by hand"}
-        return "meta with a budget"
-    if choice == 2:
-        doc["blocks"][-1]["out"] = 40
-        return "last block 40 wide"
-    doc["blocks"][0]["head"] = "k7e3"
-    return "first head k7e3"
+    return _one_of(rng, [
+        ("renamed", lambda: doc.update(name="renamed")),
+        ("meta with a budget", lambda: doc.update(meta={"budget_ms": 0.5, "note": "by hand"})),
+        ("last block 40 wide", lambda: doc["blocks"][-1].update(out=40)),
+        ("first head k7e3", lambda: doc["blocks"][0].update(head="k7e3")),
+    ])
 
 
 def _segarch_targets(doc: dict[str, Any], rng: random.Random) -> list[Target]:
@@ -234,9 +216,8 @@ def _segarch_targets(doc: dict[str, Any], rng: random.Random) -> list[Target]:
 
 
 def _segarch_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool]:
-    choice = rng.randrange(7)
     cell = doc["cells"][rng.randrange(len(doc["cells"]))]
-    values: list[tuple[str, Callable[[], None]]] = [
+    return _one_of(rng, [
         ('align_corners "false"', lambda: doc.update(align_corners="false")),
         ("resize_mode cubic", lambda: doc.update(resize_mode="cubic")),
         ("head_width 0", lambda: doc.update(head_width=0)),
@@ -244,22 +225,15 @@ def _segarch_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool
         ("input from a later layer", lambda: cell.update(inputs=[[cell["layer"] + 1, cell["scale"]]])),
         ("op sep4", lambda: cell.update(op="sep4")),
         ("scale 9", lambda: cell.update(scale=9)),
-    ]
-    what, apply = values[choice]
-    apply()
-    return what, True
+    ]), True
 
 
 def _segarch_benign(doc: dict[str, Any], rng: random.Random) -> str:
-    choice = rng.randrange(3)
-    if choice == 0:
-        doc["name"] = "renamed"
-        return "renamed"
-    if choice == 1:
-        doc["align_corners"] = True
-        return "align_corners true"
-    doc["cells"][-1]["op"] = "sep7"
-    return "last cell sep7"
+    return _one_of(rng, [
+        ("renamed", lambda: doc.update(name="renamed")),
+        ("align_corners true", lambda: doc.update(align_corners=True)),
+        ("last cell sep7", lambda: doc["cells"][-1].update(op="sep7")),
+    ])
 
 
 def _config_targets(doc: dict[str, Any], rng: random.Random) -> list[Target]:
@@ -271,8 +245,7 @@ def _config_targets(doc: dict[str, Any], rng: random.Random) -> list[Target]:
 
 
 def _config_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool]:
-    choice = rng.randrange(7)
-    values: list[tuple[str, Callable[[], None]]] = [
+    return _one_of(rng, [
         ("unknown field", lambda: doc.update(learning_rate=0.1)),
         ("table given", lambda: doc.update(table="x.json")),
         ("input_size 33", lambda: doc.update(input_size=33)),
@@ -280,19 +253,16 @@ def _config_special(doc: dict[str, Any], rng: random.Random) -> tuple[str, bool]
         ("tau 1", lambda: doc.update(tau=1.0)),
         ("w_momentum 1.5", lambda: doc.update(w_momentum=1.5)),
         ("a document that is a list", lambda: doc.clear()),
-    ]
-    what, apply = values[choice]
-    apply()
-    return what, True
+    ]), True
 
 
 def _config_benign(doc: dict[str, Any], rng: random.Random) -> str:
-    choice = rng.randrange(4)
-    edits: list[tuple[dict[str, Any], str]] = [({"epochs": 7}, "epochs 7"), ({"seed": 12345}, "seed 12345"),
-                                               ({"budget_ms": None}, "no budget"), ({"max_batches": 0}, "every batch")]
-    change, what = edits[choice]
-    doc.update(change)
-    return what
+    return _one_of(rng, [
+        ("epochs 7", lambda: doc.update(epochs=7)),
+        ("seed 12345", lambda: doc.update(seed=12345)),
+        ("no budget", lambda: doc.update(budget_ms=None)),
+        ("every batch", lambda: doc.update(max_batches=0)),
+    ])
 
 
 JSON_KINDS: dict[str, tuple[Callable[..., list[Target]], Callable[..., tuple[str, bool]], Callable[..., str]]] = {

@@ -7,7 +7,6 @@ runs is reduced, since tests check correctness, not speed.
 from __future__ import annotations
 
 import importlib.util
-import random
 import sys
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from nas2deploy.backends.timing import TimingSettings, TimingStats
-from nas2deploy.latency.table import Entry, LatencyTable
+from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.spaces import make_space
 
 settings.register_profile("default", max_examples=25)
@@ -47,13 +45,8 @@ def small_space():
 
 def synthetic_table(space, seed=0, calibration=None):
     """A table with distinct random latencies for every op of ``space``, so every choice matters
-    (for search logic; measured tables are tested elsewhere)."""
-    rng = random.Random(seed)
-    entries = {}
-    for spec in space.op_specs():
-        ms = round(rng.uniform(0.05, 1.0), 4)
-        entries[spec.key] = Entry(spec, TimingStats(ms, ms, ms, ms, ms, 0.0, 0.0, 100))
-    # a synthetic table is no device's: no device_name (closed-loop and prediction checks refuse it)
-    measurement = {"backend": "onnxruntime", "device": "cpu", "precision": "fp32", "batch": 1, "threads": 1}
-    meta = {"measurement": measurement, "space": {"name": space.name, "config": space.config_dict()}}
-    return LatencyTable(meta, entries, None, calibration)
+    (for search logic; measured tables are tested elsewhere). No device_name: a synthetic table
+    is no device's, so closed-loop and prediction checks refuse it."""
+    from budget_exactness import random_table
+
+    return random_table(space, seed, calibration)

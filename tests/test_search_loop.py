@@ -157,3 +157,13 @@ def test_search_config_files_are_checked(tmp_path):
     bad.write_text("[1]")
     with pytest.raises(UserError, match="must be a JSON object"):
         SearchConfig.from_file(bad)
+
+
+def test_resuming_a_finished_search_reports_its_network(tmp_path, table_path):
+    runner = CliRunner()
+    args = ["search", "--lut", table_path, "--data", "synthetic:200", "--epochs", "1", "--warmup-epochs", "1",
+            "--batch-size", "16", "--max-batches", "1", "--out", str(tmp_path / "r")]
+    assert runner.invoke(cli, args).exit_code == 0
+    again = runner.invoke(cli, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "derived architecture:" in again.output and "nan" not in again.output.lower()
