@@ -58,12 +58,12 @@ def main() -> None:
     columns = ["must be refused", "benign", "refused", "accepted", "traceback", "multi-line refusal", "INVALID ACCEPTED",
                "benign refused"]
     print(f"{args.count} mutated files, seed {args.seed}, {time.perf_counter() - start:.0f} s")
-    print(f"{'kind':<9}" + "".join(f"{c:>18}" for c in columns))
+    print(f"{'kind':<9}" + "".join(f"{c:>20}" for c in columns))
     total: collections.Counter[str] = collections.Counter()
     for kind in KINDS:
         total.update(counts[kind])
-        print(f"{kind:<9}" + "".join(f"{counts[kind][c]:>18}" for c in columns))
-    print(f"{'all':<9}" + "".join(f"{total[c]:>18}" for c in columns))
+        print(f"{kind:<9}" + "".join(f"{counts[kind][c]:>20}" for c in columns))
+    print(f"{'all':<9}" + "".join(f"{total[c]:>20}" for c in columns))
     refused = total["refused"] + total["multi-line refusal"]
     print(f"tracebacks {total['traceback']}, invalid values accepted {total['INVALID ACCEPTED']}, "
           f"refusals on one line {total['refused']} of {refused}")

@@ -345,6 +345,7 @@ def _mutate_weights(original: Path, out: Path, rng: random.Random) -> Mutant:
         ("a value that is None", lambda s: s.update({key: None})),
         ("a value that is a list", lambda s: s.update({key: [1.0, 2.0]})),
         ("a sparse tensor", lambda s: s.update({key: s[key].float().to_sparse()})),
+        ("a meta tensor", lambda s: s.update({key: torch.empty(s[key].shape, device="meta")})),
         ("a bool tensor", lambda s: s.update({key: s[key] > 0})),
         ("a complex tensor", lambda s: s.update({key: s[key].to(torch.complex64)})),
         ("a float64 tensor", lambda s: s.update({key: s[key].double()})),

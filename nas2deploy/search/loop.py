@@ -431,9 +431,13 @@ class Search:
                 f"--resume: run {self.run_dir} was started with a different configuration: "
                 + "; ".join(f"{k}: {saved.get(k)!r} vs {getattr(self.config, k)!r}" for k in diff)
             )
-        self.net.load_state_dict(state["net"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
+        try:
+            self.net.load_state_dict(state["net"])
+            self.w_opt.load_state_dict(state["w_opt"])
+            self.a_opt.load_state_dict(state["a_opt"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise UserError(f"--resume: run {self.run_dir}: checkpoint.pt does not fit this search "
+                            f"({type(exc).__name__}); it is corrupt or from another version: search again") from None
         self.epoch, self.step, self.w_step = state["epoch"], state["step"], state["w_step"]
         self.controller.lam = state["lambda"]
         if self.rank == 0:  # drop log lines past the checkpoint, or torn by a kill
@@ -443,7 +447,7 @@ class Search:
                 try:
                     if json.loads(line)["epoch"] <= self.epoch:
                         kept.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
                     continue
             atomic_write_bytes(log, "".join(ln + "\n" for ln in kept).encode())
 
