@@ -35,7 +35,7 @@ from nas2deploy.ops import AddN  # noqa: E402
 from nas2deploy.search import dcnas_derive  # noqa: E402
 from nas2deploy.search.dcnas_latency import DCNASLatencyModel  # noqa: E402
 from nas2deploy.search.dcnas_supernet import DCNASSupernet  # noqa: E402
-from nas2deploy.seg_arch import STEM, Cell  # noqa: E402
+from nas2deploy.nets.cells import STEM, Cell  # noqa: E402
 from nas2deploy.spaces import SearchSpace  # noqa: E402
 from nas2deploy.spaces.dcnas import DCNASConfig, DCNASSpace  # noqa: E402
 

@@ -44,7 +44,7 @@ def one_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    from nas2deploy.data.segmentation import IGNORE
+    from nas2deploy.objective import IGNORE
     from nas2deploy.search.dcnas_supernet import DCNASSupernet, PathSample
     from nas2deploy.spaces import make_space
     from nas2deploy.spaces.dcnas import DCNASSpace

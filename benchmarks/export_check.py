@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nas2deploy.arch import load_arch
+from nas2deploy.nets import load_arch
 from nas2deploy.data import open_dataset
 from nas2deploy.data.synthetic import render
 from nas2deploy.deploy.export import Exporter, ExportOptions

@@ -85,7 +85,8 @@ class Corpus:
     """One valid file of each kind, written once under ``folder``."""
 
     def __init__(self, folder: Path):
-        from nas2deploy.arch import Arch, Block, build, save_arch
+        from nas2deploy.nets import save_arch
+        from nas2deploy.nets.chain import Arch, Block
         from nas2deploy.deploy.export import Exporter, ExportOptions
         from nas2deploy.spaces import make_space
         from nas2deploy.train import save_weights
@@ -102,7 +103,7 @@ class Corpus:
         save_arch(seg.sample_arch(random.Random(1)), self.segarch)
         torch.manual_seed(0)
         self.weights = folder / "weights.pt"
-        save_weights(build(self.arch_obj), self.weights)
+        save_weights(self.arch_obj.build(), self.weights)
         self.export = folder / "export"
         Exporter(self.arch_obj, str(self.weights), self.export,
                  ExportOptions(data="synthetic:40", samples=4, reference_samples=1, force=True)).run()
@@ -436,12 +437,12 @@ def consume(mutant: Mutant, corpus: Corpus) -> None:
         searched = make_space_search(space, table, 2, 0.25)
         assert searched.fastest_ms() > 0 and float(searched.model().detach()) > 0
     elif mutant.kind in ("arch", "segarch"):
-        from nas2deploy.arch import build, load_arch
-        from nas2deploy.arch_info import arch_summary
+        from nas2deploy.nets import load_arch
+        from nas2deploy.latency.network_summary import arch_summary
 
         arch = load_arch(mutant.path)  # arch info, train, export
         arch_summary(arch)
-        build(arch)
+        arch.build()
     elif mutant.kind == "weights":
         from nas2deploy.deploy.export import verify_artifact
         from nas2deploy.train import load_weights

@@ -7,7 +7,6 @@ message listing the valid values.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from contextlib import contextmanager
@@ -142,7 +141,7 @@ def arch() -> None:
 @arch.command("list")
 def arch_list() -> None:
     """The architectures shipped with nas2deploy."""
-    from nas2deploy.arch import named_archs
+    from nas2deploy.nets import named_archs
 
     for name in named_archs():
         click.echo(name)
@@ -154,8 +153,8 @@ def arch_list() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def arch_info(arch_ref: str, lut_path: str | None, as_json: bool) -> None:
     """Parameters, multiply-adds, a per-block table and, with --lut, the predicted latency."""
-    from nas2deploy.arch import load_arch
-    from nas2deploy.arch_info import arch_summary, summary_lines
+    from nas2deploy.nets import load_arch
+    from nas2deploy.latency.network_summary import arch_summary, summary_lines
     from nas2deploy.latency.table import LatencyTable
 
     summary = arch_summary(load_arch(arch_ref), LatencyTable.load(lut_path) if lut_path else None)
@@ -338,7 +337,7 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
     run = Search(SearchConfig(table=table, space=space_name, **fields), out, resume, progress=click.echo)
     run.run()
     if run.rank == 0:
-        from nas2deploy.arch import load_arch
+        from nas2deploy.nets import load_arch
 
         derived = Path(out) / "arch.json"
         click.echo(f"derived architecture: {derived} (predicted {run.table.predict(load_arch(derived)).best_ms:.3f} ms)")
@@ -355,7 +354,7 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, viterbi: bool, out: str) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
-    from nas2deploy.arch import Arch, save_arch
+    from nas2deploy.nets import save_arch
     from nas2deploy.search.loop import open_run, provenance
     from nas2deploy.search.verify import derive_measured
 
@@ -366,14 +365,14 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, v
         raise UserError("--measure needs --budget-ms")
     if measured and budget_ms is not None:
         found = derive_measured(run.searched, budget_ms, name=name, say=click.echo, fill=fill, viterbi=viterbi).arch
-        arch = dataclasses.replace(found, meta=provenance(run.config, budget_ms))
+        arch = found.with_meta(provenance(run.config, budget_ms))
     else:
         arch = run.derive(name, budget_ms, fill, viterbi)
     save_arch(arch, out)
     pred = run.table.predict(arch)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
     share = f" ({pred.best_ms / budget_ms:.0%} of the budget)" if budget_ms else ""
-    parts = f"{len(arch.blocks)} blocks" if isinstance(arch, Arch) else f"{len(arch.cells)} cells"
+    parts = arch.size_label()
     click.echo(f"wrote {out}: {parts}, predicted {pred.raw_ms:.3f} ms summed{cal}{share}")
 
 
@@ -387,7 +386,7 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, v
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
 def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, seed: int, out: str) -> None:
     """Train a derived network (SGD, cosine schedule) and report top-1, or mIoU for segmentation."""
-    from nas2deploy.arch import load_arch
+    from nas2deploy.nets import load_arch
     from nas2deploy.data import open_dataset
     from nas2deploy.objective import LABEL, METRIC
     from nas2deploy.train import save_weights, train_arch
@@ -424,7 +423,7 @@ def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ..
            batch: int, dynamic_batch: bool, data: str | None, images: str | None, samples: int, lut: str | None,
            budget_ms: float | None, workspace_mb: int, force: bool) -> None:
     """Export ONNX (and a TensorRT engine), check accuracy on real inputs, measure latency, write a report."""
-    from nas2deploy.arch import load_arch
+    from nas2deploy.nets import load_arch
     from nas2deploy.deploy.export import Exporter, ExportOptions
 
     options = ExportOptions(tuple(dict.fromkeys(backends)), device, precision, batch, dynamic_batch, data, images,

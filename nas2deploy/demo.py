@@ -11,12 +11,11 @@ folder; an interrupted search resumes, a finished one is not repeated.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from nas2deploy.arch import Arch, save_arch
+from nas2deploy.nets import save_arch
 from nas2deploy.backends import BackendSettings
 from nas2deploy.data import open_dataset
 from nas2deploy.deploy.export import Exporter, ExportOptions
@@ -117,9 +116,9 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     search.run()
     # closed loop (derive --measure): the table is this CPU's, so the network is measured to fit
     verified = derive_measured(search.searched, budget, name="demo", say=lambda line: say("      " + line))
-    arch = dataclasses.replace(verified.arch, meta=provenance(config, budget))
+    arch = verified.arch.with_meta(provenance(config, budget))
     save_arch(arch, out / "arch.json")
-    size = f"{len(arch.blocks)} blocks" if isinstance(arch, Arch) else f"{len(arch.cells)} cells"
+    size = arch.size_label()
     say(f"[3/6] derived {size}, predicted {verified.predicted_ms:.3f} ms, measured {verified.measured_ms:.3f} ms "
         f"-> {out / 'arch.json'}")
     metric = LABEL[METRIC[task]]

@@ -1,4 +1,5 @@
-"""What a network is trained for and scored by, per task, shared by the search and retraining.
+"""What a network is trained for and scored by, per task, shared by the search, retraining and
+the export's accuracy check: the one home of the losses and the metrics.
 
 Classification: cross-entropy and top-1. Segmentation: per-pixel cross-entropy that skips the
 ignore label (255, the boundaries of VOC-style masks), and mIoU from a confusion matrix summed
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from nas2deploy.data.segmentation import IGNORE, confusion, miou
+
+#: The label of pixels that no loss or metric counts (VOC's object boundaries).
+IGNORE = 255
 
 #: The score each task reports, as it appears in logs (``val_top1_argmax``, ``val_miou_argmax``).
 METRIC = {"classification": "top1", "segmentation": "miou"}
@@ -60,3 +63,23 @@ def evaluate(model: nn.Module, dataset: Dataset, task: str, classes: int, batch_
     for x, y in DataLoader(dataset, batch_size=batch_size):
         score.add(model(x), y)
     return score.value
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """Confusion matrix (rows: truth, columns: prediction) over the pixels not labelled ignore."""
+    keep = target != IGNORE
+    idx = target[keep] * classes + pred[keep]
+    return torch.bincount(idx, minlength=classes * classes).reshape(classes, classes)
+
+
+def miou(conf: torch.Tensor) -> float:
+    """Mean IoU over the classes present in the truth or the prediction."""
+    tp = conf.diag().double()
+    union = conf.sum(0).double() + conf.sum(1).double() - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if bool(present.any()) else 0.0
+
+
+def pixel_accuracy(conf: torch.Tensor) -> float:
+    total = conf.sum()
+    return float(conf.diag().sum().double() / total) if int(total) else 0.0

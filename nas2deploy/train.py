@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nas2deploy.arch import AnyArch, build
+from nas2deploy.nets import Network
 from nas2deploy.data import Splits
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes
@@ -30,13 +30,13 @@ from nas2deploy.objective import evaluate, task_loss
 
 
 def train_arch(
-    arch: AnyArch, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
+    arch: Network, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
     label_smoothing: float = 0.1, seed: int = 0, progress: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, float]:
     data.require_fit(arch)
     torch.manual_seed(seed)
     segmentation = data.task == "segmentation"
-    model = build(arch)
+    model = arch.build()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     total, step = max(1, epochs * len(loader)), 0
@@ -61,7 +61,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_weights(arch: AnyArch, path: str | os.PathLike[str]) -> nn.Module:
+def load_weights(arch: Network, path: str | os.PathLike[str]) -> nn.Module:
     """Build ``arch`` and load its weights, refusing anything that is not exactly its state dict:
     a missing, extra or mis-shaped tensor is named, and so is a value that is not a dense tensor
     of the architecture's dtype, or a floating tensor holding NaN or infinity. The file's zip
@@ -81,7 +81,7 @@ def load_weights(arch: AnyArch, path: str | os.PathLike[str]) -> nn.Module:
         state = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # corrupt, truncated, or not a plain state dict
         raise UserError(f"weights {path}: cannot be read ({type(exc).__name__}); the file is corrupt or not a state dict") from None
-    model = build(arch)
+    model = arch.build()
     own = model.state_dict()
     if not isinstance(state, dict):
         raise UserError(f"weights {path}: not a state dict")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from nas2deploy.arch import Arch, build, load_arch, save_arch
+from nas2deploy.nets import Arch, load_arch, save_arch
 from nas2deploy.errors import UserError
 
 
@@ -26,7 +26,7 @@ def test_round_trip_and_skip_layers_vanish(tmp_path):
     keys = [s.key for s in arch.op_specs()]
     assert "skip_i24x16x16" not in keys and len(keys) == 6
     assert len(arch.op_specs(include_free=True)) == 7
-    assert len(build(arch)) == 6
+    assert len(arch.build()) == 6
 
 
 @pytest.mark.parametrize("change, message", [
@@ -58,10 +58,10 @@ def test_corrupt_and_wrong_version_files(tmp_path):
     ("densenas-c", None, 360.8),
 ])
 def test_shipped_architectures_match_published_counts(name, params, macs_m):
-    from nas2deploy.arch_info import arch_summary
+    from nas2deploy.latency.network_summary import arch_summary
 
     summary = arch_summary(load_arch(name))
-    assert summary["params"] == sum(p.numel() for p in build(load_arch(name)).parameters())
+    assert summary["params"] == sum(p.numel() for p in load_arch(name).build().parameters())
     if params is not None:
         assert summary["params"] == params
     assert summary["macs"] / 1e6 == pytest.approx(macs_m, abs=0.05)

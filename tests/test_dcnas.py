@@ -11,11 +11,11 @@ from PIL import Image
 
 from nas2deploy.cli import cli
 from nas2deploy.data import open_dataset
-from nas2deploy.data.segmentation import IGNORE, confusion, miou, pixel_accuracy
+from nas2deploy.objective import IGNORE, confusion, miou, pixel_accuracy
 from nas2deploy.deploy.onnx_export import export_onnx
 from nas2deploy.errors import UserError
 from nas2deploy.ops import AddN, OpSpec, Resize, UpConv
-from nas2deploy.seg_arch import SegArch, SegNet
+from nas2deploy.nets.cells import SegArch, SegNet
 from nas2deploy.spaces import make_space
 
 TINY = {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_width": 16}
@@ -271,7 +271,7 @@ def test_profile_and_validate_a_dcnas_table_with_onnx_runtime(tmp_path):
 
 
 def test_segmentation_network_trains_exports_and_is_checked_per_pixel(tmp_path):
-    from nas2deploy.arch import load_arch, save_arch
+    from nas2deploy.nets import load_arch, save_arch
     from nas2deploy.deploy.compare import compare_outputs
 
     space = make_space("dcnas", {**TINY, "base_width": 16})

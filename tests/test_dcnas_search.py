@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from conftest import synthetic_table
 
-from nas2deploy.arch import load_arch
+from nas2deploy.nets import load_arch
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
 from nas2deploy.search.dcnas_derive import (
@@ -19,7 +19,7 @@ from nas2deploy.search.dcnas_derive import (
 from nas2deploy.search.dcnas_latency import DCNASLatencyModel
 from nas2deploy.search.dcnas_supernet import DCNASSupernet
 from nas2deploy.search.loop import Search, SearchConfig, open_run
-from nas2deploy.seg_arch import SegArch
+from nas2deploy.nets.cells import SegArch
 from nas2deploy.spaces import make_space
 
 TINY = {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_width": 16}

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from conftest import needs_cuda, needs_tensorrt
 from PIL import Image
 
-from nas2deploy.arch import Arch, Block, build, save_arch
+from nas2deploy.nets import save_arch
+from nas2deploy.nets.chain import Arch, Block
 from nas2deploy.cli import cli
 from nas2deploy.deploy import compare as compare_module
 from nas2deploy.deploy.compare import compare_outputs
@@ -65,7 +66,7 @@ def test_compare_fp16_thresholds():
 
 def test_export_writes_a_checked_measured_folder(tmp_path, arch_file):
     weights = tmp_path / "w.pt"
-    save_weights(build(TINY), weights)
+    save_weights(TINY.build(), weights)
     result = export(tmp_path, arch_file, "--weights", str(weights))
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
@@ -122,7 +123,7 @@ def test_export_refuses_bad_input_without_writing(tmp_path, arch_file):
     assert result.exit_code == 1 and "--images" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
     other = Arch(32, 10, 8, 8, 1, (Block(16, 2, "k3e3", ()),), 64, "other")
-    save_weights(build(other), tmp_path / "other.pt")
+    save_weights(other.build(), tmp_path / "other.pt")
     result = export(tmp_path, arch_file, "--weights", str(tmp_path / "other.pt"))
     assert result.exit_code == 1 and "do not match arch" in result.output and "missing" in result.output
     assert not (tmp_path / "out").exists()

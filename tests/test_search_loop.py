@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 from conftest import synthetic_table
 
-from nas2deploy.arch import load_arch
+from nas2deploy.nets import load_arch
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
 from nas2deploy.search.loop import Search, SearchConfig, load_checkpoint

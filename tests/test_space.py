@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from nas2deploy.arch import build
+
 from nas2deploy.errors import UserError
 from nas2deploy.spaces import make_space
 from nas2deploy.spaces.densenas import DenseNASSpace
@@ -45,7 +45,7 @@ def test_every_sampled_arch_uses_only_profiled_ops_and_runs(small_space):
     for _ in range(20):
         arch = small_space.sample_arch(rng)
         assert {s.key for s in arch.op_specs()} <= keys
-    out = build(arch).eval()(torch.randn(1, 3, 32, 32))
+    out = arch.build().eval()(torch.randn(1, 3, 32, 32))
     assert out.shape == (1, 10)
 
 

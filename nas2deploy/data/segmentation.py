@@ -1,5 +1,5 @@
-"""Segmentation data: a built-in dataset generated in code, the Cityscapes and PASCAL VOC layouts,
-and the metrics (mIoU, pixel accuracy).
+"""Segmentation data: a built-in dataset generated in code, and the Cityscapes and PASCAL VOC
+layouts (the metrics, mIoU and pixel accuracy, are in ``nas2deploy.objective``).
 
 Built-in (``seg-synthetic`` / ``seg-synthetic:N``): 1-3 objects per image, each one of five
 shapes (the classes 1-5; 0 is background) at a random scale (8-45% of the image side), position
@@ -25,8 +25,8 @@ from torch.utils.data import Dataset
 from nas2deploy.data.splits import Splits
 from nas2deploy.data.synthetic import SHAPES, _shape_mask
 from nas2deploy.errors import UserError
+from nas2deploy.objective import IGNORE
 
-IGNORE = 255
 CITYSCAPES_CLASSES = 19
 VOC_CLASSES = 21
 
@@ -181,23 +181,3 @@ def open_voc(root: Path, size: int) -> Splits:
         return pairs, f"data {listing}: lists no images"
 
     return _layout(root, size, VOC_CLASSES, "voc", find)
-
-
-def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
-    """Confusion matrix (rows: truth, columns: prediction) over the pixels not labelled ignore."""
-    keep = target != IGNORE
-    idx = target[keep] * classes + pred[keep]
-    return torch.bincount(idx, minlength=classes * classes).reshape(classes, classes)
-
-
-def miou(conf: torch.Tensor) -> float:
-    """Mean IoU over the classes present in the truth or the prediction."""
-    tp = conf.diag().double()
-    union = conf.sum(0).double() + conf.sum(1).double() - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if bool(present.any()) else 0.0
-
-
-def pixel_accuracy(conf: torch.Tensor) -> float:
-    total = conf.sum()
-    return float(conf.diag().sum().double() / total) if int(total) else 0.0

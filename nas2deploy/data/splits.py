@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 from torch.utils.data import Dataset, Subset
 
 from nas2deploy.errors import UserError
-
-if TYPE_CHECKING:
-    from nas2deploy.arch import AnyArch
+from nas2deploy.nets import Network
 
 
 @dataclass
@@ -23,7 +19,7 @@ class Splits:
     name: str
     task: str = "classification"  # or "segmentation": samples are (image, mask), 255 = ignore
 
-    def require_fit(self, arch: AnyArch) -> None:
+    def require_fit(self, arch: Network) -> None:
         """Refuse data a network cannot take: another task, class count or input size."""
         if self.task != arch.task:
             raise UserError(f"arch {arch.name} is a {arch.task} network, data {self.name} is {self.task} data")

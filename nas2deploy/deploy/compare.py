@@ -108,6 +108,6 @@ def compare_outputs(
 def _miou(pred: np.ndarray, labels: np.ndarray, classes: int) -> float:
     import torch
 
-    from nas2deploy.data.segmentation import confusion, miou
+    from nas2deploy.objective import confusion, miou
 
     return miou(confusion(torch.from_numpy(pred).long(), torch.from_numpy(labels).long(), classes))

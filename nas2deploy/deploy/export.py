@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas2deploy.arch import AnyArch, build, save_arch
-from nas2deploy.arch_info import arch_summary
+from nas2deploy.nets import Network, save_arch
+from nas2deploy.latency.network_summary import arch_summary
 from nas2deploy.backends import BackendSettings, Runner
 from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.deploy.compare import Comparison, compare_outputs
@@ -138,7 +138,7 @@ def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return torch.cat([model(torch.from_numpy(c)) for c in np.array_split(x, max(1, len(x) // 64))]).numpy()
 
 
-def _load_table(options: ExportOptions, arch: AnyArch, say: Callable[[str], None]) -> LatencyTable | None:
+def _load_table(options: ExportOptions, arch: Network, say: Callable[[str], None]) -> LatencyTable | None:
     path = options.lut or arch.meta.get("lut")
     if not path:
         return None
@@ -153,7 +153,7 @@ def _load_table(options: ExportOptions, arch: AnyArch, say: Callable[[str], None
 class Exporter:
     """One export: holds the network, its graph and the report as the steps fill it."""
 
-    def __init__(self, arch: AnyArch, weights: str | None, out: str | Path, options: ExportOptions,
+    def __init__(self, arch: Network, weights: str | None, out: str | Path, options: ExportOptions,
                  say: Callable[[str], None] = lambda line: None):
         self.arch, self.weights, self.out, self.options, self.say = arch, weights, Path(out), options, say
         self.report: dict[str, Any] = {"format": REPORT_FORMAT, "version": 1, "arch": arch.name, "steps_s": {}}
@@ -196,7 +196,7 @@ class Exporter:
             self.report["weights"] = str(self.weights)
         else:
             torch.manual_seed(0)
-            model = build(self.arch)
+            model = self.arch.build()
             self.report["weights"] = None
             self.say("note: no --weights; exporting freshly initialised weights (the checks still compare runtimes)")
         model.eval()

@@ -10,13 +10,13 @@ from typing import Sized, cast
 
 import numpy as np
 
-from nas2deploy.arch import AnyArch
+from nas2deploy.nets import Network
 from nas2deploy.data import open_dataset
 from nas2deploy.data.folders import IMAGE_SUFFIXES, load_image
 from nas2deploy.errors import UserError
 
 
-def accuracy_inputs(arch: AnyArch, data: str | None, images: str | None, count: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+def accuracy_inputs(arch: Network, data: str | None, images: str | None, count: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     """``count`` inputs of shape (count, 3, H, W), their labels (class indices, or masks for
     segmentation; None for image files) and a description of where they came from.
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from nas2deploy.arch import AnyArch
+from nas2deploy.nets import Network
 from nas2deploy.backends.timing import TimingSettings, TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
@@ -213,7 +213,7 @@ class LatencyTable:
         """The per-network term of the calibration (0 without one)."""
         return self.calibration.offset_ms if self.calibration else 0.0
 
-    def predict(self, arch: AnyArch, drift: float = 1.0) -> Prediction:
+    def predict(self, arch: Network, drift: float = 1.0) -> Prediction:
         specs = arch.op_specs()
         self.require(specs, f"arch {arch.name or '<unnamed>'}")
         raw = sum(self.latency(s) for s in specs)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nas2deploy.arch import AnyArch, build
+from nas2deploy.nets import Network
 from nas2deploy.backends import BackendSettings
 from nas2deploy.backends.base import cpu_name
 from nas2deploy.backends.timing import TimingSettings, measure
@@ -92,9 +92,9 @@ def timing_from_table(table: LatencyTable) -> TimingSettings:
     return TimingSettings(**table.meta.get("timing", {}))
 
 
-def measure_arch(settings: BackendSettings, arch: AnyArch, timing: TimingSettings, source: str = "network") -> float:
+def measure_arch(settings: BackendSettings, arch: Network, timing: TimingSettings, source: str = "network") -> float:
     """Median latency (ms) of a whole network, built, exported and run on the settings' backend."""
-    with settings.open(build(arch), (3, arch.input_size, arch.input_size), source=source) as runner:
+    with settings.open(arch.build(), (3, arch.input_size, arch.input_size), source=source) as runner:
         return measure(runner, timing).stats.median_ms
 
 

@@ -17,7 +17,7 @@ def regenerate(folder: str | Path) -> Path:
     if not path.is_dir():
         raise UserError(f"report {path}: no such folder")
     if (path / "report.json").exists():
-        from nas2deploy.arch import load_arch
+        from nas2deploy.nets import load_arch
         from nas2deploy.fileio import read_json
         from nas2deploy.report.export_report import read_export_report, write_export_report
         from nas2deploy.validate import Field

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nas2deploy.arch import AnyArch
+from nas2deploy.nets import Network
 from nas2deploy.fileio import atomic_write_bytes
 from nas2deploy.report import plots
 from nas2deploy.validate import Field
@@ -74,7 +74,7 @@ def read_export_report(doc: Field) -> dict[str, Any]:
     return doc.object()
 
 
-def write_export_report(out: Path, report: dict[str, Any], arch: AnyArch) -> Path:
+def write_export_report(out: Path, report: dict[str, Any], arch: Network) -> Path:
     summary = report["summary"]
     rows = summary["rows"]
     images = [_latency_plot(out, report)]

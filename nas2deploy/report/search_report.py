@@ -17,7 +17,7 @@ from nas2deploy.objective import LABEL
 from nas2deploy.report import plots
 from nas2deploy.search.dcnas_supernet import DCNASSupernet
 from nas2deploy.search.supernet import DenseNASSupernet
-from nas2deploy.seg_arch import STEM
+from nas2deploy.nets.cells import STEM
 from nas2deploy.spaces.densenas import HEAD_OPS, STACK_OPS
 from nas2deploy.validate import Field
 

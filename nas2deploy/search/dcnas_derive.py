@@ -51,7 +51,7 @@ from nas2deploy.search.binary_program import BinaryProgram
 from nas2deploy.search.dcnas_latency import DCNASLatencyModel
 from nas2deploy.search.dcnas_supernet import DCNASSupernet, strongest
 from nas2deploy.search.derive import DEFAULT_FILL
-from nas2deploy.seg_arch import STEM, Cell, SegArch
+from nas2deploy.nets.cells import STEM, Cell, SegArch
 
 Node = tuple[int, int]
 

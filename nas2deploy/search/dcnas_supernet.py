@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nas2deploy.seg_arch import STEM, cell_op
+from nas2deploy.nets.cells import STEM, cell_op
 from nas2deploy.spaces.dcnas import DCNASSpace
 
 ALPHA_INIT = 1e-3

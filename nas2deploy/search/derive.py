@@ -39,7 +39,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from nas2deploy.arch import Arch, Block
+from nas2deploy.nets.chain import Arch, Block
 from nas2deploy.errors import UserError
 from nas2deploy.search.expected_latency import LatencyModel
 from nas2deploy.search.supernet import DenseNASSupernet

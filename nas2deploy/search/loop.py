@@ -23,7 +23,6 @@ parameters are averaged over ranks before each step, so the ranks stay identical
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
@@ -36,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from nas2deploy.arch import AnyArch, save_arch
+from nas2deploy.nets import Network, save_arch
 from nas2deploy.data import open_dataset, split_train_val
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import (
@@ -344,9 +343,9 @@ class Search:
         return score.value
 
     # -- the run --------------------------------------------------------------------------------
-    def derive(self) -> AnyArch:
+    def derive(self) -> Network:
         budget, name, viterbi = self.config.budget_ms, self.run_dir.name, self.config.viterbi
-        arch: AnyArch | None = None
+        arch: Network | None = None
         if budget is not None:
             try:
                 arch = self.searched.derive(name, budget, viterbi=viterbi)
@@ -354,7 +353,7 @@ class Search:
                 self.progress(f"budget derivation failed ({exc}); showing the unconstrained derivation instead")
                 budget = None
         arch = arch or self.searched.derive(name, viterbi=viterbi)
-        return dataclasses.replace(arch, meta=provenance(self.config, budget))
+        return arch.with_meta(provenance(self.config, budget))
 
     def run(self, until: int | None = None) -> dict[str, Any]:
         """Search to the configured number of epochs (or stop after epoch ``until``); one process
@@ -484,10 +483,10 @@ class SearchedModel:
     searched: SpaceSearch
     config: SearchConfig
 
-    def derive(self, name: str, budget_ms: float | None = None, fill: float = DEFAULT_FILL, viterbi: bool = False) -> AnyArch:
+    def derive(self, name: str, budget_ms: float | None = None, fill: float = DEFAULT_FILL, viterbi: bool = False) -> Network:
         """The derived network, its ``meta`` recording where it came from."""
         arch = self.searched.derive(name, budget_ms, fill, viterbi)
-        return dataclasses.replace(arch, meta=provenance(self.config, budget_ms))
+        return arch.with_meta(provenance(self.config, budget_ms))
 
 
 def provenance(config: SearchConfig, budget_ms: float | None) -> dict[str, Any]:

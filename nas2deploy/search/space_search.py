@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from nas2deploy.arch import AnyArch
+from nas2deploy.nets import Network
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.search import dcnas_derive, derive
@@ -59,7 +59,7 @@ class SpaceSearch(Protocol):
     def expected_floor(self) -> float: ...
     def latency_range(self) -> tuple[float, float]: ...
     def derive(self, name: str, budget_ms: float | None = None, fill: float = derive.DEFAULT_FILL,
-               viterbi: bool = False) -> AnyArch: ...
+               viterbi: bool = False) -> Network: ...
     def entropies(self) -> dict[str, float]: ...
 
 
@@ -107,7 +107,7 @@ class DenseNASSearch:
         return derive.fastest_latency(self.model), derive.slowest_latency(self.model)
 
     def derive(self, name: str, budget_ms: float | None = None, fill: float = derive.DEFAULT_FILL,
-               viterbi: bool = False) -> AnyArch:
+               viterbi: bool = False) -> Network:
         """Argmax ops on the Viterbi path (always: DenseNAS's path is a Viterbi decode), or the
         best under the budget."""
         if viterbi:
@@ -167,7 +167,7 @@ class DCNASSearch:
         return dcnas_derive.latency_range(self.net, self.model)
 
     def derive(self, name: str, budget_ms: float | None = None, fill: float = derive.DEFAULT_FILL,
-               viterbi: bool = False) -> AnyArch:
+               viterbi: bool = False) -> Network:
         if budget_ms is not None:
             return dcnas_derive.derive_under_budget(self.net, self.model, budget_ms, name, fill, viterbi)
         return dcnas_derive.derive(self.net, name, viterbi)

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from nas2deploy.arch import AnyArch
+from nas2deploy.nets import Network
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.validate import (
@@ -38,14 +38,14 @@ AIM = 0.98
 
 @dataclass(frozen=True)
 class Verified:
-    arch: AnyArch
+    arch: Network
     measured_ms: float
     predicted_ms: float
     target_ms: float
     rounds: int
 
 
-def table_device_measure(table: LatencyTable, name: str = "derived") -> Callable[[AnyArch], float]:
+def table_device_measure(table: LatencyTable, name: str = "derived") -> Callable[[Network], float]:
     """Measure a whole network on the table's own device, with its backend and harness; refuses
     when this machine is not that device."""
     settings = settings_from_table(table)
@@ -56,7 +56,7 @@ def table_device_measure(table: LatencyTable, name: str = "derived") -> Callable
 def derive_measured(
     searched: SpaceSearch, budget_ms: float, max_rounds: int = 4, name: str = "derived",
     say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL, viterbi: bool = False,
-    measure: Callable[[AnyArch], float] | None = None,
+    measure: Callable[[Network], float] | None = None,
 ) -> Verified:
     """The most probable architecture whose *measured* latency lies in ``[fill * budget, budget]``,
     or the largest measured one that fits when ``max_rounds`` do not reach the window.

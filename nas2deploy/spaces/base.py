@@ -6,7 +6,7 @@ import random
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from nas2deploy.arch import AnyArch
+from nas2deploy.nets import Network
 from nas2deploy.ops import OpSpec
 
 
@@ -32,7 +32,7 @@ class SearchSpace(ABC):
         """Sizes of the graph for ``nas2deploy space info``."""
 
     @abstractmethod
-    def sample_arch(self, rng: random.Random) -> AnyArch:
+    def sample_arch(self, rng: random.Random) -> Network:
         """One architecture drawn at random: path uniform over out-edges, ops uniform per layer."""
 
     @abstractmethod

@@ -27,7 +27,7 @@ from typing import Any
 
 from nas2deploy.errors import UserError
 from nas2deploy.ops import RESIZE_MODES, AddN, OpSpec, SepConv
-from nas2deploy.seg_arch import STEM, Cell, SegArch, cell_op, transform
+from nas2deploy.nets.cells import STEM, Cell, SegArch, cell_op, transform
 from nas2deploy.spaces.base import SearchSpace
 from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
-from nas2deploy.arch import Arch, Block
+from nas2deploy.nets.chain import Arch, Block
 from nas2deploy.errors import UserError
 from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
 from nas2deploy.spaces.base import SearchSpace

@@ -1,4 +1,4 @@
-"""SegArch: a derived DCNAS segmentation network as plain data, and the module built from it.
+"""``SegArch``: a segmentation network of cells on a grid of scales (kind ``cells``), and its module.
 
 The network (reference.md section 3): a fixed stem to 1/4 resolution (conv3x3 s2 to half the
 first width, conv3x3 s2 to the first width); cells on a grid of layers x scales (1/4 .. 1/32),
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from nas2deploy.errors import UserError
+from nas2deploy.nets.base import Network
 from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, NETWORK_FIX, Field, network_meta, network_size
 from nas2deploy.ops import (
     RESIZE_MODES,
@@ -78,7 +79,7 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class SegArch:
+class SegArch(Network):
     input_size: int
     num_classes: int
     widths: tuple[int, ...]
@@ -89,7 +90,15 @@ class SegArch:
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    task = "segmentation"
+    kind: ClassVar[str] = "cells"
+    task: ClassVar[str] = "segmentation"
+    unit: ClassVar[str] = "cells"
+
+    def units(self) -> int:
+        return len(self.cells)
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return SegNet(self)
 
     def side(self, scale: int) -> int:
         return self.input_size // (4 * 2**scale)
@@ -165,19 +174,19 @@ class SegArch:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": "nas2deploy.arch", "version": 1, "task": self.task, "name": self.name,
+            "format": "nas2deploy.arch", "version": 1, "kind": self.kind, "task": self.task, "name": self.name,
             "input_size": self.input_size, "num_classes": self.num_classes, "widths": list(self.widths),
             "head_width": self.head_width, "resize_mode": self.resize_mode, "align_corners": self.align_corners,
             "cells": [{"layer": c.layer, "scale": c.scale, "op": c.op, "inputs": [list(i) for i in c.inputs]} for c in self.cells],
             "meta": self.meta,
         }
 
-    @staticmethod
-    def from_dict(doc: Any, source: str = "<arch>") -> SegArch:
-        return SegArch.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<arch>") -> SegArch:
+        return cls.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
 
-    @staticmethod
-    def from_field(doc: Field) -> SegArch:
+    @classmethod
+    def from_field(cls, doc: Field) -> SegArch:
         """Validate a segmentation arch field by field; errors name the file, the field and the rule."""
         cells = []
         for c in doc["cells"].list(max_len=4 * MAX_LAYERS, min_len=1):

@@ -1,25 +1,23 @@
-"""Derived networks as plain data: the ``Arch`` of a MBConv chain, its JSON form and its builder.
+"""``Arch``: a classification network that is a MBConv chain (kind ``chain``).
 
-In the spirit of timm's EfficientNet builder, a network is a compact description decoded by one
-builder: a stem (conv3x3 then MBConv k3 e1), a list of blocks (output width, stride, head op,
-stacking ops) and a tail (conv1x1, global pool, classifier). ``arch.op_specs()`` lists the
-OpSpecs of the deployed layers in order, ``build(arch)`` is literally those specs' modules in
-sequence, so the latency table that predicts an Arch keys exactly the layers that run.
+A stem (conv3x3 then MBConv k3 e1), a list of blocks (output width, stride, head op, stacking
+ops) and a tail (conv1x1, global pool, classifier). ``op_specs()`` lists the OpSpecs of the
+deployed layers in order and ``build()`` is literally those specs' modules in sequence, so the
+latency table that predicts an Arch keys exactly the layers that run. The stem and the tail are
+defined here once (``stem_specs``, ``tail_specs``); the DenseNAS space builds its supernet's
+fixed parts from them.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_json, check_format, read_json
+from nas2deploy.nets.base import Network
 from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
-from nas2deploy.seg_arch import SegArch, SegNet
 from nas2deploy.validate import (
     MAX_CHANNELS,
     MAX_CLASSES,
@@ -32,10 +30,20 @@ from nas2deploy.validate import (
 
 ARCH_FORMAT = "nas2deploy.arch"
 ARCH_VERSION = 1
-#: Named architectures shipped with the package, one JSON file each (networks are data).
-ARCH_DIR = Path(__file__).parent / "archs"
 MAX_BLOCKS = 64
 MAX_STACK = 16
+
+
+def stem_specs(input_size: int, conv: int, out: int, stride: int) -> list[OpSpec]:
+    """The chain's stem: conv3x3 (stride) to ``conv`` channels, then MBConv k3 e1 to ``out``."""
+    first = ConvBNAct(3, input_size, input_size, conv, 3, stride)
+    c, h, w = first.out_shape()
+    return [first, MBConv(c, h, w, out, 3, 1, 1)]
+
+
+def tail_specs(cin: int, h: int, w: int, tail: int, classes: int) -> list[OpSpec]:
+    """The chain's tail: conv1x1 to ``tail`` channels, then global pool and the classifier."""
+    return [ConvBNAct(cin, h, w, tail, 1, 1), Classifier(tail, h, w, classes)]
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class Block:
 
 
 @dataclass(frozen=True)
-class Arch:
+class Arch(Network):
     input_size: int
     num_classes: int
     stem_conv: int
@@ -61,14 +69,16 @@ class Arch:
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    task = "classification"
+    kind: ClassVar[str] = "chain"
+    task: ClassVar[str] = "classification"
+    unit: ClassVar[str] = "blocks"
+
+    def units(self) -> int:
+        return len(self.blocks)
 
     def op_specs(self, include_free: bool = False) -> list[OpSpec]:
         """Every layer's OpSpec in execution order; ``include_free`` keeps the skip layers."""
-        size = self.input_size
-        specs: list[OpSpec] = [ConvBNAct(3, size, size, self.stem_conv, 3, self.stem_stride)]
-        c, h, w = specs[-1].out_shape()
-        specs.append(MBConv(c, h, w, self.stem_out, 3, 1, 1))
+        specs = stem_specs(self.input_size, self.stem_conv, self.stem_out, self.stem_stride)
         c, h, w = specs[-1].out_shape()
         for i, block in enumerate(self.blocks):
             for j, name in enumerate((block.head, *block.stack)):
@@ -81,9 +91,7 @@ class Arch:
                 if include_free or not spec.is_free:
                     specs.append(spec)
                 c, h, w = spec.out_shape()
-        specs.append(ConvBNAct(c, h, w, self.tail, 1, 1))
-        specs.append(Classifier(self.tail, h, w, self.num_classes))
-        return specs
+        return specs + tail_specs(c, h, w, self.tail, self.num_classes)
 
     def groups(self) -> list[tuple[str, list[OpSpec]]]:
         """The deployed ops grouped as stem, block 1..n, tail (skip layers included, they cost 0)."""
@@ -101,6 +109,7 @@ class Arch:
         return {
             "format": ARCH_FORMAT,
             "version": ARCH_VERSION,
+            "kind": self.kind,
             "name": self.name,
             "input_size": self.input_size,
             "num_classes": self.num_classes,
@@ -112,12 +121,12 @@ class Arch:
             "meta": self.meta,
         }
 
-    @staticmethod
-    def from_dict(doc: Any, source: str = "<arch>") -> Arch:
-        return Arch.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<arch>") -> Arch:
+        return cls.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
 
-    @staticmethod
-    def from_field(doc: Field) -> Arch:
+    @classmethod
+    def from_field(cls, doc: Field) -> Arch:
         """Validate an arch document field by field; errors name the file, the field and the rule."""
         stem = doc["stem"]
         blocks = []
@@ -144,35 +153,5 @@ class Arch:
         network_size(doc, sum(s.macs() for s in specs), sum(s.params() for s in specs))
         return arch
 
-
-#: Any derived network: a classification chain or a segmentation cell graph.
-AnyArch = Arch | SegArch
-
-
-def build(arch: AnyArch, affine: bool = True) -> nn.Module:
-    """The deployable network: the modules of ``arch.op_specs()`` in sequence (a SegArch, whose
-    cells form a graph, builds its SegNet)."""
-    if isinstance(arch, SegArch):
-        return SegNet(arch)
-    return nn.Sequential(*[spec.build(affine) for spec in arch.op_specs()])
-
-
-def named_archs() -> list[str]:
-    return sorted(p.stem for p in ARCH_DIR.glob("*.json"))
-
-
-def load_arch(path: str | os.PathLike[str]) -> AnyArch:
-    """Load an arch file, or a shipped architecture by name (``mobilenetv2``, ``densenas-a``...)."""
-    p = Path(path)
-    if not p.exists() and str(path) in named_archs():
-        p = ARCH_DIR / f"{path}.json"
-    elif not p.exists():
-        raise UserError(f"arch {path}: no such file, nor a named architecture ({', '.join(named_archs())})")
-    doc = Field(check_format(read_json(p, "arch"), p, ARCH_FORMAT, ARCH_VERSION, "arch"), f"arch {path}", NETWORK_FIX)
-    task = doc.get("task")
-    kind = task.str(("classification", "segmentation")) if task else "classification"
-    return SegArch.from_field(doc) if kind == "segmentation" else Arch.from_field(doc)
-
-
-def save_arch(arch: AnyArch, path: str | os.PathLike[str]) -> None:
-    atomic_write_json(path, arch.to_dict())
+    def build(self, affine: bool = True) -> nn.Module:
+        return nn.Sequential(*[spec.build(affine) for spec in self.op_specs()])

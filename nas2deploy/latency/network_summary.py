@@ -1,4 +1,4 @@
-"""``arch info``: parameters, multiply-adds and predicted latency of an Arch, block by block.
+"""``arch info``: parameters, multiply-adds and predicted latency of a network, group by group.
 
 Counting follows the published numbers' conventions: multiply-adds of convolutions and linear
 layers only; parameters include BN scale/shift and the classifier bias (so MobileNetV2-1.0 has
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas2deploy.arch import AnyArch, Arch
 from nas2deploy.latency.table import LatencyTable
+from nas2deploy.nets import Network
 
 
-def arch_summary(arch: AnyArch, table: LatencyTable | None = None) -> dict[str, Any]:
+def arch_summary(arch: Network, table: LatencyTable | None = None) -> dict[str, Any]:
     pred = table.predict(arch) if table is not None else None  # first: names every missing op
     rows = []
     for name, specs in arch.groups():
@@ -32,8 +32,8 @@ def arch_summary(arch: AnyArch, table: LatencyTable | None = None) -> dict[str, 
         "input_size": arch.input_size,
         "num_classes": arch.num_classes,
         "task": arch.task,
-        "blocks": len(arch.blocks) if isinstance(arch, Arch) else len(arch.cells),
-        "unit": "blocks" if isinstance(arch, Arch) else "cells",
+        "blocks": arch.units(),
+        "unit": arch.unit,
         "layers": len(arch.op_specs()),
         "params": sum(r["params"] for r in rows),
         "macs": sum(r["macs"] for r in rows),

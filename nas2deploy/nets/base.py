@@ -1,0 +1,68 @@
+"""The one interface every kind of derived network implements.
+
+A network is plain data (a frozen dataclass), decoded by one builder, in the spirit of timm's
+EfficientNet builder: ``op_specs()`` lists the OpSpecs of the deployed layers (the latency table
+prices exactly these), ``groups()`` the same ops by block or cell (``arch info``, reports),
+``build()`` the torch module made of those specs' modules, ``to_dict()`` / ``from_field()`` its
+JSON. The ``kind`` field of the JSON names the class (``nas2deploy.nets.KINDS``), so a third
+kind (a backbone with a DPC head, say) is one more module and one registry line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, TypeVar
+
+from torch import nn
+
+from nas2deploy.ops import OpSpec
+from nas2deploy.validate import Field
+
+N = TypeVar("N", bound="Network")
+
+
+class Network(ABC):
+    #: The JSON ``kind`` of this class, and the task its outputs serve (classification, segmentation).
+    kind: ClassVar[str]
+    task: ClassVar[str]
+    #: What ``groups()`` are called in summaries: "blocks", "cells".
+    unit: ClassVar[str]
+
+    # Fields every kind has (declared by the dataclass of each kind).
+    name: str
+    input_size: int
+    num_classes: int
+    meta: dict[str, Any]
+
+    @abstractmethod
+    def op_specs(self, include_free: bool = False) -> list[OpSpec]:
+        """Every deployed layer's OpSpec in execution order; ``include_free`` keeps skips."""
+
+    @abstractmethod
+    def groups(self) -> list[tuple[str, list[OpSpec]]]:
+        """The deployed ops grouped for people: stem, each block or cell, head or tail."""
+
+    @abstractmethod
+    def build(self, affine: bool = True) -> nn.Module:
+        """The deployable torch module; every layer is ``spec.build()`` of its OpSpec."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (with ``format``, ``version``, ``kind``)."""
+
+    @classmethod
+    @abstractmethod
+    def from_field(cls, doc: Field) -> Network:
+        """Validate a JSON document field by field (``nas2deploy.validate``)."""
+
+    @abstractmethod
+    def units(self) -> int:
+        """How many blocks or cells the network has."""
+
+    def size_label(self) -> str:
+        return f"{self.units()} {self.unit}"
+
+    def with_meta(self: N, meta: dict[str, Any]) -> N:
+        """The same network recording where it came from (budget, table, data, space)."""
+        return dataclasses.replace(self, meta=meta)  # type: ignore[type-var]
