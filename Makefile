@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 STUBS  := .stubs/.installed
 
-.PHONY: demo test typecheck unit tables clean
+.PHONY: demo test typecheck layers unit tables clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,15 @@ demo: $(STAMP)
 typecheck: $(STUBS)
 	$(BIN)/mypy nas2deploy benchmarks
 
+# The import layering of pyproject.toml ([tool.importlinter]): no module imports a layer above it.
+layers: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
 unit: $(STAMP)
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-test: typecheck unit
+test: typecheck layers unit
 
 # Rebuild the shipped ONNX Runtime CPU tables and their validation reports (several minutes).
 tables: $(STAMP)

@@ -32,12 +32,12 @@ from nas2deploy.backends.timing import TimingStats  # noqa: E402
 from nas2deploy.errors import UserError  # noqa: E402
 from nas2deploy.latency.table import Calibration, Entry, LatencyTable  # noqa: E402
 from nas2deploy.ops import AddN  # noqa: E402
-from nas2deploy.search import dcnas_derive  # noqa: E402
-from nas2deploy.search.dcnas_latency import DCNASLatencyModel  # noqa: E402
-from nas2deploy.search.dcnas_supernet import DCNASSupernet  # noqa: E402
+import nas2deploy.spaces.dcnas.derive as dcnas_derive  # noqa: E402
+from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel  # noqa: E402
+from nas2deploy.spaces.dcnas.supernet import DCNASSupernet  # noqa: E402
 from nas2deploy.nets.cells import STEM, Cell  # noqa: E402
 from nas2deploy.spaces import SearchSpace  # noqa: E402
-from nas2deploy.spaces.dcnas import DCNASConfig, DCNASSpace  # noqa: E402
+from nas2deploy.spaces.dcnas.space import DCNASConfig, DCNASSpace  # noqa: E402
 
 
 def random_table(space: SearchSpace, seed: int, calibration: Calibration | None = None) -> LatencyTable:

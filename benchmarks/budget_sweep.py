@@ -31,25 +31,21 @@ from pathlib import Path
 
 from nas2deploy.backends import BackendSettings
 from nas2deploy.data import open_dataset
-from nas2deploy.demo import PLANS, demo_search_config
+from nas2deploy.demo import demo_entry, demo_search_config
+from nas2deploy.latency.device import DriftTracker, measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.profile import profile_space
-from nas2deploy.latency.validate import (
-    DriftTracker,
-    measure_arch,
-    settings_from_table,
-    timing_from_table,
-    validate_table,
-)
+from nas2deploy.latency.validate import validate_table
 from nas2deploy.objective import LABEL, METRIC
-from nas2deploy.search.loop import Search, SearchConfig
+from nas2deploy.runs import start_search
+from nas2deploy.search.config import SearchConfig
 from nas2deploy.search.verify import derive_measured
-from nas2deploy.spaces import make_space
+from nas2deploy.spaces import SPACES, make_space, table_space
 from nas2deploy.train import train_arch
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", choices=sorted(PLANS), default="classification")
+    ap.add_argument("--task", choices=sorted({e.task for e in SPACES.values() if e.demo}), default="classification")
     ap.add_argument("--table", help="default: the shipped table (classification) or one profiled here (segmentation)")
     ap.add_argument("--budgets", default="", help="comma-separated ms (default: see above)")
     ap.add_argument("--epochs", type=int, default=6)
@@ -58,49 +54,51 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, help="default: 15 (classification), 20 (segmentation, as the demo)")
     ap.add_argument("--seeds", type=int, default=2, help="trainings per network (the score is their mean)")
     args = ap.parse_args()
-    plan = PLANS[args.task]
+    entry = demo_entry(args.task)
+    plan = entry.demo
+    assert plan is not None
     t0 = time.time()
     tmp = Path(tempfile.mkdtemp())
     table_path = args.table or (str(plan.shipped) if plan.shipped else "")
     if not table_path:
         table_path = str(tmp / plan.table_name)
-        table, _ = profile_space(make_space(plan.space, plan.space_config), BackendSettings(), table_path)
-        validate_table(table, 20)  # calibrates it, as the demo does
+        table, _ = profile_space(make_space(entry.name, plan.space_config), BackendSettings(), table_path)
+        validate_table(table, table_space(table).sample_arch, 20)  # calibrates it, as the demo does
     train_epochs = args.train_epochs or (15 if args.task == "classification" else plan.train_epochs)
 
     def config(budget: float | None) -> SearchConfig:
-        return dataclasses.replace(demo_search_config(plan, table_path, budget), epochs=args.epochs,
+        return dataclasses.replace(demo_search_config(entry, table_path, budget), epochs=args.epochs,
                                    warmup_epochs=args.warmup_epochs, max_batches=args.max_batches)
 
-    warm = Search(config(None), tmp / "warmup")
+    warm = start_search(config(None), tmp / "warmup")
     warm.run(until=args.warmup_epochs)
-    fastest, slowest = warm.searched.latency_range()
+    fastest, slowest = warm.space_search.latency_range()
     shares = [0.3, 1.0, 2.0] if args.task == "classification" else [0.2, 0.5, 0.8]
     scale = fastest if args.task == "classification" else slowest - fastest
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [round(fastest + f * scale, 3) for f in shares]
-    data = open_dataset(plan.data, make_space(plan.space, plan.space_config).config_dict()["input_size"])
+    data = open_dataset(plan.data, make_space(entry.name, plan.space_config).config_dict()["input_size"])
     settings = settings_from_table(warm.table)
     timing = timing_from_table(warm.table)
     rows = []
     with DriftTracker(warm.table, settings, timing) as tracker:
         for budget in budgets:
-            run = Search(config(budget), tmp / f"b{budget}")
+            run = start_search(config(budget), tmp / f"b{budget}")
             run.net.load_state_dict(warm.net.state_dict())  # shared warm-up
             run.w_opt.load_state_dict(copy.deepcopy(warm.w_opt.state_dict()))
             run.epoch, run.step, run.w_step = warm.epoch, warm.step, warm.w_step
             log = run.run()
-            arch = run.searched.derive(f"budget-{budget}", budget)
+            arch = run.space_search.derive(f"budget-{budget}", budget)
             pred = run.table.predict(arch)
-            plain = run.table.predict(run.searched.derive("plain", budget, fill=0.0)).best_ms
+            plain = run.table.predict(run.space_search.derive("plain", budget, fill=0.0)).best_ms
             drift = tracker.update()
-            measured = measure_arch(settings, arch, timing)
-            closed = derive_measured(run.searched, budget, name=f"budget-{budget}-measured")
+            measured = measure_network(settings, arch, timing)
+            closed = derive_measured(run.space_search, budget, name=f"budget-{budget}-measured")
             scores = [train_arch(closed.arch, data, train_epochs, batch_size=plan.train_batch, lr=plan.train_lr, seed=seed)[1]
                       for seed in range(args.seeds)]
             rows.append((budget, log["expected_ms"], log["lambda"], plain, pred.best_ms, drift, measured,
                          closed.measured_ms, closed.rounds, closed.arch, sum(scores) / len(scores), scores))
     metric = LABEL[METRIC[args.task]]
-    print(f"{plan.space} on {plan.data}, table {Path(table_path).name}; derivation reaches {fastest:.3f}-{slowest:.3f} ms; search "
+    print(f"{entry.name} on {plan.data}, table {Path(table_path).name}; derivation reaches {fastest:.3f}-{slowest:.3f} ms; search "
           f"{args.epochs} epochs ({args.warmup_epochs} warm-up shared), {args.max_batches} batches of "
           f"{warm.config.batch_size} per pass; train {train_epochs} epochs x {args.seeds} seeds")
     print("  fill 0: predicted latency of the most probable network that fits (no lower edge);")

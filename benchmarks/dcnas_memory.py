@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
+from nas2deploy.spaces.dcnas.supernet import CHANNEL_FRACTION, PATH_SAMPLES
 
 #: glibc returns every block of 64 KiB or more to the system when it is freed, so the process's
 #: resident size follows the live tensors and its high-water mark is the step's peak memory
@@ -45,9 +45,9 @@ def one_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
     import torch.nn.functional as F
 
     from nas2deploy.objective import IGNORE
-    from nas2deploy.search.dcnas_supernet import DCNASSupernet, PathSample
+    from nas2deploy.spaces.dcnas.supernet import DCNASSupernet, PathSample
     from nas2deploy.spaces import make_space
-    from nas2deploy.spaces.dcnas import DCNASSpace
+    from nas2deploy.spaces.dcnas.space import DCNASSpace
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import tempfile
 import time
@@ -30,12 +29,11 @@ from nas2deploy.nets import load_arch
 from nas2deploy.data import open_dataset
 from nas2deploy.data.synthetic import render
 from nas2deploy.deploy.export import Exporter, ExportOptions
-from nas2deploy.latency.table import LatencyTable
-from nas2deploy.search.derive import derive_under_budget, fastest_latency
-from nas2deploy.search.expected_latency import LatencyModel
-from nas2deploy.search.supernet import DenseNASSupernet
-from nas2deploy.spaces import make_space
-from nas2deploy.spaces.densenas import DenseNASSpace
+from nas2deploy.spaces.densenas.derive import derive_under_budget, fastest_latency
+from nas2deploy.spaces.densenas.latency_model import LatencyModel
+from nas2deploy.spaces.densenas.supernet import DenseNASSupernet
+from nas2deploy.spaces import load_table, make_space, table_space
+from nas2deploy.spaces.densenas.space import DenseNASSpace
 from nas2deploy.train import save_weights, train_arch
 
 ROOT = Path(__file__).parents[1] / "latency_tables"
@@ -57,13 +55,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     quiet = lambda line: None  # noqa: E731
 
-    table = LatencyTable.load(SMALL)
-    space = table.space()
+    table = load_table(SMALL)
+    space = table_space(table)
     assert isinstance(space, DenseNASSpace)
     net = DenseNASSupernet(space)
     budget = round(2 * fastest_latency(LatencyModel(net, table)), 3)
     arch = derive_under_budget(net, LatencyModel(net, table), budget, name="small")
-    arch = dataclasses.replace(arch, meta={"lut": str(SMALL), "data": "synthetic", "budget_ms": budget})
+    arch = arch.with_meta({"lut": str(SMALL), "data": "synthetic", "budget_ms": budget})
     model, top1 = train_arch(arch, open_dataset("synthetic"), args.train_epochs)
     save_weights(model, tmp / "small.pt")
     small = Exporter(arch, str(tmp / "small.pt"), tmp / "small", ExportOptions(samples=100), quiet).run()

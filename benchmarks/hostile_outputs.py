@@ -31,7 +31,7 @@ from click.testing import CliRunner  # noqa: E402
 from nas2deploy.cli import cli  # noqa: E402
 from nas2deploy.latency.profile import journal_path, lock_path  # noqa: E402
 from nas2deploy.latency.table import LatencyTable  # noqa: E402
-from nas2deploy.search.loop import RUN_FILES  # noqa: E402
+from nas2deploy.search.run_folder import RUN_FILES  # noqa: E402
 
 VERBOSE = "-v" in sys.argv
 TABLE = str(Path(__file__).resolve().parents[1] / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json")

@@ -27,14 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import (
-    DriftTracker,
-    fidelity,
-    measure_arch,
-    settings_from_table,
-    timing_from_table,
-)
+from nas2deploy.latency.device import DriftTracker, measure_network, settings_from_table, timing_from_table
+from nas2deploy.latency.validate import fidelity
+from nas2deploy.spaces import load_table, table_space
 
 CLI = [sys.executable, "-m", "nas2deploy"]
 
@@ -68,17 +63,17 @@ def main() -> None:
     print(f"  calibration: measured = {c['scale']:.4f} x sum {c['offset_ms']:+.4f} ms {c['per_op_ms']:+.4f} ms/op")
 
     time.sleep(max(0.0, args.delay))
-    table = LatencyTable.load(path)
+    table = load_table(path)
     settings = settings_from_table(table)
     timing = timing_from_table(table)
-    space = table.space()
+    space = table_space(table)
     rng = random.Random(12345)
     raw, cal, measured, drifts = [], [], [], []
     with DriftTracker(table, settings, timing) as tracker:
         for _ in range(args.cross_samples):
             arch = space.sample_arch(rng)
             drift = tracker.update()
-            measured.append(measure_arch(settings, arch, timing))
+            measured.append(measure_network(settings, arch, timing))
             pred = table.predict(arch, drift)
             raw.append(pred.raw_ms)
             cal.append(pred.best_ms)

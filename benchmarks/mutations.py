@@ -427,15 +427,15 @@ def consume(mutant: Mutant, corpus: Corpus) -> None:
     """Run what the commands run on the file; raises UserError when it is refused."""
     if mutant.kind == "table":
         from nas2deploy.latency.summary import summarize
-        from nas2deploy.latency.table import LatencyTable
-        from nas2deploy.search.space_search import make_space_search
+        from nas2deploy.spaces import get_space, load_table, table_space
 
-        table = LatencyTable.load(mutant.path)  # lut show, arch info --lut, search --lut
+        table = load_table(mutant.path)  # lut show, arch info --lut, search --lut
         summarize(table)
-        space = table.space()
+        space = table_space(table)
         table.predict(space.sample_arch(random.Random(0)))
-        searched = make_space_search(space, table, 2, 0.25)
-        assert searched.fastest_ms() > 0 and float(searched.model().detach()) > 0
+        entry = get_space(space.name)
+        searched = entry.make_search(space, table, dict(entry.search_defaults))
+        assert searched.fastest_ms() > 0 and float(searched.latency_model().detach()) > 0
     elif mutant.kind in ("arch", "segarch"):
         from nas2deploy.nets import load_arch
         from nas2deploy.latency.network_summary import arch_summary
@@ -456,13 +456,11 @@ def consume(mutant: Mutant, corpus: Corpus) -> None:
 
         bench_model(str(mutant.path), BackendSettings(), TimingSettings(warmup_runs=1, warmup_ms=0, min_runs=2, min_time_ms=0))
     elif mutant.kind == "config":
-        from nas2deploy.latency.table import LatencyTable
-        from nas2deploy.search.loop import SearchConfig, space_for
+        from nas2deploy.runs import prepare
+        from nas2deploy.search.config import SearchConfig
 
         fields = SearchConfig.from_file(mutant.path)  # search --config
-        config = SearchConfig(table=str(corpus.table), **fields)
-        config.check()
-        space_for(config, LatencyTable.load(corpus.table))
+        prepare(SearchConfig(table=str(corpus.table), **fields))
     else:
         raise ValueError(kind_error(mutant.kind))
 

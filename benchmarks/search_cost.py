@@ -24,8 +24,8 @@ def one_mode(mode: str, width_mult: float, batch: int, steps: int, threads: int)
     import torch.nn.functional as F
 
     from nas2deploy.search.sampling import sample_ops, step_generator
-    from nas2deploy.search.supernet import DenseNASSupernet, OpChoice
-    from nas2deploy.spaces.densenas import DenseNASConfig, DenseNASSpace
+    from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, OpChoice
+    from nas2deploy.spaces.densenas.space import DenseNASConfig, DenseNASSpace
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -16,13 +16,13 @@ from typing import Any, Callable, Iterator
 import click
 
 from nas2deploy import __version__
-from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS, BackendSettings
+from nas2deploy.backends import BACKENDS, DEVICES, ONNX_CHECKER, PRECISIONS, BackendSettings
+from nas2deploy.backends.onnxruntime import PROVIDERS
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import refuse_link
-from nas2deploy.search.dcnas_supernet import CHANNEL_FRACTION, PATH_SAMPLES
-from nas2deploy.search.derive import DEFAULT_FILL
-from nas2deploy.spaces import OPTION_FIELDS, SPACES, make_space, space_overrides
+from nas2deploy.search.budget import DEFAULT_FILL
+from nas2deploy.spaces import DEFAULT_SPACE, SPACES, all_options, make_space, space_overrides
 
 
 class _Group(click.Group):
@@ -76,31 +76,47 @@ def _progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
             state["bar"].__exit__(None, None, None)
 
 
-#: Options that configure a search space, by config field. Unset options take the space's own
-#: defaults; an option the chosen space does not have is refused by name.
-SPACE_OPTIONS = {
-    "input_size": click.option("--input-size", type=int, help="Input resolution (DenseNAS: 224 ImageNet, 32 CIFAR; DCNAS: 512)."),
-    "width_mult": click.option("--width-mult", type=Finite(min=0, min_open=True, max=4), help="DenseNAS: scale every width (multiples of 8)."),
-    "num_classes": click.option("--num-classes", type=int, help="Classifier outputs / segmentation classes."),
-    "max_stack_layers": click.option("--max-stack-layers", type=click.IntRange(0, 3), help="DenseNAS: stacking layers per block (3)."),
-    "layers": click.option("--layers", type=click.IntRange(1, 32), help="DCNAS: layers of the cell grid (12)."),
-    "base_width": click.option("--base-width", type=click.IntRange(min=1), help="DCNAS: width at 1/4, doubled per scale (32)."),
-    "max_back": click.option("--max-back", type=click.IntRange(min=0), help="DCNAS: earlier layers a cell may take inputs from (0: all)."),
-    "derive_inputs": click.option("--derive-inputs", type=click.IntRange(min=1),
-                                  help="DCNAS: strongest inputs each derived cell keeps (2)."),
-}
+class SpaceName(click.ParamType):
+    """A registered search space (checked against the registry when the command runs, so a space
+    registered by a plugin is a valid choice too)."""
+
+    name = "space"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(sorted(SPACES)) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value not in SPACES:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, sorted(SPACES)))}", param, ctx)
+        return value
 
 
-def space_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    assert tuple(SPACE_OPTIONS) == OPTION_FIELDS  # profile_command spells the same options
-    for opt in reversed(list(SPACE_OPTIONS.values())):
-        f = opt(f)
-    return f
+def space_options(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Every option of ``scope`` that a registered space declares ("space": its configuration;
+    "search": its search; "derive": its derivation), unset by default: an unset option takes the
+    space's own default, and one the chosen space lacks is refused by name."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for field_name, declared in reversed(list(all_options(scope).items())):
+            option = declared[0][1]
+            helps = "; ".join(f"{space}: {o.help}" for space, o in declared)
+            if option.kind == "flag":
+                f = click.option(option.flag, field_name, is_flag=True, default=None, help=helps)(f)
+                continue
+            kind = click.IntRange(min=int(option.low) if option.low is not None else None,
+                                  max=int(option.high) if option.high is not None else None) if option.kind == "int" \
+                else Finite(min=option.low, max=option.high, min_open=option.low == 0)
+            f = click.option(option.flag, field_name, type=kind, default=None, help=helps)(f)
+        return f
+
+    return decorate
 
 
-def _space_config(space_name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The given space options as a config dict for ``space_name``; pops them from ``options``."""
-    return space_overrides(space_name, {k: options.pop(k) for k in SPACE_OPTIONS if k in options})
+def _pop_options(name: str, options: dict[str, Any], scope: str) -> dict[str, Any]:
+    """The given (not None, not an unset flag) options of ``scope`` for space ``name``, popped
+    from ``options``; one that the space lacks is refused by name."""
+    given = {k: options.pop(k) for k in all_options(scope) if k in options}
+    return space_overrides(name, {k: v for k, v in given.items() if v is not None and v is not False}, scope)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,12 +132,12 @@ def space() -> None:
 
 
 @space.command("info")
-@click.argument("name", metavar="SPACE", type=click.Choice(sorted(SPACES)))
-@space_options
+@click.argument("name", metavar="SPACE", type=SpaceName())
+@space_options("space")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def space_info(name: str, as_json: bool, **cfg: Any) -> None:
     """Counts of a search space's graph: nodes, edges, mixed ops, paths, ops to profile, architectures."""
-    sp = make_space(name, _space_config(name, cfg))
+    sp = make_space(name, _pop_options(name, cfg, "space"))
     counts = sp.counts()
     if as_json:
         _print_json({"space": name, "config": sp.config_dict(), **counts})
@@ -153,11 +169,11 @@ def arch_list() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def arch_info(arch_ref: str, lut_path: str | None, as_json: bool) -> None:
     """Parameters, multiply-adds, a per-block table and, with --lut, the predicted latency."""
-    from nas2deploy.nets import load_arch
     from nas2deploy.latency.network_summary import arch_summary, summary_lines
-    from nas2deploy.latency.table import LatencyTable
+    from nas2deploy.nets import load_arch
+    from nas2deploy.spaces import load_table
 
-    summary = arch_summary(load_arch(arch_ref), LatencyTable.load(lut_path) if lut_path else None)
+    summary = arch_summary(load_arch(arch_ref), load_table(lut_path) if lut_path else None)
     if as_json:
         _print_json(summary)
         return
@@ -168,10 +184,10 @@ def arch_info(arch_ref: str, lut_path: str | None, as_json: bool) -> None:
 # -- profile -------------------------------------------------------------------------------------
 def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed([
-        click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True),
+        click.option("--backend", type=click.Choice(list(BACKENDS)), default=ONNX_CHECKER, show_default=True),
         click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
                      help="Where torch / ONNX Runtime run (TensorRT always uses cuda)."),
-        click.option("--ort-provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
+        click.option("--ort-provider", type=click.Choice(list(PROVIDERS)), default=None,
                      help="ONNX Runtime execution provider (default: the device's)."),
         click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True),
         click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True),
@@ -196,8 +212,8 @@ def _parse_shard(value: str) -> tuple[int, int]:
 
 
 @cli.command()
-@click.option("--space", "space_name", type=click.Choice(sorted(SPACES)), default="densenas", show_default=True)
-@space_options
+@click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
+@space_options("space")
 @backend_options
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Minimum timed runs per op.")
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
@@ -206,9 +222,9 @@ def profile(space_name: str, runs: int, shard: str, out: str, **backend: Any) ->
     """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
     from nas2deploy.latency.profile import journal_path, profile_space
 
-    sp = make_space(space_name, _space_config(space_name, backend))
-    cache = str(Path(out).with_suffix(".timing-cache")) if backend["backend"] == "tensorrt" else None
-    settings = BackendSettings(**backend, timing_cache=cache)
+    sp = make_space(space_name, _pop_options(space_name, backend, "space"))
+    # one timing cache beside the table, for the backends that keep one (TensorRT)
+    settings = BackendSettings(**backend, timing_cache=str(Path(out).with_suffix(".timing-cache")))
     resuming = journal_path(out).exists()
     with _progress(f"profiling {Path(out).name}") as progress:
         table, stats = profile_space(sp, settings, out, TimingSettings(min_runs=runs), _parse_shard(shard), progress)
@@ -260,12 +276,12 @@ def lut_merge(out: str, inputs: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def lut_validate(table_path: str, samples: int, seed: int, as_json: bool) -> None:
     """Measure random networks end to end, report prediction error, store the calibration."""
-    from nas2deploy.latency.table import LatencyTable
     from nas2deploy.latency.validate import validate_table
+    from nas2deploy.spaces import load_table, table_space
 
-    table = LatencyTable.load(table_path)
+    table = load_table(table_path)
     with _progress(f"validating {Path(table_path).name}") as progress:
-        report = validate_table(table, samples, seed, progress=progress)
+        report = validate_table(table, table_space(table).sample_arch, samples, seed, progress=progress)
     if as_json:
         _print_json({k: v for k, v in report.items() if k != "records"})
         return
@@ -299,7 +315,7 @@ def _init_distributed() -> None:
 
 
 @cli.command()
-@click.option("--space", "space_name", type=click.Choice(sorted(SPACES)), default="densenas", show_default=True)
+@click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
 @click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
 @click.option("--data", default="", help="DenseNAS: 'synthetic' (default), a CIFAR-10 binary folder or an ImageFolder; "
               "DCNAS: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
@@ -314,27 +330,29 @@ def _init_distributed() -> None:
 @click.option("--w-lr", type=Finite(min=0, min_open=True, max=10), default=0.036, show_default=True)
 @click.option("--a-lr", type=Finite(min=0, min_open=True, max=10), default=3e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--path-samples", type=click.IntRange(min=0), default=PATH_SAMPLES, show_default=True,
-              help="DCNAS: connections run per cell and step (0: all).")
-@click.option("--channel-fraction", type=Finite(0, 1, min_open=True), default=CHANNEL_FRACTION, show_default=True,
-              help="DCNAS: share of a cell's channels through the candidate ops.")
-@click.option("--viterbi", is_flag=True, help="DCNAS: derive the single best scale path instead of each cell's top inputs.")
-@space_options
+@space_options("search")
+@space_options("space")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
 @click.pass_context
 def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str, **opts: Any) -> None:
     """Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."""
-    from nas2deploy.search.loop import Search, SearchConfig
+    from nas2deploy.runs import start_search
+    from nas2deploy.search.config import SearchConfig
 
-    # Options are named as SearchConfig fields; a --config file fills what the command line leaves out.
+    # Options are named as SearchConfig fields (the space's under space_config and search_options);
+    # a --config file fills what the command line leaves out.
+    space_config = _pop_options(space_name, opts, "space")
+    search_options = _pop_options(space_name, opts, "search")
     fields = SearchConfig.from_file(config_file) if config_file else {}
     for name, value in opts.items():
         if name not in fields or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
             fields[name] = value
+    fields["space_config"] = {**fields.get("space_config", {}), **space_config}
+    fields["search_options"] = {**fields.get("search_options", {}), **search_options}
     _init_distributed()
-    run = Search(SearchConfig(table=table, space=space_name, **fields), out, resume, progress=click.echo)
+    run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, progress=click.echo)
     run.run()
     if run.rank == 0:
         from nas2deploy.nets import load_arch
@@ -350,24 +368,26 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
               help="With --budget-ms: use at least this share of the budget (0: the most probable that fits).")
 @click.option("--measure", "measured", is_flag=True,
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
-@click.option("--viterbi", is_flag=True, help="DCNAS: the single best scale path instead of each cell's top inputs.")
+@space_options("derive")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
-def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, viterbi: bool, out: str) -> None:
+def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str, **opts: Any) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
     from nas2deploy.nets import save_arch
-    from nas2deploy.search.loop import open_run, provenance
+    from nas2deploy.runs import open_run
+    from nas2deploy.search.config import provenance
     from nas2deploy.search.verify import derive_measured
 
     refuse_link(out)
     run = open_run(run_dir)
+    options = {**run.derive_options, **_pop_options(run.config.space, opts, "derive")}
     name = Path(out).stem
     if measured and budget_ms is None:
         raise UserError("--measure needs --budget-ms")
     if measured and budget_ms is not None:
-        found = derive_measured(run.searched, budget_ms, name=name, say=click.echo, fill=fill, viterbi=viterbi).arch
+        found = derive_measured(run.space_search, budget_ms, name=name, say=click.echo, fill=fill, **options).arch
         arch = found.with_meta(provenance(run.config, budget_ms))
     else:
-        arch = run.derive(name, budget_ms, fill, viterbi)
+        arch = run.derive(name, budget_ms, fill, **options)
     save_arch(arch, out)
     pred = run.table.predict(arch)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
@@ -404,7 +424,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
 @click.option("--arch", "arch_ref", required=True, help="Arch JSON file or shipped name.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict from `train`; without it, fresh weights.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Export folder, e.g. export/NAME.")
-@click.option("--backend", "backends", type=click.Choice(BACKENDS), multiple=True, default=("onnxruntime",),
+@click.option("--backend", "backends", type=click.Choice(list(BACKENDS)), multiple=True, default=(ONNX_CHECKER,),
               show_default=True, help="Backends to deploy and measure (repeat the option for several).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Device of ONNX Runtime and PyTorch (TensorRT always uses the GPU).")
@@ -434,7 +454,7 @@ def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ..
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True)
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=ONNX_CHECKER, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch for dynamic-batch models.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
@@ -472,8 +492,9 @@ def report(folder: str) -> None:
               help="Search run, architecture and weights.")
 @click.option("--export-dir", type=click.Path(file_okay=False), default="export/demo", show_default=True,
               help="Export folder (replaced on each run).")
-@click.option("--task", type=click.Choice(["classification", "segmentation"]), default="classification", show_default=True,
-              help="DenseNAS on synthetic shapes, or DCNAS on synthetic scenes.")
+@click.option("--task", type=click.Choice(sorted({e.task for e in SPACES.values() if e.demo})), default="classification",
+              show_default=True, help="The demo of the space that searches this task: "
+              + ", ".join(f"{e.task}: {e.name} on {e.demo.data}" for e in SPACES.values() if e.demo) + ".")
 def demo(out: str, export_dir: str, task: str) -> None:
     """The whole chain on built-in data: table, search under a budget, derive, train, export, check, measure."""
     from nas2deploy.demo import run_demo

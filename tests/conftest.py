@@ -50,3 +50,12 @@ def synthetic_table(space, seed=0, calibration=None):
     from budget_exactness import random_table
 
     return random_table(space, seed, calibration)
+
+
+def search_config(**fields):
+    """A SearchConfig from flat fields, as a config file may hold them (space options at the top
+    level are moved under the space: the path old files take)."""
+    from nas2deploy.search.config import SearchConfig
+    from nas2deploy.validate import Field
+
+    return SearchConfig(**SearchConfig.read(Field(fields, "test config", "fix the test")))

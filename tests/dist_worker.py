@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from nas2deploy.search.loop import Search, SearchConfig
+from nas2deploy.runs import start_search
+from nas2deploy.search.config import SearchConfig
 
 table, out, accumulate, space = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if "WORLD_SIZE" in __import__("os").environ:
@@ -16,7 +17,7 @@ rank = dist.get_rank() if dist.is_initialized() else 0
 data = {"densenas": "synthetic:200", "dcnas": "seg-synthetic:40"}[space]
 config = SearchConfig(table=table, space=space, data=data, epochs=2, warmup_epochs=1, batch_size=8, max_batches=2,
                       a_lr=0.05, seed=5, accumulate=accumulate)
-search = Search(config, out / "run", progress=None)
+search = start_search(config, out / "run", progress=None)
 search.run()
 torch.save([p.detach().clone() for p in search.net.arch_parameters()], out / f"arch_rank{rank}.pt")
 if dist.is_initialized():

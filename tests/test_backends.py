@@ -3,22 +3,22 @@ import pytest
 import torch
 from conftest import FAST, needs_cuda
 
-from nas2deploy.backends import BackendSettings
-from nas2deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
+from nas2deploy.backends import BackendSettings, ModelFile, OnnxModel, TorchModule, open_runner
+from nas2deploy.backends.onnx import export_onnx
+from nas2deploy.backends.onnxruntime import session_from_onnx
 from nas2deploy.backends.timing import measure
-from nas2deploy.deploy.onnx_export import export_onnx
 from nas2deploy.errors import UserError
 from nas2deploy.ops import MBConv
 
 SPEC = MBConv(16, 16, 16, 24, 3, 6, 2)
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch", "onnx-reference"])
 def test_cpu_runners_agree_with_torch_and_time_themselves(backend):
     settings = BackendSettings(backend=backend, batch=2)
     module = SPEC.build().eval()
     x = np.random.default_rng(0).standard_normal((2, 16, 16, 16)).astype(np.float32)
-    with settings.open(module, (16, 16, 16)) as runner:
+    with open_runner(settings, TorchModule(module, (16, 16, 16))) as runner:
         assert runner.input_shapes() == {"input": (2, 16, 16, 16)}
         got = runner.infer({"input": x})["output"]
         stats = measure(runner, FAST).stats
@@ -29,12 +29,12 @@ def test_cpu_runners_agree_with_torch_and_time_themselves(backend):
 def test_onnxruntime_refuses_a_silent_cpu_fallback():
     onnx_bytes = export_onnx(SPEC.build(), (1, 16, 16, 16))
     with pytest.raises(UserError, match="CUDAExecutionProvider|cannot load"):
-        OnnxRuntimeRunner(onnx_bytes, provider="cuda")
+        session_from_onnx(onnx_bytes, provider="cuda")
 
 
 def test_onnxruntime_reports_a_corrupt_model():
     with pytest.raises(UserError, match="ONNX Runtime cannot load broken.onnx"):
-        OnnxRuntimeRunner(b"not an onnx file", source="broken.onnx")
+        open_runner(BackendSettings(), OnnxModel(b"not an onnx file", "broken.onnx"))
 
 
 def test_metadata_names_the_measurement():
@@ -47,7 +47,7 @@ def test_metadata_names_the_measurement():
 def test_bad_settings_are_refused():
     with pytest.raises(UserError, match="fp16 needs a GPU target"):
         BackendSettings(precision="fp16")
-    with pytest.raises(UserError, match="valid backends: onnxruntime, torch, tensorrt"):
+    with pytest.raises(UserError, match="valid backends: onnxruntime, torch, tensorrt, onnx-reference"):
         BackendSettings(backend="tvm")
     assert BackendSettings(backend="tensorrt").device == "cuda"
 
@@ -55,7 +55,7 @@ def test_bad_settings_are_refused():
 @needs_cuda
 def test_torch_cuda_runner_times_with_cuda_events():
     settings = BackendSettings(backend="torch", device="cuda", precision="fp16")
-    with settings.open(SPEC.build(), (16, 16, 16)) as runner:
+    with open_runner(settings, TorchModule(SPEC.build(), (16, 16, 16))) as runner:
         times = runner.time_runs(20)
     assert len(times) == 20 and all(t > 0 for t in times)
 
@@ -67,5 +67,13 @@ def test_onnxruntime_cuda_provider_when_installed():
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime-gpu is not installed")
-    with BackendSettings(device="cuda").open(SPEC.build(), (16, 16, 16)) as runner:
+    with open_runner(BackendSettings(device="cuda"), TorchModule(SPEC.build(), (16, 16, 16))) as runner:
         assert measure(runner, FAST).stats.runs >= 5
+
+
+def test_each_backend_names_the_artifacts_it_runs(tmp_path):
+    with pytest.raises(UserError, match="--backend torch runs PyTorch modules, not model files"):
+        open_runner(BackendSettings(backend="torch"), ModelFile(tmp_path / "m.onnx"))
+    with pytest.raises(UserError, match="ONNX Runtime runs ONNX models"):
+        open_runner(BackendSettings(), ModelFile(tmp_path / "m.engine"))
+    assert BackendSettings(backend="onnx-reference", device="cuda").device == "cpu"  # numpy runs on the CPU

@@ -7,11 +7,11 @@ from budget_exactness import check_queries, enumerate_paths, enumerate_topk, ran
 from conftest import synthetic_table
 
 from nas2deploy.errors import UserError
-from nas2deploy.search import dcnas_derive
-from nas2deploy.search.dcnas_latency import DCNASLatencyModel
-from nas2deploy.search.derive import _extreme, budget_choice, fastest_latency
-from nas2deploy.search.expected_latency import LatencyModel
-from nas2deploy.search.supernet import DenseNASSupernet
+import nas2deploy.spaces.dcnas.derive as dcnas_derive
+from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel
+from nas2deploy.spaces.densenas.derive import _extreme, budget_choice, fastest_latency
+from nas2deploy.spaces.densenas.latency_model import LatencyModel
+from nas2deploy.spaces.densenas.supernet import DenseNASSupernet
 from nas2deploy.spaces import make_space
 
 SMALL = {"input_size": 64, "base_width": 8, "num_classes": 6, "head_width": 16}

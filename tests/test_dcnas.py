@@ -12,7 +12,7 @@ from PIL import Image
 from nas2deploy.cli import cli
 from nas2deploy.data import open_dataset
 from nas2deploy.objective import IGNORE, confusion, miou, pixel_accuracy
-from nas2deploy.deploy.onnx_export import export_onnx
+from nas2deploy.backends.onnx import export_onnx
 from nas2deploy.errors import UserError
 from nas2deploy.ops import AddN, OpSpec, Resize, UpConv
 from nas2deploy.nets.cells import SegArch, SegNet
@@ -191,7 +191,7 @@ def test_voc_layout_with_palette_masks_and_its_errors(tmp_path):
 
 # -- supernet, expected latency, derivation -------------------------------------------------------
 def _supernet(**over):
-    from nas2deploy.search.dcnas_supernet import DCNASSupernet
+    from nas2deploy.spaces.dcnas.supernet import DCNASSupernet
 
     torch.manual_seed(0)
     return DCNASSupernet(make_space("dcnas", TINY), **over)
@@ -218,8 +218,8 @@ def test_expected_latency_is_exact_for_one_hot_weights_and_derivation_agrees(cal
     from conftest import synthetic_table
 
     from nas2deploy.latency.table import Calibration
-    from nas2deploy.search.dcnas_derive import derive_topk
-    from nas2deploy.search.dcnas_latency import DCNASLatencyModel
+    from nas2deploy.spaces.dcnas.derive import derive_topk
+    from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel
 
     net = _supernet()
     space = net.space
@@ -245,7 +245,7 @@ def test_expected_latency_is_exact_for_one_hot_weights_and_derivation_agrees(cal
 def test_expected_latency_moves_with_beta():
     from conftest import synthetic_table
 
-    from nas2deploy.search.dcnas_latency import DCNASLatencyModel
+    from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel
 
     net = _supernet()
     model = DCNASLatencyModel(net, synthetic_table(net.space, seed=1))
@@ -264,7 +264,7 @@ def test_profile_and_validate_a_dcnas_table_with_onnx_runtime(tmp_path):
     table, _ = profile_space(space, BackendSettings(), tmp_path / "dcnas.json", FAST)
     assert set(table.entries) == {s.key for s in space.op_specs()}
     assert any(k.startswith("addn_n2_") for k in table.entries) and any("_bilinear_ac0_" in k for k in table.entries)
-    report = validate_table(table, 6, timing=FAST)
+    report = validate_table(table, space.sample_arch, 6, timing=FAST)
     assert report["samples"] == 6 and report["raw"]["mape"] >= 0
     arch = space.sample_arch(random.Random(9))
     assert table.predict(arch).calibrated_ms > 0
@@ -305,7 +305,7 @@ def test_segmentation_network_trains_exports_and_is_checked_per_pixel(tmp_path):
 def test_viterbi_decodes_the_strongest_scale_path():
     from conftest import synthetic_table
 
-    from nas2deploy.search.dcnas_derive import derive_viterbi
+    from nas2deploy.spaces.dcnas.derive import derive_viterbi
 
     net = _supernet()
     space = net.space

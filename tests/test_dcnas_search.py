@@ -6,19 +6,20 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import synthetic_table
+from conftest import search_config, synthetic_table
 
 from nas2deploy.nets import load_arch
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
-from nas2deploy.search.dcnas_derive import (
+from nas2deploy.spaces.dcnas.derive import (
     derive_topk,
     derive_under_budget,
     fastest_latency,
 )
-from nas2deploy.search.dcnas_latency import DCNASLatencyModel
-from nas2deploy.search.dcnas_supernet import DCNASSupernet
-from nas2deploy.search.loop import Search, SearchConfig, open_run
+from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel
+from nas2deploy.spaces.dcnas.supernet import DCNASSupernet
+from nas2deploy.runs import open_run, resolve, start_search
+from nas2deploy.search.config import SearchConfig
 from nas2deploy.nets.cells import SegArch
 from nas2deploy.spaces import make_space
 
@@ -36,7 +37,7 @@ def config(table_path, **over):
     fields = dict(table=table_path, space="dcnas", data="seg-synthetic:40", epochs=2, warmup_epochs=1, batch_size=8,
                   max_batches=2, a_lr=0.05, seed=1)
     fields.update(over)
-    return SearchConfig(**fields)
+    return search_config(**fields)
 
 
 def _trained_net(seed=0):
@@ -86,10 +87,10 @@ def test_budget_derivation_fits_fills_and_is_most_probable_when_unconstrained():
 
 @pytest.mark.slow
 def test_search_is_deterministic_resumes_and_logs_miou(tmp_path, table_path):
-    full = Search(config(table_path), tmp_path / "full")
+    full = start_search(config(table_path), tmp_path / "full")
     full.run()
-    Search(config(table_path), tmp_path / "split").run(until=1)
-    resumed = Search(config(table_path), tmp_path / "split", resume=True)
+    start_search(config(table_path), tmp_path / "split").run(until=1)
+    resumed = start_search(config(table_path), tmp_path / "split", resume=True)
     resumed.run()
     for a, b in zip(full.net.arch_parameters(), resumed.net.arch_parameters()):
         assert torch.equal(a, b)
@@ -103,12 +104,12 @@ def test_search_is_deterministic_resumes_and_logs_miou(tmp_path, table_path):
 
 def test_dcnas_search_refuses_the_wrong_data_and_budget(tmp_path, table_path):
     with pytest.raises(UserError, match="searches segmentation networks, data synthetic:200 is classification data"):
-        Search(config(table_path, data="synthetic:200"), tmp_path / "a")
+        start_search(config(table_path, data="synthetic:200"), tmp_path / "a")
     with pytest.raises(UserError, match="below the fastest network of this space"):
-        Search(config(table_path, budget_ms=0.5), tmp_path / "b")
+        start_search(config(table_path, budget_ms=0.5), tmp_path / "b")
     with pytest.raises(UserError, match="--width-mult does not apply to the dcnas space"):
-        Search(config(table_path, width_mult=0.5), tmp_path / "c")
-    assert SearchConfig(table="t", space="dcnas").data == "seg-synthetic"
+        start_search(config(table_path, width_mult=0.5), tmp_path / "c")
+    assert resolve(SearchConfig(table="t", space="dcnas")).data == "seg-synthetic"
 
 
 @pytest.mark.slow
@@ -121,7 +122,7 @@ def test_cli_search_derive_train_export_report(tmp_path, table_path):
     assert result.exit_code == 0, result.output
     assert "search: train mIoU" in result.output
     run = open_run(run_dir)
-    fastest = fastest_latency(run.searched.net, run.searched.model)
+    fastest = fastest_latency(run.space_search.net, run.space_search.latency_model)
     budget = round(1.5 * fastest, 3)
     for extra in ([], ["--viterbi"]):
         out = tmp_path / f"arch{len(extra)}.json"
@@ -151,21 +152,21 @@ def test_table_of_another_space_and_resume_errors(tmp_path, table_path):
     synthetic_table(make_space("densenas", {"input_size": 32, "width_mult": 0.25, "num_classes": 10,
                                             "max_stack_layers": 1})).save(densenas)
     with pytest.raises(UserError, match="profiled for space 'densenas', not 'dcnas'"):
-        Search(config(str(densenas)), tmp_path / "a")
-    Search(config(table_path, epochs=1), tmp_path / "r").run()
-    with pytest.raises(UserError, match=r"different configuration: path_samples: 2 vs 3"):
-        Search(config(table_path, path_samples=3), tmp_path / "r", resume=True)
+        start_search(config(str(densenas)), tmp_path / "a")
+    start_search(config(table_path, epochs=1), tmp_path / "r").run()
+    with pytest.raises(UserError, match=r"different configuration: search_options: \{\} vs \{'path_samples': 3\}"):
+        start_search(config(table_path, path_samples=3), tmp_path / "r", resume=True)
     run = open_run(tmp_path / "r")
-    with pytest.raises(UserError, match="--viterbi is a DCNAS option"):
-        open_run_densenas = Search(config(str(densenas), space="densenas", data="synthetic:200", batch_size=16), tmp_path / "d")
-        open_run_densenas.searched.derive("x", viterbi=True)
+    with pytest.raises(UserError, match="--viterbi does not apply to the densenas space"):
+        open_run_densenas = start_search(config(str(densenas), space="densenas", data="synthetic:200", batch_size=16), tmp_path / "d")
+        open_run_densenas.space_search.derive("x", viterbi=True)
     assert isinstance(run.derive("y"), SegArch)
 
 
 def test_inputs_kept_per_cell_is_a_space_option(tmp_path, table_path):
     with pytest.raises(UserError, match="lacks .*addn_n3"):
-        Search(config(table_path, derive_inputs=3), tmp_path / "a")  # the table priced fusions of 2 at most
-    one = Search(config(table_path, derive_inputs=1), tmp_path / "b")
+        start_search(config(table_path, derive_inputs=3), tmp_path / "a")  # the table priced fusions of 2 at most
+    one = start_search(config(table_path, derive_inputs=1), tmp_path / "b")
     assert all(len(c.inputs) == 1 for c in one.derive().cells)
     result = CliRunner().invoke(cli, ["space", "info", "dcnas", "--input-size", "64", "--layers", "4", "--derive-inputs", "3", "--json"])
     assert result.exit_code == 0, result.output

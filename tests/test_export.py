@@ -153,7 +153,7 @@ def test_bench_summarises_an_onnx_model_and_refuses_corrupt_files(tmp_path, arch
     result = CliRunner().invoke(cli, ["bench", str(tmp_path / "bad.onnx")])
     assert result.exit_code == 1 and "bad.onnx" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["bench", str(tmp_path / "out" / "weights.pt")])
-    assert result.exit_code == 1 and "expected an .onnx model" in result.output
+    assert result.exit_code == 1 and "expected a model file (.engine, .onnx)" in result.output
 
 
 def test_report_refuses_other_folders(tmp_path):
@@ -162,7 +162,7 @@ def test_report_refuses_other_folders(tmp_path):
 
 
 def test_engine_platform_mismatch_names_both():
-    from nas2deploy.backends.tensorrt_runner import check_engine_platform
+    from nas2deploy.backends.tensorrt import check_engine_platform
 
     built = {"tensorrt": "10.13.0", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     check_engine_platform(built, dict(built), "model.engine")

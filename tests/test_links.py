@@ -20,7 +20,9 @@ from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import journal_path, lock_path, profile_space
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.search.loop import RUN_FILES, Search, SearchConfig
+from nas2deploy.runs import start_search
+from nas2deploy.search.config import SearchConfig
+from nas2deploy.search.run_folder import RUN_FILES
 from nas2deploy.spaces import make_space
 
 SPACE = {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1}
@@ -68,16 +70,16 @@ def test_search_refuses_links_in_its_run_folder(tmp_path, victim, table_path, na
     run = tmp_path / "run"
     plant(run / name, victim)
     with pytest.raises(UserError, match="is a symbolic link"):
-        Search(search_config(table_path), run).run()
+        start_search(search_config(table_path), run).run()
     assert victim.read_text() == "keep me"
 
 
 def test_resume_refuses_a_linked_log(tmp_path, victim, table_path):
     run = tmp_path / "run"
-    Search(search_config(table_path), run).run()
+    start_search(search_config(table_path), run).run()
     plant(run / "log.jsonl", victim)
     with pytest.raises(UserError, match="is a symbolic link"):
-        Search(search_config(table_path), run, resume=True)
+        start_search(search_config(table_path), run, resume=True)
     assert victim.read_text() == "keep me"
 
 
@@ -107,7 +109,7 @@ def test_export_and_report_refuse_links(tmp_path, victim, name):
 @pytest.mark.parametrize("name", ["report.md", "curves.png", "alpha_head.png", "beta.png", "lut_head.png"])
 def test_search_report_refuses_links(tmp_path, victim, table_path, name):
     run = tmp_path / "run"
-    Search(search_config(table_path), run).run()
+    start_search(search_config(table_path), run).run()
     plant(run / name, victim)
     result = CliRunner().invoke(cli, ["report", str(run)])
     assert result.exit_code == 1 and "is a symbolic link" in result.output

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from nas2deploy.backends.onnxruntime_runner import OnnxRuntimeRunner
-from nas2deploy.deploy.onnx_export import export_onnx
+from nas2deploy.backends import BackendSettings, OnnxModel, open_runner
+from nas2deploy.backends.onnx import export_onnx
 from nas2deploy.errors import UserError
 from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, Skip, candidate_layer
 
@@ -65,7 +65,7 @@ def test_exported_op_matches_torch_in_onnxruntime():
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     x = np.random.default_rng(0).standard_normal((1, 24, 14, 14)).astype(np.float32)
-    with OnnxRuntimeRunner(export_onnx(module, x.shape)) as runner:
+    with open_runner(BackendSettings(), OnnxModel(export_onnx(module, x.shape))) as runner:
         got = runner.infer({"input": x})["output"]
     want = module(torch.from_numpy(x)).detach().numpy()
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())

@@ -10,7 +10,7 @@ from conftest import synthetic_table
 
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import Calibration
-from nas2deploy.search.derive import (
+from nas2deploy.spaces.densenas.derive import (
     Choice,
     argmax_choice,
     budget_choice,
@@ -20,8 +20,8 @@ from nas2deploy.search.derive import (
     slowest_latency,
     viterbi_path,
 )
-from nas2deploy.search.expected_latency import LatencyModel
-from nas2deploy.search.supernet import DenseNASSupernet, OpChoice
+from nas2deploy.spaces.densenas.latency_model import LatencyModel
+from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, OpChoice
 from nas2deploy.spaces import make_space
 
 TINY = {"input_size": 32, "width_mult": 0.25, "num_classes": 5, "max_stack_layers": 1}
@@ -146,7 +146,7 @@ def test_budget_derivation_is_feasible_and_optimal(net, calibration):
 
 
 def test_latency_range_bounds_every_architecture(net):
-    from nas2deploy.search.derive import slowest_latency
+    from nas2deploy.spaces.densenas.derive import slowest_latency
 
     table = synthetic_table(net.space, seed=4)
     model = LatencyModel(net, table)
@@ -228,15 +228,15 @@ class ScriptedMeasure:
 
 
 def _closed_loop(net, factors, budget_share=0.5, **kw):
-    from nas2deploy.search.space_search import DenseNASSearch
+    from nas2deploy.spaces.densenas.search import DenseNASSearch
     from nas2deploy.search.verify import derive_measured
 
     _randomise(net, 7)
     searched = DenseNASSearch(net.space, synthetic_table(net.space, seed=2))
     searched.net.load_state_dict(net.state_dict())
-    fastest = fastest_latency(searched.model)
-    budget = fastest + budget_share * (slowest_latency(searched.model) - fastest)
-    measure = ScriptedMeasure(searched.model.table, factors)
+    fastest = fastest_latency(searched.latency_model)
+    budget = fastest + budget_share * (slowest_latency(searched.latency_model) - fastest)
+    measure = ScriptedMeasure(searched.latency_model.table, factors)
     lines = []
     return derive_measured(searched, budget, say=lines.append, measure=measure, **kw), budget, measure, lines
 
@@ -283,14 +283,14 @@ def test_measured_derivation_runs_on_this_machine(tmp_path):
 
     from nas2deploy.backends import BackendSettings
     from nas2deploy.latency.profile import profile_space
-    from nas2deploy.search.space_search import DenseNASSearch
+    from nas2deploy.spaces.densenas.search import DenseNASSearch
     from nas2deploy.search.verify import derive_measured
 
     space = make_space("densenas", TINY)
     table, _ = profile_space(space, BackendSettings(), tmp_path / "t.json", FAST)
     torch.manual_seed(0)
     searched = DenseNASSearch(space, table)
-    budget = 1.5 * fastest_latency(searched.model)
+    budget = 1.5 * fastest_latency(searched.latency_model)
     lines = []
     try:
         result = derive_measured(searched, budget, say=lines.append)
@@ -302,7 +302,7 @@ def test_measured_derivation_runs_on_this_machine(tmp_path):
 
 
 def test_measured_derivation_needs_the_tables_device(net):
-    from nas2deploy.search.space_search import DenseNASSearch
+    from nas2deploy.spaces.densenas.search import DenseNASSearch
     from nas2deploy.search.verify import derive_measured
 
     with pytest.raises(UserError, match="was measured on None"):

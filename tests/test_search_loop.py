@@ -5,12 +5,14 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import synthetic_table
+from conftest import search_config, synthetic_table
 
 from nas2deploy.nets import load_arch
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
-from nas2deploy.search.loop import Search, SearchConfig, load_checkpoint
+from nas2deploy.runs import open_run, start_search
+from nas2deploy.search.config import SearchConfig
+from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.search.sampling import rebalance_
 from nas2deploy.spaces import make_space
 
@@ -27,7 +29,7 @@ def table_path(tmp_path_factory):
 def config(table_path, **over):
     fields = dict(table=table_path, data="synthetic:200", epochs=2, warmup_epochs=1, batch_size=16, max_batches=2, a_lr=0.05, seed=3)
     fields.update(over)
-    return SearchConfig(**fields)
+    return search_config(**fields)
 
 
 def test_rebalance_keeps_the_mass_of_unsampled_ops():
@@ -45,10 +47,10 @@ def test_rebalance_keeps_the_mass_of_unsampled_ops():
 
 @pytest.mark.slow
 def test_search_is_deterministic_and_resumes_exactly(tmp_path, table_path):
-    full = Search(config(table_path), tmp_path / "full")
+    full = start_search(config(table_path), tmp_path / "full")
     full.run()
-    Search(config(table_path), tmp_path / "split").run(until=1)  # as if killed after epoch 1
-    resumed = Search(config(table_path), tmp_path / "split", resume=True)
+    start_search(config(table_path), tmp_path / "split").run(until=1)  # as if killed after epoch 1
+    resumed = start_search(config(table_path), tmp_path / "split", resume=True)
     assert resumed.epoch == 1
     resumed.run()
     for a, b in zip(full.net.arch_parameters(), resumed.net.arch_parameters()):
@@ -64,23 +66,21 @@ def test_search_is_deterministic_and_resumes_exactly(tmp_path, table_path):
 
 
 def test_resume_with_another_configuration_is_refused(tmp_path, table_path):
-    Search(config(table_path, epochs=1, warmup_epochs=1), tmp_path / "r").run()
+    start_search(config(table_path, epochs=1, warmup_epochs=1), tmp_path / "r").run()
     with pytest.raises(UserError, match=r"different configuration: seed: 3 vs 4"):
-        Search(config(table_path, seed=4), tmp_path / "r", resume=True)
+        start_search(config(table_path, seed=4), tmp_path / "r", resume=True)
     with pytest.raises(UserError, match="already holds a search: pass --resume"):
-        Search(config(table_path), tmp_path / "r")
+        start_search(config(table_path), tmp_path / "r")
     (tmp_path / "r" / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="checkpoint.pt cannot be read"):
-        load_checkpoint(tmp_path / "r")
+        RunFolder(tmp_path / "r").load_checkpoint()
 
 
 def test_budget_mode_raises_lambda_when_over_budget(tmp_path, table_path):
     import numpy as np
 
-    from nas2deploy.search.loop import open_run
-
     # a numpy budget (as computed from a table) must still give a weights_only-readable checkpoint
-    run = Search(config(table_path, epochs=2, warmup_epochs=1, budget_ms=np.float64(3.0), lam=0.1), tmp_path / "b")
+    run = start_search(config(table_path, epochs=2, warmup_epochs=1, budget_ms=np.float64(3.0), lam=0.1), tmp_path / "b")
     run.run()
     assert open_run(tmp_path / "b").config.budget_ms == 3.0
     assert run.controller.lam > 0.1  # the expected latency (~10 ms) is far above 3 ms (fastest: 2.94)
@@ -90,10 +90,10 @@ def test_table_and_data_must_match(tmp_path):
     other = tmp_path / "classes.json"
     synthetic_table(make_space("densenas", {**SPACE, "num_classes": 7})).save(other)
     with pytest.raises(UserError, match="covers 7 classes but data synthetic:200 has 10: profile a table with --num-classes 10"):
-        Search(config(str(other)), tmp_path / "x")
+        start_search(config(str(other)), tmp_path / "x")
     larger = tmp_path / "size.json"
     synthetic_table(make_space("densenas", {**SPACE, "input_size": 64})).save(larger)
-    run = Search(config(str(larger)), tmp_path / "y")  # built-in data is generated at the table's size
+    run = start_search(config(str(larger)), tmp_path / "y")  # built-in data is generated at the table's size
     assert run.train_set[0][0].shape == (3, 64, 64)
 
 
@@ -135,7 +135,7 @@ def test_cli_search_derive_train(tmp_path, table_path):
 
 def test_a_table_that_does_not_cover_the_requested_space_is_refused(tmp_path, table_path):
     with pytest.raises(UserError) as err:
-        Search(config(table_path, width_mult=0.5), tmp_path / "w")
+        start_search(config(table_path, width_mult=0.5), tmp_path / "w")
     msg = str(err.value)
     assert "does not cover the densenas space" in msg and "lacks" in msg
     assert "nas2deploy profile --space densenas" in msg and "--width-mult 0.5" in msg
@@ -143,7 +143,7 @@ def test_a_table_that_does_not_cover_the_requested_space_is_refused(tmp_path, ta
 
 def test_a_budget_below_the_fastest_network_is_refused(tmp_path, table_path):
     with pytest.raises(UserError, match=r"--budget-ms 0.01 is below the fastest network of this space: \d+\.\d{3} ms"):
-        Search(config(table_path, budget_ms=0.01), tmp_path / "f")
+        start_search(config(table_path, budget_ms=0.01), tmp_path / "f")
 
 
 def test_search_config_files_are_checked(tmp_path):

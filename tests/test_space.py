@@ -6,7 +6,7 @@ import torch
 
 from nas2deploy.errors import UserError
 from nas2deploy.spaces import make_space
-from nas2deploy.spaces.densenas import DenseNASSpace
+from nas2deploy.spaces.densenas.space import DenseNASSpace
 
 
 def test_published_224_space_counts():

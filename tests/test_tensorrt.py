@@ -40,7 +40,7 @@ def test_engine_matches_torch_and_times_with_events(tmp_path, precision, cuda_gr
 
 @needs_tensorrt
 def test_parser_errors_name_the_node():
-    from nas2deploy.backends.tensorrt_runner import build_engine
+    from nas2deploy.backends.tensorrt import build_engine
 
     with pytest.raises(UserError, match="TensorRT's ONNX parser rejected"):
         build_engine(b"\x08\x07garbage", source="garbage.onnx")

@@ -7,13 +7,8 @@ from nas2deploy.backends import BackendSettings
 from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import (
-    Sample,
-    cross_validated,
-    fit_calibration,
-    kendall_tau,
-    validate_table,
-)
+from nas2deploy.latency.calibration import Sample, cross_validated, fit_calibration
+from nas2deploy.latency.validate import kendall_tau, validate_table
 
 
 def test_kendall_tau_known_values():
@@ -35,7 +30,7 @@ def test_calibration_recovers_a_known_relation():
 def test_validate_measures_networks_and_stores_the_calibration(tmp_path, small_space):
     out = tmp_path / "t.json"
     table, _ = profile_space(small_space, BackendSettings(), out, FAST)
-    report = validate_table(table, samples=6, timing=FAST)
+    report = validate_table(table, small_space.sample_arch, samples=6, timing=FAST)
     for kind in ("raw", "calibrated"):
         assert set(report[kind]) >= {"mape", "within_5pct", "within_10pct", "kendall_tau", "pearson_r"}
         assert 0 <= report[kind]["within_10pct"] <= 100
@@ -49,10 +44,10 @@ def test_validate_refuses_a_table_from_another_device(tmp_path, small_space):
     table, _ = profile_space(small_space, BackendSettings(), tmp_path / "t.json", FAST, shard=(0, 50))
     table.meta["measurement"]["device_name"] = "Jetson Orin"
     with pytest.raises(UserError, match="was measured on 'Jetson Orin'"):
-        validate_table(table, samples=3, timing=FAST)
+        validate_table(table, small_space.sample_arch, samples=3, timing=FAST)
 
 
 def test_validate_names_missing_ops(tmp_path, small_space):
     table, _ = profile_space(small_space, BackendSettings(), tmp_path / "t.json", FAST, shard=(0, 50))
     with pytest.raises(UserError, match="lacks .* op\\(s\\) .* needed by the sampled architectures"):
-        validate_table(table, samples=3, timing=FAST)
+        validate_table(table, small_space.sample_arch, samples=3, timing=FAST)

@@ -1,9 +1,16 @@
-"""The Runner interface: one small class per backend, in the spirit of Polygraphy's runners.
+"""Runners, backends and the artifacts they open, arranged as in Polygraphy.
 
-Loading (building a session or engine), running (``infer`` on host arrays) and timing
-(``time_runs`` on inputs that already live on the device) are separate, so profiling, table
-validation, ``bench`` and export accuracy checks all share the same runners and the same harness
-(``nas2deploy.backends.timing``).
+- An **artifact** is what a loader produced: a torch module with its input shape, an ONNX model
+  (bytes), a TensorRT engine (bytes), or a model file on disk.
+- A **loader** turns one artifact into the next (module -> ONNX in ``backends/onnx.py``; ONNX ->
+  session, ONNX -> engine, file -> engine in each backend's module).
+- A **runner** only runs what a loader gave it: ``infer`` on host arrays (accuracy checks) and
+  ``time_runs`` on inputs that already live on the device (the shared timing harness in
+  ``backends/timing.py``), so profiling, validation, ``bench`` and export share them.
+- A **backend** is one module that declares how to check it is installed, its version, what a
+  table records of its settings, which artifacts it runs, and how it opens a runner; the
+  registry (``nas2deploy.backends.BACKENDS``) holds one per runtime, so a new runtime is one
+  module and one line there, and no other module compares backend names.
 """
 
 from __future__ import annotations
@@ -11,15 +18,19 @@ from __future__ import annotations
 import os
 import platform
 from abc import ABC, abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from torch import nn
+
+if TYPE_CHECKING:
+    from nas2deploy.backends.settings import BackendSettings
 
 
 class Runner(ABC):
     """A loaded model on one backend."""
-
-    backend: str = ""
 
     @abstractmethod
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -43,6 +54,83 @@ class Runner(ABC):
         self.close()
 
 
+# -- artifacts ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TorchModule:
+    """A torch module and the (C, H, W) of its one input (the batch comes from the settings)."""
+
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    source: str = "model"
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    data: bytes
+    source: str = "model.onnx"
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """A serialized TensorRT engine."""
+
+    data: bytes
+    source: str = "model.engine"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model on disk (``bench``): each backend names the suffixes it opens."""
+
+    path: Path
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
+
+
+Artifact = TorchModule | OnnxModel | EngineModel | ModelFile
+
+
+class Backend(ABC):
+    """One runtime: availability, version, what it records, and how it opens a runner."""
+
+    name: ClassVar[str]
+    #: Devices it runs on; the first is the one it uses when none is given (TensorRT: cuda).
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    #: Model files ``bench`` opens with it.
+    suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+    #: Whether ``--precision`` shapes what it runs (an fp16 engine); else it runs the fp32 graph.
+    uses_precision: ClassVar[bool] = False
+    #: Whether running it tests something the PyTorch reference does not (export's accuracy check).
+    independent_of_torch: ClassVar[bool] = True
+
+    @abstractmethod
+    def check_available(self, settings: BackendSettings) -> None:
+        """Raise one UserError, with the install hint, when the stack is missing."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """The runtime's version string (recorded in tables; tables of other versions do not mix)."""
+
+    def recorded(self, settings: BackendSettings) -> dict[str, Any]:
+        """The backend's own settings a table records (ONNX Runtime: provider, graph level)."""
+        return {}
+
+    @abstractmethod
+    def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
+        """A runner for ``artifact`` (loading it as far as this backend needs), or a UserError
+        saying which artifacts this backend runs."""
+
+    def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
+               batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]] | None:
+        """What ``export`` writes into ``out`` for this backend besides ``model.onnx`` (TensorRT:
+        an engine, for batches in ``batch_range`` when the batch is dynamic): the artifact its
+        runner then opens and the report's entry for it; None when the backend runs the ONNX."""
+        return None
+
+
+# -- machine ------------------------------------------------------------------------------------
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

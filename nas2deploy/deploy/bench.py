@@ -1,12 +1,13 @@
-"""``nas2deploy bench``: a trtexec-style latency summary of any ONNX model or TensorRT engine,
-through the same runners and timing harness as profiling and export."""
+"""``nas2deploy bench``: a trtexec-style latency summary of any model file (an ONNX model, a
+TensorRT engine) on any backend that runs it, through the same runners and timing harness as
+profiling and export."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from nas2deploy.backends import BackendSettings, Runner
+from nas2deploy.backends import BACKENDS, BackendSettings, ModelFile, Runner, open_runner
 from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.errors import UserError
 
@@ -17,19 +18,13 @@ def open_model(path: Path, settings: BackendSettings) -> Runner:
     if not path.is_file():
         raise UserError(f"model {path}: no such file")
     verify_artifact(path)
-    if path.suffix == ".engine":
-        if settings.backend != "tensorrt":
-            raise UserError(f"model {path}: a TensorRT engine runs only with --backend tensorrt")
-        from nas2deploy.backends.tensorrt_runner import TensorRTRunner, load_engine
-
-        return TensorRTRunner(load_engine(path), settings.batch, settings.cuda_graph, source=str(path))
-    if path.suffix != ".onnx":
-        raise UserError(f"model {path}: expected an .onnx model or a TensorRT .engine")
-    if settings.backend == "torch":
-        raise UserError(f"model {path}: --backend torch runs PyTorch modules, not ONNX files; use onnxruntime or tensorrt")
-    from nas2deploy.deploy.onnx_export import check_onnx
-
-    return settings.open_onnx(check_onnx(path.read_bytes(), str(path)), str(path))
+    runs_it = [name for name, backend in BACKENDS.items() if path.suffix in backend.suffixes]
+    if not runs_it:
+        suffixes = sorted({s for b in BACKENDS.values() for s in b.suffixes})
+        raise UserError(f"model {path}: expected a model file ({', '.join(suffixes)})")
+    if settings.backend not in runs_it:
+        raise UserError(f"model {path}: {path.suffix} files run with --backend {' or '.join(runs_it)}, not {settings.backend}")
+    return open_runner(settings, ModelFile(path))
 
 
 def bench_model(model: str, settings: BackendSettings, timing: TimingSettings) -> dict[str, Any]:

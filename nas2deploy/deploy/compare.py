@@ -1,5 +1,6 @@
-"""Compare one runtime's outputs with a reference's, as Polygraphy's comparator does: the runners
-produce outputs, this module only measures how far apart they are and whether that passes.
+"""Compare runtimes' outputs with a reference's, as Polygraphy's comparator does: ``run_all``
+feeds the same inputs to every runner, ``compare_outputs`` only measures how far apart two
+outputs are and whether that passes.
 
 Thresholds by precision (issue 4):
 
@@ -23,6 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from nas2deploy.backends import Runner
+from nas2deploy.backends.onnx import INPUT_NAME
 
 FP32_TOLERANCE = 1e-4
 FP16_MEAN_ERROR = 1e-2
@@ -66,9 +70,28 @@ class Comparison:
         )
 
 
+def run_batched(runner: Runner, x: np.ndarray) -> np.ndarray:
+    """Infer ``x`` through a runner of fixed batch B in chunks of B (the last one padded)."""
+    batch = next(iter(runner.input_shapes().values()))[0]
+    outs = []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)])
+        out = next(iter(runner.infer({INPUT_NAME: chunk}).values()))
+        outs.append(out[: batch - pad])
+    return np.concatenate(outs)
+
+
+def run_all(runners: dict[str, tuple[Runner, int]], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every runner's outputs on the first ``n`` inputs of ``x`` (``runners``: name -> (runner, n))."""
+    return {name: run_batched(runner, x[:n]) for name, (runner, n) in runners.items()}
+
+
 def compare_outputs(
     reference: np.ndarray, candidate: np.ndarray, precision: str = "fp32",
-    reference_name: str = "torch", candidate_name: str = "onnxruntime", labels: np.ndarray | None = None,
+    reference_name: str = "reference", candidate_name: str = "candidate", labels: np.ndarray | None = None,
 ) -> Comparison:
     """Compare logits of shape (samples, classes) or (samples, classes, H, W) (segmentation; then
     ``labels``, the (samples, H, W) masks, add the mIoU difference)."""

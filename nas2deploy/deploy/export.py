@@ -23,6 +23,7 @@ does) and the report sets measured against calibrated x drift.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +33,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas2deploy.nets import Network, save_arch
-from nas2deploy.latency.network_summary import arch_summary
-from nas2deploy.backends import BackendSettings, Runner
+from nas2deploy.backends import (
+    BACKENDS,
+    INDEPENDENT_CHECKER,
+    ONNX_CHECKER,
+    REFERENCE,
+    Artifact,
+    BackendSettings,
+    OnnxModel,
+    TorchModule,
+    open_runner,
+)
+from nas2deploy.backends.onnx import OPSET, check_onnx, export_onnx
 from nas2deploy.backends.timing import TimingSettings, measure
-from nas2deploy.deploy.compare import Comparison, compare_outputs
+from nas2deploy.deploy.compare import Comparison, compare_outputs, run_all
 from nas2deploy.deploy.inputs import accuracy_inputs
-from nas2deploy.deploy.onnx_export import INPUT_NAME, OPSET, check_onnx, export_onnx
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import (
     atomic_write_bytes,
@@ -47,12 +56,10 @@ from nas2deploy.fileio import (
     refuse_link,
     sha256_file,
 )
+from nas2deploy.latency.device import DriftTracker, settings_from_table, timing_from_table
+from nas2deploy.latency.network_summary import arch_summary
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import (
-    DriftTracker,
-    settings_from_table,
-    timing_from_table,
-)
+from nas2deploy.nets import Network, save_arch
 from nas2deploy.train import load_weights, save_weights
 from nas2deploy.validate import Field
 
@@ -67,9 +74,9 @@ class CheckFailed(UserError):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    backends: tuple[str, ...] = ("onnxruntime",)
-    device: str = "cpu"  # ONNX Runtime's and PyTorch's device; TensorRT always runs on the GPU
-    precision: str = "fp32"  # of the TensorRT engine; ONNX Runtime and PyTorch check in fp32
+    backends: tuple[str, ...] = (ONNX_CHECKER,)
+    device: str = "cpu"  # where the backends run (TensorRT always on the GPU)
+    precision: str = "fp32"  # of backends that build at a precision (TensorRT engines); the others run fp32
     batch: int = 1
     dynamic_batch: bool = False
     data: str | None = None
@@ -119,20 +126,6 @@ def prepare_folder(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_batched(runner: Runner, x: np.ndarray) -> np.ndarray:
-    """Infer ``x`` through a runner of fixed batch B in chunks of B (the last one padded)."""
-    batch = next(iter(runner.input_shapes().values()))[0]
-    outs = []
-    for start in range(0, len(x), batch):
-        chunk = x[start:start + batch]
-        pad = batch - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)])
-        out = next(iter(runner.infer({INPUT_NAME: chunk}).values()))
-        outs.append(out[: batch - pad])
-    return np.concatenate(outs)
-
-
 def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return torch.cat([model(torch.from_numpy(c)) for c in np.array_split(x, max(1, len(x) // 64))]).numpy()
@@ -158,14 +151,22 @@ class Exporter:
         self.arch, self.weights, self.out, self.options, self.say = arch, weights, Path(out), options, say
         self.report: dict[str, Any] = {"format": REPORT_FORMAT, "version": 1, "arch": arch.name, "steps_s": {}}
         self.comparisons: list[Comparison] = []
+        self.artifacts: dict[str, Artifact] = {}
 
     def _step(self, name: str, start: float) -> None:
         self.report["steps_s"][name] = round(time.perf_counter() - start, 3)
 
+    def settings(self, backend: str) -> BackendSettings:
+        """Where and how ``backend`` runs the export: the options' device and batch, and their
+        precision when the backend builds at a precision (TensorRT), else fp32."""
+        o = self.options
+        return BackendSettings(backend=backend, device=o.device, batch=o.batch, workspace_mb=o.workspace_mb,
+                               precision=o.precision if BACKENDS[backend].uses_precision else "fp32")
+
     def run(self) -> dict[str, Any]:
         o = self.options
         for b in o.backends:  # fail on a missing stack before any work
-            BackendSettings(backend=b, device=o.device, precision="fp32" if b != "tensorrt" else o.precision).check_available()
+            self.settings(b).check_available()
         table = _load_table(o, self.arch, self.say)
         if table is not None:
             table.predict(self.arch)  # names any op the table lacks before the long steps
@@ -176,11 +177,10 @@ class Exporter:
         prepare_folder(self.out, o.force)
         save_arch(self.arch, self.out / "arch.json")
         save_weights(model, self.out / "weights.pt")
-        onnx_bytes = self._export(model)
-        engine = self._build_engine(model) if "tensorrt" in o.backends else None
-        self._check_accuracy(model, onnx_bytes, engine, *inputs)
+        self.artifacts = self._export(model)
+        self._check_accuracy(model, *inputs)
         self.report["steps_s"]["export_and_check"] = round(time.perf_counter() - t_all, 3)
-        self._measure(model, onnx_bytes, engine, table)
+        self._measure(table)
         self._finish(table)
         failed = [c for c in self.comparisons if not c.passed]
         if failed:
@@ -203,70 +203,62 @@ class Exporter:
         self._step("load", t)
         return model
 
-    def _export(self, model: nn.Module) -> bytes:
+    def _export(self, model: nn.Module) -> dict[str, Artifact]:
+        """model.onnx, then what each backend deploys besides (TensorRT: its engine); returns the
+        artifact each backend runs: its own, else the ONNX model, else the torch module."""
         t = time.perf_counter()
         o, size = self.options, self.arch.input_size
-        onnx_bytes = check_onnx(export_onnx(model, (o.batch, 3, size, size), "fp32", o.dynamic_batch))
+        onnx_bytes = check_onnx(export_onnx(model, (o.batch, 3, size, size), "fp32", o.dynamic_batch), "model.onnx",
+                                input_shape=(3, size, size))
         atomic_write_bytes(self.out / "model.onnx", onnx_bytes)
         self.report["onnx"] = {"file": "model.onnx", "opset": OPSET, "bytes": len(onnx_bytes),
                                "batch": "dynamic" if o.dynamic_batch else o.batch, "checked": "onnx.checker full_check + shape inference"}
         self._step("onnx", t)
         self.say(f"wrote {self.out / 'model.onnx'} ({len(onnx_bytes) / 1e6:.1f} MB, opset {OPSET}, checked)")
-        return onnx_bytes
-
-    def _build_engine(self, model: nn.Module) -> bytes:
-        from nas2deploy.backends.tensorrt_runner import (
-            SharedTimingCache,
-            build_engine,
-            save_engine,
-        )
-
-        t = time.perf_counter()
-        o, size = self.options, self.arch.input_size
-        graph = export_onnx(model, (o.batch, 3, size, size), o.precision, o.dynamic_batch)
-        batches = (1, o.batch, max(o.batch, 32)) if o.dynamic_batch else None
-        engine = build_engine(graph, o.precision, o.workspace_mb, SharedTimingCache(self.out / "timing.cache"),
-                              batches, source="model.onnx")
-        save_engine(self.out / "model.engine", engine)
-        self.report["engine"] = {"file": "model.engine", "precision": o.precision, "bytes": len(engine)}
-        self._step("engine", t)
-        return engine
+        onnx_model, module = OnnxModel(onnx_bytes, "model.onnx"), TorchModule(model, (3, size, size), self.arch.name)
+        artifacts: dict[str, Artifact] = {}
+        for name in {*o.backends, ONNX_CHECKER, INDEPENDENT_CHECKER}:
+            backend, t = BACKENDS[name], time.perf_counter()
+            deployed = backend.deploy(self.settings(name), module, self.out,
+                                      (1, o.batch, max(o.batch, 32)) if o.dynamic_batch else None) if name in o.backends else None
+            if deployed is not None:
+                artifacts[name], self.report["engine"] = deployed
+                self._step("engine", t)
+            else:
+                artifacts[name] = onnx_model if ".onnx" in backend.suffixes else module
+        return artifacts
 
     # -- run and compare -------------------------------------------------------------------------
-    def _check_accuracy(self, model: nn.Module, onnx_bytes: bytes, engine: bytes | None, x: np.ndarray,
-                        labels: np.ndarray | None, where: str) -> None:
-        from nas2deploy.backends.onnx_reference_runner import OnnxReferenceRunner
-
+    def _check_accuracy(self, model: nn.Module, x: np.ndarray, labels: np.ndarray | None, where: str) -> None:
+        """PyTorch fp32 on the CPU is the reference. Compared with it: every exported ONNX file on
+        ONNX Runtime (on the deployed device, or the CPU), the ONNX reference evaluator on the
+        first few inputs, and every other deployed backend that does not run PyTorch itself."""
         t = time.perf_counter()
         o = self.options
         reference = torch_outputs(model, x)
-        # ONNX Runtime checks on the requested device when it is deployed there, else on the CPU
-        ort = BackendSettings(backend="onnxruntime", device=o.device if "onnxruntime" in o.backends else "cpu", batch=o.batch)
-        with ort.open_onnx(onnx_bytes, "model.onnx") as runner:
-            self.comparisons.append(compare_outputs(reference, run_batched(runner, x), "fp32", "torch", "onnxruntime", labels))
-        k = min(o.reference_samples, len(x))
-        with OnnxReferenceRunner(onnx_bytes, o.batch, "model.onnx") as runner:
-            self.comparisons.append(compare_outputs(reference[:k], run_batched(runner, x[:k]), "fp32", "torch", "onnx-reference",
-                                                    None if labels is None else labels[:k]))
-        if engine is not None:
-            from nas2deploy.backends.tensorrt_runner import TensorRTRunner
-
-            with TensorRTRunner(engine, o.batch, source="model.engine") as runner:
-                self.comparisons.append(compare_outputs(reference, run_batched(runner, x), o.precision, "torch", "tensorrt", labels))
+        checks = {ONNX_CHECKER: dataclasses.replace(self.settings(ONNX_CHECKER), device=o.device if ONNX_CHECKER in o.backends else "cpu"),
+                  INDEPENDENT_CHECKER: self.settings(INDEPENDENT_CHECKER)}
+        checks.update({b: self.settings(b) for b in o.backends if BACKENDS[b].independent_of_torch and b not in checks})
+        counts = {name: min(o.reference_samples, len(x)) if name == INDEPENDENT_CHECKER else len(x) for name in checks}
+        for name, settings in checks.items():
+            with open_runner(settings, self.artifacts[name]) as runner:
+                out = run_all({name: (runner, counts[name])}, x)[name]
+            n = counts[name]
+            self.comparisons.append(compare_outputs(reference[:n], out, settings.precision, REFERENCE, name,
+                                                    None if labels is None else labels[:n]))
         self.report["accuracy"] = {"inputs": where, "samples": len(x), "comparisons": [c.to_dict() for c in self.comparisons]}
         self._step("accuracy", t)
         for c in self.comparisons:
             self.say(c.line())
 
     # -- measure ---------------------------------------------------------------------------------
-    def _measure(self, model: nn.Module, onnx_bytes: bytes, engine: bytes | None, table: LatencyTable | None) -> None:
+    def _measure(self, table: LatencyTable | None) -> None:
         t = time.perf_counter()
         o = self.options
         table_settings = self._table_settings(table)
         results: dict[str, Any] = {}
         for backend in o.backends:
-            settings = BackendSettings(backend=backend, device=o.device, batch=o.batch,
-                                       precision=o.precision if backend == "tensorrt" else "fp32")
+            settings = self.settings(backend)
             timing = TimingSettings()
             drift = None
             if table is not None and table_settings is not None and (table_settings.backend, table_settings.batch) == (backend, o.batch):
@@ -274,8 +266,7 @@ class Exporter:
                 timing = timing_from_table(table)
                 with DriftTracker(table, settings, timing) as tracker:
                     drift = tracker.update()
-            runner = self._runner(settings, model, onnx_bytes, engine)
-            with runner:
+            with open_runner(settings, self.artifacts[backend]) as runner:
                 stats = measure(runner, timing).stats
             entry: dict[str, Any] = {"settings": settings.describe(), "timing": stats.to_dict(),
                                      "throughput_per_s": o.batch * 1000 / stats.median_ms}
@@ -300,15 +291,6 @@ class Exporter:
             self.say(f"note: not comparing with the table's prediction: {exc}")
             self.report["prediction_skipped"] = str(exc)
             return None
-
-    def _runner(self, settings: BackendSettings, model: nn.Module, onnx_bytes: bytes, engine: bytes | None) -> Runner:
-        if settings.backend == "tensorrt" and engine is not None:
-            from nas2deploy.backends.tensorrt_runner import TensorRTRunner
-
-            return TensorRTRunner(engine, settings.batch, settings.cuda_graph, source="model.engine")
-        if settings.backend == "onnxruntime":
-            return settings.open_onnx(onnx_bytes, "model.onnx")
-        return settings.open(model, (3, self.arch.input_size, self.arch.input_size), source=self.arch.name)
 
     # -- report ----------------------------------------------------------------------------------
     def _finish(self, table: LatencyTable | None) -> None:

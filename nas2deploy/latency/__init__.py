@@ -1,1 +1,2 @@
-"""Latency lookup tables: format and prediction (table), measurement (profile), fidelity (validate)."""
+"""Latency lookup tables: format and prediction (table), measurement (profile), the device a table
+describes (device), fidelity (validate) and calibration (calibration), network summaries."""

@@ -19,18 +19,27 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Protocol
 
-from nas2deploy.backends import BackendSettings
+from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import append_line, exclusive, open_no_follow, refuse_link
 from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
-from nas2deploy.spaces import SearchSpace
 from nas2deploy.validate import Field
 
 Progress = Callable[[int, int, str], None]
+
+
+class Profilable(Protocol):
+    """What profiling needs of a search space (``nas2deploy.spaces.SearchSpace`` is one)."""
+
+    name: ClassVar[str]
+
+    def config_dict(self) -> dict[str, Any]: ...
+    def op_specs(self) -> list[OpSpec]: ...
+    def reference_op(self) -> OpSpec: ...
 
 
 @dataclass
@@ -61,7 +70,7 @@ def measure_spec(
     """Measure one op; take it again (up to ``timing.retries`` times) while its CoV is too high,
     keeping the steadiest measurement."""
     t0 = time.perf_counter()
-    runner = settings.open(spec.build_standalone(), (spec.cin, spec.h, spec.w), source=spec.key)
+    runner = open_runner(settings, TorchModule(spec.build_standalone(), (spec.cin, spec.h, spec.w), spec.key))
     stats.load_s += time.perf_counter() - t0
     with runner:
         best = measure(runner, timing)
@@ -79,7 +88,7 @@ def measure_spec(
     return best, attempts
 
 
-def _settings_header(space: SearchSpace, settings: BackendSettings, timing: TimingSettings, shard: tuple[int, int]) -> dict[str, Any]:
+def _settings_header(space: Profilable, settings: BackendSettings, timing: TimingSettings, shard: tuple[int, int]) -> dict[str, Any]:
     return {
         "measurement": settings.describe(),
         "timing": timing.to_dict(),
@@ -128,7 +137,7 @@ def lock_path(out: str | os.PathLike[str]) -> Path:
 
 
 def profile_space(
-    space: SearchSpace,
+    space: Profilable,
     settings: BackendSettings,
     out: str | os.PathLike[str],
     timing: TimingSettings | None = None,

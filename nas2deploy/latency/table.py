@@ -28,7 +28,6 @@ from nas2deploy.backends.timing import TimingSettings, TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import OpSpec
-from nas2deploy.spaces import OPTION_FIELDS, SearchSpace, make_space
 from nas2deploy.validate import MAX_OP_MS, Field
 
 TABLE_FORMAT = "nas2deploy.latency_table"
@@ -116,6 +115,9 @@ class LatencyTable:
         self.calibration = calibration
         self.validation = validation
         self.path = Path(path) if path else None
+        #: What to tell a user whose network needs ops this table lacks (the spaces layer, which
+        #: knows the space the table was profiled for, sets it: ``spaces.load_table``).
+        self.advice: Callable[[list[str]], str] | None = None
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -143,51 +145,11 @@ class LatencyTable:
         return sorted({s.key for s in specs if not s.is_free and s.key not in self.entries})
 
     def require(self, specs: Iterable[OpSpec], what: str = "the architecture") -> None:
-        """Raise one line listing missing keys (first few, count) and the command that fills them."""
+        """Raise one line listing missing keys (first few, count) and what to do about them."""
         missing = self.missing(specs)
-        if not missing:
-            return
-        problem = f"latency table {self.name} lacks {_listing(missing)} needed by {what}"
-        space = self.meta.get("space", {})
-        try:
-            covered = {s.key for s in self.space().op_specs()}
-        except UserError:
-            covered = set()
-        if set(missing) <= covered:
-            raise UserError(f"{problem}; measure them with: {self.profile_command()}")
-        raise UserError(
-            f"{problem}; they lie outside the table's search space ({space.get('name')} {space.get('config')}), "
-            "so use a table profiled for a space that contains them"
-        )
-
-    def profile_command(self, space_name: str | None = None, config: dict[str, Any] | None = None,
-                        out: str | None = None) -> str:
-        """The command that measures a space (the table's own by default) under this table's settings."""
-        m, space = self.measurement, self.meta.get("space", {})
-        cfg = config if config is not None else space.get("config", {})
-        parts = ["nas2deploy profile", f"--space {space_name or space.get('name', 'densenas')}"]
-        parts += [f"--backend {m.get('backend', 'onnxruntime')}", f"--precision {m.get('precision', 'fp32')}"]
-        parts += [f"--batch {m.get('batch', 1)}"]
-        for opt in OPTION_FIELDS:
-            if cfg.get(opt) is not None:
-                parts.append(f"--{opt.replace('_', '-')} {cfg[opt]}")
-        parts.append(f"--out {out or self.name}")
-        return " ".join(parts)
-
-    def space(self) -> SearchSpace:
-        """The search space this table was profiled for."""
-        meta = self.meta.get("space", {})
-        return make_space(meta.get("name", ""), meta.get("config"))
-
-    def require_space(self, space: SearchSpace) -> None:
-        """Refuse a table that does not cover every op of ``space``, with the command that would."""
-        missing = self.missing(space.op_specs())
         if missing:
-            raise UserError(
-                f"latency table {self.name} does not cover the {space.name} space {space.config_dict()}: it lacks "
-                f"{_listing(missing)}; profile that space with: "
-                f"{self.profile_command(space.name, space.config_dict(), 'NEW_TABLE.json')}"
-            )
+            advice = self.advice(missing) if self.advice else "profile a table that covers them (nas2deploy profile)"
+            raise UserError(f"latency table {self.name} lacks {listing(missing)} needed by {what}; {advice}")
 
     def latency(self, spec: OpSpec) -> float:
         if spec.is_free:
@@ -282,7 +244,7 @@ MAX_ENTRIES = 100_000
 
 def _measurement_rules() -> dict[str, Callable[[Field], Any]]:
     from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS
-    from nas2deploy.backends.onnxruntime_runner import GRAPH_LEVELS, PROVIDERS
+    from nas2deploy.backends.onnxruntime import GRAPH_LEVELS, PROVIDERS
 
     text = lambda f: f.str(max_len=1024)  # noqa: E731
     return {
@@ -337,7 +299,7 @@ def read_validation(f: Field) -> dict[str, Any]:
     return report
 
 
-def _listing(keys: list[str]) -> str:
+def listing(keys: list[str]) -> str:
     """'N op(s) (first, second, third, ...)': the count and the first few keys."""
     shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
     return f"{len(keys)} op(s) ({shown})"

@@ -9,7 +9,7 @@ from typing import Any
 
 from nas2deploy.nets import Network
 from nas2deploy.fileio import atomic_write_bytes
-from nas2deploy.report import plots
+from nas2deploy import plotting
 from nas2deploy.validate import Field
 
 
@@ -28,7 +28,7 @@ def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
     if not values:
         return None
     budget = report.get("budget_ms")
-    return plots.bars(out / "latency.png", labels, values, "ms", "Latency: prediction, measurement and budget",
+    return plotting.bars(out / "latency.png", labels, values, "ms", "Latency: prediction, measurement and budget",
                       budget, f"budget {budget} ms" if budget else "")
 
 
@@ -79,12 +79,12 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Network) -> Pat
     rows = summary["rows"]
     images = [_latency_plot(out, report)]
     if all("latency_ms" in r for r in rows):
-        images.append(plots.bars(out / "blocks.png", [r["name"] for r in rows], [r["latency_ms"] for r in rows],
+        images.append(plotting.bars(out / "blocks.png", [r["name"] for r in rows], [r["latency_ms"] for r in rows],
                                  "ms (table)", "Predicted latency per block"))
     else:
-        images.append(plots.bars(out / "blocks.png", [r["name"] for r in rows], [r["macs"] / 1e6 for r in rows],
+        images.append(plotting.bars(out / "blocks.png", [r["name"] for r in rows], [r["macs"] / 1e6 for r in rows],
                                  "M multiply-adds", "Multiply-adds per block (no latency table given)"))
-    images.append(plots.arch_diagram(out / "arch.png", rows, f"{arch.name}: {summary['params']:,} parameters, "
+    images.append(plotting.arch_diagram(out / "arch.png", rows, f"{arch.name}: {summary['params']:,} parameters, "
                                      f"{summary['macs'] / 1e6:.1f}M multiply-adds"))
     acc = report.get("accuracy", {})
     verdict = "passed" if report.get("passed") else "FAILED"

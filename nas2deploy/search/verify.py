@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-from nas2deploy.nets import Network
 from nas2deploy.errors import UserError
+from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import (
-    measure_arch,
-    settings_from_table,
-    timing_from_table,
-)
-from nas2deploy.search.derive import DEFAULT_FILL
-from nas2deploy.search.space_search import SpaceSearch
+from nas2deploy.nets import Network
+from nas2deploy.search.budget import DEFAULT_FILL
+from nas2deploy.search.interface import SpaceSearch
 
 AIM = 0.98
 
@@ -50,25 +46,26 @@ def table_device_measure(table: LatencyTable, name: str = "derived") -> Callable
     when this machine is not that device."""
     settings = settings_from_table(table)
     timing = timing_from_table(table)
-    return lambda arch: measure_arch(settings, arch, timing, name)
+    return lambda arch: measure_network(settings, arch, timing, name)
 
 
 def derive_measured(
     searched: SpaceSearch, budget_ms: float, max_rounds: int = 4, name: str = "derived",
-    say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL, viterbi: bool = False,
-    measure: Callable[[Network], float] | None = None,
+    say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL, measure: Callable[[Network], float] | None = None,
+    **options: Any,
 ) -> Verified:
     """The most probable architecture whose *measured* latency lies in ``[fill * budget, budget]``,
     or the largest measured one that fits when ``max_rounds`` do not reach the window.
-    ``measure`` times a network (ms); by default on the table's device (tests script it)."""
-    table = searched.model.table
+    ``measure`` times a network (ms); by default on the table's device (tests script it);
+    ``options`` go to the space's derivation (DCNAS: ``viterbi``)."""
+    table = searched.latency_model.table
     measure = measure or table_device_measure(table, name)
     target, measured = budget_ms, float("nan")
     best: Verified | None = None
     seen: set[str] = set()
     for rounds in range(1, max_rounds + 1):
         try:
-            arch = searched.derive(name, target, fill, viterbi)
+            arch = searched.derive(name, target, fill, **options)
         except UserError:
             if best is not None:
                 break

@@ -1,15 +1,21 @@
-"""PyTorch eager runner: CPU, or CUDA with CUDA-event timing on a dedicated stream."""
+"""PyTorch eager: the runner (CPU, or CUDA with CUDA-event timing on a dedicated stream) and the
+backend. It runs torch modules as they are, so it needs no loader."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from nas2deploy.backends.base import Runner, available_cores
+from nas2deploy.backends.base import Artifact, Backend, Runner, TorchModule, available_cores
+from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
 from nas2deploy.backends.timing import cpu_time_runs, cuda_time_runs
-from nas2deploy.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME
 from nas2deploy.errors import UserError
+
+if TYPE_CHECKING:
+    from nas2deploy.backends.settings import BackendSettings
 
 
 def require_cuda() -> None:
@@ -22,7 +28,6 @@ def require_cuda() -> None:
 
 
 class TorchRunner(Runner):
-    backend = "torch"
 
     def __init__(
         self,
@@ -60,3 +65,22 @@ class TorchRunner(Runner):
         if self._stream is not None:
             return cuda_time_runs(self._run, n, self._stream)
         return cpu_time_runs(self._run, n)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    suffixes = ()
+    independent_of_torch = False  # it is the accuracy reference itself
+
+    def check_available(self, settings: BackendSettings) -> None:
+        """Part of torch itself (a CUDA device is checked by the settings)."""
+
+    def version(self) -> str:
+        return str(torch.__version__)
+
+    def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
+        if not isinstance(artifact, TorchModule):
+            raise UserError(f"{artifact.source}: --backend torch runs PyTorch modules, not model files; "
+                            "use onnxruntime or tensorrt")
+        return TorchRunner(artifact.module, (settings.batch, *artifact.input_shape), settings.device, settings.precision,
+                           settings.threads)

@@ -22,14 +22,14 @@ import torch
 
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.ops import AddN
-from nas2deploy.search.dcnas_supernet import DCNASSupernet
+from nas2deploy.spaces.dcnas.supernet import DCNASSupernet
 
 
 class DCNASLatencyModel:
     def __init__(self, net: DCNASSupernet, table: LatencyTable):
         space = net.space
         self.net, self.table, self.calibration = net, table, table.calibration
-        table.require_space(space)
+        table.require(space.op_specs(), f"the {space.name} space")
         cost = table.cost
 
         self.k = {c: min(space.config.derive_inputs, len(space.inputs[c])) for c in net.cells}

@@ -1,4 +1,5 @@
-"""Export a torch module to ONNX bytes with a pinned opset and fixed tensor names.
+"""The ONNX loaders: a torch module to ONNX bytes (pinned opset, fixed tensor names), and the
+check of an ONNX model a runner is about to run.
 
 Uses the TorchScript exporter (``dynamo=False``): on this machine it takes ~0.02 s per MBConv
 op against 0.5-0.7 s for the dynamo exporter, runs at the same speed in ONNX Runtime and
@@ -26,6 +27,7 @@ import warnings
 import torch
 from torch import nn
 
+from nas2deploy.backends.base import OnnxModel, TorchModule
 from nas2deploy.errors import UserError
 
 OPSET = 17
@@ -63,6 +65,11 @@ def export_onnx(
 _FLOAT_TYPES = {1: "float32", 10: "float16"}
 #: The most elements one input may hold: runners allocate it (2^28 floats, 1 GiB).
 MAX_INPUT_ELEMENTS = 2**28
+
+
+def onnx_from_module(artifact: TorchModule, batch: int, precision: str = "fp32") -> OnnxModel:
+    """The loader from a torch module to the ONNX model that ONNX-running backends load."""
+    return OnnxModel(export_onnx(artifact.module, (batch, *artifact.input_shape), precision), artifact.source)
 
 
 def check_onnx(onnx_bytes: bytes, source: str = "model.onnx", input_shape: tuple[int, ...] | None = None) -> bytes:

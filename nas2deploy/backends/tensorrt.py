@@ -1,4 +1,5 @@
-"""TensorRT backend: engine building from ONNX and a runner, for the TensorRT 10.x and 11.x API.
+"""TensorRT: the loaders (ONNX -> engine with a shared timing cache, engine file -> engine), the
+runner and the backend, for the TensorRT 10.x and 11.x API.
 
 Written against the documented Python API (reference.md section 4) and type-checked with mypy
 against the ``tensorrt-stubs`` package (``make typecheck``); TensorRT itself cannot be installed
@@ -21,15 +22,20 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from nas2deploy.backends.base import Runner
+from nas2deploy.backends.base import Artifact, Backend, EngineModel, ModelFile, OnnxModel, Runner, TorchModule
+from nas2deploy.backends.onnx import check_onnx, export_onnx
+from nas2deploy.backends.pytorch import require_cuda
 from nas2deploy.backends.timing import cuda_time_runs
-from nas2deploy.backends.torch_runner import require_cuda
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from nas2deploy.backends.settings import BackendSettings
 
 INSTALL_HINT = (
     "install TensorRT 10.x or 11.x on a machine with an NVIDIA GPU: pip install 'nas2deploy[tensorrt]' "
@@ -178,7 +184,6 @@ def load_engine(path: str | os.PathLike[str]) -> bytes:
 
 
 class TensorRTRunner(Runner):
-    backend = "tensorrt"
 
     def __init__(self, engine: bytes, batch: int = 1, cuda_graph: bool = False, source: str = "engine"):
         require_tensorrt()
@@ -249,3 +254,51 @@ class TensorRTRunner(Runner):
         self.stream.synchronize()
         self.graph = None
         del self.context, self.engine  # the context must go before its engine
+
+
+# One shared timing cache per cache path for the life of the process (reference.md section 4).
+_timing_caches: dict[str, SharedTimingCache] = {}
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    devices = ("cuda",)
+    suffixes = (".engine", ".onnx")
+    uses_precision = True
+
+    def check_available(self, settings: BackendSettings) -> None:
+        require_tensorrt()  # TensorRT first, then the GPU
+
+    def version(self) -> str:
+        return tensorrt_version()
+
+    def recorded(self, settings: BackendSettings) -> dict[str, Any]:
+        return {"workspace_mb": settings.workspace_mb, "cuda_graph": settings.cuda_graph}
+
+    def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
+        if isinstance(artifact, ModelFile):
+            if artifact.path.suffix == ".engine":
+                artifact = EngineModel(load_engine(artifact.path), artifact.source)
+            elif artifact.path.suffix == ".onnx":
+                artifact = OnnxModel(check_onnx(artifact.path.read_bytes(), artifact.source), artifact.source)
+            else:
+                raise UserError(f"{artifact.source}: TensorRT runs {' and '.join(self.suffixes)} files")
+        if isinstance(artifact, TorchModule):  # fp16 comes from an fp16 graph (TensorRT 11 is strongly typed)
+            artifact = OnnxModel(export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision),
+                                 artifact.source)
+        if isinstance(artifact, OnnxModel):
+            cache = _timing_caches.setdefault(settings.timing_cache or "", SharedTimingCache(settings.timing_cache))
+            artifact = EngineModel(build_engine(artifact.data, settings.precision, settings.workspace_mb, cache,
+                                                source=artifact.source), artifact.source)
+        return TensorRTRunner(artifact.data, settings.batch, settings.cuda_graph, source=artifact.source)
+
+    def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
+               batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]]:
+        """``model.engine`` (and its platform, ``model.engine.json``), built with a timing cache kept in
+        the export folder, from an ONNX graph of the engine's precision."""
+        graph = export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision, batch_range is not None)
+        engine = build_engine(graph, settings.precision, settings.workspace_mb, SharedTimingCache(out / "timing.cache"),
+                              batch_range, source="model.onnx")
+        save_engine(out / "model.engine", engine)
+        return EngineModel(engine, "model.engine"), {"file": "model.engine", "precision": settings.precision,
+                                                     "bytes": len(engine)}

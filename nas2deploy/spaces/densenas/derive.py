@@ -18,12 +18,10 @@ budget for the published space (L <= 56). A budget that only the exact fastest a
 (within the margin) returns that architecture; when nothing fits, it says so and gives the
 fastest achievable latency, which then lies above the budget.
 
-``fill`` (default ``DEFAULT_FILL`` = 0.9) narrows the window to ``[fill * budget, budget]``: the most
-probable architecture that *uses* at least that share of the budget. A user who gives a budget
-wants the most accurate network within it, and latency buys accuracy; a search short enough to
-run on a CPU leaves alpha and beta close to uniform, and then the most probable architecture
-overall sits well under a loose budget (0.80x of it in the budget sweep with ``fill=0``). With a
-long search whose expected latency has settled at the budget the window changes little. When no
+``fill`` (default ``DEFAULT_FILL`` = 0.9, ``search/budget.py`` says why) narrows the window to
+``[fill * budget, budget]``: the most probable architecture that *uses* at least that share of
+the budget. With a long search whose expected latency has settled at the budget the window
+changes little. When no
 architecture reaches the window (a budget above the slowest network of the space), the most
 probable one that fits is returned (its predicted latency shows it). The window's lower edge is
 exact up to the same resolution margin as the budget. ``fill=0`` is the plain
@@ -39,13 +37,13 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from nas2deploy.nets.chain import Arch, Block
+from nas2deploy.nets.chain import Arch
 from nas2deploy.errors import UserError
-from nas2deploy.search.expected_latency import LatencyModel
-from nas2deploy.search.supernet import DenseNASSupernet
-from nas2deploy.spaces.densenas import HEAD_OPS, STACK_OPS, Edge
+from nas2deploy.search.budget import DEFAULT_FILL, check_budget
+from nas2deploy.spaces.densenas.latency_model import LatencyModel
+from nas2deploy.spaces.densenas.supernet import DenseNASSupernet
+from nas2deploy.spaces.densenas.space import HEAD_OPS, STACK_OPS, Edge
 
-DEFAULT_FILL = 0.9
 
 
 @dataclass(frozen=True)
@@ -57,16 +55,9 @@ class Choice:
     stack_ops: dict[int, int]  # alpha_stack row -> candidate index
 
     def to_arch(self, net: DenseNASSupernet, name: str = "derived") -> Arch:
-        space = net.space
-        blocks = []
-        for e in self.path:
-            if e.dst == space.tail_node:
-                continue
-            stack = tuple(STACK_OPS[self.stack_ops[r]] for r in net.stack_rows.get(e.dst, []))
-            blocks.append(Block(space.widths[e.dst], e.stride, HEAD_OPS[self.head_ops[e]], tuple(s for s in stack if s != "skip")))
-        cfg = space.config
-        return Arch(cfg.input_size, cfg.num_classes, space.widths[0], space.widths[0], cfg.reductions[0],
-                    tuple(blocks), space.widths[space.tail_node], name)
+        blocks = [e for e in self.path if e.dst != net.space.tail_node]
+        stacks = [tuple(STACK_OPS[self.stack_ops[r]] for r in net.stack_rows.get(e.dst, [])) for e in blocks]
+        return net.space.make_arch(self.path, [HEAD_OPS[self.head_ops[e]] for e in blocks], stacks, name)
 
 
 def _log_probs(net: DenseNASSupernet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,10 +196,9 @@ def budget_choice(
     fill: float = DEFAULT_FILL,
 ) -> Choice:
     """The dynamic program behind ``derive_under_budget``."""
-    if budget_ms <= 0 or (resolution_ms is not None and resolution_ms <= 0):
-        raise UserError(f"--budget-ms must be positive, got {budget_ms:g}")
-    if not 0 <= fill <= 1:
-        raise UserError(f"--fill must lie in [0, 1], got {fill:g}")
+    check_budget(budget_ms, fill)
+    if resolution_ms is not None and not resolution_ms > 0:
+        raise ValueError(f"resolution must be positive, got {resolution_ms}")
     space = net.space
     # 10^4 steps over the span from the lowest fixed cost (a calibration's offset can be negative)
     # to the budget, so the table below has ~10^4 buckets whatever the budget.

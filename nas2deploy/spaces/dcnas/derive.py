@@ -48,9 +48,9 @@ import torch
 
 from nas2deploy.errors import UserError
 from nas2deploy.search.binary_program import BinaryProgram
-from nas2deploy.search.dcnas_latency import DCNASLatencyModel
-from nas2deploy.search.dcnas_supernet import DCNASSupernet, strongest
-from nas2deploy.search.derive import DEFAULT_FILL
+from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel
+from nas2deploy.spaces.dcnas.supernet import DCNASSupernet, strongest
+from nas2deploy.search.budget import DEFAULT_FILL, check_budget
 from nas2deploy.nets.cells import STEM, Cell, SegArch
 
 Node = tuple[int, int]
@@ -240,10 +240,7 @@ def derive_under_budget(net: DCNASSupernet, model: DCNASLatencyModel, budget_ms:
                         fill: float = DEFAULT_FILL, viterbi: bool = False) -> SegArch:
     """The most probable network whose predicted latency lies in ``[fill * budget, budget]``, or
     the most probable that fits when no network reaches the window."""
-    if not budget_ms > 0:
-        raise UserError(f"--budget-ms must be positive, got {budget_ms:g}")
-    if not 0 <= fill <= 1:
-        raise UserError(f"--fill must lie in [0, 1], got {fill:g}")
+    check_budget(budget_ms, fill)
     program = BudgetProgram(net, model, viterbi)
     arch = program.most_probable(fill * budget_ms, budget_ms, name) if fill > 0 else None
     arch = arch or program.most_probable(0.0, budget_ms, name)

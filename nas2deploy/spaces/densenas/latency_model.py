@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.search.supernet import DenseNASSupernet
+from nas2deploy.spaces.densenas.supernet import DenseNASSupernet
 
 
 class LatencyModel:

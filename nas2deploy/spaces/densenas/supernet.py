@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nas2deploy.ops import OpSpec
-from nas2deploy.spaces.densenas import DenseNASSpace, Edge
+from nas2deploy.spaces.densenas.space import DenseNASSpace, Edge
 
 ALPHA_INIT = 1e-3
 

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
-from nas2deploy.nets.chain import Arch, Block
 from nas2deploy.errors import UserError
-from nas2deploy.ops import Classifier, ConvBNAct, MBConv, OpSpec, candidate_layer
+from nas2deploy.nets.chain import Arch, Block, stem_specs, tail_specs
+from nas2deploy.ops import MBConv, OpSpec, candidate_layer
 from nas2deploy.spaces.base import SearchSpace
 from nas2deploy.validate import MAX_CLASSES, MAX_SIDE
 
@@ -104,14 +104,19 @@ class DenseNASSpace(SearchSpace):
 
     # -- the layers of the graph ---------------------------------------------------------------
     def stem_specs(self) -> list[OpSpec]:
-        size, w0, h0 = self.config.input_size, self.widths[0], self.sizes[0]
-        return [ConvBNAct(3, size, size, w0, 3, self.config.reductions[0]), MBConv(w0, h0, h0, w0, 3, 1, 1)]
+        """The chain's stem (``nets.chain``): conv3x3 then MBConv k3 e1, both at the first width."""
+        return stem_specs(self.config.input_size, self.widths[0], self.widths[0], self.config.reductions[0])
+
+    def _tail(self, node: int) -> list[OpSpec]:
+        """The chain's tail (``nets.chain``) after ``node``: its conv1x1 branch and the classifier."""
+        c, h = self.widths[node], self.sizes[node]
+        return tail_specs(c, h, h, self.widths[self.tail_node], self.config.num_classes)
 
     def head_candidates(self, edge: Edge) -> list[OpSpec]:
         """Head mixed op of ``edge``; edges into the tail are the fixed conv1x1 branch."""
         c, h = self.widths[edge.src], self.sizes[edge.src]
         if edge.dst == self.tail_node:
-            return [ConvBNAct(c, h, h, self.widths[edge.dst], 1, 1)]
+            return self._tail(edge.src)[:1]
         return [candidate_layer(n, c, h, h, self.widths[edge.dst], edge.stride) for n in HEAD_OPS]
 
     def stack_candidates(self, node: int) -> list[OpSpec]:
@@ -119,8 +124,7 @@ class DenseNASSpace(SearchSpace):
         return [candidate_layer(n, c, h, h, c, 1) for n in STACK_OPS]
 
     def classifier_spec(self) -> OpSpec:
-        h = self.sizes[self.tail_node]
-        return Classifier(self.widths[self.tail_node], h, h, self.config.num_classes)
+        return self._tail(self.tail_node)[-1]
 
     @cached_property
     def _unique_specs(self) -> list[OpSpec]:
@@ -169,23 +173,24 @@ class DenseNASSpace(SearchSpace):
         }
 
     # -- sampling ------------------------------------------------------------------------------
+    def make_arch(self, path: tuple[Edge, ...], heads: list[str], stacks: list[tuple[str, ...]], name: str) -> Arch:
+        """The Arch of a block path (its edges, the tail's included), each block's head op and
+        stacking ops (``skip`` vanishes): the one place DenseNAS networks are made."""
+        blocks = [Block(self.widths[e.dst], e.stride, head, tuple(op for op in stack if op != "skip"))
+                  for e, head, stack in zip([e for e in path if e.dst != self.tail_node], heads, stacks)]
+        cfg = self.config
+        return Arch(cfg.input_size, cfg.num_classes, self.widths[0], self.widths[0], cfg.reductions[0], tuple(blocks),
+                    self.widths[self.tail_node], name)
+
     def sample_arch(self, rng: random.Random) -> Arch:
-        blocks = []
+        """Path uniform over out-edges, ops uniform per layer."""
+        path, heads, stacks = [], [], []
         node = 0
-        while True:
+        while node != self.tail_node:
             edge = rng.choice(self.out_edges(node))
+            path.append(edge)
             node = edge.dst
-            if node == self.tail_node:
-                break
-            stack = tuple(rng.choice(STACK_OPS) for _ in range(self.stack_layers[node]))
-            blocks.append(Block(self.widths[node], edge.stride, rng.choice(HEAD_OPS), stack))
-        return Arch(
-            input_size=self.config.input_size,
-            num_classes=self.config.num_classes,
-            stem_conv=self.widths[0],
-            stem_out=self.widths[0],
-            stem_stride=self.config.reductions[0],
-            blocks=tuple(blocks),
-            tail=self.widths[self.tail_node],
-            name="sampled",
-        )
+            if node != self.tail_node:
+                stacks.append(tuple(rng.choice(STACK_OPS) for _ in range(self.stack_layers[node])))
+                heads.append(rng.choice(HEAD_OPS))
+        return self.make_arch(tuple(path), heads, stacks, "sampled")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from nas2deploy.nets.cells import STEM, cell_op
-from nas2deploy.spaces.dcnas import DCNASSpace
+from nas2deploy.spaces.dcnas.space import DCNASSpace
 
 ALPHA_INIT = 1e-3
 PATH_SAMPLES = 2
@@ -139,9 +139,6 @@ class DCNASSupernet(nn.Module):
             for cell in self.cells:
                 kept[cell] = strongest(self.input_weights(cell).tolist(), self.space.config.derive_inputs)
         return PathSample(kept)
-
-    def all_paths(self) -> PathSample:
-        return PathSample({cell: list(range(len(self.space.inputs[cell]))) for cell in self.cells})
 
     def alive(self, paths: PathSample) -> set[tuple[int, int]]:
         """The cells whose output reaches the output block through the sampled connections."""

@@ -1,0 +1,146 @@
+"""ONNX Runtime: the loader (ONNX -> session), the runner and the backend.
+
+CPU execution provider here; CUDA and TensorRT providers where onnxruntime-gpu is installed.
+onnxruntime-gpu lists the CUDA and TensorRT providers even where they cannot load and then runs
+on the CPU without raising; so the loader checks ``session.get_providers()`` after creating the
+session and refuses a silent fallback. Inputs and outputs are bound once through IOBinding on
+the provider's device, so timed runs measure inference, not host copies or allocations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nas2deploy.backends.base import Artifact, Backend, ModelFile, OnnxModel, Runner, TorchModule, available_cores, random_inputs
+from nas2deploy.backends.onnx import check_onnx, onnx_from_module
+from nas2deploy.backends.timing import cpu_time_runs
+from nas2deploy.errors import UserError
+
+if TYPE_CHECKING:
+    from nas2deploy.backends.settings import BackendSettings
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+GRAPH_LEVELS = ("all", "extended", "basic", "disabled")
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of a runtime's error, for a one-line UserError."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(
+            "onnxruntime is not installed: pip install 'nas2deploy[cpu]' (CPU) or 'nas2deploy[gpu]' "
+            "(CUDA; never both)"
+        ) from None
+    return onnxruntime
+
+
+def session_from_onnx(model: bytes, provider: str = "cpu", threads: int | None = None, graph_level: str = "all",
+                      device_id: int = 0, source: str = "model") -> Any:
+    """The loader: an InferenceSession on ``provider``, refusing a silent fallback to the CPU."""
+    ort = import_onnxruntime()
+    if provider not in PROVIDERS:
+        raise UserError(f"unknown ONNX Runtime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
+    if graph_level not in GRAPH_LEVELS:
+        raise UserError(f"unknown ONNX Runtime graph level {graph_level!r}; valid: {', '.join(GRAPH_LEVELS)}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[graph_level]
+    options.log_severity_level = 4  # errors reach the user as one line each (UserError), not as ORT's log
+    chain: list[Any] = [PROVIDERS[provider]]
+    if provider != "cpu":
+        chain = [(PROVIDERS[provider], {"device_id": device_id}), "CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(model, options, providers=chain)
+    except Exception as exc:  # ORT raises its own exception types for bad graphs
+        raise UserError(f"ONNX Runtime cannot load {source}: {first_line(exc)}") from None
+    used = session.get_providers()
+    if PROVIDERS[provider] not in used:
+        raise UserError(
+            f"ONNX Runtime fell back to {', '.join(used)} although {PROVIDERS[provider]} was requested: "
+            "install onnxruntime-gpu matching this machine's CUDA (pip install 'nas2deploy[gpu]', "
+            "after uninstalling onnxruntime) and check that a GPU is visible"
+        )
+    return session
+
+
+class OnnxRuntimeRunner(Runner):
+
+    def __init__(self, session: Any, batch: int = 1, device: str = "cpu", device_id: int = 0, source: str = "model"):
+        ort = import_onnxruntime()
+        self.session, self.source, self.device = session, source, device
+        self._shapes = {}
+        self._dtypes = {}
+        for node in session.get_inputs():
+            self._shapes[node.name] = tuple(d if isinstance(d, int) else batch for d in node.shape)
+            self._dtypes[node.name] = _DTYPES.get(node.type, np.float32)
+        self._binding = session.io_binding()
+        for name, array in random_inputs(self._shapes).items():
+            value = ort.OrtValue.ortvalue_from_numpy(array.astype(self._dtypes[name]), device, device_id)
+            self._binding.bind_ortvalue_input(name, value)
+        for node in session.get_outputs():
+            self._binding.bind_output(node.name, device, device_id)
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        cast = {k: v.astype(self._dtypes.get(k, v.dtype)) for k, v in feeds.items()}
+        try:
+            return dict(zip(names, self.session.run(names, cast)))
+        except Exception as exc:  # a graph that loads can still fail to run (inconsistent shapes)
+            raise UserError(f"ONNX Runtime cannot run {self.source}: {first_line(exc)}") from None
+
+    def time_runs(self, n: int) -> list[float]:
+        try:
+            return cpu_time_runs(lambda: self.session.run_with_iobinding(self._binding), n)
+        except Exception as exc:
+            raise UserError(f"ONNX Runtime cannot run {self.source}: {first_line(exc)}") from None
+
+    def close(self) -> None:
+        self._binding = None
+        self.session = None
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def check_available(self, settings: BackendSettings) -> None:
+        import_onnxruntime()
+
+    def version(self) -> str:
+        return str(import_onnxruntime().__version__)
+
+    @staticmethod
+    def provider(settings: BackendSettings) -> str:
+        return settings.ort_provider or settings.device
+
+    def recorded(self, settings: BackendSettings) -> dict[str, Any]:
+        return {"ort_provider": self.provider(settings), "ort_graph_level": settings.ort_graph_level}
+
+    def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
+        if isinstance(artifact, TorchModule):
+            artifact = onnx_from_module(artifact, settings.batch, settings.precision)
+        elif isinstance(artifact, ModelFile) and artifact.path.suffix in self.suffixes:
+            artifact = OnnxModel(check_onnx(artifact.path.read_bytes(), artifact.source), artifact.source)
+        if not isinstance(artifact, OnnxModel):
+            raise UserError(f"{artifact.source}: ONNX Runtime runs ONNX models ({', '.join(self.suffixes)} files)")
+        provider = self.provider(settings)
+        session = session_from_onnx(artifact.data, provider, settings.threads, settings.ort_graph_level, source=artifact.source)
+        return OnnxRuntimeRunner(session, settings.batch, "cpu" if provider == "cpu" else "cuda", source=artifact.source)

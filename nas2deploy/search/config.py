@@ -1,0 +1,125 @@
+"""The configuration of a search run, and how it is read from a file.
+
+Paper defaults (reference.md section 2) except the batch: 64 instead of 352, with the weights'
+learning rate scaled linearly (0.2 x 64 / 352 ~= 0.036) and gradients clipped at norm 5 (at 0.2
+and batch 32 the supernet's loss diverged to ~70 within an epoch here).
+
+What belongs to the space is nested under it: ``space_config`` overrides the configuration the
+table was profiled with (``input_size``, ``layers``, ...), ``search_options`` are the options of
+the space's search (DCNAS: ``path_samples``, ``channel_fraction``, ``viterbi``); the space checks
+both (``nas2deploy.runs``). Files written before they were nested carry those fields at the top
+level; ``SearchConfig.read`` moves them under the space, so old config files and checkpoints
+keep loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import read_json
+from nas2deploy.validate import MAX_OP_MS, Field
+
+
+@dataclass
+class SearchConfig:
+    table: str
+    data: str = ""  # "": the space's built-in data
+    space: str = "densenas"
+    epochs: int = 150
+    warmup_epochs: int = 50
+    batch_size: int = 64
+    val_fraction: float = 0.2
+    max_batches: int = 0  # per pass; 0 = the whole split (small runs, tests and the demo use a cap)
+    w_lr: float = 0.036
+    w_lr_min: float = 1e-5
+    w_momentum: float = 0.9
+    w_weight_decay: float = 4e-5
+    grad_clip: float = 5.0
+    #: Micro-batches per step: each rank's batch is split into this many chunks whose gradients
+    #: add up. A run with accumulate=N computes exactly what N torchrun ranks compute (BN then
+    #: normalises over the same chunks), and it fits a large batch into little memory.
+    accumulate: int = 1
+    a_lr: float = 3e-4
+    a_beta1: float = 0.5
+    a_beta2: float = 0.999
+    a_weight_decay: float = 1e-3
+    lam: float = 0.15
+    tau: float = 15.0
+    budget_ms: float | None = None
+    lam_rate: float = 0.05
+    seed: int = 0
+    #: Overrides of the space configuration the table was profiled with (absent: the table's).
+    space_config: dict[str, Any] = field(default_factory=dict)
+    #: The options of the space's search (absent: the space's defaults).
+    search_options: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def read(doc: Field, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The fields of a config read from a file (a ``--config`` file or a checkpoint), each
+        by its rule in ``CONFIG_RULES``; unknown fields are refused by name; fields of the space
+        written at the top level by earlier releases move under ``space_config`` and
+        ``search_options``."""
+        known = [name for name in (*CONFIG_RULES, *LEGACY_SPACE, *LEGACY_SEARCH) if name not in exclude]
+        unknown = sorted(set(doc.object()) - set(known))
+        if unknown:
+            raise UserError(f"{doc.source}: unknown field(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(sorted(n for n in known if n not in (*LEGACY_SPACE, *LEGACY_SEARCH)))}")
+        values: dict[str, Any] = {}
+        for key, value in doc.items():
+            if key in LEGACY_SPACE:
+                if value.value is not None:
+                    values.setdefault("space_config", {})[key] = value.value
+            elif key in LEGACY_SEARCH:
+                if value.value != LEGACY_SEARCH[key]:  # earlier releases stored every default, for every space
+                    values.setdefault("search_options", {})[key] = value.value
+            else:
+                values[key] = None if value.value is None and key in OPTIONAL else CONFIG_RULES[key](value)
+        return values
+
+    @staticmethod
+    def from_file(path: str | Path) -> dict[str, Any]:
+        doc = Field(read_json(path, "search config"), f"search config {path}", "correct the field")
+        return SearchConfig.read(doc, exclude=("table", "space"))  # given by --lut, --space
+
+    def check(self) -> None:
+        """The same rules for a config built from command-line options."""
+        SearchConfig.read(Field(asdict(self), "search options", "give a valid value"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The rule of each SearchConfig field (``nas2deploy.validate``); None is allowed for OPTIONAL.
+CONFIG_RULES: dict[str, Callable[[Field], Any]] = {
+    "table": lambda f: f.str(max_len=4096), "data": lambda f: f.str(max_len=4096), "space": lambda f: f.str(),
+    "epochs": lambda f: f.int(1, 10**6), "warmup_epochs": lambda f: f.int(0, 10**6),
+    "batch_size": lambda f: f.int(1, 65536), "val_fraction": lambda f: f.number(0, 0.99, lo_open=True),
+    "max_batches": lambda f: f.int(0, 10**9), "w_lr": lambda f: f.number(0, 10, lo_open=True),
+    "w_lr_min": lambda f: f.number(0, 10), "w_momentum": lambda f: f.number(0, 0.999),
+    "w_weight_decay": lambda f: f.number(0, 1), "grad_clip": lambda f: f.number(0, 1e6, lo_open=True),
+    "accumulate": lambda f: f.int(1, 1024), "a_lr": lambda f: f.number(0, 10, lo_open=True),
+    "a_beta1": lambda f: f.number(0, 0.999), "a_beta2": lambda f: f.number(0, 0.99999),
+    "a_weight_decay": lambda f: f.number(0, 1), "lam": lambda f: f.number(0, 1e3), "tau": lambda f: f.number(1, 1e6, lo_open=True),
+    "budget_ms": lambda f: f.number(0, MAX_OP_MS, lo_open=True), "lam_rate": lambda f: f.number(0, 10, lo_open=True),
+    "seed": lambda f: f.int(0, 2**62),
+    # the space checks the members (nas2deploy.runs)
+    "space_config": lambda f: dict(f.object()), "search_options": lambda f: dict(f.object()),
+}
+OPTIONAL = ("budget_ms",)
+#: Fields of the space that earlier releases wrote at the top level of a config.
+LEGACY_SPACE = ("input_size", "width_mult", "num_classes", "max_stack_layers", "layers", "base_width", "max_back",
+                "derive_inputs")
+#: Search options that earlier releases wrote at the top level, with the defaults they stored.
+LEGACY_SEARCH: dict[str, Any] = {"path_samples": 2, "channel_fraction": 0.25, "viterbi": False}
+
+
+def provenance(config: SearchConfig, budget_ms: float | None) -> dict[str, Any]:
+    """What an architecture file records of its origin: ``export`` reads the budget, the table
+    to compare against and the data to check accuracy on from here."""
+    meta: dict[str, Any] = {"lut": config.table, "data": config.data, "space": config.space}
+    if budget_ms is not None:
+        meta["budget_ms"] = budget_ms
+    return meta

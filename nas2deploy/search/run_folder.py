@@ -1,0 +1,91 @@
+"""The folder of one search run: its configuration, log, checkpoint and derived architecture.
+
+``config.json`` (the configuration the run started with), ``log.jsonl`` (one record per epoch,
+appended), ``checkpoint.pt`` (written atomically after every epoch, loaded with
+``weights_only=True`` and validated field by field), ``arch.json`` (at the end) and ``.lock``
+while a process writes the folder. No file is written through a symbolic link; a link planted
+in the folder is refused before any work.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import append_line, atomic_write_bytes, atomic_write_json, exclusive, refuse_link
+from nas2deploy.nets import Network, save_arch
+from nas2deploy.search.config import SearchConfig
+from nas2deploy.validate import Field
+
+#: What a run folder holds (``.lock`` while a process writes it).
+RUN_FILES = ("config.json", "log.jsonl", "checkpoint.pt", "arch.json", ".lock")
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        for name in RUN_FILES:  # before any work: a link planted in the run folder is refused
+            refuse_link(self.path / name)
+
+    def lock(self) -> ContextManager[None]:
+        """One writer at a time: a second process is refused, naming the first."""
+        return exclusive(self.path / ".lock", f"search run {self.path}")
+
+    def start(self, config: SearchConfig) -> None:
+        """A new run: refuses a folder that holds one, writes the configuration and an empty log."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if (self.path / "checkpoint.pt").exists():
+            raise UserError(f"run {self.path} already holds a search: pass --resume to continue it, or another --out")
+        atomic_write_json(self.path / "config.json", config.to_dict())
+        atomic_write_bytes(self.path / "log.jsonl", b"")
+
+    def append(self, record: dict[str, Any]) -> None:
+        append_line(self.path / "log.jsonl", json.dumps(record))
+
+    def keep_log_until(self, epoch: int) -> None:
+        """Drop log lines past ``epoch`` (written after the last checkpoint) or torn by a kill."""
+        log = self.path / "log.jsonl"
+        kept = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            try:
+                if json.loads(line)["epoch"] <= epoch:
+                    kept.append(line)
+            except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
+                continue
+        atomic_write_bytes(log, "".join(ln + "\n" for ln in kept).encode())
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.path / "checkpoint.pt", buf.getvalue())
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint, every field checked; its configuration as ``SearchConfig`` fields."""
+        path = self.path / "checkpoint.pt"
+        if not path.exists():
+            raise UserError(f"run {self.path}: no checkpoint.pt; it holds no search (start one with nas2deploy search)")
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:  # torch raises several types for corrupt or unsafe files
+            raise UserError(f"run {self.path}: checkpoint.pt cannot be read ({type(exc).__name__}); it is corrupt") from None
+        if not isinstance(state, dict) or "config" not in state or "net" not in state:
+            raise UserError(f"run {self.path}: checkpoint.pt is not a nas2deploy search checkpoint")
+        doc = Field(state, f"run {self.path}: checkpoint.pt", "search again or restore the checkpoint")
+        doc["config"]["table"].str(max_len=4096)
+        state["config"] = SearchConfig.read(doc["config"])
+        for key in ("epoch", "step", "w_step"):
+            doc[key].int(0, 2**62)
+        doc["lambda"].number(0, 1e3)
+        if not isinstance(state["net"], dict) or not all(
+                isinstance(v, torch.Tensor) and (not v.is_floating_point() or bool(torch.isfinite(v).all()))
+                for v in state["net"].values()):
+            raise doc["net"].error("must map names to finite tensors", shown=False)
+        return state
+
+    def save_arch(self, arch: Network) -> None:
+        save_arch(arch, self.path / "arch.json")

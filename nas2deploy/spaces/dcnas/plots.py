@@ -1,0 +1,34 @@
+"""The DCNAS heatmaps of a search report: softmax(alpha) per cell, the fusion weights per cell by
+source, and the candidates' latencies per cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas2deploy import plotting
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.nets.cells import STEM
+from nas2deploy.spaces.dcnas.search import DCNASSearch
+
+
+def search_plots(run: Path, searched: DCNASSearch, table: LatencyTable) -> list[str]:
+    net, model = searched.net, searched.latency_model
+    ops = list(net.space.config.ops)
+    rows = [f"layer {l} 1/{4 * 2**s}" for l, s in net.cells]
+    sources = [STEM, *net.cells]
+    fusion = np.full((len(net.cells), len(sources)), np.nan)
+    with torch.no_grad():
+        alpha = torch.softmax(net.alpha, -1).numpy()
+        for i, cell in enumerate(net.cells):
+            for src, w in zip(net.space.inputs[cell], net.input_weights(cell).tolist()):
+                fusion[i, sources.index(src)] = w
+    columns = ["stem"] + [f"{l}/{s}" for l, s in net.cells]
+    return [
+        plotting.heatmap(run / "alpha.png", alpha, rows, ops, "softmax(alpha): mixture layers", "probability"),
+        plotting.heatmap(run / "beta.png", fusion, rows, columns, "fusion weights (softmax(beta) per cell) by source layer/scale",
+                         "probability"),
+        plotting.heatmap(run / "lut_ops.png", model.ops.numpy(), rows, ops, f"latency table: candidates ({table.name})", "ms"),
+    ]

@@ -1,0 +1,40 @@
+"""DenseNAS (classification): the MobileNetV2-based space as published, in one package.
+
+``space.py`` the space and its configuration; ``supernet.py`` the supernet with alpha and beta;
+``latency_model.py`` its differentiable expected latency; ``derive.py`` Viterbi and budget
+derivation; ``search.py`` what the search loop runs each step; ``plots.py`` the report's
+heatmaps. ``ENTRY`` registers all of it under the name ``densenas``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas2deploy.spaces.base import DemoPlan, SpaceEntry, SpaceOption
+from nas2deploy.spaces.densenas.plots import search_plots
+from nas2deploy.spaces.densenas.search import DenseNASSearch
+from nas2deploy.spaces.densenas.space import DenseNASConfig, DenseNASSpace
+
+ENTRY = SpaceEntry(
+    name="densenas",
+    task="classification",
+    config_class=DenseNASConfig,
+    make=DenseNASSpace,
+    make_search=DenseNASSearch,
+    builtin_data="synthetic",
+    options=(
+        SpaceOption("input_size", "int", "input resolution (224: ImageNet strides; below 128: CIFAR strides)", low=32),
+        SpaceOption("width_mult", "float", "scale every width (multiples of 8)", low=0, high=4),
+        SpaceOption("num_classes", "int", "classifier outputs", low=1),
+        SpaceOption("max_stack_layers", "int", "stacking layers per block (3)", low=0, high=3),
+    ),
+    plots=search_plots,  # type: ignore[arg-type]
+    # 6 epochs (2 of weight warm-up) of 8 batches of 32 per pass, and a faster architecture
+    # learning rate than the paper's 3e-4 so that so few steps move it.
+    demo=DemoPlan(
+        {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1},
+        "synthetic", "densenas32_small_c10_ort_cpu.json",
+        Path(__file__).parents[3] / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json",
+        {"epochs": 6, "warmup_epochs": 2, "batch_size": 32, "max_batches": 8, "a_lr": 3e-3}, 5, 64, 0.05,
+        lambda fastest, slowest: 1.7 * fastest),  # the small DenseNAS space spans 0.2-2.1 ms
+)

@@ -1,0 +1,90 @@
+"""The DenseNAS search adapter: what the generic loop runs at each step of a DenseNAS search.
+
+A weight step runs one op per mixed op (uniform in the warm-up, else by softmax(alpha)); an
+architecture step two, followed by the re-balancing shift; the score is measured on the argmax
+ops. Derivation: argmax ops on the Viterbi path, or the best under a budget (``derive.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas2deploy.errors import UserError
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.nets import Network
+from nas2deploy.search.budget import DEFAULT_FILL
+from nas2deploy.search.interface import entropy
+from nas2deploy.search.sampling import argmax_ops, rebalance_, sample_ops
+from nas2deploy.spaces.densenas.derive import derive_argmax, derive_under_budget, fastest_latency, slowest_latency
+from nas2deploy.spaces.densenas.latency_model import LatencyModel
+from nas2deploy.spaces.densenas.space import DenseNASSpace
+from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, OpChoice
+
+
+class DenseNASSearch:
+    task = "classification"
+    eval_label = "argmax ops"
+
+    def __init__(self, space: DenseNASSpace, table: LatencyTable, options: dict[str, Any] | None = None):
+        if options:
+            raise UserError(f"the densenas search takes no options, got {', '.join(options)}")
+        self.net = DenseNASSupernet(space)
+        self.latency_model = LatencyModel(self.net, table)
+        self._old: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.net.arch_parameters()
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return self.net.weight_parameters()
+
+    def weight_choice(self, warm: bool, generator: torch.Generator) -> OpChoice:
+        net = self.net
+        return OpChoice(sample_ops(net.alpha_head, 1, warm, generator), sample_ops(net.alpha_stack, 1, warm, generator))
+
+    def arch_choice(self, generator: torch.Generator) -> OpChoice:
+        net = self.net
+        choice = OpChoice(sample_ops(net.alpha_head, 2, False, generator), sample_ops(net.alpha_stack, 2, False, generator))
+        self._old = (net.alpha_head.detach().gather(1, choice.head), net.alpha_stack.detach().gather(1, choice.stack))
+        return choice
+
+    def after_arch_step(self, choice: OpChoice) -> None:
+        assert self._old is not None
+        rebalance_(self.net.alpha_head, choice.head, self._old[0])
+        rebalance_(self.net.alpha_stack, choice.stack, self._old[1])
+
+    def eval_choice(self) -> OpChoice:
+        return OpChoice(argmax_ops(self.net.alpha_head), argmax_ops(self.net.alpha_stack))
+
+    def fastest_ms(self) -> float:
+        return fastest_latency(self.latency_model)
+
+    def expected_floor(self) -> float:
+        """The expected latency never falls below this: it is a mixture over architectures."""
+        return self.fastest_ms()
+
+    def latency_range(self) -> tuple[float, float]:
+        """Predicted latencies of the space's fastest and slowest networks (exact)."""
+        return fastest_latency(self.latency_model), slowest_latency(self.latency_model)
+
+    def derive(self, name: str, budget_ms: float | None = None, fill: float = DEFAULT_FILL, **options: Any) -> Network:
+        """Argmax ops on the Viterbi path (always: DenseNAS's path is a Viterbi decode), or the
+        best under the budget."""
+        if options:
+            raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in options)} does not apply to the densenas space "
+                            "(DenseNAS always decodes its block path by Viterbi)")
+        if budget_ms is not None:
+            return derive_under_budget(self.net, self.latency_model, budget_ms, name=name, fill=fill)
+        return derive_argmax(self.net, name)
+
+    def entropies(self) -> dict[str, float]:
+        net = self.net
+        return {
+            "alpha_entropy": entropy(torch.cat([net.alpha_head.flatten(), net.alpha_stack.flatten()]).view(1, -1)),
+            "alpha_head_entropy": entropy(net.alpha_head),
+            "alpha_stack_entropy": entropy(net.alpha_stack),
+            "beta_entropy": sum(entropy(net.beta[s]) for s in net.out_slices.values()) / len(net.out_slices),
+        }
