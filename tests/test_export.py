@@ -156,6 +156,17 @@ def test_bench_summarises_an_onnx_model_and_refuses_corrupt_files(tmp_path, arch
     assert result.exit_code == 1 and "expected a model file (.engine, .onnx)" in result.output
 
 
+def test_the_onnx_reference_evaluator_is_a_full_backend(tmp_path, arch_file):
+    assert export(tmp_path, arch_file).exit_code == 0
+    model = str(tmp_path / "out" / "model.onnx")
+    result = CliRunner().invoke(cli, ["bench", model, "--backend", "onnx-reference", "--runs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["settings"]["backend"] == "onnx-reference" and summary["timing"]["runs"] >= 3
+    result = CliRunner().invoke(cli, ["bench", model, "--backend", "torch"])
+    assert result.exit_code == 1 and ".onnx files run with --backend" in result.output
+
+
 def test_report_refuses_other_folders(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "neither an export folder" in result.output

@@ -167,3 +167,23 @@ def test_resuming_a_finished_search_reports_its_network(tmp_path, table_path):
     again = runner.invoke(cli, [*args, "--resume"])
     assert again.exit_code == 0, again.output
     assert "derived architecture:" in again.output and "nan" not in again.output.lower()
+
+
+def test_a_run_written_before_space_options_were_nested_still_opens(tmp_path, table_path):
+    """Earlier releases stored the space's options at the top level of the config (every search
+    option at its default, for every space); such a run re-opens, derives and resumes."""
+    import torch
+
+    run_dir = tmp_path / "old"
+    start_search(config(table_path, epochs=1, warmup_epochs=1, width_mult=0.25), run_dir).run()
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    flat = {k: v for k, v in state["config"].items() if k not in ("space_config", "search_options")}
+    flat.update(state["config"]["space_config"], input_size=None, num_classes=None, max_stack_layers=None, layers=None,
+                base_width=None, max_back=None, derive_inputs=None, path_samples=2, channel_fraction=0.25, viterbi=False)
+    state["config"] = flat
+    torch.save(state, run_dir / "checkpoint.pt")
+    opened = open_run(run_dir)
+    assert opened.config.space_config == {"width_mult": 0.25} and opened.config.search_options == {}
+    assert opened.derive("again").to_dict()["blocks"] == load_arch(run_dir / "arch.json").to_dict()["blocks"]
+    resumed = start_search(config(table_path, epochs=2, warmup_epochs=1, width_mult=0.25), run_dir, resume=True)
+    assert resumed.epoch == 1

@@ -1,0 +1,237 @@
+"""A new search space is one package plus one registration: a toy space defined here, and
+registered here, goes through profile, search, derive, report and export without a line of
+nas2deploy changed.
+
+The toy: a MBConv chain of ``layers`` blocks of one layer each, every layer choosing between
+k3e3 and k5e3 (the first with stride 2), priced by its own table. Its search adapter is the
+smallest honest one: a supernet of mixed ops, expected latency softmax(alpha) . costs, and
+derivation by enumerating the 2^layers networks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from nas2deploy import plotting
+from nas2deploy.cli import cli
+from nas2deploy.errors import UserError
+from nas2deploy.nets import load_arch
+from nas2deploy.nets.chain import Arch, Block, stem_specs, tail_specs
+from nas2deploy.ops import OpSpec, candidate_layer
+from nas2deploy.search.budget import DEFAULT_FILL, check_budget
+from nas2deploy.search.interface import entropy
+from nas2deploy.spaces import SPACES, SearchSpace, SpaceEntry, register
+
+OPS = ("k3e3", "k5e3")
+WIDTH, TAIL = 16, 64
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    input_size: int = 32
+    num_classes: int = 10
+    layers: int = 3
+
+
+class ToySpace(SearchSpace):
+    name = "toy"
+
+    def __init__(self, config: ToyConfig):
+        self.config = config
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def stem(self) -> list[OpSpec]:
+        return stem_specs(self.config.input_size, 8, 8, 1)
+
+    def candidates(self, layer: int) -> list[OpSpec]:
+        c, h, w = (self.stem()[-1] if layer == 0 else self.candidates(layer - 1)[0]).out_shape()
+        return [candidate_layer(op, c, h, w, WIDTH, 2 if layer == 0 else 1) for op in OPS]
+
+    def tail(self) -> list[OpSpec]:
+        c, h, w = self.candidates(self.config.layers - 1)[0].out_shape()
+        return tail_specs(c, h, w, TAIL, self.config.num_classes)
+
+    def op_specs(self) -> list[OpSpec]:
+        specs = [*self.stem(), *(s for layer in range(self.config.layers) for s in self.candidates(layer)), *self.tail()]
+        return list({s.key: s for s in specs}.values())
+
+    def counts(self) -> dict[str, Any]:
+        return {"layers": self.config.layers, "architectures": len(OPS) ** self.config.layers}
+
+    def make_arch(self, ops: tuple[str, ...], name: str) -> Arch:
+        blocks = tuple(Block(WIDTH, 2 if i == 0 else 1, op) for i, op in enumerate(ops))
+        return Arch(self.config.input_size, self.config.num_classes, 8, 8, 1, blocks, TAIL, name)
+
+    def sample_arch(self, rng: random.Random) -> Arch:
+        return self.make_arch(tuple(rng.choice(OPS) for _ in range(self.config.layers)), "sampled")
+
+    def reference_op(self) -> OpSpec:
+        return self.candidates(1)[1]
+
+
+class ToySupernet(nn.Module):
+    def __init__(self, space: ToySpace):
+        super().__init__()
+        self.space = space
+        self.stem = nn.Sequential(*[s.build(affine=False) for s in space.stem()])
+        self.layers = nn.ModuleList([nn.ModuleList([s.build(affine=False) for s in space.candidates(i)])
+                                     for i in range(space.config.layers)])
+        self.tail = nn.Sequential(*[s.build(affine=False) for s in space.tail()])
+        self.alpha = nn.Parameter(1e-3 * torch.randn(space.config.layers, len(OPS)))
+
+    def forward(self, x: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        """``choice[l]``: the ops layer l runs, weighted by softmax(alpha) over them."""
+        x = self.stem(x)
+        for layer, (candidates, picked) in enumerate(zip(self.layers, choice)):
+            weights = torch.softmax(self.alpha[layer, picked], 0)
+            x = sum(w * candidates[int(i)](x) for w, i in zip(weights, picked))  # type: ignore[assignment]
+        return self.tail(x)
+
+
+class ToyLatency:
+    def __init__(self, net: ToySupernet, table):
+        self.net, self.table = net, table
+        space = net.space
+        table.require(space.op_specs(), "the toy space")
+        self.costs = torch.tensor([[table.cost(s) for s in space.candidates(i)] for i in range(space.config.layers)],
+                                  dtype=torch.float64)
+        self.fixed = sum(table.cost(s) for s in [*space.stem(), *space.tail()]) + table.offset_ms
+
+    def __call__(self) -> torch.Tensor:
+        return self.fixed + (torch.softmax(self.net.alpha, -1) * self.costs.to(self.net.alpha)).sum()
+
+
+class ToySearch:
+    task = "classification"
+    eval_label = "argmax ops"
+
+    def __init__(self, space: ToySpace, table, options: dict[str, Any]):
+        self.net = ToySupernet(space)
+        self.latency_model = ToyLatency(self.net, table)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.net.alpha]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p is not self.net.alpha]
+
+    def weight_choice(self, warm: bool, generator: torch.Generator) -> torch.Tensor:
+        probs = torch.ones_like(self.net.alpha) if warm else torch.softmax(self.net.alpha.detach(), -1)
+        return torch.multinomial(probs, 1, generator=generator)
+
+    def arch_choice(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.arange(len(OPS)).repeat(self.net.space.config.layers, 1)
+
+    def after_arch_step(self, choice: Any) -> None:
+        """Every op runs in an architecture step: nothing to re-balance."""
+
+    def eval_choice(self) -> torch.Tensor:
+        return self.net.alpha.detach().argmax(-1, keepdim=True)
+
+    def _all(self) -> list[tuple[float, float, tuple[str, ...]]]:
+        """(predicted ms, log p, ops) of every network of the space."""
+        logp = torch.log_softmax(self.net.alpha.detach().double(), -1).numpy()
+        out = []
+        for picks in itertools.product(range(len(OPS)), repeat=self.net.space.config.layers):
+            ops = tuple(OPS[i] for i in picks)
+            ms = self.latency_model.table.predict(self.net.space.make_arch(ops, "toy")).best_ms
+            out.append((ms, float(sum(logp[l, i] for l, i in enumerate(picks))), ops))
+        return out
+
+    def fastest_ms(self) -> float:
+        return min(ms for ms, _, _ in self._all())
+
+    def expected_floor(self) -> float:
+        return self.fastest_ms()
+
+    def latency_range(self) -> tuple[float, float]:
+        found = [ms for ms, _, _ in self._all()]
+        return min(found), max(found)
+
+    def derive(self, name: str, budget_ms: float | None = None, fill: float = DEFAULT_FILL, **options: Any) -> Arch:
+        networks = self._all()
+        if budget_ms is not None:
+            check_budget(budget_ms, fill)
+            fits = [n for n in networks if n[0] <= budget_ms]
+            if not fits:
+                raise UserError(f"no toy network fits {budget_ms:g} ms: the fastest is {self.fastest_ms():.3f} ms")
+            networks = [n for n in fits if n[0] >= fill * budget_ms] or fits
+        return self.net.space.make_arch(max(networks, key=lambda n: n[1])[2], name)
+
+    def entropies(self) -> dict[str, float]:
+        return {"alpha_entropy": entropy(self.net.alpha), "beta_entropy": 0.0}
+
+
+def toy_plots(run, searched: ToySearch, table) -> list[str]:
+    probs = torch.softmax(searched.net.alpha.detach(), -1).numpy()
+    return [plotting.heatmap(run / "alpha.png", probs, [f"layer {i}" for i in range(len(probs))], OPS,
+                             "softmax(alpha)", "probability")]
+
+
+TOY = SpaceEntry(name="toy", task="classification", config_class=ToyConfig, make=ToySpace, make_search=ToySearch,
+                 builtin_data="synthetic", plots=toy_plots)
+
+
+@pytest.fixture
+def toy_registered():
+    register(TOY)
+    yield TOY
+    SPACES.pop("toy")
+
+
+@pytest.mark.slow
+def test_a_registered_toy_space_goes_through_every_command(tmp_path, toy_registered):
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    table = tmp_path / "toy.json"
+    assert "architectures" in run("space", "info", "toy")
+    assert f"wrote {table}: 8 ops" in run("profile", "--space", "toy", "--runs", "5", "--out", str(table))
+    run_dir = tmp_path / "run"
+    out = run("search", "--space", "toy", "--lut", str(table), "--data", "synthetic:200", "--epochs", "2",
+              "--warmup-epochs", "1", "--batch-size", "16", "--max-batches", "2", "--a-lr", "0.05", "--out", str(run_dir))
+    assert "epoch 2/2 search" in out and (run_dir / "arch.json").exists()
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["alpha_entropy"] < np.log(len(OPS))  # the architecture step moved alpha
+    space, priced = ToySpace(ToyConfig()), _load(table)
+    latencies = sorted(priced.predict(space.make_arch(ops, "t")).best_ms for ops in itertools.product(OPS, repeat=3))
+    budget = round(latencies[len(latencies) // 2] * 1.001, 4)
+    derived = tmp_path / "fast.json"
+    assert "wrote" in run("derive", str(run_dir), "--budget-ms", str(budget), "--out", str(derived))
+    arch = load_arch(derived)
+    assert arch.meta["space"] == "toy" and priced.predict(arch).best_ms <= budget
+    assert "report.md" in run("report", str(run_dir)) and (run_dir / "alpha.png").exists()
+    out = run("export", "--arch", str(derived), "--samples", "8", "--out", str(tmp_path / "export"))
+    report = json.loads((tmp_path / "export" / "report.json").read_text())
+    assert report["passed"] and report["budget_ms"] == budget
+
+
+def test_an_unregistered_space_is_refused_by_name(tmp_path):
+    result = CliRunner().invoke(cli, ["space", "info", "toy"])
+    assert result.exit_code == 2 and "'toy' is not one of" in result.output
+    with pytest.raises(UserError, match="unknown search space 'toy'"):
+        from nas2deploy.spaces import make_space
+
+        make_space("toy")
+
+
+def _load(path):
+    from nas2deploy.spaces import load_table
+
+    return load_table(path)
