@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from nas2deploy.ops import OpSpec
-from nas2deploy.validate import Field
+from nas2deploy.validate import NETWORK_FIX, Field
 
 N = TypeVar("N", bound="Network")
 
@@ -55,6 +55,10 @@ class Network(ABC):
     @abstractmethod
     def from_field(cls, doc: Field) -> Network:
         """Validate a JSON document field by field (``nas2deploy.validate``)."""
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<arch>") -> Network:
+        return cls.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
 
     @abstractmethod
     def units(self) -> int:

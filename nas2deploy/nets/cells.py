@@ -182,10 +182,6 @@ class SegArch(Network):
         }
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "<arch>") -> SegArch:
-        return cls.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
-
-    @classmethod
     def from_field(cls, doc: Field) -> SegArch:
         """Validate a segmentation arch field by field; errors name the file, the field and the rule."""
         cells = []

@@ -122,10 +122,6 @@ class Arch(Network):
         }
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "<arch>") -> Arch:
-        return cls.from_field(Field(doc, f"arch {source}", NETWORK_FIX))
-
-    @classmethod
     def from_field(cls, doc: Field) -> Arch:
         """Validate an arch document field by field; errors name the file, the field and the rule."""
         stem = doc["stem"]
