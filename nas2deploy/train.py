@@ -73,10 +73,15 @@ def load_weights(arch: Network, path: str | os.PathLike[str]) -> nn.Module:
     try:
         with zipfile.ZipFile(p) as archive:
             damaged = archive.testzip()
+            # PyTorch's reader skips an entry marked as a folder (DOS attribute 0x10) and leaves
+            # its tensor uninitialised, though the entry's data and CRC are intact
+            folders = [i.filename for i in archive.infolist() if i.is_dir() or i.external_attr & 0x10]
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise UserError(f"weights {path}: not a PyTorch weights file ({exc}); the file is corrupt or of another kind") from None
     if damaged is not None:
         raise UserError(f"weights {path}: record {damaged} fails its CRC check; the file is corrupt")
+    if folders:
+        raise UserError(f"weights {path}: record {folders[0]} is marked as a folder; the file is corrupt")
     try:
         state = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # corrupt, truncated, or not a plain state dict

@@ -73,7 +73,8 @@ class SearchConfig:
                 if value.value is not None:
                     values.setdefault("space_config", {})[key] = value.value
             elif key in LEGACY_SEARCH:
-                if value.value != LEGACY_SEARCH[key]:  # earlier releases stored every default, for every space
+                default = LEGACY_SEARCH[key]  # earlier releases stored every default, for every space
+                if not (type(value.value) is type(default) and value.value == default):  # 0 is no False
                     values.setdefault("search_options", {})[key] = value.value
             else:
                 values[key] = None if value.value is None and key in OPTIONAL else CONFIG_RULES[key](value)
