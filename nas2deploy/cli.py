@@ -303,15 +303,27 @@ def fidelity_text(report: dict[str, Any]) -> str:
 
 
 # -- search / derive / train ---------------------------------------------------------------------
-def _init_distributed() -> None:
-    """Join the process group that torchrun describes in the environment. The search runs on the
-    CPU (gloo); a CUDA search with nccl is not implemented yet."""
-    import os
+def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Which part of the data, and how it is cropped."""
+    f = click.option("--crop", default="", help="Segmentation training crops HxW (e.g. 512x1024); "
+                     "default: square at the input size.")(f)
+    return click.option("--data-classes", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Keep the first N classes of an ImageFolder (DenseNAS: 100 of ImageNet); 0: all.")(f)
 
-    import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where a search or a training runs, and how fast."""
+    for option in reversed([
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                     help="cuda: under torchrun, each rank on cuda:LOCAL_RANK."),
+        click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
+                     help="Mixed-precision forward passes (fp16 with gradient scaling)."),
+        click.option("--workers", type=click.IntRange(min=0, max=256), default=0, show_default=True,
+                     help="Processes decoding the data."),
+        click.option("--channels-last", is_flag=True, help="Images in channels-last memory order."),
+    ]):
+        f = option(f)
+    return f
 
 
 @cli.command()
@@ -332,14 +344,22 @@ def _init_distributed() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @space_options("search")
 @space_options("space")
+@device_options
+@data_options
+@click.option("--dist-backend", type=click.Choice(["auto", "nccl", "gloo"]), default="auto", show_default=True,
+              help="Under torchrun: auto is nccl on cuda, gloo on cpu; gloo lets ranks share one GPU.")
+@click.option("--dist-timeout", type=click.IntRange(min=10), default=300, show_default=True,
+              help="Seconds a rank waits for the others before failing (a dead rank, a lost network).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
 @click.pass_context
-def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str, **opts: Any) -> None:
+def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
+           dist_backend: str, dist_timeout: int, **opts: Any) -> None:
     """Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."""
     from nas2deploy.runs import start_search
     from nas2deploy.search.config import SearchConfig
+    from nas2deploy.search.distributed import leave_process_group
 
     # Options are named as SearchConfig fields (the space's under space_config and search_options);
     # a --config file fills what the command line leaves out.
@@ -351,9 +371,10 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
             fields[name] = value
     fields["space_config"] = {**fields.get("space_config", {}), **space_config}
     fields["search_options"] = {**fields.get("search_options", {}), **search_options}
-    _init_distributed()
-    run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, progress=click.echo)
+    run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, click.echo,
+                       dist_backend, dist_timeout)
     run.run()
+    leave_process_group()
     if run.rank == 0:
         from nas2deploy.nets import load_arch
 
@@ -403,17 +424,28 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, o
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=Finite(min=0, min_open=True, max=10), default=0.05, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@device_options
+@data_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
-def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, seed: int, out: str) -> None:
+def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, seed: int, out: str, device: str, amp: str,
+          workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
     """Train a derived network (SGD, cosine schedule) and report top-1, or mIoU for segmentation."""
     from nas2deploy.nets import load_arch
     from nas2deploy.data import open_dataset
     from nas2deploy.objective import LABEL, METRIC
+    from nas2deploy.search.config import parse_crop
+    from nas2deploy.search.distributed import compute_device
     from nas2deploy.train import save_weights, train_arch
 
     refuse_link(out)  # before the training, not after it
     arch = load_arch(arch_ref)
-    model, acc = train_arch(arch, open_dataset(data, arch.input_size), epochs, batch_size, lr, seed=seed, progress=click.echo)
+    try:
+        crop_size = parse_crop(crop)
+    except ValueError as exc:
+        raise UserError(f"--crop {crop}: {exc}") from None
+    splits = open_dataset(data, arch.input_size, data_classes, crop_size)
+    model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=click.echo,
+                            device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last)
     save_weights(model, out)
     metric = LABEL[METRIC[arch.task]]
     click.echo(f"{metric} {acc:.4f} on the test split; weights: {out}")
@@ -495,11 +527,12 @@ def report(folder: str) -> None:
 @click.option("--task", type=click.Choice(sorted({e.task for e in SPACES.values() if e.demo})), default="classification",
               show_default=True, help="The demo of the space that searches this task: "
               + ", ".join(f"{e.task}: {e.name} on {e.demo.data}" for e in SPACES.values() if e.demo) + ".")
-def demo(out: str, export_dir: str, task: str) -> None:
+@device_options
+def demo(out: str, export_dir: str, task: str, device: str, amp: str, workers: int, channels_last: bool) -> None:
     """The whole chain on built-in data: table, search under a budget, derive, train, export, check, measure."""
     from nas2deploy.demo import run_demo
 
-    run_demo(out, export_dir, click.echo, task)
+    run_demo(out, export_dir, click.echo, task, device, amp, workers, channels_last)
     click.echo(f"report: {Path(export_dir) / 'report.md'} (search: {Path(out) / 'search' / 'report.md'})")
 
 

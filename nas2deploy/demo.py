@@ -11,6 +11,8 @@ folder; an interrupted search resumes, a finished one is not repeated.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +29,7 @@ from nas2deploy.objective import LABEL, METRIC
 from nas2deploy.report import regenerate
 from nas2deploy.runs import prepare, start_search
 from nas2deploy.search.config import SearchConfig, provenance
+from nas2deploy.search.distributed import compute_device
 from nas2deploy.search.verify import derive_measured
 from nas2deploy.spaces import SPACES, SpaceEntry, load_table, make_space, table_space
 from nas2deploy.train import save_weights, train_arch
@@ -69,7 +72,10 @@ def _table(entry: SpaceEntry, out: Path, say: Callable[[str], None]) -> LatencyT
     return table
 
 
-def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None], task: str = "classification") -> dict[str, float]:
+def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None], task: str = "classification",
+             device: str = "cpu", amp: str = "off", workers: int = 0, channels_last: bool = False) -> dict[str, float]:
+    """The whole chain; the search and the training run on ``device`` (the table and the export
+    measure the CPU the demo profiles)."""
     entry = demo_entry(task)
     plan = entry.demo
     assert plan is not None
@@ -81,7 +87,8 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     # The budget needs the space's latency range, which the latency model knows before training.
     fastest, slowest = prepare(demo_search_config(entry, str(table.path), None)).space_search.latency_range()
     budget = round(plan.budget(fastest, slowest), 3)
-    config = demo_search_config(entry, str(table.path), budget)
+    config = dataclasses.replace(demo_search_config(entry, str(table.path), budget), device=device, amp=amp, workers=workers,
+                                 channels_last=channels_last)
     say(f"[2/6] searching under a {budget} ms budget ({config.epochs} epochs) -> {run_dir}")
     resume = (run_dir / "checkpoint.pt").exists()
     search = start_search(config, run_dir, resume=resume, progress=lambda line: say("      " + line))
@@ -96,7 +103,8 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     metric = LABEL[METRIC[task]]
     say(f"[4/6] training the derived network on the built-in data ({plan.train_epochs} epochs)")
     data = open_dataset(plan.data, table_space(table).config_dict()["input_size"])
-    model, score = train_arch(arch, data, plan.train_epochs, batch_size=plan.train_batch, lr=plan.train_lr)
+    model, score = train_arch(arch, data, plan.train_epochs, batch_size=plan.train_batch, lr=plan.train_lr,
+                              device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last)
     save_weights(model, out / "weights.pt")
     say(f"      {metric} {score:.3f} on the test split")
     say(f"[5/6] exporting to {export_dir}: ONNX, accuracy check on 100 test images, latency vs prediction and budget")

@@ -30,12 +30,14 @@ def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, label_smoothing: fl
 
 
 class Score:
-    """Top-1 or mIoU, accumulated over batches of outputs and targets."""
+    """Top-1 or mIoU, accumulated over batches of outputs and targets on their device: adding a
+    batch never waits for the GPU; ``value`` reads the total once."""
 
-    def __init__(self, task: str, classes: int):
+    def __init__(self, task: str, classes: int, device: torch.device | str = "cpu"):
         self.task, self.classes = task, classes
-        self.correct = self.seen = 0
-        self.conf = torch.zeros(classes, classes, dtype=torch.long)
+        self.seen = 0
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.conf = torch.zeros(classes, classes, dtype=torch.long, device=device)
 
     @property
     def metric(self) -> str:
@@ -45,31 +47,37 @@ class Score:
         if self.task == "segmentation":
             self.conf += confusion(out.argmax(1), y, self.classes)
         else:
-            self.correct += int((out.argmax(-1) == y).sum())
+            self.correct += (out.argmax(-1) == y).sum()
             self.seen += len(y)
 
     @property
     def value(self) -> float:
         if self.task == "segmentation":
-            return miou(self.conf)
-        return self.correct / max(self.seen, 1)
+            return miou(self.conf.cpu())
+        return int(self.correct) / max(self.seen, 1)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, task: str, classes: int, batch_size: int = 16) -> float:
-    """The task's score of ``model`` (in eval mode) on ``dataset``."""
+def evaluate(model: nn.Module, dataset: Dataset, task: str, classes: int, batch_size: int = 16,
+             device: torch.device | str = "cpu") -> float:
+    """The task's score of ``model`` (in eval mode, on ``device``) on ``dataset``."""
     model.eval()
-    score = Score(task, classes)
+    score = Score(task, classes, device)
     for x, y in DataLoader(dataset, batch_size=batch_size):
-        score.add(model(x), y)
+        score.add(model(x.to(device)), y.to(device))
     return score.value
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
-    """Confusion matrix (rows: truth, columns: prediction) over the pixels not labelled ignore."""
+    """Confusion matrix (rows: truth, columns: prediction) over the pixels not labelled ignore.
+
+    Ignored pixels are counted in one extra bin that is dropped: a fixed-size ``index_add``
+    instead of boolean indexing or ``bincount``, whose output sizes would make a GPU wait."""
     keep = target != IGNORE
-    idx = target[keep] * classes + pred[keep]
-    return torch.bincount(idx, minlength=classes * classes).reshape(classes, classes)
+    idx = torch.where(keep, target * classes + pred, classes * classes).reshape(-1)
+    counts = torch.zeros(classes * classes + 1, dtype=torch.long, device=pred.device)
+    counts.index_add_(0, idx, torch.ones_like(idx))
+    return counts[:-1].reshape(classes, classes)
 
 
 def miou(conf: torch.Tensor) -> float:

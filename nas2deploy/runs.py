@@ -22,7 +22,8 @@ from nas2deploy.errors import UserError
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
 from nas2deploy.search.budget import DEFAULT_FILL
-from nas2deploy.search.config import SearchConfig, provenance
+from nas2deploy.search.config import SearchConfig, parse_crop, provenance
+from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, join_process_group, compute_device
 from nas2deploy.search.interface import SpaceSearch
 from nas2deploy.search.loop import SearchRun
 from nas2deploy.search.run_folder import RunFolder
@@ -102,13 +103,17 @@ def prepare(config: SearchConfig) -> Prepared:
 
 
 def start_search(config: SearchConfig, run_dir: str | Path, resume: bool = False,
-                 progress: Callable[[str], None] | None = None) -> SearchRun:
-    """A search run of ``config`` writing ``run_dir`` (resumed from its checkpoint with ``resume``)."""
+                 progress: Callable[[str], None] | None = None, dist_backend: str = "auto",
+                 dist_timeout_s: float = DEFAULT_TIMEOUT_S) -> SearchRun:
+    """A search run of ``config`` writing ``run_dir`` (resumed from its checkpoint with ``resume``), on
+    its device; under torchrun, this rank joins the process group first (``nas2deploy.search.distributed``)."""
     folder = RunFolder(run_dir)  # before any work: a link planted in the run folder is refused
     prepared = prepare(config)
     config, space_search = prepared.config, prepared.space_search
+    device = compute_device(config.device)  # before the data: a missing GPU is said at once
+    join_process_group(device, dist_backend, dist_timeout_s)
     size, classes = (prepared.space.config_dict()[k] for k in ("input_size", "num_classes"))
-    data = open_dataset(config.data, size)
+    data = open_dataset(config.data, size, config.data_classes, parse_crop(config.crop))
     if data.task != space_search.task:
         raise UserError(f"the {config.space} space searches {space_search.task} networks, data {config.data} is {data.task} data")
     if data.image_size != size:
@@ -120,7 +125,8 @@ def start_search(config: SearchConfig, run_dir: str | Path, resume: bool = False
     if config.budget_ms is not None and config.budget_ms < (fastest := space_search.fastest_ms()):
         raise UserError(f"--budget-ms {config.budget_ms:g} is below the fastest network of this space: "
                         f"{fastest:.3f} ms with table {config.table}")
-    return SearchRun(config, folder, prepared.table, space_search, data, prepared.derive_options, resume, progress)
+    return SearchRun(config, folder, prepared.table, space_search, data, prepared.derive_options, resume, progress,
+                     device)
 
 
 def open_run(run_dir: str | Path) -> Prepared:

@@ -71,5 +71,9 @@ def test_bad_data_paths(tmp_path):
         open_dataset(str(tmp_path))
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match="broken.png: cannot read the image"):
-        open_dataset(str(tmp_path))
+    (tmp_path / "cls" / "other.png").write_bytes(b"not a png either")
+    splits = open_dataset(str(tmp_path))  # files are listed at open, decoded when read
+    with pytest.raises(UserError, match=r"(broken|other).png: cannot read the image"):
+        splits.train.get(0, 0)
+    with pytest.raises(UserError, match=r"(broken|other).png: cannot read the image"):
+        splits.test[0]

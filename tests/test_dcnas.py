@@ -146,14 +146,21 @@ def test_cityscapes_layout_and_its_errors(tmp_path):
             _png(gt, labels)
     data = open_dataset(str(tmp_path), 64)
     assert data.num_classes == 19 and data.task == "segmentation" and len(data.train) == 2
-    assert data.train[0][1].shape == (64, 64)
+    assert data.train[0][1].shape == (64, 64) and data.test[0][0].shape == (3, 64, 64)
+    cropped = open_dataset(str(tmp_path), 64, crop=(64, 128))  # training crops; the test split stays square
+    image, mask = cropped.train.get(0, 5)
+    assert image.shape == (3, 64, 128) and mask.shape == (64, 128) and cropped.test[0][1].shape == (64, 64)
+    assert torch.equal(cropped.train.get(0, 5)[1], mask)  # a draw is a pure function of (index, draw)
+    assert set(torch.unique(mask).tolist()) <= {*range(19), IGNORE}
     gt = tmp_path / "gtFine" / "val" / "aachen" / "aachen_000001_000019_gtFine_labelTrainIds.png"
     _png(gt, np.full((40, 80), 30, dtype=np.uint8))
     with pytest.raises(UserError, match=r"aachen_000001.*labels 30 outside 0..18"):
-        open_dataset(str(tmp_path), 64)
+        open_dataset(str(tmp_path), 64).test[1]  # masks are checked as they are decoded
     _png(gt, np.zeros((20, 80), dtype=np.uint8))
     with pytest.raises(UserError, match="masks must have their image's size"):
-        open_dataset(str(tmp_path), 64)
+        open_dataset(str(tmp_path), 64).test[1]
+    with pytest.raises(UserError, match="--crop 64x128: only Cityscapes and VOC"):
+        open_dataset("seg-synthetic:8", 64, crop=(64, 128))
     gt.unlink()
     with pytest.raises(UserError, match="missing label file"):
         open_dataset(str(tmp_path), 64)

@@ -94,7 +94,7 @@ def test_table_and_data_must_match(tmp_path):
     larger = tmp_path / "size.json"
     synthetic_table(make_space("densenas", {**SPACE, "input_size": 64})).save(larger)
     run = start_search(config(str(larger)), tmp_path / "y")  # built-in data is generated at the table's size
-    assert run.train_set[0][0].shape == (3, 64, 64)
+    assert run.loaders["train"].dataset[(0, None)][0].shape == (3, 64, 64)
 
 
 @pytest.mark.slow

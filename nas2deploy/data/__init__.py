@@ -3,7 +3,8 @@
 ``open_dataset("synthetic")`` needs no download (``synthetic:N`` makes N training images
 instead of 4000, and N/4 test images); a folder path is read as the CIFAR-10 binary
 format when it holds ``data_batch_*.bin`` / ``test_batch.bin``, otherwise as an ImageFolder
-(one sub-folder per class, optionally under ``train/`` and ``val/``).
+(one sub-folder per class, optionally under ``train/`` and ``val/``), decoded lazily with the
+standard ImageNet transforms (``nas2deploy.data.transforms``).
 
 Segmentation: ``seg-synthetic`` (``seg-synthetic:N``) is the built-in scene dataset; a folder
 with ``leftImg8bit/`` + ``gtFine/`` is read as Cityscapes, one with ``JPEGImages/`` +
@@ -18,7 +19,19 @@ from nas2deploy.data.splits import Splits, split_train_val
 from nas2deploy.errors import UserError
 
 
-def open_dataset(spec: str, image_size: int = 32) -> Splits:
+def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[int, int] | None = None) -> Splits:
+    """The dataset ``spec`` at ``image_size``; ``classes`` keeps the first classes of an
+    ImageFolder (0: all), ``crop`` is the (height, width) of segmentation training crops from
+    Cityscapes or VOC folders (None: the input size, square)."""
+    splits = _open(spec, image_size, classes, crop)
+    if classes and not splits.name.startswith("imagefolder:"):
+        raise UserError(f"--data-classes {classes}: only an ImageFolder tree has classes to choose; data {spec} does not")
+    if crop and not splits.name.startswith(("cityscapes:", "voc:")):
+        raise UserError(f"--crop {crop[0]}x{crop[1]}: only Cityscapes and VOC folders are cropped; data {spec} is not one")
+    return splits
+
+
+def _open(spec: str, image_size: int, classes: int, crop: tuple[int, int] | None) -> Splits:
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from nas2deploy.data.synthetic import ShapesDataset
 
@@ -44,13 +57,13 @@ def open_dataset(spec: str, image_size: int = 32) -> Splits:
     from nas2deploy.data.segmentation import open_cityscapes, open_voc
 
     if (path / "leftImg8bit").exists() or (path / "gtFine").exists():
-        return open_cityscapes(path, image_size)
+        return open_cityscapes(path, image_size, crop)
     if (path / "JPEGImages").exists() or (path / "SegmentationClass").exists():
-        return open_voc(path, image_size)
+        return open_voc(path, image_size, crop)
 
     if list(path.glob("data_batch_*.bin")) or (path / "test_batch.bin").exists():
         return open_cifar10(path)
-    return open_image_folder(path, image_size)
+    return open_image_folder(path, image_size, classes)
 
 
 __all__ = ["Splits", "open_dataset", "split_train_val"]

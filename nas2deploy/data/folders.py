@@ -1,4 +1,5 @@
-"""Loaders for real data on disk: the CIFAR-10 binary format and ImageFolder trees."""
+"""Loaders for real data on disk: the CIFAR-10 binary format (small: read into memory) and
+ImageFolder trees (ImageNet-sized: listed at open, decoded by the workers that batch them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nas2deploy.data.splits import Splits, split_train_val
+from nas2deploy.data.splits import Splits, split_indices
+from nas2deploy.data.transforms import classification_eval, classification_train, draw_rng
 from nas2deploy.errors import UserError
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
@@ -53,49 +55,65 @@ def open_cifar10(path: Path) -> Splits:
     return Splits(_read_cifar(train), _read_cifar([test]), 10, 32, f"cifar10:{path}")
 
 
+class ImageFiles(Dataset):
+    """Labelled image files, decoded when read: ``dataset[i]`` is the evaluation view,
+    ``get(i, draw)`` a training draw (``nas2deploy.data.transforms``)."""
+
+    def __init__(self, files: list[Path], labels: list[int], size: int):
+        self.files, self.labels, self.size = files, labels, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(classification_eval(self.files[i], self.size)), self.labels[i]
+
+    def get(self, i: int, draw: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(classification_train(self.files[i], self.size, draw_rng(i, draw))), self.labels[i]
+
+
 def load_image(path: Path, size: int) -> np.ndarray:
-    """An image file as the network sees it: RGB, resized to size x size, (x - 0.5) / 0.25, CHW."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"data {path}: cannot read the image ({exc})") from None
-    return ((arr - 0.5) / 0.25).transpose(2, 0, 1)
+    """An image file as a network trained on an ImageFolder sees it in evaluation."""
+    return classification_eval(path, size)
 
 
-def _read_folder(root: Path, classes: list[str], size: int) -> TensorDataset:
-    images, labels = [], []
+def _list_folder(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             raise UserError(f"data {root}: class folder {name}/ is missing")
         for f in sorted(folder.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            images.append(load_image(f, size))
-            labels.append(label)
-    if not images:
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(label)
+    if not files:
         raise UserError(f"data {root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
-    return TensorDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels))
+    return files, labels
 
 
-def open_image_folder(path: Path, size: int) -> Splits:
-    """``path/CLASS/*.png`` (then the test split is carved out of it by the caller's seed), or
-    ``path/train/CLASS/...`` with ``path/val/CLASS/...``."""
-    train: Dataset
-    test: Dataset
+def _class_subset(path: Path, classes: list[str], count: int) -> list[str]:
+    """The first ``count`` classes in sorted order (DenseNAS's ImageNet-100: the first 100 synsets)."""
+    if count > len(classes):
+        raise UserError(f"--data-classes {count}: data {path} has only {len(classes)} classes")
+    return classes[:count] if count else classes
+
+
+def open_image_folder(path: Path, size: int, class_count: int = 0) -> Splits:
+    """``path/CLASS/*.png`` (then a seeded 20% of it is the test split), or
+    ``path/train/CLASS/...`` with ``path/val/CLASS/...``; ``class_count`` keeps the first classes."""
     if (path / "train").is_dir():
         root = path / "train"
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        classes = _class_subset(path, sorted(p.name for p in root.iterdir() if p.is_dir()), class_count)
         if not (path / "val").is_dir():
             raise UserError(f"data {path}: has train/ but no val/ folder")
-        train, test = _read_folder(root, classes, size), _read_folder(path / "val", classes, size)
+        train, test = _list_folder(root, classes), _list_folder(path / "val", classes)
     else:
-        classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+        classes = _class_subset(path, sorted(p.name for p in path.iterdir() if p.is_dir()), class_count)
         if not classes:
             raise UserError(f"data {path}: unknown format: no class sub-folders, no CIFAR-10 *.bin batches")
-        whole = _read_folder(path, classes, size)
-        train, test = split_train_val(whole, 0.2, seed=0)
-    return Splits(train, test, len(classes), size, f"imagefolder:{path}")
+        files, labels = _list_folder(path, classes)
+        keep, held = split_indices(len(files), 0.2, seed=0)
+        train = [files[i] for i in keep], [labels[i] for i in keep]
+        test = [files[i] for i in held], [labels[i] for i in held]
+    return Splits(ImageFiles(*train, size), ImageFiles(*test, size), len(classes), size, f"imagefolder:{path}")

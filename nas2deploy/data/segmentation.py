@@ -9,8 +9,10 @@ object boundary is labelled 255 (ignored by the loss and the metrics). Small obj
 resolution, large ones need context, so where a network keeps resolution and how far it looks
 change the mIoU. Sample i is a pure function of (seed, i).
 
-Every dataset yields ``(image, mask)``: a float (3, H, W) tensor normalised as the
-classification data ((x - 0.5) / 0.25 per channel) and an int64 (H, W) mask.
+Every dataset yields ``(image, mask)``: a float (3, H, W) tensor and an int64 (H, W) mask. The
+built-in data is normalised as the built-in classification data ((x - 0.5) / 0.25); Cityscapes
+and VOC files are decoded lazily, in the search's worker processes, with DeepLab's scale-jitter
+random crops for training (``nas2deploy.data.transforms``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch.utils.data import Dataset
 
 from nas2deploy.data.splits import Splits
 from nas2deploy.data.synthetic import SHAPES, _shape_mask
+from nas2deploy.data.transforms import draw_rng, segmentation_pair
 from nas2deploy.errors import UserError
 from nas2deploy.objective import IGNORE
 
@@ -77,50 +80,31 @@ class SegShapesDataset(Dataset):
         return self.images[i], self.masks[i]
 
 
-class PairsDataset(Dataset):
-    """Images and masks read from disk into memory (small datasets; real ones stream in a later step)."""
+class SegmentationFiles(Dataset):
+    """(image, mask) file pairs decoded when read: ``dataset[i]`` is the evaluation view (scaled to
+    the network's input size, centre crop), ``get(i, draw)`` a training draw (scale jitter, random
+    crop, flip; ``nas2deploy.data.transforms``). Masks are checked as they are decoded."""
 
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor):
-        self.images, self.masks = images, masks
+    def __init__(self, pairs: list[tuple[Path, Path]], size: int, crop: tuple[int, int], classes: int):
+        self.pairs, self.size, self.crop, self.classes = pairs, size, crop, classes
 
     def __len__(self) -> int:
-        return len(self.masks)
+        return len(self.pairs)
+
+    def _pair(self, i: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = segmentation_pair(*self.pairs[i], self.size, self.crop, self.classes, rng)
+        return torch.from_numpy(image), torch.from_numpy(mask)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.masks[i]
+        return self._pair(i, None)
+
+    def get(self, i: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._pair(i, draw_rng(i, draw))
 
 
 def synthetic_segmentation(count: int, size: int) -> Splits:
     return Splits(SegShapesDataset(count, size, seed=0), SegShapesDataset(max(4, count // 4), size, seed=1),
                   SegShapesDataset.NUM_CLASSES, size, f"seg-synthetic:{count}", task="segmentation")
-
-
-def _read_pair(image_path: Path, mask_path: Path, size: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(image_path) as im:
-            rgb = im.convert("RGB")
-            native = rgb.size
-            arr = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-        with Image.open(mask_path) as m:
-            if m.size != native:
-                raise UserError(f"mask {mask_path}: {m.size[0]}x{m.size[1]} but its image {image_path.name} is "
-                                f"{native[0]}x{native[1]}; masks must have their image's size")
-            labels = np.asarray(m if m.mode in ("P", "L") else m.convert("L"))
-            small = np.asarray(Image.fromarray(labels).resize((size, size), Image.Resampling.NEAREST), dtype=np.int64)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"data {image_path} / {mask_path.name}: cannot read ({exc})") from None
-    bad = np.unique(labels[(labels >= classes) & (labels != IGNORE)])
-    if bad.size:
-        raise UserError(f"mask {mask_path}: labels {', '.join(map(str, bad[:5]))} outside 0..{classes - 1} "
-                        f"(and {IGNORE} = ignore); use train IDs")
-    return ((arr - 0.5) / 0.25).transpose(2, 0, 1), small
-
-
-def _pairs(pairs: list[tuple[Path, Path]], size: int, classes: int) -> PairsDataset:
-    read = [_read_pair(i, m, size, classes) for i, m in pairs]
-    return PairsDataset(torch.from_numpy(np.stack([r[0] for r in read])), torch.from_numpy(np.stack([r[1] for r in read])))
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -129,20 +113,22 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _layout(root: Path, size: int, classes: int, name: str,
+def _layout(root: Path, size: int, crop: tuple[int, int] | None, classes: int, name: str,
             find: Callable[[str], tuple[list[tuple[Path, Path]], str]]) -> Splits:
     """Train and val splits of a folder layout; ``find(split)`` gives its (image, mask) pairs and
-    the error to raise when there are none."""
+    the error to raise when there are none. Training crops are ``crop`` (default: the input
+    size, square); the test split is seen at the network's input size (``size`` x ``size``),
+    as an export is checked."""
     splits = []
-    for split in ("train", "val"):
+    for split, view in (("train", crop or (size, size)), ("val", (size, size))):
         pairs, empty = find(split)
         if not pairs:
             raise UserError(empty)
-        splits.append(_pairs(pairs, size, classes))
+        splits.append(SegmentationFiles(pairs, size, view, classes))
     return Splits(splits[0], splits[1], classes, size, f"{name}:{root}", task="segmentation")
 
 
-def open_cityscapes(root: Path, size: int) -> Splits:
+def open_cityscapes(root: Path, size: int, crop: tuple[int, int] | None = None) -> Splits:
     """``leftImg8bit/{train,val}/CITY/*_leftImg8bit.png`` with ``gtFine/{split}/CITY/*_gtFine_labelTrainIds.png``."""
 
     def find(split: str) -> tuple[list[tuple[Path, Path]], str]:
@@ -157,10 +143,10 @@ def open_cityscapes(root: Path, size: int) -> Splits:
             pairs.append((image, mask))
         return pairs, f"data {images}: no *_leftImg8bit.png images in its city folders"
 
-    return _layout(root, size, CITYSCAPES_CLASSES, "cityscapes", find)
+    return _layout(root, size, crop, CITYSCAPES_CLASSES, "cityscapes", find)
 
 
-def open_voc(root: Path, size: int) -> Splits:
+def open_voc(root: Path, size: int, crop: tuple[int, int] | None = None) -> Splits:
     """``JPEGImages/ID.jpg``, ``SegmentationClass/ID.png`` (palette indices = classes, 255 = boundary)
     and ``ImageSets/Segmentation/{train,val}.txt``."""
     images = _require_dir(root / "JPEGImages", "VOC images, JPEGImages")
@@ -180,4 +166,4 @@ def open_voc(root: Path, size: int) -> Splits:
             pairs.append((image, mask))
         return pairs, f"data {listing}: lists no images"
 
-    return _layout(root, size, VOC_CLASSES, "voc", find)
+    return _layout(root, size, crop, VOC_CLASSES, "voc", find)

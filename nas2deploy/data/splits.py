@@ -30,12 +30,17 @@ class Splits:
             )
 
 
-def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
-    """A seeded split of the training data: weights train on one part, architecture on the other
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded split of n training samples: weights train on one part, architecture on the other
     (DenseNAS: 80% / 20%)."""
-    n = len(dataset)  # type: ignore[arg-type]
     if n < 2:
         raise UserError("the training data needs at least 2 samples to split into train and validation")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = min(n - 1, max(1, round(n * val_fraction)))
-    return Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
+    return order[n_val:], order[:n_val]
+
+
+def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """``split_indices`` as two subsets of ``dataset``."""
+    train, val = split_indices(len(dataset), val_fraction, seed)  # type: ignore[arg-type]
+    return Subset(dataset, train), Subset(dataset, val)

@@ -51,6 +51,19 @@ class SearchConfig:
     budget_ms: float | None = None
     lam_rate: float = 0.05
     seed: int = 0
+    #: Where the search runs ("cpu" or "cuda"; under torchrun, each rank on cuda:LOCAL_RANK).
+    device: str = "cpu"
+    #: Mixed precision of the forward passes: "off", "bf16" or "fp16" (with gradient scaling).
+    amp: str = "off"
+    #: Processes decoding the data (0: in the search's process).
+    workers: int = 0
+    #: Images in channels-last memory order (faster convolutions on recent GPUs with AMP).
+    channels_last: bool = False
+    #: Keep the first N classes of an ImageFolder (DenseNAS searched ImageNet's first 100); 0: all.
+    data_classes: int = 0
+    #: Segmentation training crops "HxW" (e.g. 512x1024 from Cityscapes' 1024x2048); "": square
+    #: at the input size.
+    crop: str = ""
     #: Overrides of the space configuration the table was profiled with (absent: the table's).
     space_config: dict[str, Any] = field(default_factory=dict)
     #: The options of the space's search (absent: the space's defaults).
@@ -106,10 +119,35 @@ CONFIG_RULES: dict[str, Callable[[Field], Any]] = {
     "a_weight_decay": lambda f: f.number(0, 1), "lam": lambda f: f.number(0, 1e3), "tau": lambda f: f.number(1, 1e6, lo_open=True),
     "budget_ms": lambda f: f.number(0, MAX_OP_MS, lo_open=True), "lam_rate": lambda f: f.number(0, 10, lo_open=True),
     "seed": lambda f: f.int(0, 2**62),
+    "device": lambda f: f.str(("cpu", "cuda")), "amp": lambda f: f.str(("off", "bf16", "fp16")),
+    "workers": lambda f: f.int(0, 256), "channels_last": lambda f: f.bool(),
+    "data_classes": lambda f: f.int(0, 10**6), "crop": lambda f: _crop_rule(f),
     # the space checks the members (nas2deploy.runs)
     "space_config": lambda f: dict(f.object()), "search_options": lambda f: dict(f.object()),
 }
 OPTIONAL = ("budget_ms",)
+
+
+def parse_crop(text: str) -> tuple[int, int] | None:
+    """``"HxW"`` as (H, W); "" as None. Sides are multiples of 32 (the supernets downsample 32x)."""
+    if not text:
+        return None
+    h, sep, w = text.partition("x")
+    if not (sep and h.isdigit() and w.isdigit()):
+        raise ValueError("must be HxW, e.g. 512x1024")
+    sides = int(h), int(w)
+    if not all(64 <= side <= 8192 and side % 32 == 0 for side in sides):
+        raise ValueError("sides must be multiples of 32 in [64, 8192]")
+    return sides
+
+
+def _crop_rule(f: Field) -> str:
+    text = f.str(max_len=16)
+    try:
+        parse_crop(text)
+    except ValueError as exc:
+        raise f.error(str(exc)) from None
+    return text
 #: Fields of the space that earlier releases wrote at the top level of a config.
 LEGACY_SPACE = ("input_size", "width_mult", "num_classes", "max_stack_layers", "layers", "base_width", "max_back",
                 "derive_inputs")

@@ -26,22 +26,28 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
 
-from nas2deploy.data import Splits, split_train_val
+from nas2deploy.data import Splits
+from nas2deploy.data.batches import RankBatches, batch_loader, decoded
+from nas2deploy.data.splits import split_indices
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
 from nas2deploy.objective import LABEL, METRIC, Score, task_loss
 from nas2deploy.search.config import SearchConfig, provenance
+from nas2deploy.search.distributed import process_group_errors
 from nas2deploy.search.interface import SpaceSearch
 from nas2deploy.search.loss import BudgetController, latency_loss
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.search.sampling import step_generator
+from nas2deploy.train import Precision, out_of_memory
+
+#: Configuration fields a resumed run may change: they do not change what it computes.
+RESUMABLE_CHANGES = ("epochs", "device", "workers")
 
 
 def _world() -> tuple[int, int]:
@@ -67,10 +73,11 @@ class SearchRun:
 
     def __init__(self, config: SearchConfig, folder: RunFolder, table: LatencyTable, space_search: SpaceSearch,
                  data: Splits, derive_options: dict[str, Any] | None = None, resume: bool = False,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, device: torch.device | str = "cpu"):
         self.config, self.folder, self.table, self.space_search = config, folder, table, space_search
         self.derive_options = derive_options or {}
         self.progress = progress or (lambda _: None)
+        self.device = torch.device(device)
         self.rank, self.world = _world()
         if config.batch_size % (self.world * config.accumulate):
             raise UserError(
@@ -78,16 +85,30 @@ class SearchRun:
                 f"({self.world} x {config.accumulate})"
             )
         self.task, self.classes = data.task, data.num_classes
-        self.train_set, self.val_set = split_train_val(data.train, config.val_fraction, config.seed)
+        self.net.to(self.device)
+        if config.channels_last:
+            self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.precision = Precision(config.amp, self.device)
+        self.scalers = {"weights": self.precision.scaler(), "arch": self.precision.scaler()}
+        train, val = split_indices(len(data.train), config.val_fraction, config.seed)  # type: ignore[arg-type]
+        for name, split in (("weight", train), ("architecture", val)):
+            if len(split) < config.batch_size:
+                raise UserError(f"the {name} split of {len(split)} samples is smaller than --batch-size {config.batch_size}")
+        pin = self.device.type == "cuda"
+        self.samplers = {name: RankBatches(len(split), config.batch_size, self.rank, self.world, config.max_batches)
+                         for name, split in (("train", train), ("val", val))}
+        self.loaders = {name: batch_loader(data.train, split, self.samplers[name], config.workers, pin)
+                        for name, split in (("train", train), ("val", val))}
         self.w_opt = torch.optim.SGD(space_search.weight_parameters(), lr=config.w_lr, momentum=config.w_momentum,
                                      weight_decay=config.w_weight_decay)
         self.a_opt = torch.optim.Adam(space_search.arch_parameters(), lr=config.a_lr,
                                       betas=(config.a_beta1, config.a_beta2), weight_decay=config.a_weight_decay)
-        self.controller = BudgetController(config.lam, config.budget_ms, config.lam_rate)
+        self.controller = BudgetController(config.lam, config.budget_ms, config.lam_rate, self.device)
         self.epoch = 0
         self.step = 0  # every step (seeds the op sampling)
         self.w_step = 0  # weight steps (drive the cosine schedule)
-        self.steps_per_epoch = self._batches(len(self.train_set))
+        self.steps_per_epoch = len(self.samplers["train"])
+        self.costs: dict[str, list[float]] = {"warmup": [], "search": []}  # epoch seconds, for the ETA
         if resume:
             self._resume()
         elif self.rank == 0:
@@ -98,23 +119,20 @@ class SearchRun:
         return self.space_search.net
 
     # -- data -----------------------------------------------------------------------------------
-    def _batches(self, n: int) -> int:
-        full = n // self.config.batch_size
-        return min(full, self.config.max_batches) if self.config.max_batches else full
-
-    def _loader(self, dataset: Dataset, salt: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's share of each global batch, in an order seeded by (seed, epoch, salt)."""
-        g = torch.Generator().manual_seed(self.config.seed * 7919 + self.epoch * 2 + salt)
-        if len(dataset) < self.config.batch_size:  # type: ignore[arg-type]
-            raise UserError(f"a split of {len(dataset)} samples is smaller than --batch-size {self.config.batch_size}")  # type: ignore[arg-type]
-        # Whole batches only: a short last batch could leave a rank or micro-batch empty.
-        loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=True, generator=g, drop_last=True)
-        out = []
-        for i, (x, y) in enumerate(loader):
-            if i >= self._batches(len(dataset)):  # type: ignore[arg-type]
-                break
-            out.append((x[self.rank::self.world], y[self.rank::self.world]))
-        return out
+    def _batches(self, split: str, salt: int, augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's share of each global batch of ``split``, in an order seeded by (seed,
+        epoch, salt), augmented by a draw of the same (or in the evaluation view), on the
+        search's device; the time spent waiting for data is counted."""
+        seed = self.config.seed * 7919 + self.epoch * 2 + salt
+        self.samplers[split].start(seed, seed if augment else None)
+        start = time.perf_counter()
+        for x, y in decoded(self.loaders[split]):
+            self.data_wait += time.perf_counter() - start
+            x = x.to(self.device, non_blocking=True)
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+            start = time.perf_counter()  # the step ran; from here the wait is the data's
 
     # -- steps ----------------------------------------------------------------------------------
     def _lr(self) -> float:
@@ -122,59 +140,69 @@ class SearchRun:
         c = self.config
         return c.w_lr_min + 0.5 * (c.w_lr - c.w_lr_min) * (1 + math.cos(math.pi * min(self.w_step, total) / total))
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor, choice: Any, with_latency: bool, score: Score) -> torch.Tensor:
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, choice: Any, with_latency: bool, score: Score,
+                  scaler: torch.amp.GradScaler) -> torch.Tensor:
         """Forward and backward over ``accumulate`` micro-batches (rows c, c + n, ...); gradients
         add up to those of the mean loss. Scores the outputs; returns the mean task loss."""
         n = self.config.accumulate
-        loss_total = torch.zeros(())
+        loss_total = torch.zeros((), device=self.device)
         for c in range(n):
-            out = self.net(x[c::n], choice)
-            task = task_loss(self.task, out, y[c::n])
+            with self.precision.autocast():
+                out = self.net(x[c::n], choice)
+            task = task_loss(self.task, out.float(), y[c::n])
             loss = task
             if with_latency:  # once per micro-batch, as each rank does: keeps accumulate=N equal to N ranks
                 loss = loss + latency_loss(self.space_search.latency_model(), self.controller.lam, self.config.tau)
-            (loss / n).backward()
+            scaler.scale(loss / n).backward()
             score.add(out.detach(), y[c::n])
             loss_total += task.detach() / n
         return loss_total
 
-    def _weight_pass(self, warm: bool) -> tuple[float, float]:
+    def _pass(self, split: str, salt: int, step: Callable[[torch.Tensor, torch.Tensor, Score], torch.Tensor]) -> dict[str, float]:
+        """One pass over ``split``: loss, score, images per second (all ranks) and data wait."""
         self.net.train()
-        loss_sum = seen = 0.0
-        score = Score(self.task, self.classes)
-        for x, y in self._loader(self.train_set, 0):
-            choice = self.space_search.weight_choice(warm, step_generator(self.config.seed, self.step))
-            for group in self.w_opt.param_groups:
-                group["lr"] = self._lr()
-            self.w_opt.zero_grad(set_to_none=True)
-            self.a_opt.zero_grad(set_to_none=True)
-            loss = self._backward(x, y, choice, False, score)
-            _average_grads(self.space_search.weight_parameters(), self.world)
-            torch.nn.utils.clip_grad_norm_(self.space_search.weight_parameters(), self.config.grad_clip)
-            self.w_opt.step()
-            self.step += 1
-            self.w_step += 1
-            loss_sum += float(loss) * len(y)
+        self.data_wait = 0.0
+        start, seen = time.perf_counter(), 0
+        loss_sum = torch.zeros((), device=self.device)
+        score = Score(self.task, self.classes, self.device)
+        for x, y in self._batches(split, salt):
+            loss_sum += step(x, y, score) * len(y)
             seen += len(y)
-        return loss_sum / max(seen, 1), score.value
+        loss = float(loss_sum) / max(seen, 1)  # the pass's one wait for the device
+        wall = time.perf_counter() - start
+        return {"loss": loss, "score": score.value, "images_per_s": seen * self.world / wall if wall else 0.0,
+                "data_wait_s": self.data_wait, "wall_s": wall}
 
-    def _arch_pass(self) -> tuple[float, float]:
-        self.net.train()
-        loss_sum = seen = 0.0
-        score = Score(self.task, self.classes)
-        for x, y in self._loader(self.val_set, 1):
-            choice = self.space_search.arch_choice(step_generator(self.config.seed, self.step))
-            self.a_opt.zero_grad(set_to_none=True)
-            self.w_opt.zero_grad(set_to_none=True)
-            loss = self._backward(x, y, choice, True, score)
-            _average_grads(self.space_search.arch_parameters(), self.world)
-            self.a_opt.step()
-            self.space_search.after_arch_step(choice)
-            self.controller.update(float(self.space_search.latency_model().detach()))
-            self.step += 1
-            loss_sum += float(loss) * len(y)
-            seen += len(y)
-        return loss_sum / max(seen, 1), score.value
+    def _weight_step(self, x: torch.Tensor, y: torch.Tensor, score: Score, warm: bool) -> torch.Tensor:
+        choice = self.space_search.weight_choice(warm, step_generator(self.config.seed, self.step))
+        for group in self.w_opt.param_groups:
+            group["lr"] = self._lr()
+        self.w_opt.zero_grad(set_to_none=True)
+        self.a_opt.zero_grad(set_to_none=True)
+        scaler = self.scalers["weights"]
+        loss = self._backward(x, y, choice, False, score, scaler)
+        _average_grads(self.space_search.weight_parameters(), self.world)
+        scaler.unscale_(self.w_opt)
+        torch.nn.utils.clip_grad_norm_(self.space_search.weight_parameters(), self.config.grad_clip)
+        scaler.step(self.w_opt)
+        scaler.update()
+        self.step += 1
+        self.w_step += 1
+        return loss
+
+    def _arch_step(self, x: torch.Tensor, y: torch.Tensor, score: Score) -> torch.Tensor:
+        choice = self.space_search.arch_choice(step_generator(self.config.seed, self.step))
+        self.a_opt.zero_grad(set_to_none=True)
+        self.w_opt.zero_grad(set_to_none=True)
+        scaler = self.scalers["arch"]
+        loss = self._backward(x, y, choice, True, score, scaler)
+        _average_grads(self.space_search.arch_parameters(), self.world)
+        scaler.step(self.a_opt)
+        scaler.update()
+        self.space_search.after_arch_step(choice)
+        self.controller.update(self.space_search.latency_model())
+        self.step += 1
+        return loss
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -182,9 +210,11 @@ class SearchRun:
         (DenseNAS: the argmax ops; DCNAS: each cell's strongest connections)."""
         self.net.eval()
         choice = self.space_search.eval_choice()
-        score = Score(self.task, self.classes)
-        for x, y in self._loader(self.val_set, 2):
-            score.add(self.net(x, choice), y)
+        score = Score(self.task, self.classes, self.device)
+        self.data_wait = 0.0
+        for x, y in self._batches("val", 2, augment=False):
+            with self.precision.autocast():
+                score.add(self.net(x, choice), y)
         return score.value
 
     # -- the run --------------------------------------------------------------------------------
@@ -203,55 +233,81 @@ class SearchRun:
     def run(self, until: int | None = None) -> dict[str, Any]:
         """Search to the configured number of epochs (or stop after epoch ``until``); one process
         writes a run folder at a time (rank 0 holds ``RUN/.lock``)."""
-        if self.rank != 0:
-            return self._run(until)
-        with self.folder.lock():
-            return self._run(until)
+        with process_group_errors():
+            if self.rank != 0:
+                return self._run(until)
+            with self.folder.lock():
+                return self._run(until)
 
     def _run(self, until: int | None) -> dict[str, Any]:
         record: dict[str, Any] = {}
-        durations: list[float] = []
         arch = None
         while self.epoch < min(self.config.epochs, until or self.config.epochs):
             start = time.perf_counter()
             warm = self.epoch < self.config.warmup_epochs
-            val_loss = val_score = None
-            if not warm:
-                val_loss, val_score = self._arch_pass()
-            train_loss, train_score = self._weight_pass(warm)
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            with out_of_memory(self.device, self.config.batch_size, self.config.accumulate, self.config.amp):
+                arch_pass = None if warm else self._pass("val", 1, self._arch_step)
+                weight_pass = self._pass("train", 0, lambda x, y, s: self._weight_step(x, y, s, warm))
+                val_score = self.evaluate()
             arch = self.derive()
             metric = METRIC[self.task]
             record = {
                 "epoch": self.epoch + 1,
                 "phase": "warmup" if warm else "search",
                 "metric": metric,
-                "train_loss": round(train_loss, 5), f"train_{metric}": round(train_score, 4),
-                "arch_loss": None if val_loss is None else round(val_loss, 5),
-                f"arch_{metric}": None if val_score is None else round(val_score, 4),
-                f"val_{metric}_argmax": round(self.evaluate(), 4),
+                "train_loss": round(weight_pass["loss"], 5), f"train_{metric}": round(weight_pass["score"], 4),
+                "arch_loss": None if arch_pass is None else round(arch_pass["loss"], 5),
+                f"arch_{metric}": None if arch_pass is None else round(arch_pass["score"], 4),
+                f"val_{metric}_argmax": round(val_score, 4),
                 "expected_ms": round(float(self.space_search.latency_model().detach()), 5),
-                "lambda": self.controller.lam,
+                "lambda": self.controller.value,
                 "derived_ms": round(self.table.predict(arch).best_ms, 5),
                 **{k: round(v, 4) for k, v in self.space_search.entropies().items()},
                 "derived": arch.to_dict(),
+                "weight_images_per_s": round(weight_pass["images_per_s"], 1),
+                "arch_images_per_s": None if arch_pass is None else round(arch_pass["images_per_s"], 1),
+                "data_wait_s": round(weight_pass["data_wait_s"] + (arch_pass or {}).get("data_wait_s", 0.0), 2),
+                "gpu_memory_mb": (round(torch.cuda.max_memory_allocated(self.device) / 2**20)
+                                  if self.device.type == "cuda" else None),
                 "wall_s": round(time.perf_counter() - start, 2),
             }
             self.epoch += 1
             if self.rank == 0:  # the log line first: a resume drops lines past the checkpoint
                 self.folder.append(record)
                 self.folder.save_checkpoint(self._state())
-            durations.append(record["wall_s"])
-            eta = sum(durations) / len(durations) * (self.config.epochs - self.epoch)
-            label = LABEL[metric]
-            self.progress(
-                f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train {label} {train_score:.3f}, "
-                f"val {label} {record[f'val_{metric}_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
-                f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({record['wall_s']:.1f} s, "
-                f"ETA {eta / 60:.1f} min)"
-            )
+            self.costs[record["phase"]].append(record["wall_s"])
+            self.progress(self._progress_line(record))
         if self.rank == 0 and self.epoch == self.config.epochs:
             self.folder.save_arch(arch or self.derive())  # derived already, unless resumed at the end
         return record
+
+    def eta_s(self) -> float:
+        """Seconds left: the remaining warm-up epochs at the warm-up epochs' mean time, the
+        remaining search epochs (an architecture and a weight pass each, so slower) at theirs;
+        a phase not yet seen is estimated from the other (a search epoch as twice a warm-up)."""
+        warm_left = max(0, self.config.warmup_epochs - self.epoch)
+        search_left = self.config.epochs - self.epoch - warm_left
+        mean = {k: sum(v) / len(v) for k, v in self.costs.items() if v}
+        warm_s = mean.get("warmup", mean.get("search", 0.0) / 2)
+        search_s = mean.get("search", 2 * mean.get("warmup", 0.0))
+        return warm_left * warm_s + search_left * search_s
+
+    def _progress_line(self, record: dict[str, Any]) -> str:
+        metric = record["metric"]
+        label = LABEL[metric]
+        speed = f"{record['weight_images_per_s']:.0f} img/s weights"
+        if record["arch_images_per_s"] is not None:
+            speed += f", {record['arch_images_per_s']:.0f} arch"
+        if record["gpu_memory_mb"] is not None:
+            speed += f", {record['gpu_memory_mb'] / 1024:.1f} GB"
+        return (
+            f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train {label} {record[f'train_{metric}']:.3f}, "
+            f"val {label} {record[f'val_{metric}_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
+            f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({speed}; {record['wall_s']:.1f} s, "
+            f"ETA {self.eta_s() / 60:.1f} min)"
+        )
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -259,13 +315,13 @@ class SearchRun:
         # checkpoint unreadable with weights_only=True)
         return {"config": json.loads(json.dumps(self.config.to_dict())), "epoch": self.epoch, "step": self.step,
                 "w_step": self.w_step,
-                "lambda": self.controller.lam,
+                "lambda": self.controller.value, "device": self.device.type, "costs": self.costs,
                 "net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
 
     def _resume(self) -> None:
         state = self.folder.load_checkpoint()
         saved = {**SearchConfig(table="").to_dict(), **state["config"]}
-        diff = [k for k, v in self.config.to_dict().items() if k != "epochs" and saved.get(k) != v]
+        diff = [k for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v]
         if diff:
             raise UserError(
                 f"--resume: run {self.folder.path} was started with a different configuration: "
@@ -279,6 +335,11 @@ class SearchRun:
             raise UserError(f"--resume: run {self.folder.path}: checkpoint.pt does not fit this search "
                             f"({type(exc).__name__}); it is corrupt or from another version: search again") from None
         self.epoch, self.step, self.w_step = state["epoch"], state["step"], state["w_step"]
-        self.controller.lam = state["lambda"]
+        self.controller.load(state["lambda"])
+        self.costs = state.get("costs", self.costs)
+        saved_device = state.get("device", "cpu")
+        if saved_device != self.device.type:  # the checkpoint is read onto the CPU and moved: say so
+            self.progress(f"--resume: run {self.folder.path} was searched on {saved_device}; its checkpoint "
+                          f"is mapped to {self.device.type} and the search continues there")
         if self.rank == 0:  # drop log lines past the checkpoint, or torn by a kill
             self.folder.keep_log_until(self.epoch)

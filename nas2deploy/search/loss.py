@@ -20,16 +20,27 @@ import torch
 LAMBDA_MIN, LAMBDA_MAX = 1e-4, 1e3
 
 
-def latency_loss(expected_ms: torch.Tensor, lam: float, tau: float) -> torch.Tensor:
+def latency_loss(expected_ms: torch.Tensor, lam: torch.Tensor | float, tau: float) -> torch.Tensor:
     return lam * torch.log(expected_ms) / math.log(tau)
 
 
 class BudgetController:
-    def __init__(self, lam: float, budget_ms: float | None, rate: float = 0.05):
-        self.lam, self.budget_ms, self.rate = lam, budget_ms, rate
+    """lambda lives on the search's device as a float64 scalar and is updated there, so a step
+    never waits for the GPU to hand the expected latency to the host; ``value`` reads it (once
+    per epoch, for the log and the checkpoint)."""
 
-    def update(self, expected_ms: float) -> float:
+    def __init__(self, lam: float, budget_ms: float | None, rate: float = 0.05, device: torch.device | str = "cpu"):
+        self.lam = torch.tensor(float(lam), dtype=torch.float64, device=device)
+        self.budget_ms, self.rate = budget_ms, rate
+
+    def update(self, expected_ms: torch.Tensor) -> None:
         if self.budget_ms is not None:
-            self.lam *= math.exp(self.rate * (expected_ms / self.budget_ms - 1))
-            self.lam = min(LAMBDA_MAX, max(LAMBDA_MIN, self.lam))
-        return self.lam
+            step = torch.exp(self.rate * (expected_ms.detach().double() / self.budget_ms - 1))
+            self.lam = torch.clamp(self.lam * step, LAMBDA_MIN, LAMBDA_MAX)
+
+    @property
+    def value(self) -> float:
+        return float(self.lam)
+
+    def load(self, value: float) -> None:
+        self.lam = torch.tensor(float(value), dtype=torch.float64, device=self.lam.device)

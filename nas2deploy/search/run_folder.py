@@ -81,6 +81,12 @@ class RunFolder:
         for key in ("epoch", "step", "w_step"):
             doc[key].int(0, 2**62)
         doc["lambda"].number(0, 1e3)
+        if doc.has("device"):  # runs written before --device searched on the CPU
+            doc["device"].str(("cpu", "cuda"))
+        if doc.has("costs"):
+            for phase in ("warmup", "search"):
+                for cost in doc["costs"][phase].list(max_len=100_000):
+                    cost.number(0, 1e9)
         if not isinstance(state["net"], dict) or not all(
                 isinstance(v, torch.Tensor) and (not v.is_floating_point() or bool(torch.isfinite(v).all()))
                 for v in state["net"].values()):

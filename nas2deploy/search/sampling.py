@@ -1,7 +1,13 @@
 """Op sampling and the re-balancing shift of DenseNAS's architecture steps (reference.md section 2).
 
 Every rank of a distributed search draws from a generator seeded by (seed, step), so all ranks
-run the same sub-network at a step and their gradients can be averaged.
+run the same sub-network at a step and their gradients can be averaged. The draw happens on the
+CPU, from one copy of the architecture parameters per step: which candidates run is control
+flow that the host needs anyway, so the indices stay CPU tensors (read without waiting for a
+GPU), and the forward pass gathers the weights with one device copy of them. A CUDA generator
+would make the same draw on the GPU, but the host would then wait for the indices before it
+could launch the sampled candidates: one synchronisation either way, here outside the forward
+pass and identical on CPUs and GPUs (so a CPU run and a GPU run sample the same sub-networks).
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def sample_ops(alpha: torch.Tensor, k: int, uniform: bool, generator: torch.Generator) -> torch.Tensor:
-    """k distinct candidates per row, drawn by softmax(alpha) (or uniformly), sorted."""
-    probs = torch.ones_like(alpha) if uniform else torch.softmax(alpha.detach().float(), -1)
+    """k distinct candidates per row, drawn by softmax(alpha) (or uniformly), sorted; on the CPU."""
+    probs = torch.ones(alpha.shape) if uniform else torch.softmax(alpha.detach().float().cpu(), -1)
     idx = torch.multinomial(probs, k, replacement=False, generator=generator)
     return idx.sort(-1).values
 
 
 def argmax_ops(alpha: torch.Tensor) -> torch.Tensor:
-    return alpha.detach().argmax(-1, keepdim=True)
+    """The strongest candidate of each row, on the CPU."""
+    return alpha.detach().argmax(-1, keepdim=True).cpu()
 
 
 @torch.no_grad()
@@ -31,6 +38,7 @@ def rebalance_(alpha: torch.Tensor, idx: torch.Tensor, old: torch.Tensor) -> Non
     An architecture step only sees the sampled ops S; the shift restores their total softmax
     mass to what it was, so ops that were not sampled keep their probability.
     """
+    idx = idx.to(alpha.device)
     new = alpha.gather(1, idx)
     shift = torch.logsumexp(old, -1, keepdim=True) - torch.logsumexp(new, -1, keepdim=True)
     alpha.scatter_(1, idx, new + shift)

@@ -33,9 +33,11 @@ class DCNASLatencyModel:
         cost = table.cost
 
         self.k = {c: min(space.config.derive_inputs, len(space.inputs[c])) for c in net.cells}
-        # float64: derivation sums these exactly as the table does; expected() casts to the weights
+        # float64: derivation sums these exactly as the table does; expected() uses copies cast to
+        # the weights' device and dtype (``costs_like``)
         self.transform = {c: torch.tensor([cost(space.transform_spec(src, c)) for src in space.inputs[c]], dtype=torch.float64)
                           for c in net.cells}
+        self._on: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, dict[tuple[int, int], torch.Tensor]]] = {}
         self.fusion = {}
         for c in net.cells:
             w, h = space.config.scale_widths[c[1]], space.side(c[1])
@@ -53,21 +55,29 @@ class DCNASLatencyModel:
                     self.consumers[src].append((d, i))
         self.last = space.config.layers - 1
 
+    def costs_like(self, ref: torch.Tensor) -> tuple[torch.Tensor, dict[tuple[int, int], torch.Tensor]]:
+        """(op costs, transform costs per cell) on ``ref``'s device and dtype, copied once per device."""
+        key = (ref.device, ref.dtype)
+        if key not in self._on:
+            self._on[key] = (self.ops.to(ref), {c: t.to(ref) for c, t in self.transform.items()})
+        return self._on[key]
+
     def expected(self, alpha_w: torch.Tensor, input_w: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
         keep = {c: torch.clamp(self.k[c] * input_w[c], max=1.0) for c in self.net.cells}
         alive: dict[tuple[int, int], torch.Tensor] = {}
-        total = torch.tensor(self.fixed, dtype=alpha_w.dtype)
-        ops = self.ops.to(alpha_w)
+        total = alpha_w.new_tensor(self.fixed)
+        ops, transform = self.costs_like(alpha_w)
+        one = alpha_w.new_ones(())
         for i in range(len(self.net.cells) - 1, -1, -1):
             c = self.net.cells[i]
             if c[0] == self.last:
-                alive[c] = torch.ones((), dtype=alpha_w.dtype)
+                alive[c] = one
             else:
-                dead = torch.ones((), dtype=alpha_w.dtype)
+                dead = one
                 for d, j in self.consumers[c]:
                     dead = dead * (1 - alive[d] * keep[d][j])
                 alive[c] = 1 - dead
-            cell_cost = (keep[c] * self.transform[c].to(alpha_w)).sum() + self.fusion[c] + (alpha_w[i] * ops[i]).sum()
+            cell_cost = (keep[c] * transform[c]).sum() + self.fusion[c] + (alpha_w[i] * ops[i]).sum()
             total = total + alive[c] * cell_cost
         return total
 

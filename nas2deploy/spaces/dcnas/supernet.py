@@ -116,29 +116,30 @@ class DCNASSupernet(nn.Module):
         """softmax(beta) over the cell's incoming connections."""
         return torch.softmax(self.beta[self.slices[cell]], 0)
 
+    def _cpu_weights(self) -> dict[tuple[int, int], torch.Tensor]:
+        """softmax(beta) per cell from one CPU copy of beta (the host decides which connections
+        run; one copy per step instead of one wait per cell)."""
+        beta = self.beta.detach().float().cpu()
+        return {cell: torch.softmax(beta[self.slices[cell]], 0) for cell in self.cells}
+
     def sample_paths(self, generator: torch.Generator | None = None, uniform: bool = False) -> PathSample:
         """``path_samples`` connections per cell, drawn by softmax(beta) (or uniformly: warm-up)."""
         kept = {}
-        with torch.no_grad():
-            for cell in self.cells:
-                probs = self.input_weights(cell)
-                if uniform:
-                    probs = torch.ones_like(probs)
-                k = self.path_samples or len(probs)
-                if k >= len(probs):
-                    kept[cell] = list(range(len(probs)))
-                else:
-                    kept[cell] = sorted(torch.multinomial(probs, k, replacement=False, generator=generator).tolist())
+        weights = self._cpu_weights()
+        for cell in self.cells:
+            probs = torch.ones_like(weights[cell]) if uniform else weights[cell]
+            k = self.path_samples or len(probs)
+            if k >= len(probs):
+                kept[cell] = list(range(len(probs)))
+            else:
+                kept[cell] = sorted(torch.multinomial(probs, k, replacement=False, generator=generator).tolist())
         return PathSample(kept)
 
     def top_paths(self) -> PathSample:
         """The connections derivation keeps: each cell's ``derive_inputs`` strongest (ties to the
         earlier input)."""
-        kept = {}
-        with torch.no_grad():
-            for cell in self.cells:
-                kept[cell] = strongest(self.input_weights(cell).tolist(), self.space.config.derive_inputs)
-        return PathSample(kept)
+        weights = self._cpu_weights()
+        return PathSample({cell: strongest(weights[cell].tolist(), self.space.config.derive_inputs) for cell in self.cells})
 
     def alive(self, paths: PathSample) -> set[tuple[int, int]]:
         """The cells whose output reaches the output block through the sampled connections."""

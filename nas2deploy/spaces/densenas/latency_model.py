@@ -42,15 +42,24 @@ class LatencyModel:
         self.stack_node = torch.tensor([n for n, _ in net.stack_layers], dtype=torch.long)
         self.tail = torch.tensor([cost(space.head_candidates(e)[0]) for e in net.tail_edges], dtype=torch.float64)
         self.fixed = sum(cost(s) for s in space.stem_specs()) + cost(space.classifier_spec()) + table.offset_ms
+        self._on: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+
+    def costs_like(self, ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(head, stack, tail, stack node) on ``ref``'s device and dtype, copied once per device."""
+        key = (ref.device, ref.dtype)
+        if key not in self._on:
+            self._on[key] = (self.head.to(ref), self.stack.to(ref), self.tail.to(ref), self.stack_node.to(ref.device))
+        return self._on[key]
 
     def expected(self, head_w: torch.Tensor, stack_w: torch.Tensor, path_p: torch.Tensor) -> torch.Tensor:
         """Expected latency (ms) for op probabilities per mixed op and path probabilities per edge."""
         net, space = self.net, self.net.space
         n_nodes = space.tail_node + 1
-        stack_cost = torch.zeros(n_nodes, dtype=head_w.dtype).index_add(0, self.stack_node, (stack_w * self.stack.to(stack_w)).sum(-1))
-        head_cost = (head_w * self.head.to(head_w)).sum(-1)
-        tail = self.tail.to(head_w)
-        cost: list[torch.Tensor] = [torch.zeros((), dtype=head_w.dtype)] * n_nodes
+        head, stack, tail, stack_node = self.costs_like(head_w)
+        zero = head_w.new_zeros(())
+        stack_cost = head_w.new_zeros(n_nodes).index_add(0, stack_node, (stack_w * stack).sum(-1))
+        head_cost = (head_w * head).sum(-1)
+        cost: list[torch.Tensor] = [zero] * n_nodes
         for b in range(space.tail_node - 1, -1, -1):
             total = stack_cost[b]
             for ei in range(net.out_slices[b].start, net.out_slices[b].stop):

@@ -48,7 +48,9 @@ class DenseNASSearch:
     def arch_choice(self, generator: torch.Generator) -> OpChoice:
         net = self.net
         choice = OpChoice(sample_ops(net.alpha_head, 2, False, generator), sample_ops(net.alpha_stack, 2, False, generator))
-        self._old = (net.alpha_head.detach().gather(1, choice.head), net.alpha_stack.detach().gather(1, choice.stack))
+        device = net.alpha_head.device
+        self._old = (net.alpha_head.detach().gather(1, choice.head.to(device)),
+                     net.alpha_stack.detach().gather(1, choice.stack.to(device)))
         return choice
 
     def after_arch_step(self, choice: OpChoice) -> None:

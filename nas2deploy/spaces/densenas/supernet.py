@@ -39,7 +39,8 @@ class MixedOp(nn.Module):
 @dataclass(frozen=True)
 class OpChoice:
     """Which candidates run in each mixed op: ``head[r]`` for alpha_head row r, ``stack[l]`` for
-    stacking layer l (rows of index tensors, shape (rows, k))."""
+    stacking layer l (rows of index tensors, shape (rows, k)), on the CPU: the host reads them to
+    decide which modules to launch, without waiting for a GPU."""
 
     head: torch.Tensor
     stack: torch.Tensor
@@ -100,10 +101,14 @@ class DenseNASSupernet(nn.Module):
         return self.space.edges.index(edge)
 
     def forward(self, x: torch.Tensor, choice: OpChoice) -> torch.Tensor:
+        """No host synchronisation: the sampled indices are read on the host (CPU tensors), the
+        weights gathered on the device from one copy of them."""
         space = self.space
         p = self.path_probs()
-        head_w = torch.softmax(self.alpha_head.gather(1, choice.head), -1)
-        stack_w = torch.softmax(self.alpha_stack.gather(1, choice.stack), -1)
+        device = self.alpha_head.device
+        head_w = torch.softmax(self.alpha_head.gather(1, choice.head.to(device, non_blocking=True)), -1)
+        stack_w = torch.softmax(self.alpha_stack.gather(1, choice.stack.to(device, non_blocking=True)), -1)
+        heads, stacks = choice.head.tolist(), choice.stack.tolist()
         outs: list[torch.Tensor | None] = [None] * (space.tail_node + 1)
         outs[0] = self.stem(x)
         for node in range(1, space.tail_node + 1):
@@ -116,11 +121,11 @@ class DenseNASSupernet(nn.Module):
                     y = self.tail_branches[self.tail_row[e]](src)
                 else:
                     r = self.head_row[e]
-                    y = self.heads[r](src, choice.head[r].tolist(), head_w[r])
+                    y = self.heads[r](src, heads[r], head_w[r])
                 acc = p[ei] * y if acc is None else acc + p[ei] * y
             assert acc is not None
             for r in self.stack_rows.get(node, []):
-                acc = self.stacks[r](acc, choice.stack[r].tolist(), stack_w[r])
+                acc = self.stacks[r](acc, stacks[r], stack_w[r])
             outs[node] = acc
         final = outs[space.tail_node]
         assert final is not None
