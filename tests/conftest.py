@@ -12,14 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import settings
-
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.spaces import make_space
 
-settings.register_profile("default", max_examples=25)
-settings.register_profile("thorough", max_examples=500)
-settings.load_profile("default")
+try:
+    from hypothesis import settings
+except ImportError:  # a bare GPU image (benchmarks/gpu_check.sh): the property tests skip themselves
+    pass
+else:
+    settings.register_profile("default", max_examples=25)
+    settings.register_profile("thorough", max_examples=500)
+    settings.load_profile("default")
 
 # benchmarks/ holds the enumerators and mutators that some tests share with the benchmarks
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -31,11 +34,20 @@ HAS_CUDA = torch.cuda.is_available()
 _trt = importlib.util.find_spec("tensorrt")
 HAS_TENSORRT = _trt is not None and _trt.origin is not None
 
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU visible to torch on this machine")
-needs_tensorrt = pytest.mark.skipif(
+_no_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU visible to torch on this machine")
+_no_tensorrt = pytest.mark.skipif(
     not (HAS_TENSORRT and HAS_CUDA),
     reason="TensorRT runtime and an NVIDIA GPU are required (TensorRT cannot be installed on the CPU CI machines)",
 )
+
+
+def needs_cuda(test):
+    """Marked ``gpu`` (``pytest -m gpu`` runs these in benchmarks/gpu_check.sh), skipped without CUDA."""
+    return pytest.mark.gpu(_no_cuda(test))
+
+
+def needs_tensorrt(test):
+    return pytest.mark.tensorrt(_no_tensorrt(test))
 
 
 @pytest.fixture

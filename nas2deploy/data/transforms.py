@@ -121,12 +121,12 @@ def segmentation_pair(image_path: Path, mask_path: Path, size: int, crop: tuple[
         left, top = (sw - w) // 2, (sh - h) // 2
     else:
         left, top = int(rng.integers(0, sw - w + 1)), int(rng.integers(0, sh - h + 1))
-    box = (left / scale, top / scale, (left + w) / scale, (top + h) / scale)
+    box = (left / scale, top / scale, min(width, (left + w) / scale), min(height, (top + h) / scale))
     flip = rng is not None and rng.random() < 0.5
     image_out = np.zeros((3, ch, cw), dtype=np.float32)
     mask_out = np.full((ch, cw), IGNORE, dtype=np.int64)
     rgb = im.resize((w, h), Image.Resampling.BILINEAR, box=box)
-    lab = Image.fromarray(labels).resize((w, h), Image.Resampling.NEAREST, box=box)
+    lab = mask.resize((w, h), Image.Resampling.NEAREST, box=box)
     if flip:
         rgb, lab = rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT), lab.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     oy, ox = (ch - h) // 2, (cw - w) // 2  # padding around a scaled image smaller than the crop

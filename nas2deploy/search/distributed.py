@@ -12,6 +12,7 @@ the last checkpoint.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Iterator
@@ -99,5 +100,7 @@ def _collective_failure(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The cause without the C++ source location that gloo and NCCL put first."""
     lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
+    line = re.sub(r"^\[[^\]]*\.(cpp|cc|h):\d+\]\s*", "", lines[0] if lines else type(exc).__name__)
+    return line[:200]

@@ -86,6 +86,8 @@ class SearchRun:
             )
         self.task, self.classes = data.task, data.num_classes
         self.net.to(self.device)
+        if self.device.type == "cuda":  # every candidate keeps its shapes: cuDNN picks its kernels once
+            torch.backends.cudnn.benchmark = True
         if config.channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.precision = Precision(config.amp, self.device)

@@ -15,6 +15,14 @@ from __future__ import annotations
 import torch
 
 
+def on_device(indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy of host indices on ``device`` that does not wait for it: a copy from pageable
+    memory would synchronise with the GPU's stream first, one from pinned memory is queued."""
+    if device.type != "cuda":
+        return indices.to(device)
+    return indices.pin_memory().to(device, non_blocking=True)
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -38,7 +46,7 @@ def rebalance_(alpha: torch.Tensor, idx: torch.Tensor, old: torch.Tensor) -> Non
     An architecture step only sees the sampled ops S; the shift restores their total softmax
     mass to what it was, so ops that were not sampled keep their probability.
     """
-    idx = idx.to(alpha.device)
+    idx = on_device(idx, alpha.device)
     new = alpha.gather(1, idx)
     shift = torch.logsumexp(old, -1, keepdim=True) - torch.logsumexp(new, -1, keepdim=True)
     alpha.scatter_(1, idx, new + shift)

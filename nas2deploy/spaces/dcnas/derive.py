@@ -60,8 +60,8 @@ def log_probs(net: DCNASSupernet) -> tuple[np.ndarray, dict[Node, np.ndarray]]:
     """log softmax(alpha) per cell and log softmax(beta) per cell's inputs, in float64 (a float32
     log of a softmax turns a gap of ~100 into -inf)."""
     with torch.no_grad():
-        ops = torch.log_softmax(net.alpha.detach().double(), -1).numpy()
-        inputs = {cell: torch.log_softmax(net.beta[net.slices[cell]].detach().double(), 0).numpy() for cell in net.cells}
+        ops = torch.log_softmax(net.alpha.detach().double(), -1).cpu().numpy()
+        inputs = {cell: torch.log_softmax(net.beta[net.slices[cell]].detach().double(), 0).cpu().numpy() for cell in net.cells}
     return ops, inputs
 
 

@@ -21,7 +21,7 @@ def search_plots(run: Path, searched: DCNASSearch, table: LatencyTable) -> list[
     sources = [STEM, *net.cells]
     fusion = np.full((len(net.cells), len(sources)), np.nan)
     with torch.no_grad():
-        alpha = torch.softmax(net.alpha, -1).numpy()
+        alpha = torch.softmax(net.alpha.detach(), -1).cpu().numpy()
         for i, cell in enumerate(net.cells):
             for src, w in zip(net.space.inputs[cell], net.input_weights(cell).tolist()):
                 fusion[i, sources.index(src)] = w

@@ -160,9 +160,10 @@ class DCNASSupernet(nn.Module):
                 continue
             ins, sl = self.space.inputs[cell], self.slices[cell]
             kept = paths.kept[cell]
-            w = self.input_weights(cell)[kept]
-            w = w / w.sum()
-            fused = sum(w[j] * self.transforms[sl.start + k](nodes[ins[k]]) for j, k in enumerate(kept))
+            weights = self.input_weights(cell)
+            w = [weights[k] for k in kept]  # views: a host index list would be copied to the GPU and wait
+            total = sum(w)
+            fused = sum(w[j] / total * self.transforms[sl.start + k](nodes[ins[k]]) for j, k in enumerate(kept))
             assert isinstance(fused, torch.Tensor)
             nodes[cell] = self.mixtures[i](fused, alpha_w[i])
         feats = [nodes[c] for c in self.output_cells if c[1] == 0]

@@ -66,9 +66,9 @@ def _log_probs(net: DenseNASSupernet) -> tuple[np.ndarray, np.ndarray, np.ndarra
     edge impossible."""
     with torch.no_grad():
         path = torch.cat([torch.log_softmax(net.beta[s].detach().double(), 0) for _, s in sorted(net.out_slices.items())])
-        return (torch.log_softmax(net.alpha_head.detach().double(), -1).numpy(),
-                torch.log_softmax(net.alpha_stack.detach().double(), -1).numpy(),
-                path.numpy())
+        return (torch.log_softmax(net.alpha_head.detach().double(), -1).cpu().numpy(),
+                torch.log_softmax(net.alpha_stack.detach().double(), -1).cpu().numpy(),
+                path.cpu().numpy())
 
 
 def viterbi_path(net: DenseNASSupernet) -> tuple[Edge, ...]:

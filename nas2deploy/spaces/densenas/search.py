@@ -17,7 +17,7 @@ from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.interface import entropy
-from nas2deploy.search.sampling import argmax_ops, rebalance_, sample_ops
+from nas2deploy.search.sampling import argmax_ops, on_device, rebalance_, sample_ops
 from nas2deploy.spaces.densenas.derive import derive_argmax, derive_under_budget, fastest_latency, slowest_latency
 from nas2deploy.spaces.densenas.latency_model import LatencyModel
 from nas2deploy.spaces.densenas.space import DenseNASSpace
@@ -49,8 +49,8 @@ class DenseNASSearch:
         net = self.net
         choice = OpChoice(sample_ops(net.alpha_head, 2, False, generator), sample_ops(net.alpha_stack, 2, False, generator))
         device = net.alpha_head.device
-        self._old = (net.alpha_head.detach().gather(1, choice.head.to(device)),
-                     net.alpha_stack.detach().gather(1, choice.stack.to(device)))
+        self._old = (net.alpha_head.detach().gather(1, on_device(choice.head, device)),
+                     net.alpha_stack.detach().gather(1, on_device(choice.stack, device)))
         return choice
 
     def after_arch_step(self, choice: OpChoice) -> None:

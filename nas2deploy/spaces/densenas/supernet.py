@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from nas2deploy.ops import OpSpec
+from nas2deploy.search.sampling import on_device
 from nas2deploy.spaces.densenas.space import DenseNASSpace, Edge
 
 ALPHA_INIT = 1e-3
@@ -106,8 +107,8 @@ class DenseNASSupernet(nn.Module):
         space = self.space
         p = self.path_probs()
         device = self.alpha_head.device
-        head_w = torch.softmax(self.alpha_head.gather(1, choice.head.to(device, non_blocking=True)), -1)
-        stack_w = torch.softmax(self.alpha_stack.gather(1, choice.stack.to(device, non_blocking=True)), -1)
+        head_w = torch.softmax(self.alpha_head.gather(1, on_device(choice.head, device)), -1)
+        stack_w = torch.softmax(self.alpha_stack.gather(1, on_device(choice.stack, device)), -1)
         heads, stacks = choice.head.tolist(), choice.stack.tolist()
         outs: list[torch.Tensor | None] = [None] * (space.tail_node + 1)
         outs[0] = self.stem(x)
