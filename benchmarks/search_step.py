@@ -11,7 +11,8 @@ memory is ``torch.cuda.max_memory_allocated``.
 Modes:
 - ``port``: the unoptimised port the issue measured, reconstructed: the sampled indices moved to
   the GPU by hand and read back with ``.tolist()`` in every mixed op (DenseNAS) or the
-  connection probabilities read per cell (DCNAS), the loss read with ``float`` after every step
+  connection probabilities read per cell (DCNAS; its forward's copy of host index lists to the
+  GPU per cell is not reproduced, so its port figure flatters the port), the loss read with ``float`` after every step
   and the score with ``int`` after every batch. Same weights, data and optimiser.
 - ``fp32``, ``bf16``, ``bf16+cl`` (channels-last): the search as it runs now.
 
@@ -128,24 +129,6 @@ def port_dcnas_choice(net: Any, generator: torch.Generator, uniform: bool) -> An
     return PathSample(kept)
 
 
-def port_dcnas_forward(net: Any, x: torch.Tensor, paths: Any) -> torch.Tensor:
-    nodes = {(-1, 0): net.stem(x)}
-    alpha_w = torch.softmax(net.alpha, -1)
-    alive = net.alive(paths)
-    for i, cell in enumerate(net.cells):
-        if cell not in alive:
-            continue
-        ins, sl = net.space.inputs[cell], net.slices[cell]
-        kept = paths.kept[cell]
-        w = net.input_weights(cell)[kept]  # a host list as an index: copied to the GPU, waiting for it
-        w = w / w.sum()
-        fused = sum(w[j] * net.transforms[sl.start + k](nodes[ins[k]]) for j, k in enumerate(kept))
-        nodes[cell] = net.mixtures[i](fused, alpha_w[i])
-    feats = [nodes[c] for c in net.output_cells if c[1] == 0]
-    feats += [r(nodes[c]) for r, c in zip(net.resizes, [c for c in net.output_cells if c[1] > 0])]
-    return net.head(torch.cat(feats, 1))
-
-
 def port_pass(run: SearchRun, batches: int) -> dict[str, float]:
     """The weight pass as first ported (see the module docstring)."""
     net, search, device = run.net, run.space_search, run.device
@@ -163,7 +146,7 @@ def port_pass(run: SearchRun, batches: int) -> dict[str, float]:
                 choice = search.weight_choice(False, g)
                 out = port_densenas_forward(net, x, choice.head.to(device), choice.stack.to(device))
             else:
-                out = port_dcnas_forward(net, x, port_dcnas_choice(net, g, False))
+                out = net(x, port_dcnas_choice(net, g, False))
         loss = task_loss(run.task, out.float(), y)
         run.w_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -64,6 +64,13 @@ def synthetic_table(space, seed=0, calibration=None):
     return random_table(space, seed, calibration)
 
 
+def saved_table(tmp_path_factory, space: str, shape: dict, seed: int = 0) -> str:
+    """The path of a ``synthetic_table`` of ``space`` at ``shape``, written once per module."""
+    path = tmp_path_factory.mktemp("lut") / f"{space}.json"
+    synthetic_table(make_space(space, shape), seed=seed).save(path)
+    return str(path)
+
+
 def search_config(**fields):
     """A SearchConfig from flat fields, as a config file may hold them (space options at the top
     level are moved under the space: the path old files take)."""

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import search_config, synthetic_table
+from conftest import saved_table, search_config, synthetic_table
 
 from nas2deploy.nets import load_arch
 from nas2deploy.cli import cli
@@ -28,9 +28,7 @@ TINY = {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_
 
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lut") / "dcnas.json"
-    synthetic_table(make_space("dcnas", TINY), seed=2).save(path)
-    return str(path)
+    return saved_table(tmp_path_factory, "dcnas", TINY, seed=2)
 
 
 def config(table_path, **over):

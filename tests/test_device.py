@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import HAS_CUDA, needs_cuda, search_config, synthetic_table
+from conftest import HAS_CUDA, needs_cuda, saved_table, search_config, synthetic_table
 from PIL import Image
 
 from nas2deploy.cli import cli
@@ -28,9 +28,7 @@ SEG_SPACE = {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "
 
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lut") / "tiny.json"
-    synthetic_table(make_space("densenas", SPACE), seed=0).save(path)
-    return str(path)
+    return saved_table(tmp_path_factory, "densenas", SPACE, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import FAST, synthetic_table
+from conftest import FAST, saved_table
 
 from nas2deploy.backends import BackendSettings
 from nas2deploy.cli import cli
@@ -23,7 +23,6 @@ from nas2deploy.latency.table import LatencyTable
 from nas2deploy.runs import start_search
 from nas2deploy.search.config import SearchConfig
 from nas2deploy.search.run_folder import RUN_FILES
-from nas2deploy.spaces import make_space
 
 SPACE = {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1}
 
@@ -56,9 +55,7 @@ def test_profile_refuses_links(tmp_path, victim, which, small_space):
 
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lut") / "tiny.json"
-    synthetic_table(make_space("densenas", SPACE), seed=0).save(path)
-    return str(path)
+    return saved_table(tmp_path_factory, "densenas", SPACE, seed=0)
 
 
 def search_config(table_path):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import search_config, synthetic_table
+from conftest import saved_table, search_config, synthetic_table
 
 from nas2deploy.nets import load_arch
 from nas2deploy.cli import cli
@@ -21,9 +21,7 @@ SPACE = {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_lay
 
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lut") / "tiny.json"
-    synthetic_table(make_space("densenas", SPACE), seed=0).save(path)
-    return str(path)
+    return saved_table(tmp_path_factory, "densenas", SPACE, seed=0)
 
 
 def config(table_path, **over):
