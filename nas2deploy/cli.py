@@ -148,6 +148,35 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
         click.echo(f"  {key.replace('_', ' '):<24} {shown}")
 
 
+@space.command("sample")
+@click.argument("name", metavar="SPACE", type=SpaceName())
+@click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the space.")
+@click.option("--budget-ms", type=POSITIVE, required=True, help="Upper end of the latency window.")
+@click.option("--fill", type=Finite(min=0, max=1), default=DEFAULT_FILL, show_default=True,
+              help="Lower end of the window as a share of the budget (as derive --fill).")
+@click.option("--count", type=click.IntRange(min=1, max=10_000), default=10, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-tries", type=click.IntRange(min=1), help="Draws before giving up (default 20000 per network).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for random-NNN.json.")
+def space_sample(name: str, table: str, budget_ms: float, fill: float, count: int, seed: int, max_tries: int | None,
+                 out: str) -> None:
+    """Random networks of a latency window: the space's sampler, kept where the prediction fits."""
+    from nas2deploy.baseline import sample_window, write_sample
+    from nas2deploy.spaces import load_table, table_space
+
+    refuse_link(out)
+    if (table_name := table_space(load_table(table)).name) != name:
+        raise UserError(f"latency table {table} was profiled for space {table_name!r}, not {name!r}")
+    sample = sample_window(table, budget_ms, fill, count, seed, max_tries)
+    write_sample(sample, out)
+    low, high = sample.window_ms
+    click.echo(f"{len(sample.networks)} of {count} networks in [{low:.4g}, {high:.4g}] ms after {sample.tries} draws "
+               f"(the space reaches {sample.reachable_ms[0]:.4g}-{sample.reachable_ms[1]:.4g} ms) -> {out}")
+    if len(sample.networks) < count:
+        raise UserError(f"found {len(sample.networks)} of {count} networks in {sample.tries} draws (written to {out}): the window holds few "
+                        "of the sampler's networks; widen it (--fill) or raise --max-tries")
+
+
 # -- arch ----------------------------------------------------------------------------------------
 @cli.group()
 def arch() -> None:

@@ -70,3 +70,6 @@ class Network(ABC):
     def with_meta(self: N, meta: dict[str, Any]) -> N:
         """The same network recording where it came from (budget, table, data, space)."""
         return dataclasses.replace(self, meta=meta)  # type: ignore[type-var]
+
+    def renamed(self: N, name: str) -> N:
+        return dataclasses.replace(self, name=name)  # type: ignore[type-var]

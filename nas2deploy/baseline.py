@@ -1,0 +1,87 @@
+"""Random networks of a latency window: the baseline a search has to beat.
+
+``sample_window`` draws networks with the space's own sampler (``SearchSpace.sample_arch``:
+DenseNAS takes each block's out-edge and each layer's op uniformly; DCNAS each cell's inputs and
+op uniformly) and keeps the distinct ones whose predicted latency (calibrated where the table
+is, as derivation predicts) lies in [fill x budget, budget]. Rejection sampling: the kept
+networks follow the sampler's distribution restricted to the window, which is what "a random
+network of this latency" means to a user of the space; it is not uniform over the window's
+distinct networks (DenseNAS paths with more blocks are drawn less often, as they are by the
+sampler). A window outside the reachable latency range is refused with that range; sampling
+stops after ``max_tries`` draws and says how many networks it found.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import refuse_link
+from nas2deploy.nets import Network, save_arch
+from nas2deploy.runs import prepare, resolve
+from nas2deploy.search.config import SearchConfig, provenance
+from nas2deploy.spaces import load_table, table_space
+
+#: Draws per requested network before sampling gives up (a window holding 1 network in 10^4
+#: draws still yields 5 networks most of the time).
+TRIES_PER_NETWORK = 20_000
+
+
+@dataclass
+class WindowSample:
+    networks: list[Network]
+    tries: int
+    window_ms: tuple[float, float]
+    reachable_ms: tuple[float, float]
+
+
+def sample_window(table_path: str, budget_ms: float, fill: float, count: int, seed: int,
+                  max_tries: int | None = None) -> WindowSample:
+    """Up to ``count`` distinct random networks predicted within [fill x budget, budget]."""
+    table = load_table(table_path)
+    space = table_space(table)
+    fastest, slowest = reachable_ms(table_path)
+    low, high = fill * budget_ms, budget_ms
+    if high < fastest or low > slowest:
+        raise UserError(f"--budget-ms {budget_ms:g} with --fill {fill:g}: the window [{low:.4g}, {high:.4g}] ms "
+                        f"holds no network of this space; with table {table.name} it reaches "
+                        f"{fastest:.4g}-{slowest:.4g} ms")
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    found: list[Network] = []
+    limit = max_tries or TRIES_PER_NETWORK * count
+    tries = 0
+    config = resolve(SearchConfig(table=table_path, space=space.name))  # the space's built-in data
+    meta = {**provenance(config, budget_ms), "fill": fill, "sampler": "rejection", "seed": seed}
+    while len(found) < count and tries < limit:
+        tries += 1
+        arch = space.sample_arch(rng)
+        if not low <= table.predict(arch).best_ms <= high:
+            continue
+        body = {k: v for k, v in arch.to_dict().items() if k not in ("name", "meta")}
+        key = json.dumps(body, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            found.append(arch.renamed(f"random-{len(found):03d}").with_meta(meta))
+    return WindowSample(found, tries, (low, high), (fastest, slowest))
+
+
+def reachable_ms(table_path: str) -> tuple[float, float]:
+    """The predicted latencies of the fastest and the slowest network of the table's space."""
+    space = table_space(load_table(table_path))
+    return prepare(SearchConfig(table=table_path, space=space.name)).space_search.latency_range()
+
+
+def write_sample(sample: WindowSample, out: str | Path) -> list[Path]:
+    """The networks as ``OUT/random-NNN.json``; nothing is written outside ``out``."""
+    folder = refuse_link(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for arch in sample.networks:
+        path = folder / f"{arch.name}.json"
+        save_arch(arch, path)
+        paths.append(path)
+    return paths
