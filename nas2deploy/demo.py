@@ -48,7 +48,7 @@ def demo_search_config(entry: SpaceEntry, table: str, budget_ms: float | None) -
     return SearchConfig(table=table, space=entry.name, data=entry.demo.data, budget_ms=budget_ms, **entry.demo.search)
 
 
-def _table(entry: SpaceEntry, out: Path, say: Callable[[str], None]) -> LatencyTable:
+def demo_table(entry: SpaceEntry, out: Path, say: Callable[[str], None]) -> LatencyTable:
     plan = entry.demo
     assert plan is not None
     if plan.shipped is not None and plan.shipped.exists():
@@ -81,7 +81,7 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     assert plan is not None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = _table(entry, out, say)
+    table = demo_table(entry, out, say)
     assert table.path is not None
     run_dir = out / "search"
     # The budget needs the space's latency range, which the latency model knows before training.

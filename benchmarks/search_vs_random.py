@@ -1,0 +1,203 @@
+"""Does the search beat chance? Searched networks against random networks of the same latency.
+
+For each space (DenseNAS on the built-in shapes, DCNAS on the built-in scenes; the demo's spaces
+and tables: ``nas2deploy.demo.demo_table`` profiles one here when the shipped table was measured
+on another CPU) and two budgets:
+
+1. one search per budget (budget mode, lambda adapting), the weight warm-up shared by the two
+   (as the DenseNAS paper does for its latency sweep); the log's alpha/beta entropy and expected
+   latency at the warm-up's end and at the last epoch are printed;
+2. the searched networks: ``derive --budget-ms`` on the table (``searched``) and in closed loop
+   (``derive --measure``: measured to fit, ``closed loop``);
+3. ``--random`` networks from the same window (``nas2deploy space sample``: the space's sampler,
+   rejection to [fill x budget, budget]);
+4. every network trained ``--seeds`` times with the same schedule and scored on the test split
+   (top-1 or mIoU), and measured whole on the table's device.
+
+Statistics per budget: each network's mean and std over seeds; the random networks' mean and
+the pooled seed std; the searched networks' rank among all; a one-sided Mann-Whitney U test of
+the searched network's seed scores against the random networks' mean scores (alternative:
+greater); a bootstrap of the difference of means (10,000 resamples of random networks and of the
+searched network's seeds). The target: searched mean >= random mean + 2 pooled seed stds, and
+p < 0.05. A PNG per space plots score against measured latency (random networks with their seed
+std, searched points, the budget window).
+
+    .venv/bin/python benchmarks/search_vs_random.py [--tasks classification,segmentation] [--out runs/svr]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas2deploy import plotting
+from nas2deploy.baseline import sample_window
+from nas2deploy.data import open_dataset
+from nas2deploy.demo import demo_entry, demo_search_config, demo_table
+from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table
+from nas2deploy.nets import Network
+from nas2deploy.objective import LABEL, METRIC
+from nas2deploy.runs import start_search
+from nas2deploy.search.config import SearchConfig
+from nas2deploy.search.verify import derive_measured
+from nas2deploy.spaces import table_space
+from nas2deploy.train import train_arch
+
+
+def one_sided_tests(searched: list[float], random_means: list[float], rng: np.random.Generator) -> tuple[float, float]:
+    """(Mann-Whitney U p, bootstrap p) that the searched scores exceed the random networks'."""
+    from scipy.stats import mannwhitneyu
+
+    u_p = float(mannwhitneyu(searched, random_means, alternative="greater").pvalue)
+    s, r = np.asarray(searched), np.asarray(random_means)
+    diffs = rng.choice(s, (10_000, len(s))).mean(1) - rng.choice(r, (10_000, len(r))).mean(1)
+    return u_p, float((diffs <= 0).mean())
+
+
+def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budgets: list[float], fill: float) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = {"random": "#9a9a9a", "searched": "#d62728", "closed loop": "#1f77b4"}
+    for kind in ("random", "searched", "closed loop"):
+        pts = [r for r in rows if r["kind"] == kind]
+        ax.errorbar([p["measured_ms"] for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
+                    fmt="o" if kind == "random" else "D", color=colours[kind], alpha=0.7 if kind == "random" else 1,
+                    label=kind, capsize=2, ms=4 if kind == "random" else 7)
+    for b in budgets:
+        ax.axvspan(fill * b, b, color="#2ca02c", alpha=0.08)
+        ax.axvline(b, color="#2ca02c", lw=1, ls="--")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return plotting.save(fig, path)
+
+
+def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    entry = demo_entry(task)
+    plan = entry.demo
+    assert plan is not None
+    table = demo_table(entry, out, lambda line: print("  " + line, flush=True))
+    table_path = str(table.path)
+    metric = LABEL[METRIC[task]]
+    data = open_dataset(args.data or plan.data, table_space(table).config_dict()["input_size"])
+    train_epochs = args.train_epochs or plan.train_epochs
+
+    def config(budget: float | None) -> SearchConfig:
+        base = demo_search_config(entry, table_path, budget)
+        return dataclasses.replace(base, data=args.data or plan.data, epochs=args.search_epochs,
+                                   warmup_epochs=args.warmup_epochs, max_batches=args.max_batches, device=args.device)
+
+    t0 = time.time()
+    warm = start_search(config(None), out / "warmup")
+    warm.run(until=args.warmup_epochs)
+    warm_log = json.loads((out / "warmup" / "log.jsonl").read_text().splitlines()[-1])
+    fastest, slowest = warm.space_search.latency_range()
+    shares = [float(s) for s in args.shares.split(",")]
+    budgets = [round(fastest + s * (slowest - fastest), 4) for s in shares]
+    print(f"{entry.name}: warm-up {args.warmup_epochs} epochs in {time.time() - t0:.0f} s; the space reaches "
+          f"{fastest:.3f}-{slowest:.3f} ms; budgets {budgets} ms", flush=True)
+    settings, timing = settings_from_table(table), timing_from_table(table)
+    results: dict[str, Any] = {"space": entry.name, "metric": metric, "budgets": []}
+    rows: list[dict[str, Any]] = []
+    rng = np.random.default_rng(0)
+    for budget in budgets:
+        t1 = time.time()
+        run = start_search(config(budget), out / f"search-{budget}")
+        run.net.load_state_dict(warm.net.state_dict())  # the shared warm-up
+        run.w_opt.load_state_dict(copy.deepcopy(warm.w_opt.state_dict()))
+        run.epoch, run.step, run.w_step = warm.epoch, warm.step, warm.w_step
+        last = run.run()
+        searched = run.space_search.derive(f"searched-{budget}", budget)
+        closed = derive_measured(run.space_search, budget, name=f"closed-{budget}").arch
+        randoms = sample_window(table_path, budget, args.fill, args.random, seed=args.seed).networks
+        search_s = time.time() - t1
+        networks: list[tuple[str, Network]] = [("searched", searched), ("closed loop", closed)]
+        networks += [("random", a) for a in randoms]
+        budget_rows = []
+        for kind, arch in networks:
+            scores = [train_arch(arch, data, train_epochs, batch_size=plan.train_batch, lr=plan.train_lr, seed=s,
+                                 device=args.device)[1] for s in range(args.seeds)]
+            row: dict[str, Any] = {"kind": kind, "name": arch.name, "budget_ms": budget, "scores": scores,
+                   "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                   "predicted_ms": table.predict(arch).best_ms, "measured_ms": measure_network(settings, arch, timing)}
+            budget_rows.append(row)
+            print(f"    {kind:<12}{arch.name:<22}{row['measured_ms']:>8.3f} ms  {metric} {row['mean']:.3f} +- {row['std']:.3f}"
+                  f"  ({' '.join(f'{s:.3f}' for s in scores)})", flush=True)
+        rand = [r for r in budget_rows if r["kind"] == "random"]
+        rand_mean = statistics.mean(r["mean"] for r in rand)
+        pooled = float(np.sqrt(np.mean([r["std"] ** 2 for r in budget_rows])))
+        ranked = sorted(budget_rows, key=lambda r: -r["mean"])
+        summary: dict[str, Any] = {"budget_ms": budget, "random_mean": rand_mean, "random_best": max(r["mean"] for r in rand),
+                   "random_worst": min(r["mean"] for r in rand), "pooled_seed_std": pooled,
+                   "search_s": search_s, "entropy": {k: (warm_log.get(k), last.get(k)) for k in last if k.endswith("entropy")},
+                   "expected_ms": last["expected_ms"], "argmax": last.get(f"val_{METRIC[task]}_argmax")}
+        for kind in ("searched", "closed loop"):
+            r = next(r for r in budget_rows if r["kind"] == kind)
+            u_p, boot_p = one_sided_tests(r["scores"], [x["mean"] for x in rand], rng)
+            summary[kind] = {"mean": r["mean"], "rank": ranked.index(r) + 1, "of": len(ranked),
+                             "margin_in_pooled_std": (r["mean"] - rand_mean) / pooled if pooled else float("inf"),
+                             "mannwhitney_p": u_p, "bootstrap_p": boot_p}
+        results["budgets"].append(summary)
+        rows += budget_rows
+    results["plot"] = plot(out / f"search_vs_random_{entry.name}.png",
+                           f"{entry.name}: {args.search_epochs}-epoch search vs {args.random} random networks per window, "
+                           f"{args.seeds} seeds x {train_epochs} epochs", metric, rows, budgets, args.fill)
+    results["rows"] = rows
+    results["wall_s"] = time.time() - t0
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    metric = results["metric"]
+    print(f"{results['space']} ({results['wall_s']:.0f} s; plot {results['plot']})")
+    for b in results["budgets"]:
+        ent = ", ".join(f"{k} {v[0]:.4f}->{v[1]:.4f}" for k, v in b["entropy"].items() if v[0] is not None)
+        print(f"  budget {b['budget_ms']:.3f} ms: random {metric} mean {b['random_mean']:.3f} "
+              f"(best {b['random_best']:.3f}, worst {b['random_worst']:.3f}), pooled seed std {b['pooled_seed_std']:.3f}; "
+              f"search {b['search_s']:.0f} s, argmax {b['argmax']}, E[lat] {b['expected_ms']:.3f} ms; {ent}")
+        for kind in ("searched", "closed loop"):
+            s = b[kind]
+            verdict = "beats" if s["margin_in_pooled_std"] >= 2 and s["mannwhitney_p"] < 0.05 else "does not beat"
+            print(f"    {kind:<12} {metric} {s['mean']:.3f}, rank {s['rank']}/{s['of']}, "
+                  f"{s['margin_in_pooled_std']:+.2f} pooled stds, Mann-Whitney p {s['mannwhitney_p']:.3f}, "
+                  f"bootstrap p {s['bootstrap_p']:.3f}: {verdict} random (target: +2 stds, p < 0.05)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default="classification,segmentation")
+    ap.add_argument("--shares", default="0.25,0.6", help="budgets as shares of the way from the fastest to the slowest")
+    ap.add_argument("--fill", type=float, default=0.9)
+    ap.add_argument("--search-epochs", type=int, default=12)
+    ap.add_argument("--warmup-epochs", type=int, default=4)
+    ap.add_argument("--max-batches", type=int, default=16)
+    ap.add_argument("--train-epochs", type=int, default=0, help="0: the demo's")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--random", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default="", help="default: the space's built-in data (as the demo)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default="runs/search_vs_random")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks.split(","):
+        folder = out / task
+        folder.mkdir(exist_ok=True)
+        results = bench_task(task, args, folder)
+        (folder / "results.json").write_text(json.dumps(results, indent=1))
+        report(results)
+
+
+if __name__ == "__main__":
+    main()
