@@ -23,7 +23,6 @@ Default budgets: 1.3x, 2x and 3x the fastest network (DenseNAS, whose networks s
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import tempfile
 import time
@@ -83,9 +82,7 @@ def main() -> None:
     with DriftTracker(warm.table, settings, timing) as tracker:
         for budget in budgets:
             run = start_search(config(budget), tmp / f"b{budget}")
-            run.net.load_state_dict(warm.net.state_dict())  # shared warm-up
-            run.w_opt.load_state_dict(copy.deepcopy(warm.w_opt.state_dict()))
-            run.epoch, run.step, run.w_step = warm.epoch, warm.step, warm.w_step
+            run.continue_from(warm)  # the shared warm-up
             log = run.run()
             arch = run.space_search.derive(f"budget-{budget}", budget)
             pred = run.table.predict(arch)

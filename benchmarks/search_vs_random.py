@@ -28,7 +28,6 @@ std, searched points, the budget window).
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import statistics
@@ -113,9 +112,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     for budget in budgets:
         t1 = time.time()
         run = start_search(config(budget), out / f"search-{budget}")
-        run.net.load_state_dict(warm.net.state_dict())  # the shared warm-up
-        run.w_opt.load_state_dict(copy.deepcopy(warm.w_opt.state_dict()))
-        run.epoch, run.step, run.w_step = warm.epoch, warm.step, warm.w_step
+        run.continue_from(warm)  # the shared warm-up
         last = run.run()
         searched = run.space_search.derive(f"searched-{budget}", budget)
         closed = derive_measured(run.space_search, budget, name=f"closed-{budget}").arch

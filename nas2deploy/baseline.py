@@ -13,7 +13,6 @@ stops after ``max_tries`` draws and says how many networks it found.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import refuse_link
 from nas2deploy.nets import Network, save_arch
-from nas2deploy.runs import prepare, resolve
+from nas2deploy.runs import Prepared, prepare
 from nas2deploy.search.config import SearchConfig, provenance
 from nas2deploy.spaces import load_table, table_space
 
@@ -38,41 +37,44 @@ class WindowSample:
     reachable_ms: tuple[float, float]
 
 
+def _prepared(table_path: str, space_name: str | None = None) -> Prepared:
+    """The table's space and its search (for the exact reachable range); ``space_name``, where
+    given, must be the space the table was profiled for."""
+    name = table_space(load_table(table_path)).name
+    if space_name is not None and space_name != name:
+        raise UserError(f"latency table {table_path} was profiled for space {name!r}, not {space_name!r}")
+    return prepare(SearchConfig(table=table_path, space=name))
+
+
+def reachable_ms(table_path: str) -> tuple[float, float]:
+    """The predicted latencies of the fastest and the slowest network of the table's space."""
+    return _prepared(table_path).space_search.latency_range()
+
+
 def sample_window(table_path: str, budget_ms: float, fill: float, count: int, seed: int,
-                  max_tries: int | None = None) -> WindowSample:
+                  max_tries: int | None = None, space_name: str | None = None) -> WindowSample:
     """Up to ``count`` distinct random networks predicted within [fill x budget, budget]."""
-    table = load_table(table_path)
-    space = table_space(table)
-    fastest, slowest = reachable_ms(table_path)
+    prepared = _prepared(table_path, space_name)
+    table, space = prepared.table, prepared.space
+    fastest, slowest = prepared.space_search.latency_range()
     low, high = fill * budget_ms, budget_ms
     if high < fastest or low > slowest:
         raise UserError(f"--budget-ms {budget_ms:g} with --fill {fill:g}: the window [{low:.4g}, {high:.4g}] ms "
                         f"holds no network of this space; with table {table.name} it reaches "
                         f"{fastest:.4g}-{slowest:.4g} ms")
     rng = random.Random(seed)
-    seen: set[str] = set()
+    seen: set[Network] = set()  # networks compare without their meta; the name is blanked
     found: list[Network] = []
     limit = max_tries or TRIES_PER_NETWORK * count
     tries = 0
-    config = resolve(SearchConfig(table=table_path, space=space.name))  # the space's built-in data
-    meta = {**provenance(config, budget_ms), "fill": fill, "sampler": "rejection", "seed": seed}
+    meta = {**provenance(prepared.config, budget_ms), "fill": fill, "sampler": "rejection", "seed": seed}
     while len(found) < count and tries < limit:
         tries += 1
         arch = space.sample_arch(rng)
-        if not low <= table.predict(arch).best_ms <= high:
-            continue
-        body = {k: v for k, v in arch.to_dict().items() if k not in ("name", "meta")}
-        key = json.dumps(body, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
+        if low <= table.predict(arch).best_ms <= high and (body := arch.renamed("")) not in seen:
+            seen.add(body)
             found.append(arch.renamed(f"random-{len(found):03d}").with_meta(meta))
     return WindowSample(found, tries, (low, high), (fastest, slowest))
-
-
-def reachable_ms(table_path: str) -> tuple[float, float]:
-    """The predicted latencies of the fastest and the slowest network of the table's space."""
-    space = table_space(load_table(table_path))
-    return prepare(SearchConfig(table=table_path, space=space.name)).space_search.latency_range()
 
 
 def write_sample(sample: WindowSample, out: str | Path) -> list[Path]:

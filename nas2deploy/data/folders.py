@@ -72,11 +72,6 @@ class ImageFiles(Dataset):
         return torch.from_numpy(classification_train(self.files[i], self.size, draw_rng(i, draw))), self.labels[i]
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """An image file as a network trained on an ImageFolder sees it in evaluation."""
-    return classification_eval(path, size)
-
-
 def _list_folder(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
     files, labels = [], []
     for label, name in enumerate(classes):

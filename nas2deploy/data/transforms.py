@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from nas2deploy.errors import UserError
+from nas2deploy.objective import IGNORE
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 EVAL_CROP = 0.875  # 224 / 256
 SCALE_JITTER = (0.5, 2.0)
-IGNORE = 255  # nas2deploy.objective.IGNORE; repeated so that decoding workers need no torch model code
 
 
 def open_image(path: Path, rgb: bool = True) -> Any:

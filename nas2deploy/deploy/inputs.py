@@ -12,7 +12,8 @@ import numpy as np
 
 from nas2deploy.nets import Network
 from nas2deploy.data import open_dataset
-from nas2deploy.data.folders import IMAGE_SUFFIXES, load_image
+from nas2deploy.data.folders import IMAGE_SUFFIXES
+from nas2deploy.data.transforms import classification_eval
 from nas2deploy.errors import UserError
 
 
@@ -44,4 +45,5 @@ def _image_files(path: Path, size: int, count: int) -> np.ndarray:
     )
     if not files:
         raise UserError(f"--images {path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return np.stack([load_image(f, size) for f in files[:count]])
+    # as a network trained on an ImageFolder sees an image in evaluation
+    return np.stack([classification_eval(f, size) for f in files[:count]])

@@ -23,6 +23,7 @@ parameters are averaged over ranks before each step, so the ranks stay identical
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -175,36 +176,43 @@ class SearchRun:
         return {"loss": loss, "score": score.value, "images_per_s": seen * self.world / wall if wall else 0.0,
                 "data_wait_s": self.data_wait, "wall_s": wall}
 
+    def _update(self, x: torch.Tensor, y: torch.Tensor, score: Score, choice: Any, arch: bool) -> torch.Tensor:
+        """One optimiser step, of the architecture (with the latency term) or of the weights
+        (clipped): both optimisers' gradients cleared, gradients averaged over ranks."""
+        opt, scaler = (self.a_opt, self.scalers["arch"]) if arch else (self.w_opt, self.scalers["weights"])
+        params = self.space_search.arch_parameters() if arch else self.space_search.weight_parameters()
+        self.w_opt.zero_grad(set_to_none=True)
+        self.a_opt.zero_grad(set_to_none=True)
+        loss = self._backward(x, y, choice, arch, score, scaler)
+        _average_grads(params, self.world)
+        if not arch:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        self.step += 1
+        return loss
+
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor, score: Score, warm: bool) -> torch.Tensor:
         choice = self.space_search.weight_choice(warm, step_generator(self.config.seed, self.step))
         for group in self.w_opt.param_groups:
             group["lr"] = self._lr()
-        self.w_opt.zero_grad(set_to_none=True)
-        self.a_opt.zero_grad(set_to_none=True)
-        scaler = self.scalers["weights"]
-        loss = self._backward(x, y, choice, False, score, scaler)
-        _average_grads(self.space_search.weight_parameters(), self.world)
-        scaler.unscale_(self.w_opt)
-        torch.nn.utils.clip_grad_norm_(self.space_search.weight_parameters(), self.config.grad_clip)
-        scaler.step(self.w_opt)
-        scaler.update()
-        self.step += 1
         self.w_step += 1
-        return loss
+        return self._update(x, y, score, choice, arch=False)
 
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor, score: Score) -> torch.Tensor:
         choice = self.space_search.arch_choice(step_generator(self.config.seed, self.step))
-        self.a_opt.zero_grad(set_to_none=True)
-        self.w_opt.zero_grad(set_to_none=True)
-        scaler = self.scalers["arch"]
-        loss = self._backward(x, y, choice, True, score, scaler)
-        _average_grads(self.space_search.arch_parameters(), self.world)
-        scaler.step(self.a_opt)
-        scaler.update()
+        loss = self._update(x, y, score, choice, arch=True)
         self.space_search.after_arch_step(choice)
         self.controller.update(self.space_search.latency_model())
-        self.step += 1
         return loss
+
+    def continue_from(self, warm: SearchRun) -> None:
+        """Take over another run's weights, weight optimiser and counters: searches under several
+        budgets share one weight warm-up, as the DenseNAS paper's latency sweep does."""
+        self.net.load_state_dict(warm.net.state_dict())
+        self.w_opt.load_state_dict(copy.deepcopy(warm.w_opt.state_dict()))
+        self.epoch, self.step, self.w_step = warm.epoch, warm.step, warm.w_step
 
     @torch.no_grad()
     def evaluate(self) -> float:
