@@ -21,7 +21,7 @@ from nas2deploy.spaces.densenas.derive import (
     viterbi_path,
 )
 from nas2deploy.spaces.densenas.latency_model import LatencyModel
-from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, OpChoice
+from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, MixedOp, OpChoice, SharedMixedOp
 from nas2deploy.spaces import make_space
 
 TINY = {"input_size": 32, "width_mult": 0.25, "num_classes": 5, "max_stack_layers": 1}
@@ -73,6 +73,45 @@ def test_supernet_runs_sampled_and_full(net):
     assert net.alpha_head.grad[:, [0, 3]].abs().sum() > 0 and net.alpha_head.grad[:, [1, 2]].abs().sum() == 0
     assert net.beta.grad is not None and net.beta.grad.abs().sum() > 0
     assert all(not m.affine for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_shared_candidates_compute_the_deployed_ops():
+    """Candidate kXeY of a shared mixed op is the deployed MBConv with the sliced weights."""
+    space = make_space("densenas", TINY)
+    edge = next(e for e in space.edges if e.stride == 2)
+    for specs in (space.head_candidates(edge), space.stack_candidates(1)):
+        torch.manual_seed(0)
+        shared = SharedMixedOp(specs)
+        x = torch.randn(3, specs[0].cin, specs[0].h, specs[0].w)
+        for index, spec in enumerate(specs):
+            if spec.type_name != "mbconv":
+                assert torch.equal(shared.run(x, index), x)  # skip
+                continue
+            module = spec.build(affine=False)
+            hidden, k, c = spec.cin * spec.expansion, spec.kernel, shared.kernel // 2
+            convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+            convs[0].weight.data = shared.expand[:hidden].detach().clone()
+            convs[1].weight.data = shared.depthwise[:hidden, :, c - k // 2:c + k // 2 + 1, c - k // 2:c + k // 2 + 1].detach().clone()
+            convs[2].weight.data = shared.project[:, :hidden].detach().clone()
+            torch.testing.assert_close(shared.run(x, index), module(x))
+    # one set of weights, the largest candidate's, and BN statistics of one candidate only
+    shared = SharedMixedOp(space.stack_candidates(1))
+    assert {p.shape for p in shared.parameters()} == {p.shape for p in space.stack_candidates(1)[5].build().parameters()
+                                                      if p.dim() == 4}
+    spec = shared.specs[0]
+    shared(torch.randn(2, spec.cin, spec.h, spec.w), [0], torch.ones(1))
+    moved = [int(m.num_batches_tracked) for norms in shared.norms for m in norms]
+    assert moved[:3] == [1, 1, 1] and sum(moved) == 3
+
+
+def test_published_separate_weights_are_an_option():
+    space = make_space("densenas", TINY)
+    separate, shared = DenseNASSupernet(space, separate_op_weights=True), DenseNASSupernet(space)
+    assert all(type(m) is MixedOp for m in [*separate.heads, *separate.stacks])
+    assert all(type(m) is SharedMixedOp for m in [*shared.heads, *shared.stacks])
+    assert sum(p.numel() for p in shared.weight_parameters()) < sum(p.numel() for p in separate.weight_parameters()) / 2
+    x = torch.randn(2, 3, 32, 32)
+    assert separate(x, OpChoice.all(separate)).shape == shared(x, OpChoice.all(shared)).shape == (2, 5)
 
 
 def test_path_probabilities_normalise_per_source(net):

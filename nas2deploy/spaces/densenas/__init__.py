@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nas2deploy.spaces.base import DemoPlan, SpaceEntry, SpaceOption
 from nas2deploy.spaces.densenas.plots import search_plots
-from nas2deploy.spaces.densenas.search import DenseNASSearch
+from nas2deploy.spaces.densenas.search import SEARCH_DEFAULTS, DenseNASSearch
 from nas2deploy.spaces.densenas.space import DenseNASConfig, DenseNASSpace
 
 ENTRY = SpaceEntry(
@@ -27,7 +27,10 @@ ENTRY = SpaceEntry(
         SpaceOption("width_mult", "float", "scale every width (multiples of 8)", low=0, high=4),
         SpaceOption("num_classes", "int", "classifier outputs", low=1),
         SpaceOption("max_stack_layers", "int", "stacking layers per block (3)", low=0, high=3),
+        SpaceOption("separate_op_weights", "flag", "independent weights per candidate op, as published (default: "
+                    "candidates share the largest one's weights)", ("search",)),
     ),
+    search_defaults=SEARCH_DEFAULTS,
     plots=search_plots,  # type: ignore[arg-type]
     # 6 epochs (2 of weight warm-up) of 8 batches of 32 per pass, and a faster architecture
     # learning rate than the paper's 3e-4 so that so few steps move it.

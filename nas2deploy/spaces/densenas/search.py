@@ -24,14 +24,21 @@ from nas2deploy.spaces.densenas.space import DenseNASSpace
 from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, OpChoice
 
 
+#: ``separate_op_weights``: the published independent candidate weights instead of shared ones
+#: (``supernet.py`` says why sharing is the default).
+SEARCH_DEFAULTS: dict[str, Any] = {"separate_op_weights": False}
+
+
 class DenseNASSearch:
     task = "classification"
     eval_label = "argmax ops"
 
     def __init__(self, space: DenseNASSpace, table: LatencyTable, options: dict[str, Any] | None = None):
-        if options:
-            raise UserError(f"the densenas search takes no options, got {', '.join(options)}")
-        self.net = DenseNASSupernet(space)
+        unknown = set(options or {}) - set(SEARCH_DEFAULTS)
+        if unknown:
+            raise UserError(f"the densenas search takes {', '.join(SEARCH_DEFAULTS)}, not {', '.join(sorted(unknown))}")
+        options = {**SEARCH_DEFAULTS, **(options or {})}
+        self.net = DenseNASSupernet(space, bool(options["separate_op_weights"]))
         self.latency_model = LatencyModel(self.net, table)
         self._old: tuple[torch.Tensor, torch.Tensor] | None = None
 
