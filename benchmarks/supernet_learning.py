@@ -1,20 +1,22 @@
 """Does anything learn within a CPU's minutes? The built-in data and the DenseNAS supernet, each
 against what it replaced, measured in one run (issue 13: the demo's supernet stayed at chance).
 
-1. **Data**: one network of the demo space (a fixed random draw, affine BN, as deployed) trained
+1. **Data**: one network of the small space (a fixed random draw, affine BN, as deployed) trained
    for ``--steps`` SGD steps (batch 32, lr 0.05 cosine, label smoothing 0.1) on the built-in
    classes as drawn now (``nas2deploy.data.synthetic.render``) and as drawn before
    (``previous_render`` below, kept here only as the baseline); test top-1 on 1000 images.
-2. **Supernet**: the demo space's supernet trained for ``--supernet-steps`` weight steps as the
+2. **Supernet**: the small space's supernet (32 px, width x0.5, one stacking layer per block)
+   trained for ``--supernet-steps`` weight steps as the
    search's warm-up does (uniform single-op sampling, every route weighted by its path
    probability; the search's SGD, momentum, weight decay and gradient clipping), once with
    candidates that share weights (the default) and once with independent candidates as published
-   (``--separate-op-weights``); reported: training top-1 of the last quarter's steps and the top-1
+   (``--separate-op-weights``), and the demo's space (the same without stacking layers: half the
+   depth) with shared weights; reported: training top-1 of the last quarter's steps and the top-1
    of the argmax ops on 500 test images.
 
     .venv/bin/python benchmarks/supernet_learning.py [--steps 300] [--supernet-steps 150]
 
-Two threads; about 8 minutes on the 2-core development machine.
+Two threads; about 11 minutes on the 2-core development machine.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.sampling import step_generator  # noqa: E402
 from nas2deploy.spaces import get_space, make_space  # noqa: E402
 
-DEMO_SPACE = get_space("densenas").demo.space_config  # type: ignore[union-attr]
+#: The demo-sized DenseNAS space with one stacking layer per block (the demo itself has none).
+SMALL_SPACE = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
 
 
 def previous_render(index: int, size: int, seed: int) -> tuple[np.ndarray, int]:
@@ -84,7 +87,7 @@ def data_learnability(render: Callable[[int, int, int], tuple[np.ndarray, int]],
     """Test top-1 of one fixed demo-space network at each quarter of ``steps``."""
     x, y = tensors(render, 4000, 0)
     tx, ty = tensors(render, 1000, 1)
-    space = make_space("densenas", DEMO_SPACE)
+    space = make_space("densenas", SMALL_SPACE)
     torch.manual_seed(0)
     net = space.sample_arch(random.Random(2)).build()
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5)
@@ -104,14 +107,14 @@ def data_learnability(render: Callable[[int, int, int], tuple[np.ndarray, int]],
     return scores
 
 
-def supernet_learning(separate: bool, steps: int) -> tuple[list[float], list[float], float]:
+def supernet_learning(separate: bool, stack_layers: int, steps: int) -> tuple[list[float], list[float], float]:
     """(training top-1 per quarter, argmax test top-1 per quarter, seconds per step)."""
     data = open_dataset("synthetic:4000", 32)
     x = torch.stack([data.train[i][0] for i in range(4000)])
     y = torch.tensor([data.train[i][1] for i in range(4000)])
     tx = torch.stack([data.test[i][0] for i in range(500)])
     ty = torch.tensor([data.test[i][1] for i in range(500)])
-    space = make_space("densenas", DEMO_SPACE)
+    space = make_space("densenas", {**SMALL_SPACE, "max_stack_layers": stack_layers})
     torch.manual_seed(0)
     search = get_space("densenas").make_search(space, random_table(space, 0), {"separate_op_weights": separate})
     net, config = search.net, SearchConfig(table="")
@@ -144,14 +147,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     quarters = lambda n: "/".join(str(n * q // 4) for q in range(1, 5))  # noqa: E731
-    print(f"1. one demo-space network, test top-1 after {quarters(args.steps)} steps (chance 0.10)")
+    print(f"1. one network of the small space, test top-1 after {quarters(args.steps)} steps (chance 0.10)")
     for name, render in (("previous draw", previous_render), ("current draw", synthetic.render)):
         print(f"   {name:14s} " + "  ".join(f"{s:.3f}" for s in data_learnability(render, args.steps)), flush=True)
-    print(f"2. demo supernet, after {quarters(args.supernet_steps)} weight steps: training top-1 (last quarter) | "
+    print(f"2. supernet, after {quarters(args.supernet_steps)} weight steps: training top-1 (last quarter) | "
           "argmax-ops test top-1")
-    for name, separate in (("shared weights", False), ("separate (published)", True)):
-        train, test, per_step = supernet_learning(separate, args.supernet_steps)
-        print(f"   {name:20s} " + "  ".join(f"{s:.3f}" for s in train) + "  |  " + "  ".join(f"{s:.3f}" for s in test)
+    for name, separate, stack_layers in (("shared weights", False, 1), ("separate (published)", True, 1),
+                                         ("shared, no stacking (demo)", False, 0)):
+        train, test, per_step = supernet_learning(separate, stack_layers, args.supernet_steps)
+        print(f"   {name:26s} " + "  ".join(f"{s:.3f}" for s in train) + "  |  " + "  ".join(f"{s:.3f}" for s in test)
               + f"   ({per_step:.2f} s/step)", flush=True)
 
 

@@ -354,3 +354,23 @@ def test_space_without_stacking_layers_and_bad_budgets():
     assert float(model()) > 0
     with pytest.raises(UserError, match="--budget-ms must be positive"):
         budget_choice(net, model, 0.0)
+
+
+def test_entropies_of_a_space_without_stacking_layers_are_numbers():
+    from nas2deploy.spaces.densenas.search import DenseNASSearch
+
+    space = make_space("densenas", {**TINY, "max_stack_layers": 0})
+    values = DenseNASSearch(space, synthetic_table(space)).entropies()
+    assert "alpha_stack_entropy" not in values and all(math.isfinite(v) for v in values.values())
+    assert values["alpha_entropy"] == pytest.approx(math.log(6), abs=1e-3)  # per mixed op, near uniform at start
+
+
+def test_the_demo_searches_its_own_space_on_the_shipped_table():
+    from nas2deploy.demo import demo_entry, demo_search_config
+    from nas2deploy.runs import prepare
+
+    entry = demo_entry("classification")
+    assert entry.demo is not None and entry.demo.shipped is not None
+    config = demo_search_config(entry, str(entry.demo.shipped), None)
+    assert config.space_config == {"max_stack_layers": 0}  # the shipped table also prices stacking layers
+    assert not any(prepare(config).space.stack_layers)

@@ -90,10 +90,14 @@ class DenseNASSearch:
         return derive_argmax(self.net, name)
 
     def entropies(self) -> dict[str, float]:
+        """Mean entropy per mixed op (head and stacking rows; a space without stacking layers
+        has no stacking entry) and per block's outgoing edges."""
         net = self.net
-        return {
-            "alpha_entropy": entropy(torch.cat([net.alpha_head.flatten(), net.alpha_stack.flatten()]).view(1, -1)),
-            "alpha_head_entropy": entropy(net.alpha_head),
-            "alpha_stack_entropy": entropy(net.alpha_stack),
-            "beta_entropy": sum(entropy(net.beta[s]) for s in net.out_slices.values()) / len(net.out_slices),
-        }
+        heads, stacks = len(net.alpha_head), len(net.alpha_stack)
+        head = entropy(net.alpha_head)
+        values = {"alpha_entropy": head, "alpha_head_entropy": head}
+        if stacks:
+            values["alpha_stack_entropy"] = entropy(net.alpha_stack)
+            values["alpha_entropy"] = (head * heads + values["alpha_stack_entropy"] * stacks) / (heads + stacks)
+        values["beta_entropy"] = sum(entropy(net.beta[s]) for s in net.out_slices.values()) / len(net.out_slices)
+        return values
