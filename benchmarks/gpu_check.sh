@@ -6,6 +6,7 @@
 #
 #     bash benchmarks/gpu_check.sh            # on the GPU machine
 #     bash benchmarks/gpu_check.sh            # on a CPU: says so, runs the CPU-sized code paths
+#     bash benchmarks/gpu_check.sh search-vs-random   # a second call: issue 13's comparison
 #
 # Steps (each bounded by `timeout`, so one hung step cannot eat the budget):
 #   1. the GPU tests (pytest -m gpu): CUDA search + resume + checkpoint read on the CPU, both
@@ -15,6 +16,11 @@
 #      published schedule.
 #   3. two ranks on one GPU (gloo): the largest difference from one process, against the tolerance.
 #   4. data throughput: ImageNet-like JPEGs and Cityscapes-like pairs through the search's loader.
+# With the argument `search-vs-random`, instead (a call of its own, about 6 minutes): searched
+# against random DenseNAS networks of the same latency windows, larger than on the CPU (every
+# batch of 4000 images per pass, 12 search epochs, 3 training epochs, 5 random networks x 3 seeds
+# per window) with searches and trainings on the GPU; latency on the machine's CPU (ONNX Runtime,
+# the demo's table profiled there first). The image has no scipy: the bootstrap test decides.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -41,7 +47,18 @@ if torch.cuda.is_available():
 else:
     print("gpu: none (torch.cuda.is_available() is False): the GPU tests skip, the benchmarks run CPU-sized")
 PYEOF
-if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+gpu=0
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && gpu=1
+if [ "${1:-}" = "search-vs-random" ]; then
+    if [ $gpu = 1 ]; then
+        step "search vs random (GPU)" 420 "$PY" benchmarks/search_vs_random.py --tasks classification --device cuda \
+            --search-epochs 12 --warmup-epochs 4 --max-batches 0 --train-epochs 3 --random 5 --seeds 3 --out /tmp/svr-gpu
+    else
+        step "search vs random (CPU, code path only)" 420 "$PY" benchmarks/search_vs_random.py --tasks classification \
+            --data synthetic:200 --search-epochs 2 --warmup-epochs 1 --max-batches 2 --train-epochs 1 --random 2 --seeds 2 \
+            --out "$(mktemp -d)"
+    fi
+elif [ $gpu = 1 ]; then
     step "gpu tests" 150 "$PY" -m pytest -q -m "gpu and not slow" -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py
     step "search step throughput" 200 "$PY" benchmarks/search_step.py --device cuda --steps 20 --warmup 3
     step "two ranks on one GPU" 90 "$PY" benchmarks/rank_equality.py --device cuda

@@ -15,6 +15,7 @@ against what it replaced, measured in one run (issue 13: the demo's supernet sta
    of the argmax ops on 500 test images.
 
     .venv/bin/python benchmarks/supernet_learning.py [--steps 300] [--supernet-steps 150]
+    .venv/bin/python benchmarks/supernet_learning.py --no-data --supernets demo   # one row
 
 Two threads; about 11 minutes on the 2-core development machine.
 """
@@ -45,6 +46,14 @@ from nas2deploy.spaces import get_space, make_space  # noqa: E402
 
 #: The demo-sized DenseNAS space with one stacking layer per block (the demo itself has none).
 SMALL_SPACE = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
+
+
+#: (name, independent candidate weights, stacking layers per block)
+SUPERNETS = (("shared weights", False, 1), ("separate (published)", True, 1), ("demo, shared, no stacking", False, 0))
+
+
+def quarters(n: int) -> str:
+    return "/".join(str(n * q // 4) for q in range(1, 5))
 
 
 def previous_render(index: int, size: int, seed: int) -> tuple[np.ndarray, int]:
@@ -144,16 +153,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps of the fixed network")
     parser.add_argument("--supernet-steps", type=int, default=150, help="weight steps of the supernet")
+    parser.add_argument("--supernets", default="shared,separate,demo", help="which supernets (default: all three)")
+    parser.add_argument("--no-data", action="store_true", help="skip part 1")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    quarters = lambda n: "/".join(str(n * q // 4) for q in range(1, 5))  # noqa: E731
-    print(f"1. one network of the small space, test top-1 after {quarters(args.steps)} steps (chance 0.10)")
+    if not args.no_data:
+        data_part(args.steps)
+    supernet_part(args)
+
+
+def data_part(steps: int) -> None:
+    print(f"1. one network of the small space, test top-1 after {quarters(steps)} steps (chance 0.10)")
     for name, render in (("previous draw", previous_render), ("current draw", synthetic.render)):
-        print(f"   {name:14s} " + "  ".join(f"{s:.3f}" for s in data_learnability(render, args.steps)), flush=True)
+        print(f"   {name:14s} " + "  ".join(f"{s:.3f}" for s in data_learnability(render, steps)), flush=True)
+
+
+def supernet_part(args: argparse.Namespace) -> None:
     print(f"2. supernet, after {quarters(args.supernet_steps)} weight steps: training top-1 (last quarter) | "
           "argmax-ops test top-1")
-    for name, separate, stack_layers in (("shared weights", False, 1), ("separate (published)", True, 1),
-                                         ("shared, no stacking (demo)", False, 0)):
+    for name, separate, stack_layers in SUPERNETS:
+        if name.split()[0].rstrip(",") not in args.supernets.split(","):
+            continue
         train, test, per_step = supernet_learning(separate, stack_layers, args.supernet_steps)
         print(f"   {name:26s} " + "  ".join(f"{s:.3f}" for s in train) + "  |  " + "  ".join(f"{s:.3f}" for s in test)
               + f"   ({per_step:.2f} s/step)", flush=True)
