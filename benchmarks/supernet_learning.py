@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_exactness import random_table  # noqa: E402
 
 import nas2deploy.data.synthetic as synthetic  # noqa: E402
-from nas2deploy.data import open_dataset  # noqa: E402
 from nas2deploy.objective import task_loss  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.sampling import step_generator  # noqa: E402
@@ -118,11 +117,8 @@ def data_learnability(render: Callable[[int, int, int], tuple[np.ndarray, int]],
 
 def supernet_learning(separate: bool, stack_layers: int, steps: int) -> tuple[list[float], list[float], float]:
     """(training top-1 per quarter, argmax test top-1 per quarter, seconds per step)."""
-    data = open_dataset("synthetic:4000", 32)
-    x = torch.stack([data.train[i][0] for i in range(4000)])
-    y = torch.tensor([data.train[i][1] for i in range(4000)])
-    tx = torch.stack([data.test[i][0] for i in range(500)])
-    ty = torch.tensor([data.test[i][1] for i in range(500)])
+    x, y = tensors(synthetic.render, 4000, 0)  # the training images of open_dataset("synthetic")
+    tx, ty = tensors(synthetic.render, 500, 1)  # its first 500 test images
     space = make_space("densenas", {**SMALL_SPACE, "max_stack_layers": stack_layers})
     torch.manual_seed(0)
     search = get_space("densenas").make_search(space, random_table(space, 0), {"separate_op_weights": separate})
@@ -149,19 +145,6 @@ def supernet_learning(separate: bool, stack_layers: int, steps: int) -> tuple[li
     return train_scores, test_scores, (time.perf_counter() - start) / steps
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps of the fixed network")
-    parser.add_argument("--supernet-steps", type=int, default=150, help="weight steps of the supernet")
-    parser.add_argument("--supernets", default="shared,separate,demo", help="which supernets (default: all three)")
-    parser.add_argument("--no-data", action="store_true", help="skip part 1")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    if not args.no_data:
-        data_part(args.steps)
-    supernet_part(args)
-
-
 def data_part(steps: int) -> None:
     print(f"1. one network of the small space, test top-1 after {quarters(steps)} steps (chance 0.10)")
     for name, render in (("previous draw", previous_render), ("current draw", synthetic.render)):
@@ -177,6 +160,19 @@ def supernet_part(args: argparse.Namespace) -> None:
         train, test, per_step = supernet_learning(separate, stack_layers, args.supernet_steps)
         print(f"   {name:26s} " + "  ".join(f"{s:.3f}" for s in train) + "  |  " + "  ".join(f"{s:.3f}" for s in test)
               + f"   ({per_step:.2f} s/step)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the fixed network")
+    parser.add_argument("--supernet-steps", type=int, default=150, help="weight steps of the supernet")
+    parser.add_argument("--supernets", default="shared,separate,demo", help="which supernets (default: all three)")
+    parser.add_argument("--no-data", action="store_true", help="skip part 1")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if not args.no_data:
+        data_part(args.steps)
+    supernet_part(args)
 
 
 if __name__ == "__main__":

@@ -29,14 +29,15 @@ BN_EPS = 1e-3  # DenseNAS / TF MobileNet convention (reference.md section 1)
 BN_MOMENTUM = 0.1
 
 
-def _bn(channels: int, affine: bool) -> nn.BatchNorm2d:
+def batch_norm(channels: int, affine: bool) -> nn.BatchNorm2d:
+    """BN with the DenseNAS / TF MobileNet eps and momentum (affine-free in supernets)."""
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=affine)
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, affine: bool, act: bool) -> list[nn.Module]:
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
-        _bn(cout, affine),
+        batch_norm(cout, affine),
     ]
     if act:
         layers.append(nn.ReLU6(inplace=True))
@@ -346,8 +347,8 @@ class SepConv(OpSpec):
         pad = self.dilation * (self.kernel // 2)
         return nn.Sequential(
             nn.Conv2d(self.cin, self.cin, self.kernel, 1, pad, self.dilation, groups=self.cin, bias=False),
-            _bn(self.cin, affine), nn.ReLU(inplace=True),
-            nn.Conv2d(self.cin, self.out, 1, bias=False), _bn(self.out, affine), nn.ReLU(inplace=True),
+            batch_norm(self.cin, affine), nn.ReLU(inplace=True),
+            nn.Conv2d(self.cin, self.out, 1, bias=False), batch_norm(self.out, affine), nn.ReLU(inplace=True),
         )
 
     def macs(self) -> int:
@@ -381,7 +382,7 @@ class UpConv(OpSpec):
         return f"upconv_{_resize_key(self.scale, self.mode, self.align_corners)}_{self._shape()}_o{self.out}"
 
     def build(self, affine: bool = True) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(self.cin, self.out, 1, bias=False), _bn(self.out, affine), nn.ReLU(inplace=True),
+        return nn.Sequential(nn.Conv2d(self.cin, self.out, 1, bias=False), batch_norm(self.out, affine), nn.ReLU(inplace=True),
                              ResizeModule(self.scale, self.mode, self.align_corners))
 
     def macs(self) -> int:
@@ -476,7 +477,7 @@ class AddN(OpSpec):
 class SegHeadModule(nn.Module):
     def __init__(self, cin: int, mid: int, classes: int, scale: int, mode: str, align_corners: bool, affine: bool):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, mid, 3, padding=1, bias=False), _bn(mid, affine), nn.ReLU(inplace=True),
+        self.body = nn.Sequential(nn.Conv2d(cin, mid, 3, padding=1, bias=False), batch_norm(mid, affine), nn.ReLU(inplace=True),
                                   nn.Conv2d(mid, classes, 1))
         self.resize = ResizeModule(scale, mode, align_corners)
 

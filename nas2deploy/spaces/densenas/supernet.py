@@ -31,14 +31,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas2deploy.ops import BN_EPS, BN_MOMENTUM, MBConv, OpSpec, Skip
+from nas2deploy.ops import MBConv, OpSpec, Skip, batch_norm
 from nas2deploy.search.sampling import on_device
 from nas2deploy.spaces.densenas.space import DenseNASSpace, Edge
 
 ALPHA_INIT = 1e-3
 
 
-class MixedOp(nn.Module):
+class Mixture(nn.Module):
+    """A mixed op: the candidates ``indices`` run on one input, summed with ``weights``."""
+
+    def run(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, indices: list[int], weights: torch.Tensor) -> torch.Tensor:
+        out = weights[0] * self.run(x, indices[0])
+        for k in range(1, len(indices)):
+            out = out + weights[k] * self.run(x, indices[k])
+        return out
+
+
+class MixedOp(Mixture):
     """Candidates with independent weights, each the module its OpSpec builds (as published)."""
 
     def __init__(self, candidates: list[OpSpec]):
@@ -48,18 +61,8 @@ class MixedOp(nn.Module):
     def run(self, x: torch.Tensor, index: int) -> torch.Tensor:
         return self.candidates[index](x)
 
-    def forward(self, x: torch.Tensor, indices: list[int], weights: torch.Tensor) -> torch.Tensor:
-        out = weights[0] * self.run(x, indices[0])
-        for k in range(1, len(indices)):
-            out = out + weights[k] * self.run(x, indices[k])
-        return out
 
-
-def _bn(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=False)
-
-
-class SharedMixedOp(MixedOp):
+class SharedMixedOp(Mixture):
     """MBConv candidates (and ``skip``) of one input and output that share the largest
     candidate's weights: candidate ``kXeY`` is ``MBConv`` with the first ``Cin * Y`` channels of
     the expansion and projection and the centre ``X x X`` of each depthwise kernel, so it computes
@@ -67,7 +70,7 @@ class SharedMixedOp(MixedOp):
     copied in. Each candidate has its own BN statistics (its channel statistics differ)."""
 
     def __init__(self, candidates: list[OpSpec]):
-        nn.Module.__init__(self)
+        super().__init__()
         convs = [s for s in candidates if isinstance(s, MBConv)]
         if not convs or any(not isinstance(s, (MBConv, Skip)) for s in candidates) or \
                 any(s.expansion == 1 for s in convs) or len({(s.cin, s.out, s.stride) for s in convs}) != 1:
@@ -84,7 +87,8 @@ class SharedMixedOp(MixedOp):
         for w in (self.expand, self.depthwise, self.project):  # nn.Conv2d's default initialisation
             nn.init.kaiming_uniform_(w, a=math.sqrt(5))
         self.norms = nn.ModuleList([
-            nn.ModuleList([_bn(s.cin * s.expansion), _bn(s.cin * s.expansion), _bn(s.out)]) if isinstance(s, MBConv)
+            nn.ModuleList([batch_norm(s.cin * s.expansion, False), batch_norm(s.cin * s.expansion, False),
+                           batch_norm(s.out, False)]) if isinstance(s, MBConv)
             else nn.ModuleList() for s in candidates])
 
     def run(self, x: torch.Tensor, index: int) -> torch.Tensor:
