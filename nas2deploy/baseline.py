@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import refuse_link
@@ -37,24 +38,28 @@ class WindowSample:
     reachable_ms: tuple[float, float]
 
 
-def _prepared(table_path: str, space_name: str | None = None) -> Prepared:
-    """The table's space and its search (for the exact reachable range); ``space_name``, where
-    given, must be the space the table was profiled for."""
+def _prepared(table_path: str, space_name: str | None = None, space_config: dict[str, Any] | None = None) -> Prepared:
+    """The table's space, narrowed by ``space_config`` as a search narrows it, and its search
+    (for the exact reachable range); ``space_name``, where given, must be the space the table
+    was profiled for."""
     name = table_space(load_table(table_path)).name
     if space_name is not None and space_name != name:
         raise UserError(f"latency table {table_path} was profiled for space {name!r}, not {space_name!r}")
-    return prepare(SearchConfig(table=table_path, space=name))
+    return prepare(SearchConfig(table=table_path, space=name, space_config=dict(space_config or {})))
 
 
-def reachable_ms(table_path: str) -> tuple[float, float]:
+def reachable_ms(table_path: str, space_config: dict[str, Any] | None = None) -> tuple[float, float]:
     """The predicted latencies of the fastest and the slowest network of the table's space."""
-    return _prepared(table_path).space_search.latency_range()
+    return _prepared(table_path, space_config=space_config).space_search.latency_range()
 
 
 def sample_window(table_path: str, budget_ms: float, fill: float, count: int, seed: int,
-                  max_tries: int | None = None, space_name: str | None = None) -> WindowSample:
-    """Up to ``count`` distinct random networks predicted within [fill x budget, budget]."""
-    prepared = _prepared(table_path, space_name)
+                  max_tries: int | None = None, space_name: str | None = None,
+                  space_config: dict[str, Any] | None = None) -> WindowSample:
+    """Up to ``count`` distinct random networks predicted within [fill x budget, budget], drawn
+    from the table's space narrowed by ``space_config`` (the search's own ``space_config``: a
+    baseline drawn from a larger space than the search's would not answer whether it chose well)."""
+    prepared = _prepared(table_path, space_name, space_config)
     table, space = prepared.table, prepared.space
     fastest, slowest = prepared.space_search.latency_range()
     low, high = fill * budget_ms, budget_ms

@@ -158,13 +158,17 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--max-tries", type=click.IntRange(min=1), help="Draws before giving up (default 20000 per network).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for random-NNN.json.")
+@space_options("space")
 def space_sample(name: str, table: str, budget_ms: float, fill: float, count: int, seed: int, max_tries: int | None,
-                 out: str) -> None:
-    """Random networks of a latency window: the space's sampler, kept where the prediction fits."""
+                 out: str, **cfg: Any) -> None:
+    """Random networks of a latency window: the space's sampler, kept where the prediction fits.
+    Space options narrow the table's space as they narrow a search's (draw from the space
+    the search searched)."""
     from nas2deploy.baseline import sample_window, write_sample
 
     refuse_link(out)
-    sample = sample_window(table, budget_ms, fill, count, seed, max_tries, space_name=name)
+    sample = sample_window(table, budget_ms, fill, count, seed, max_tries, space_name=name,
+                           space_config=_pop_options(name, cfg, "space"))
     write_sample(sample, out)
     low, high = sample.window_ms
     click.echo(f"{len(sample.networks)} of {count} networks in [{low:.4g}, {high:.4g}] ms after {sample.tries} draws "
@@ -355,7 +359,7 @@ def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command()
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
 @click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
-@click.option("--data", default="", help="DenseNAS: 'synthetic' (default), a CIFAR-10 binary folder or an ImageFolder; "
+@click.option("--data", default="", help="DenseNAS: 'synthetic' (default), 'synthetic-small' (harder), a CIFAR-10 binary folder or an ImageFolder; "
               "DCNAS: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
 @click.option("--budget-ms", type=POSITIVE, help="Latency budget: lambda adapts so the expected latency settles here.")
 @click.option("--lambda", "lam", type=Finite(min=0, max=1e3), default=0.15, show_default=True, help="Weight of the latency term.")

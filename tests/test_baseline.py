@@ -57,3 +57,20 @@ def test_the_cli_writes_the_folder_and_refuses_what_cannot_be_drawn(tmp_path, sp
     other = "dcnas" if space == "densenas" else "densenas"
     wrong = runner.invoke(cli, ["space", "sample", other, "--lut", table_path, "--budget-ms", str(budget), "--out", str(tmp_path / "w")])
     assert wrong.exit_code == 1 and f"profiled for space {space!r}" in wrong.output
+
+
+def test_space_options_narrow_the_sampled_space_as_they_narrow_a_search(tmp_path, tmp_path_factory):
+    """The baseline must come from the space the search searched: a table profiled with stacking
+    layers, sampled with --max-stack-layers 0, gives networks without any."""
+    table_path = saved_table(tmp_path_factory, "densenas", SHAPES["densenas"])
+    fastest, slowest = reachable_ms(table_path, {"max_stack_layers": 0})
+    assert (fastest, slowest) != reachable_ms(table_path)
+    budget = round(fastest + 0.5 * (slowest - fastest), 4)
+    out = tmp_path / "narrow"
+    result = CliRunner().invoke(cli, ["space", "sample", "densenas", "--lut", table_path, "--budget-ms", str(budget),
+                                      "--count", "4", "--max-stack-layers", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    archs = [load_arch(p) for p in sorted(out.iterdir())]
+    assert len(archs) == 4 and all(b["stack"] == [] for a in archs for b in a.to_dict()["blocks"])
+    wide = sample_window(table_path, budget, 0.5, 12, seed=1)
+    assert any(b["stack"] for a in wide.networks for b in a.to_dict()["blocks"])  # without the option they occur
