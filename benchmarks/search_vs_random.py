@@ -31,24 +31,28 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas2deploy import plotting
-from nas2deploy.baseline import sample_window
-from nas2deploy.data import open_dataset
-from nas2deploy.demo import demo_entry, demo_search_config, demo_table
-from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table
-from nas2deploy.nets import Network
-from nas2deploy.objective import LABEL, METRIC
-from nas2deploy.runs import start_search
-from nas2deploy.search.config import SearchConfig
-from nas2deploy.search.verify import derive_measured
-from nas2deploy.spaces import table_space
-from nas2deploy.train import train_arch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trained_scores import HARDER, Recipe, ScoreJournal, benchmark_data, pooled_std, spread  # noqa: E402
+
+from nas2deploy import plotting  # noqa: E402
+from nas2deploy.baseline import sample_window  # noqa: E402
+from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
+from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
+from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table  # noqa: E402
+from nas2deploy.nets import Network  # noqa: E402
+from nas2deploy.objective import LABEL, METRIC  # noqa: E402
+from nas2deploy.runs import start_search  # noqa: E402
+from nas2deploy.search.config import SearchConfig  # noqa: E402
+from nas2deploy.search.verify import derive_measured  # noqa: E402
+from nas2deploy.spaces import table_space  # noqa: E402
+from nas2deploy.search.loop import SearchRun  # noqa: E402
 
 
 def one_sided_tests(searched: list[float], random_means: list[float], rng: np.random.Generator) -> tuple[float | None, float]:
@@ -85,6 +89,17 @@ def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budget
     return plotting.save(fig, path)
 
 
+def searched(config: SearchConfig, folder: Path, warm: SearchRun | None) -> tuple[SearchRun, dict[str, Any]]:
+    """The search of ``config`` in ``folder`` (resumed where a killed benchmark left it; a new
+    one starts from ``warm``'s weights) run to its end, and its log's last line."""
+    resume = (folder / "checkpoint.pt").exists()
+    run = start_search(config, folder, resume=resume)
+    if warm is not None and not resume:
+        run.continue_from(warm)
+    run.run(until=None if warm is not None else config.warmup_epochs)
+    return run, json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
+
+
 def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     entry = demo_entry(task)
     plan = entry.demo
@@ -92,51 +107,52 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     table = demo_table(entry, out, lambda line: print("  " + line, flush=True))
     table_path = str(table.path)
     metric = LABEL[METRIC[task]]
-    data = open_dataset(args.data or plan.data, table_space(table).config_dict()["input_size"])
-    train_epochs = args.train_epochs or plan.train_epochs
+    spec = args.data or HARDER.get(plan.data, plan.data)
+    data = benchmark_data(spec, table_space(table).config_dict()["input_size"], args.test_images)
+    recipe = Recipe(args.train_epochs or plan.train_epochs, plan.train_batch, plan.train_lr, device=args.device)
+    journal = ScoreJournal(out / "scores.jsonl", data, recipe)
 
     def config(budget: float | None) -> SearchConfig:
         base = demo_search_config(entry, table_path, budget)
-        return dataclasses.replace(base, data=args.data or plan.data, epochs=args.search_epochs,
-                                   warmup_epochs=args.warmup_epochs, max_batches=args.max_batches, device=args.device)
+        return dataclasses.replace(base, data=spec, epochs=args.search_epochs, warmup_epochs=args.warmup_epochs,
+                                   max_batches=args.max_batches, device=args.device)
 
     t0 = time.time()
-    warm = start_search(config(None), out / "warmup")
-    warm.run(until=args.warmup_epochs)
-    warm_log = json.loads((out / "warmup" / "log.jsonl").read_text().splitlines()[-1])
+    warm, warm_log = searched(config(None), out / "warmup", None)
     fastest, slowest = warm.space_search.latency_range()
     shares = [float(s) for s in args.shares.split(",")]
     budgets = [round(fastest + s * (slowest - fastest), 4) for s in shares]
     print(f"{entry.name}: warm-up {args.warmup_epochs} epochs in {time.time() - t0:.0f} s; the space reaches "
           f"{fastest:.3f}-{slowest:.3f} ms; budgets {budgets} ms", flush=True)
     settings, timing = settings_from_table(table), timing_from_table(table)
-    results: dict[str, Any] = {"space": entry.name, "metric": metric, "budgets": []}
+    results: dict[str, Any] = {"space": entry.name, "metric": metric, "data": data.name, "recipe": dataclasses.asdict(recipe),
+                               "budgets": []}
     rows: list[dict[str, Any]] = []
     rng = np.random.default_rng(0)
     for budget in budgets:
         t1 = time.time()
-        run = start_search(config(budget), out / f"search-{budget}")
-        run.continue_from(warm)  # the shared warm-up
-        last = run.run()
-        searched = run.space_search.derive(f"searched-{budget}", budget)
+        run, last = searched(config(budget), out / f"search-{budget}", warm)
+        found = run.space_search.derive(f"searched-{budget}", budget)
         closed = derive_measured(run.space_search, budget, name=f"closed-{budget}").arch
-        randoms = sample_window(table_path, budget, args.fill, args.random, seed=args.seed).networks
+        # the baseline is drawn from the space the search searched (the demo's, narrowed from the table's)
+        randoms = sample_window(table_path, budget, args.fill, args.random, seed=args.seed,
+                                space_config=run.config.space_config).networks
         search_s = time.time() - t1
-        networks: list[tuple[str, Network]] = [("searched", searched), ("closed loop", closed)]
+        networks: list[tuple[str, Network]] = [("searched", found), ("closed loop", closed)]
         networks += [("random", a) for a in randoms]
         budget_rows = []
         for kind, arch in networks:
-            scores = [train_arch(arch, data, train_epochs, batch_size=plan.train_batch, lr=plan.train_lr, seed=s,
-                                 device=args.device)[1] for s in range(args.seeds)]
-            row: dict[str, Any] = {"kind": kind, "name": arch.name, "budget_ms": budget, "scores": scores,
-                   "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                   "predicted_ms": table.predict(arch).best_ms, "measured_ms": measure_network(settings, arch, timing)}
+            scores = journal.scores(arch, args.seeds)
+            mean, std = spread(scores)
+            row: dict[str, Any] = {"kind": kind, "name": arch.name, "budget_ms": budget, "scores": scores, "mean": mean,
+                                   "std": std, "predicted_ms": table.predict(arch).best_ms,
+                                   "measured_ms": measure_network(settings, arch, timing), "arch": arch.to_dict()}
             budget_rows.append(row)
-            print(f"    {kind:<12}{arch.name:<22}{row['measured_ms']:>8.3f} ms  {metric} {row['mean']:.3f} +- {row['std']:.3f}"
+            print(f"    {kind:<12}{arch.name:<22}{row['measured_ms']:>8.3f} ms  {metric} {mean:.3f} +- {std:.3f}"
                   f"  ({' '.join(f'{s:.3f}' for s in scores)})", flush=True)
         rand = [r for r in budget_rows if r["kind"] == "random"]
         rand_mean = statistics.mean(r["mean"] for r in rand)
-        pooled = float(np.sqrt(np.mean([r["std"] ** 2 for r in budget_rows])))
+        pooled = pooled_std(budget_rows)
         ranked = sorted(budget_rows, key=lambda r: -r["mean"])
         summary: dict[str, Any] = {"budget_ms": budget, "random_mean": rand_mean, "random_best": max(r["mean"] for r in rand),
                    "random_worst": min(r["mean"] for r in rand), "pooled_seed_std": pooled,
@@ -152,7 +168,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
         rows += budget_rows
     results["plot"] = plot(out / f"search_vs_random_{entry.name}.png",
                            f"{entry.name}: {args.search_epochs}-epoch search vs {args.random} random networks per window, "
-                           f"{args.seeds} seeds x {train_epochs} epochs", metric, rows, budgets, args.fill)
+                           f"{args.seeds} seeds x {recipe.epochs} epochs", metric, rows, budgets, args.fill)
     results["rows"] = rows
     results["wall_s"] = time.time() - t0
     return results
@@ -188,7 +204,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--random", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default="", help="default: the space's built-in data (as the demo)")
+    ap.add_argument("--data", default="", help="default: the harder variant of the space's built-in data (synthetic-small), or that data")
+    ap.add_argument("--test-images", type=int, default=4000,
+                    help="test images of the built-in classes (their spec's own: 1000); 0 keeps the spec's")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="runs/search_vs_random")
     args = ap.parse_args()
@@ -197,8 +215,9 @@ def main() -> None:
     for task in args.tasks.split(","):
         folder = out / task
         folder.mkdir(exist_ok=True)
-        results = bench_task(task, args, folder)
-        (folder / "results.json").write_text(json.dumps(results, indent=1))
+        with exclusive(folder / "benchmark.lock", "search_vs_random"):
+            results = bench_task(task, args, folder)
+        atomic_write_json(folder / "results.json", results)
         report(results)
 
 

@@ -15,6 +15,15 @@ def test_synthetic_is_deterministic_and_balanced():
     assert a.images.shape == (200, 3, 32, 32) and set(a.labels.tolist()) == set(range(10))
 
 
+def test_synthetic_small_draws_the_same_classes_smaller():
+    easy, small = open_dataset("synthetic:40"), open_dataset("synthetic-small:40")
+    assert len(small.train) == 40 and len(small.test) == 10 and small.num_classes == 10
+    assert torch.equal(easy.train.labels, small.train.labels)  # the label is drawn first, the radius after
+    assert not torch.equal(easy.train.images, small.train.images)
+    with pytest.raises(UserError, match="'synthetic-small:N' with N >= 10"):
+        open_dataset("synthetic-small:x")
+
+
 def test_train_val_split_is_seeded_and_disjoint():
     ds = ShapesDataset(50, 16)
     tr, va = split_train_val(ds, 0.2, seed=1)

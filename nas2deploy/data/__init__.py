@@ -1,7 +1,8 @@
 """Datasets: a built-in one generated in code, and loaders for real formats.
 
 ``open_dataset("synthetic")`` needs no download (``synthetic:N`` makes N training images
-instead of 4000, and N/4 test images); a folder path is read as the CIFAR-10 binary
+instead of 4000, and N/4 test images; ``synthetic-small`` the same classes as smaller shapes, a
+harder set); a folder path is read as the CIFAR-10 binary
 format when it holds ``data_batch_*.bin`` / ``test_batch.bin``, otherwise as an ImageFolder
 (one sub-folder per class, optionally under ``train/`` and ``val/``), decoded lazily with the
 standard ImageNet transforms (``nas2deploy.data.transforms``).
@@ -32,15 +33,15 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
 
 
 def _open(spec: str, image_size: int, classes: int, crop: tuple[int, int] | None) -> Splits:
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        from nas2deploy.data.synthetic import ShapesDataset
+    if (name := spec.partition(":")[0]) in ("synthetic", "synthetic-small"):
+        from nas2deploy.data.synthetic import RADIUS, ShapesDataset
 
         count = spec.partition(":")[2] or "4000"
         if not count.isdigit() or int(count) < 10:
-            raise UserError(f"data {spec}: expected 'synthetic' or 'synthetic:N' with N >= 10 training images")
-        n = int(count)
-        return Splits(ShapesDataset(n, image_size, seed=0), ShapesDataset(max(10, n // 4), image_size, seed=1),
-                      ShapesDataset.NUM_CLASSES, image_size, spec)
+            raise UserError(f"data {spec}: expected '{name}' or '{name}:N' with N >= 10 training images")
+        n, radius = int(count), RADIUS[name]
+        return Splits(ShapesDataset(n, image_size, seed=0, radius=radius),
+                      ShapesDataset(max(10, n // 4), image_size, seed=1, radius=radius), ShapesDataset.NUM_CLASSES, image_size, spec)
     if spec == "seg-synthetic" or spec.startswith("seg-synthetic:"):
         from nas2deploy.data.segmentation import synthetic_segmentation
 

@@ -2,7 +2,9 @@
 
 Ten classes = five shapes (disc, square, triangle, ring, cross) x two stripe textures (coarse,
 fine) painted on a background of other stripes and noise, at random scale (50-90% of the image),
-position, rotation and colours (``render`` says which ranges and why). Telling the classes apart needs both shape (large receptive
+position, rotation and colours (``render`` says which ranges and why); ``synthetic-small``
+draws the same classes with smaller shapes (``RADIUS``), a harder set on which networks of one
+latency differ. Telling the classes apart needs both shape (large receptive
 field) and texture frequency (resolution kept long enough), so architecture choices (kernel
 sizes, where to downsample, width) change the accuracy. Sample i is a pure function of
 (seed, i): no download, identical on every machine.
@@ -30,7 +32,14 @@ def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray
     return ((np.abs(u) < r * 0.3) | (np.abs(v) < r * 0.3)) & (np.abs(u) < r) & (np.abs(v) < r)
 
 
-def render(index: int, size: int, seed: int) -> tuple[np.ndarray, int]:
+#: Shape radius as a share of the image, per built-in set: ``synthetic`` (the demo's: every
+#: network of a latency window learns it to 94-96% in 4 epochs, so architecture hardly shows)
+#: and ``synthetic-small`` (objects 9-17 px across at 32 px: four networks of one window reached
+#: 61-74% in 4 epochs, so architecture shows; ``benchmarks/architecture_spread.py``).
+RADIUS = {"synthetic": (0.25, 0.45), "synthetic-small": (0.14, 0.26)}
+
+
+def render(index: int, size: int, seed: int, radius: tuple[float, float] = RADIUS["synthetic"]) -> tuple[np.ndarray, int]:
     """Sample ``index``: (image C x H x W normalised to about zero mean, unit spread; label).
 
     Measured choices (``benchmarks/supernet_learning.py``): shapes of radius 25-45% of the
@@ -44,7 +53,7 @@ def render(index: int, size: int, seed: int) -> tuple[np.ndarray, int]:
     label = int(rng.integers(0, 2 * len(SHAPES)))
     kind, fine = label % len(SHAPES), label // len(SHAPES)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    r = rng.uniform(0.25, 0.45)
+    r = rng.uniform(*radius)
     cx, cy = rng.uniform(r * 0.8, 1 - r * 0.8, size=2)
     angle = rng.uniform(0, 2 * np.pi)
     u = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
@@ -67,9 +76,9 @@ def render(index: int, size: int, seed: int) -> tuple[np.ndarray, int]:
 class ShapesDataset(Dataset):
     NUM_CLASSES = 2 * len(SHAPES)
 
-    def __init__(self, length: int, size: int = 32, seed: int = 0):
+    def __init__(self, length: int, size: int = 32, seed: int = 0, radius: tuple[float, float] = RADIUS["synthetic"]):
         self.length, self.size, self.seed = length, size, seed
-        images, labels = zip(*(render(i, size, seed) for i in range(length)))
+        images, labels = zip(*(render(i, size, seed, radius) for i in range(length)))
         self.images = torch.from_numpy(np.stack(images))
         self.labels = torch.tensor(labels)
 
