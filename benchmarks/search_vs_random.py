@@ -1,18 +1,20 @@
 """Does the search beat chance? Searched networks against random networks of the same latency.
 
-For each space (DenseNAS on the built-in shapes, DCNAS on the built-in scenes; the demo's spaces
-and tables: ``nas2deploy.demo.demo_table`` profiles one here when the shipped table was measured
-on another CPU) and two budgets:
+For each space (DenseNAS on the harder built-in shapes, ``synthetic-small``; DCNAS on the
+built-in scenes; the demo's spaces and tables: ``nas2deploy.demo.demo_table`` profiles one here
+when the shipped table was measured on another CPU) and two budgets:
 
 1. one search per budget (budget mode, lambda adapting), the weight warm-up shared by the two
    (as the DenseNAS paper does for its latency sweep); the log's alpha/beta entropy and expected
    latency at the warm-up's end and at the last epoch are printed;
 2. the searched networks: ``derive --budget-ms`` on the table (``searched``) and in closed loop
    (``derive --measure``: measured to fit, ``closed loop``);
-3. ``--random`` networks from the same window (``nas2deploy space sample``: the space's sampler,
-   rejection to [fill x budget, budget]);
-4. every network trained ``--seeds`` times with the same schedule and scored on the test split
-   (top-1 or mIoU), and measured whole on the table's device.
+3. ``--random`` networks from the same window of the same space the search searched (``nas2deploy
+   space sample`` with the search's space options: the space's sampler, rejection to
+   [fill x budget, budget]);
+4. every network trained ``--seeds`` times with the same recipe (the demo's, ``--train-epochs``
+   epochs, channels-last) and scored on the test split (top-1 on ``--test-images`` images, or
+   mIoU), and measured whole on the table's device.
 
 Statistics per budget: each network's mean and std over seeds; the random networks' mean and
 the pooled seed std; the searched networks' rank among all; a one-sided Mann-Whitney U test of
@@ -21,6 +23,10 @@ greater); a bootstrap of the difference of means (10,000 resamples of random net
 searched network's seeds). The target: searched mean >= random mean + 2 pooled seed stds, and
 p < 0.05. A PNG per space plots score against measured latency (random networks with their seed
 std, searched points, the budget window).
+
+Searches resume from their run folders and trainings from ``OUT/TASK/scores.jsonl``
+(``trained_scores.py``): a killed benchmark picks up where it stopped, and trainings that
+``architecture_spread.py`` journaled with the same recipe in that file are reused.
 
     .venv/bin/python benchmarks/search_vs_random.py [--tasks classification,segmentation] [--out runs/svr]
 """
