@@ -3,15 +3,19 @@
 ``--networks`` random networks of one latency window of the demo's space (``nas2deploy space
 sample``'s sampler, rejection to [fill x budget, budget]; the budget ``--share`` of the way from
 the space's fastest to its slowest network) are each trained ``--seeds`` times with the recipe of
-``search_vs_random.py`` and scored on the test split. Printed: every network's mean and seed std,
-the best minus the worst mean, the pooled and the largest seed std. Target: best - worst >= 10
-points while one network's seed std stays <= 2 points; only then can a comparison of a searched
-network against random ones tell a search that chooses from one that does not.
+``search_vs_random.py`` and scored on the test split (the demo's table, profiled here when the
+shipped one was measured on another CPU, as ``search_vs_random.py`` does). Printed: every
+network's mean and seed std, the best minus the worst mean, the pooled and the largest seed
+std. Target: best - worst >= 10 points while one network's seed std stays <= 2 points; only then
+can a comparison of a searched network against random ones tell a search that chooses from one
+that does not.
 
-Trainings are journaled (``trained_scores.py``): a killed run resumes, and a run with the same
-recipe as ``search_vs_random.py --out`` the same folder reuses its trainings.
+Trainings are journaled (``trained_scores.py``): a killed run resumes. Given the task folder of a
+``search_vs_random.py`` run as ``--out`` (``runs/svr/classification``), it takes that run's table
+and trainings: the first random networks of its lower budget's window are these, trained with the
+same recipe.
 
-    .venv/bin/python benchmarks/architecture_spread.py [--networks 20] [--seeds 3] [--train-epochs 4]
+    .venv/bin/python benchmarks/architecture_spread.py [--networks 20] [--seeds 3] [--train-epochs 8] [--out runs/svr/classification]
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trained_scores import HARDER, Recipe, ScoreJournal, benchmark_data, pooled_std, spread  # noqa: E402
 
 from nas2deploy.baseline import sample_window  # noqa: E402
-from nas2deploy.demo import demo_entry, demo_search_config  # noqa: E402
+from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
 from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
 from nas2deploy.runs import prepare  # noqa: E402
@@ -53,8 +57,11 @@ def main() -> None:
     torch.set_num_threads(2)
     entry = demo_entry(args.task)
     plan = entry.demo
-    assert plan is not None and plan.shipped is not None
-    config = demo_search_config(entry, str(plan.shipped), None)
+    assert plan is not None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = demo_table(entry, out, lambda line: print("  " + line, flush=True))  # as search_vs_random's
+    config = demo_search_config(entry, str(table.path), None)
     prepared = prepare(config)
     fastest, slowest = prepared.space_search.latency_range()
     budget = round(fastest + args.share * (slowest - fastest), 4)
@@ -63,8 +70,6 @@ def main() -> None:
     spec = args.data or HARDER.get(plan.data, plan.data)
     data = benchmark_data(spec, prepared.space.config_dict()["input_size"], args.test_images)
     recipe = Recipe(args.train_epochs or plan.train_epochs, plan.train_batch, plan.train_lr, device=args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     metric = LABEL[METRIC[args.task]]
     print(f"{len(networks)} random networks of {entry.name} in [{args.fill * budget:.3f}, {budget:.3f}] ms "
           f"(the space reaches {fastest:.3f}-{slowest:.3f}); {args.seeds} seeds x {recipe.epochs} epochs on {data.name}",
