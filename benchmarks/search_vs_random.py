@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trained_scores import HARDER, Recipe, ScoreJournal, benchmark_data, pooled_std, spread  # noqa: E402
+from trained_scores import HARDER, Recipe, ScoreJournal, benchmark_data, network_body, pooled_std, spread  # noqa: E402
 
 from nas2deploy import plotting  # noqa: E402
 from nas2deploy.baseline import sample_window  # noqa: E402
@@ -56,9 +56,9 @@ from nas2deploy.nets import Network  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
 from nas2deploy.runs import start_search  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
+from nas2deploy.search.loop import SearchRun  # noqa: E402
 from nas2deploy.search.verify import derive_measured  # noqa: E402
 from nas2deploy.spaces import table_space  # noqa: E402
-from nas2deploy.search.loop import SearchRun  # noqa: E402
 
 
 def one_sided_tests(searched: list[float], random_means: list[float], rng: np.random.Generator) -> tuple[float | None, float]:
@@ -93,6 +93,27 @@ def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budget
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return plotting.save(fig, path)
+
+
+def compare(rows: list[dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
+    """The statistics of one budget's rows (kinds searched, closed loop, random). The closed loop
+    often keeps the table's network: each network counts once in the pooled seed std and the
+    ranking (twice counted, the searched network's own seed std would weigh double)."""
+    rand = [r for r in rows if r["kind"] == "random"]
+    rand_mean = statistics.mean(r["mean"] for r in rand)
+    distinct = list({network_body(r["arch"]): r for r in rows}.values())
+    pooled = pooled_std(distinct)
+    summary: dict[str, Any] = {"random_mean": rand_mean, "random_best": max(r["mean"] for r in rand),
+                               "random_worst": min(r["mean"] for r in rand), "pooled_seed_std": pooled, "networks": len(distinct)}
+    searched_body = network_body(next(r for r in rows if r["kind"] == "searched")["arch"])
+    for kind in ("searched", "closed loop"):
+        r = next(r for r in rows if r["kind"] == kind)
+        u_p, boot_p = one_sided_tests(r["scores"], [x["mean"] for x in rand], rng)
+        summary[kind] = {"mean": r["mean"], "rank": 1 + sum(x["mean"] > r["mean"] for x in distinct), "of": len(distinct),
+                         "same_as_searched": network_body(r["arch"]) == searched_body,
+                         "margin_in_pooled_std": (r["mean"] - rand_mean) / pooled if pooled else float("inf"),
+                         "mannwhitney_p": u_p, "bootstrap_p": boot_p}
+    return summary
 
 
 def searched(config: SearchConfig, folder: Path, warm: SearchRun | None) -> tuple[SearchRun, dict[str, Any]]:
@@ -156,20 +177,10 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
             budget_rows.append(row)
             print(f"    {kind:<12}{arch.name:<22}{row['measured_ms']:>8.3f} ms  {metric} {mean:.3f} +- {std:.3f}"
                   f"  ({' '.join(f'{s:.3f}' for s in scores)})", flush=True)
-        rand = [r for r in budget_rows if r["kind"] == "random"]
-        rand_mean = statistics.mean(r["mean"] for r in rand)
-        pooled = pooled_std(budget_rows)
-        ranked = sorted(budget_rows, key=lambda r: -r["mean"])
-        summary: dict[str, Any] = {"budget_ms": budget, "random_mean": rand_mean, "random_best": max(r["mean"] for r in rand),
-                   "random_worst": min(r["mean"] for r in rand), "pooled_seed_std": pooled,
-                   "search_s": search_s, "entropy": {k: (warm_log.get(k), last.get(k)) for k in last if k.endswith("entropy")},
-                   "expected_ms": last["expected_ms"], "argmax": last.get(f"val_{METRIC[task]}_argmax")}
-        for kind in ("searched", "closed loop"):
-            r = next(r for r in budget_rows if r["kind"] == kind)
-            u_p, boot_p = one_sided_tests(r["scores"], [x["mean"] for x in rand], rng)
-            summary[kind] = {"mean": r["mean"], "rank": ranked.index(r) + 1, "of": len(ranked),
-                             "margin_in_pooled_std": (r["mean"] - rand_mean) / pooled if pooled else float("inf"),
-                             "mannwhitney_p": u_p, "bootstrap_p": boot_p}
+        summary = compare(budget_rows, rng)
+        summary.update({"budget_ms": budget, "search_s": search_s, "expected_ms": last["expected_ms"],
+                        "entropy": {k: (warm_log.get(k), last.get(k)) for k in last if k.endswith("entropy")},
+                        "argmax": last.get(f"val_{METRIC[task]}_argmax")})
         results["budgets"].append(summary)
         rows += budget_rows
     results["plot"] = plot(out / f"search_vs_random_{entry.name}.png",
@@ -193,7 +204,8 @@ def report(results: dict[str, Any]) -> None:
             test_p = s["mannwhitney_p"] if s["mannwhitney_p"] is not None else s["bootstrap_p"]
             verdict = "beats" if s["margin_in_pooled_std"] >= 2 and test_p < 0.05 else "does not beat"
             u_test = f"{s['mannwhitney_p']:.3f}" if s["mannwhitney_p"] is not None else "n/a (no scipy)"
-            print(f"    {kind:<12} {metric} {s['mean']:.3f}, rank {s['rank']}/{s['of']}, "
+            same = " (the searched network)" if kind == "closed loop" and s.get("same_as_searched") else ""
+            print(f"    {kind:<12} {metric} {s['mean']:.3f}{same}, rank {s['rank']}/{s['of']}, "
                   f"{s['margin_in_pooled_std']:+.2f} pooled stds, Mann-Whitney p {u_test}, "
                   f"bootstrap p {s['bootstrap_p']:.3f}: {verdict} random (target: +2 stds, p < 0.05)")
 
@@ -215,6 +227,8 @@ def main() -> None:
                     help="test images of the built-in classes (their spec's own: 1000); 0 keeps the spec's")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="runs/search_vs_random")
+    ap.add_argument("--statistics-only", action="store_true",
+                    help="recompute the statistics from OUT/TASK/results.json (no search, training or measurement)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +236,14 @@ def main() -> None:
         folder = out / task
         folder.mkdir(exist_ok=True)
         with exclusive(folder / "benchmark.lock", "search_vs_random"):
-            results = bench_task(task, args, folder)
+            if args.statistics_only:
+                results = json.loads((folder / "results.json").read_text())
+                rng = np.random.default_rng(0)
+                for summary in results["budgets"]:
+                    rows = [r for r in results["rows"] if r["budget_ms"] == summary["budget_ms"]]
+                    summary.update(compare(rows, rng))
+            else:
+                results = bench_task(task, args, folder)
         atomic_write_json(folder / "results.json", results)
         report(results)
 

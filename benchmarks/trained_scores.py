@@ -45,6 +45,11 @@ def benchmark_data(spec: str, image_size: int, test_images: int) -> Splits:
     return data
 
 
+def network_body(arch: dict[str, Any]) -> str:
+    """A network's JSON without its name and meta: what makes two networks the same."""
+    return json.dumps({k: v for k, v in arch.items() if k not in ("name", "meta")}, sort_keys=True)
+
+
 @dataclass
 class Recipe:
     """The training every network of a comparison gets (the demo's, except for the epochs)."""
@@ -56,9 +61,8 @@ class Recipe:
     device: str = "cpu"
 
     def key(self, arch: Network, data: Splits, seed: int) -> str:
-        body = json.dumps({k: v for k, v in arch.to_dict().items() if k not in ("name", "meta")}, sort_keys=True)
         recipe = f"{self.epochs}/{self.batch_size}/{self.lr}/{data.name}/{seed}"
-        return hashlib.sha256(f"{body}|{recipe}".encode()).hexdigest()[:20]
+        return hashlib.sha256(f"{network_body(arch.to_dict())}|{recipe}".encode()).hexdigest()[:20]
 
 
 class ScoreJournal:
