@@ -31,3 +31,23 @@ def test_the_journal_trains_once_resumes_past_a_cut_line_and_keys_on_the_recipe(
     assert path.read_text().count("\n") == 2  # nothing trained again
     longer = ScoreJournal(path, data, Recipe(epochs=2, batch_size=16, lr=0.05))
     assert longer.recipe.key(arch, data, 0) != recipe.key(arch, data, 0)
+
+
+def test_the_comparison_counts_a_network_kept_by_the_closed_loop_once():
+    import numpy as np
+    from search_vs_random import compare
+
+    def row(kind, blocks, scores):
+        mean = sum(scores) / len(scores)
+        std = (sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)) ** 0.5
+        return {"kind": kind, "arch": {"name": kind, "meta": {}, "blocks": blocks}, "scores": scores, "mean": mean, "std": std}
+
+    rows = [row("searched", 1, [0.90, 0.90, 0.90]), row("closed loop", 1, [0.90, 0.90, 0.90]),
+            row("random", 2, [0.70, 0.74, 0.72]), row("random", 3, [0.80, 0.84, 0.82])]
+    summary = compare(rows, np.random.default_rng(0))
+    assert summary["networks"] == 3
+    assert abs(summary["pooled_seed_std"] - (2 * 0.02**2 / 3) ** 0.5) < 1e-9  # not over 4 rows
+    assert summary["searched"]["rank"] == summary["closed loop"]["rank"] == 1 and summary["searched"]["of"] == 3
+    assert summary["closed loop"]["same_as_searched"]
+    assert abs(summary["searched"]["margin_in_pooled_std"] - (0.90 - 0.77) / summary["pooled_seed_std"]) < 1e-9
+    assert summary["searched"]["bootstrap_p"] == 0.0
