@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nas2deploy.data import Splits, open_dataset
-from nas2deploy.data.synthetic import RADIUS, ShapesDataset
+from nas2deploy.data.synthetic import RADIUS, shapes_splits
 from nas2deploy.fileio import append_line
 from nas2deploy.nets import Network
 from nas2deploy.train import train_arch
@@ -35,14 +35,12 @@ HARDER = {"synthetic": "synthetic-small"}
 
 
 def benchmark_data(spec: str, image_size: int, test_images: int) -> Splits:
-    """``open_dataset(spec)`` with the built-in classes' test split enlarged to ``test_images``
-    (0: the spec's own); other data keeps its own test split."""
-    data = open_dataset(spec, image_size)
-    if test_images and (name := spec.partition(":")[0]) in RADIUS:
-        # the spec's own test images are the first of these (sample i depends on (seed, i) only)
-        test = ShapesDataset(test_images, image_size, seed=1, radius=RADIUS[name])
-        return dataclasses.replace(data, test=test, name=f"{spec}+test{test_images}")
-    return data
+    """``open_dataset(spec)``, the built-in classes with their test split enlarged to
+    ``test_images`` (0: the spec's own; its images are the first of the larger split); other
+    data keeps its own test split."""
+    if test_images and spec.partition(":")[0] in RADIUS:
+        return dataclasses.replace(shapes_splits(spec, image_size, test_images), name=f"{spec}+test{test_images}")
+    return open_dataset(spec, image_size)
 
 
 def network_body(arch: dict[str, Any]) -> str:

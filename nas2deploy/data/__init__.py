@@ -33,15 +33,10 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
 
 
 def _open(spec: str, image_size: int, classes: int, crop: tuple[int, int] | None) -> Splits:
-    if (name := spec.partition(":")[0]) in ("synthetic", "synthetic-small"):
-        from nas2deploy.data.synthetic import RADIUS, ShapesDataset
+    if spec.partition(":")[0] in ("synthetic", "synthetic-small"):  # the keys of synthetic.RADIUS
+        from nas2deploy.data.synthetic import shapes_splits
 
-        count = spec.partition(":")[2] or "4000"
-        if not count.isdigit() or int(count) < 10:
-            raise UserError(f"data {spec}: expected '{name}' or '{name}:N' with N >= 10 training images")
-        n, radius = int(count), RADIUS[name]
-        return Splits(ShapesDataset(n, image_size, seed=0, radius=radius),
-                      ShapesDataset(max(10, n // 4), image_size, seed=1, radius=radius), ShapesDataset.NUM_CLASSES, image_size, spec)
+        return shapes_splits(spec, image_size)
     if spec == "seg-synthetic" or spec.startswith("seg-synthetic:"):
         from nas2deploy.data.segmentation import synthetic_segmentation
 

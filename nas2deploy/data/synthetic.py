@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nas2deploy.data.splits import Splits
+from nas2deploy.errors import UserError
+
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
 
 
@@ -87,3 +90,17 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
+
+
+def shapes_splits(spec: str, image_size: int, test: int = 0) -> Splits:
+    """The built-in set ``spec`` names (``NAME[:N]``, NAME a key of ``RADIUS``): N training images
+    (default 4000; seed 0) and ``test`` test images (seed 1; 0: N/4, at least 10). Sample i
+    depends on (seed, i) only, so a larger test split begins with the smaller one's images."""
+    name, _, count = spec.partition(":")
+    count = count or "4000"
+    if not count.isdigit() or int(count) < 10:
+        raise UserError(f"data {spec}: expected '{name}' or '{name}:N' with N >= 10 training images")
+    train, radius = int(count), RADIUS[name]
+    return Splits(ShapesDataset(train, image_size, seed=0, radius=radius),
+                  ShapesDataset(test or max(10, train // 4), image_size, seed=1, radius=radius),
+                  ShapesDataset.NUM_CLASSES, image_size, spec)
