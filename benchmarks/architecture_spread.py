@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trained_scores import HARDER, Recipe, ScoreJournal, benchmark_data, pooled_std, spread  # noqa: E402
+from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, pooled_std, spread  # noqa: E402
 
 from nas2deploy.baseline import sample_window  # noqa: E402
 from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
@@ -48,9 +48,9 @@ def main() -> None:
     ap.add_argument("--networks", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="of the network sampler")
-    ap.add_argument("--train-epochs", type=int, default=0, help="0: the demo's")
+    ap.add_argument("--train-epochs", type=int, default=0, help="0: with the default data 1 (32,000 images seen once), else the demo's")
     ap.add_argument("--test-images", type=int, default=4000, help="as search_vs_random.py's")
-    ap.add_argument("--data", default="", help="default: the harder variant of the space's built-in data (synthetic-small), or that data")
+    ap.add_argument("--data", default="", help="default: the harder variant of the space's built-in data (synthetic-small:32000), or that data")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="runs/architecture_spread")
     args = ap.parse_args()
@@ -67,9 +67,9 @@ def main() -> None:
     budget = round(fastest + args.share * (slowest - fastest), 4)
     networks = sample_window(config.table, budget, args.fill, args.networks, args.seed,
                              space_config=config.space_config).networks
-    spec = args.data or HARDER.get(plan.data, plan.data)
+    spec, epochs = benchmark_training(plan, args.data, args.train_epochs)
     data = benchmark_data(spec, prepared.space.config_dict()["input_size"], args.test_images)
-    recipe = Recipe(args.train_epochs or plan.train_epochs, plan.train_batch, plan.train_lr, device=args.device)
+    recipe = Recipe(epochs, plan.train_batch, plan.train_lr, device=args.device)
     metric = LABEL[METRIC[args.task]]
     print(f"{len(networks)} random networks of {entry.name} in [{args.fill * budget:.3f}, {budget:.3f}] ms "
           f"(the space reaches {fastest:.3f}-{slowest:.3f}); {args.seeds} seeds x {recipe.epochs} epochs on {data.name}",

@@ -17,9 +17,10 @@
 #   3. two ranks on one GPU (gloo): the largest difference from one process, against the tolerance.
 #   4. data throughput: ImageNet-like JPEGs and Cityscapes-like pairs through the search's loader.
 # With the argument `search-vs-random`, instead (a call of its own, about 6 minutes): searched
-# against random DenseNAS networks of the same latency windows, larger than on the CPU (every
-# batch of 4000 images per pass, 12 search epochs; the CPU's harder data and training recipe:
-# synthetic-small, 8 epochs, 4000 test images; 5 random networks x 3 seeds per window) with searches and trainings on the GPU; latency on the machine's CPU (ONNX Runtime,
+# against random DenseNAS networks of the same latency windows, larger than on the CPU (60
+# batches per pass, 12 search epochs; the CPU's harder data and training recipe: 32,000 images
+# of synthetic-small seen once, 4000 test images; 5 random networks x 3 seeds per window) with
+# searches and trainings on the GPU; latency on the machine's CPU (ONNX Runtime,
 # the demo's table profiled there first). The image has no scipy: the bootstrap test decides.
 set -u
 cd "$(dirname "$0")/.."
@@ -52,7 +53,7 @@ gpu=0
 if [ "${1:-}" = "search-vs-random" ]; then
     if [ $gpu = 1 ]; then
         step "search vs random (GPU)" 450 "$PY" benchmarks/search_vs_random.py --tasks classification --device cuda \
-            --search-epochs 12 --warmup-epochs 4 --max-batches 0 --train-epochs 8 --random 5 --seeds 3 --out /tmp/svr-gpu
+            --search-epochs 12 --warmup-epochs 4 --max-batches 60 --random 5 --seeds 3 --out /tmp/svr-gpu
     else
         step "search vs random (CPU, code path only)" 420 "$PY" benchmarks/search_vs_random.py --tasks classification \
             --data synthetic-small:200 --test-images 0 --search-epochs 2 --warmup-epochs 1 --max-batches 2 --train-epochs 1 \

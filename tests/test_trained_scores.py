@@ -4,7 +4,9 @@ comparison resumes without training again what it already scored."""
 import json
 import random
 
-from trained_scores import Recipe, ScoreJournal, benchmark_data
+from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training
+
+from nas2deploy.demo import demo_entry
 
 from nas2deploy.spaces import make_space
 
@@ -51,3 +53,12 @@ def test_the_comparison_counts_a_network_kept_by_the_closed_loop_once():
     assert summary["closed loop"]["same_as_searched"]
     assert abs(summary["searched"]["margin_in_pooled_std"] - (0.90 - 0.77) / summary["pooled_seed_std"]) < 1e-9
     assert summary["searched"]["bootstrap_p"] == 0.0
+
+
+def test_the_default_training_is_the_harder_set_seen_once_and_given_data_keeps_the_demos_epochs():
+    plan = demo_entry("classification").demo
+    assert benchmark_training(plan, "", 0) == ("synthetic-small:32000", 1)
+    assert benchmark_training(plan, "", 3) == ("synthetic-small:32000", 3)
+    assert benchmark_training(plan, "synthetic-small", 0) == ("synthetic-small", plan.train_epochs)
+    dcnas = demo_entry("segmentation").demo
+    assert benchmark_training(dcnas, "", 0) == (dcnas.data, dcnas.train_epochs)  # no harder variant
