@@ -11,11 +11,11 @@ can a comparison of a searched network against random ones tell a search that ch
 that does not.
 
 Trainings are journaled (``trained_scores.py``): a killed run resumes. Given the task folder of a
-``search_vs_random.py`` run as ``--out`` (``runs/svr/classification``), it takes that run's table
+``search_vs_random.py`` run as ``--out`` (``runs/svr32k/classification``), it takes that run's table
 and trainings: the first random networks of its lower budget's window are these, trained with the
 same recipe.
 
-    .venv/bin/python benchmarks/architecture_spread.py [--networks 20] [--seeds 3] [--train-epochs 8] [--out runs/svr/classification]
+    .venv/bin/python benchmarks/architecture_spread.py [--networks 20] [--seeds 3] [--out runs/svr32k/classification]
 """
 
 from __future__ import annotations
