@@ -9,7 +9,8 @@ line cut short by a kill is skipped. One writer: the benchmark holds ``scores.js
 The test split can be larger than the data spec's (``test_images``): the spread of one network's
 score over seeds includes the sampling error of the test set (about 1.1 points of top-1 at 85%
 with 1000 images, 0.6 with 4000), which a benchmark asking whether seeds drown architecture
-should not add. The training split and recipe stay the demo's.
+should not add. The optimiser, batch and learning rate stay the demo's; the data and epochs are
+``benchmark_training``'s.
 """
 
 from __future__ import annotations
