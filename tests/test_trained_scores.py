@@ -4,10 +4,9 @@ comparison resumes without training again what it already scored."""
 import json
 import random
 
-from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training
+from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, spread
 
 from nas2deploy.demo import demo_entry
-
 from nas2deploy.spaces import make_space
 
 
@@ -40,8 +39,7 @@ def test_the_comparison_counts_a_network_kept_by_the_closed_loop_once():
     from search_vs_random import compare
 
     def row(kind, blocks, scores):
-        mean = sum(scores) / len(scores)
-        std = (sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)) ** 0.5
+        mean, std = spread(scores)
         return {"kind": kind, "arch": {"name": kind, "meta": {}, "blocks": blocks}, "scores": scores, "mean": mean, "std": std}
 
     rows = [row("searched", 1, [0.90, 0.90, 0.90]), row("closed loop", 1, [0.90, 0.90, 0.90]),

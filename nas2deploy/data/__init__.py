@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas2deploy.data.splits import Splits, split_train_val
+from nas2deploy.data.synthetic import RADIUS, shapes_splits
 from nas2deploy.errors import UserError
 
 
@@ -33,9 +34,7 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
 
 
 def _open(spec: str, image_size: int, classes: int, crop: tuple[int, int] | None) -> Splits:
-    if spec.partition(":")[0] in ("synthetic", "synthetic-small"):  # the keys of synthetic.RADIUS
-        from nas2deploy.data.synthetic import shapes_splits
-
+    if spec.partition(":")[0] in RADIUS:
         return shapes_splits(spec, image_size)
     if spec == "seg-synthetic" or spec.startswith("seg-synthetic:"):
         from nas2deploy.data.segmentation import synthetic_segmentation
