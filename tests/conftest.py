@@ -41,8 +41,12 @@ _no_tensorrt = pytest.mark.skipif(
 )
 
 
+#: The marks of a test (or a ``pytest.param``) that needs CUDA: ``gpu`` (``pytest -m gpu`` runs
+#: these in benchmarks/gpu_check.sh), skipped without CUDA.
+CUDA_MARKS = (pytest.mark.gpu, _no_cuda)
+
+
 def needs_cuda(test):
-    """Marked ``gpu`` (``pytest -m gpu`` runs these in benchmarks/gpu_check.sh), skipped without CUDA."""
     return pytest.mark.gpu(_no_cuda(test))
 
 
