@@ -223,7 +223,8 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                      help="CPU threads, pinned and recorded in the table."),
-        click.option("--cuda-graph", is_flag=True, help="TensorRT: replay launches as a CUDA graph."),
+        click.option("--cuda-graph", is_flag=True, help="torch / TensorRT on cuda: time graph replays (kernels only, as a "
+                     "graph-launched engine runs) instead of eager launches; recorded in the table."),
         click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
                      help="TensorRT builder workspace limit."),
     ]):
@@ -521,7 +522,7 @@ def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ..
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch for dynamic-batch models.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=TimingSettings().min_runs, show_default=True)
-@click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the launch as a CUDA graph.")
+@click.option("--cuda-graph", is_flag=True, help="torch / TensorRT on cuda: replay the launch as a CUDA graph.")
 @click.option("--json", "as_json", is_flag=True)
 def bench(model: str, backend: str, device: str, batch: int, threads: int, runs: int, cuda_graph: bool, as_json: bool) -> None:
     """trtexec-style latency summary of an ONNX model or a TensorRT engine."""

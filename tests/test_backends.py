@@ -50,6 +50,10 @@ def test_bad_settings_are_refused():
     with pytest.raises(UserError, match="valid backends: onnxruntime, torch, tensorrt, onnx-reference"):
         BackendSettings(backend="tvm")
     assert BackendSettings(backend="tensorrt").device == "cuda"
+    with pytest.raises(UserError, match="--cuda-graph captures GPU launches: it needs --device cuda .* torch, tensorrt"):
+        BackendSettings(backend="torch", cuda_graph=True)
+    with pytest.raises(UserError, match="got --backend onnxruntime --device cuda"):
+        BackendSettings(device="cuda", cuda_graph=True)
 
 
 @needs_cuda
@@ -58,6 +62,31 @@ def test_torch_cuda_runner_times_with_cuda_events():
     with open_runner(settings, TorchModule(SPEC.build(), (16, 16, 16))) as runner:
         times = runner.time_runs(20)
     assert len(times) == 20 and all(t > 0 for t in times)
+
+
+@needs_cuda
+def test_torch_cuda_graph_replays_the_module_and_records_it():
+    settings = BackendSettings(backend="torch", device="cuda", cuda_graph=True)
+    assert settings.describe()["cuda_graph"] is True
+    module = SPEC.build().eval()
+    with open_runner(settings, TorchModule(module, (16, 16, 16))) as runner:
+        times = runner.time_runs(50)
+        replayed = runner._graph is not None
+    assert replayed and len(times) == 50 and all(t > 0 for t in times)
+
+
+class HostSync(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(x.sum())  # reads the GPU's result on the host: not capturable
+
+
+@needs_cuda
+def test_an_op_that_cannot_be_captured_is_named_and_eager_offered():
+    settings = BackendSettings(backend="torch", device="cuda", cuda_graph=True)
+    with pytest.raises(UserError, match=r"the-op: its forward pass waits for the GPU on the host .*\(leave out --cuda-graph\)"):
+        open_runner(settings, TorchModule(HostSync(), (4, 8, 8), "the-op"))
+    with open_runner(BackendSettings(backend="torch", device="cuda"), TorchModule(HostSync(), (4, 8, 8))) as runner:
+        assert len(runner.time_runs(3)) == 3  # the same op times eagerly, and the GPU is still usable
 
 
 @needs_cuda

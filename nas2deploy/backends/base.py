@@ -104,6 +104,8 @@ class Backend(ABC):
     uses_precision: ClassVar[bool] = False
     #: Whether running it tests something the PyTorch reference does not (export's accuracy check).
     independent_of_torch: ClassVar[bool] = True
+    #: Whether ``--cuda-graph`` can capture its launches into a CUDA graph on a GPU.
+    captures_cuda_graphs: ClassVar[bool] = False
 
     @abstractmethod
     def check_available(self, settings: BackendSettings) -> None:

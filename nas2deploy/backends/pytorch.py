@@ -1,9 +1,16 @@
-"""PyTorch eager: the runner (CPU, or CUDA with CUDA-event timing on a dedicated stream) and the
-backend. It runs torch modules as they are, so it needs no loader."""
+"""PyTorch: the runner (CPU, or CUDA with CUDA-event timing on a dedicated stream) and the
+backend. It runs torch modules as they are, so it needs no loader.
+
+On CUDA a module runs eagerly (every kernel launched by Python through the dispatcher: what an
+eager deployment pays) or, with ``cuda_graph``, captured once into a CUDA graph and replayed
+(what a graph-launched engine pays: TensorRT with a graph, ``torch.compile(mode=
+"reduce-overhead")``, an AOTInductor package with graphs). For microsecond GPU ops the two
+differ by the launch cost of every kernel, which is why a table records which it holds.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +34,11 @@ def require_cuda() -> None:
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
 class TorchRunner(Runner):
 
     def __init__(
@@ -36,6 +48,8 @@ class TorchRunner(Runner):
         device: str = "cpu",
         precision: str = "fp32",
         threads: int | None = None,
+        cuda_graph: bool = False,
+        source: str = "model",
     ):
         if device == "cuda":
             require_cuda()
@@ -48,6 +62,9 @@ class TorchRunner(Runner):
         self._shape = tuple(input_shape)
         self._input = torch.randn(*self._shape, device=self.device, dtype=self.dtype)
         self._stream = torch.cuda.Stream() if device == "cuda" else None
+        self._graph: torch.cuda.CUDAGraph | None = None
+        if cuda_graph:
+            self._graph = self._capture(source)
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {INPUT_NAME: self._shape}
@@ -57,8 +74,44 @@ class TorchRunner(Runner):
         x = torch.from_numpy(feeds[INPUT_NAME]).to(self.device, self.dtype)
         return {OUTPUT_NAME: self.module(x).float().cpu().numpy()}
 
+    @torch.inference_mode()
+    def _capture(self, source: str) -> torch.cuda.CUDAGraph:
+        """Run a few times on the runner's stream (cuDNN picks its kernels, the allocator
+        settles), then capture one forward pass into a graph on the same stream.
+
+        The warm-up runs with torch's sync debug mode set to error, so a forward pass that waits
+        for the GPU on the host (``.item()``, ``float(tensor)``, ``nonzero``) is refused before
+        the capture starts: a capture that fails half-way leaves torch's CUDA random-number state
+        in capture mode (seen on an H200: every later ``torch.randn`` on the GPU failed), so the
+        process could not go on to time the op eagerly."""
+        assert self._stream is not None, "a CUDA graph needs the cuda device (checked by the settings)"
+        previous = torch.cuda.get_sync_debug_mode()
+        try:
+            torch.cuda.set_sync_debug_mode("error")
+            with torch.cuda.stream(self._stream):
+                for _ in range(3):
+                    self.module(self._input)
+        except RuntimeError as exc:
+            raise UserError(f"{source}: its forward pass waits for the GPU on the host ({_first_line(exc)}), so it "
+                            "cannot be captured as a CUDA graph; time it eagerly (leave out --cuda-graph)") from None
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+        self._stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self._stream):
+                self.module(self._input)
+        except RuntimeError as exc:
+            raise UserError(f"{source}: its forward pass cannot be captured as a CUDA graph ({_first_line(exc)}); "
+                            "time it eagerly (leave out --cuda-graph), in a new process: a failed capture can "
+                            "leave this one's CUDA state unusable") from None
+        return graph
+
     def _run(self) -> None:
-        self.module(self._input)
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            self.module(self._input)
 
     @torch.inference_mode()
     def time_runs(self, n: int) -> list[float]:
@@ -71,9 +124,14 @@ class TorchBackend(Backend):
     name = "torch"
     suffixes = ()
     independent_of_torch = False  # it is the accuracy reference itself
+    captures_cuda_graphs = True
 
     def check_available(self, settings: BackendSettings) -> None:
         """Part of torch itself (a CUDA device is checked by the settings)."""
+
+    def recorded(self, settings: BackendSettings) -> dict[str, Any]:
+        """Whether the times are graph replays (kernels only) or eager launches."""
+        return {"cuda_graph": settings.cuda_graph}
 
     def version(self) -> str:
         return str(torch.__version__)
@@ -83,4 +141,4 @@ class TorchBackend(Backend):
             raise UserError(f"{artifact.source}: --backend torch runs PyTorch modules, not model files; "
                             "use onnxruntime or tensorrt")
         return TorchRunner(artifact.module, (settings.batch, *artifact.input_shape), settings.device, settings.precision,
-                           settings.threads)
+                           settings.threads, settings.cuda_graph, artifact.source)

@@ -52,6 +52,10 @@ class BackendSettings:
                 "--precision fp16 needs a GPU target (--device cuda or --backend tensorrt): on the CPU, "
                 "ONNX Runtime and PyTorch run fp16 through slow fallbacks, so a table would mislead"
             )
+        if self.cuda_graph and not (self.device == "cuda" and self.impl.captures_cuda_graphs):
+            capturing = [name for name, b in BACKENDS.items() if b.captures_cuda_graphs]
+            raise UserError(f"--cuda-graph captures GPU launches: it needs --device cuda and one of the backends "
+                            f"{', '.join(capturing)} (got --backend {self.backend} --device {self.device})")
         if self.batch < 1 or self.threads < 1:
             raise UserError("--batch and --threads must be at least 1")
 

@@ -265,6 +265,7 @@ class TensorRTBackend(Backend):
     devices = ("cuda",)
     suffixes = (".engine", ".onnx")
     uses_precision = True
+    captures_cuda_graphs = True
 
     def check_available(self, settings: BackendSettings) -> None:
         require_tensorrt()  # TensorRT first, then the GPU
