@@ -4,24 +4,29 @@
 # hypothesis): the package runs from the source tree. Each figure is printed with its name; the
 # README's verified-where table quotes them. Budget: under 8 minutes on an H100/H200.
 #
-#     bash benchmarks/gpu_check.sh            # on the GPU machine
-#     bash benchmarks/gpu_check.sh            # on a CPU: says so, runs the CPU-sized code paths
-#     bash benchmarks/gpu_check.sh search-vs-random   # a second call: issue 13's comparison
+#     bash benchmarks/gpu_check.sh                  # on the GPU machine: every step but search-vs-random
+#     bash benchmarks/gpu_check.sh tests latency    # only the steps named
+#     bash benchmarks/gpu_check.sh                  # on a CPU: says so, runs the CPU-sized code paths
+#     bash benchmarks/gpu_check.sh search-vs-random # a call of its own: issue 13's comparison
 #
 # Steps (each bounded by `timeout`, so one hung step cannot eat the budget):
-#   1. the GPU tests (pytest -m gpu): CUDA search + resume + checkpoint read on the CPU, both
-#      spaces; the torch CUDA runner and export.
-#   2. search step throughput: DenseNAS-224 batch 64 and DCNAS 512x1024 batch 8, fp32 / bf16 /
-#      bf16 channels-last, against the unoptimised port in the same process; GPU-hours of the
-#      published schedule.
-#   3. two ranks on one GPU (gloo): the largest difference from one process, against the tolerance.
-#   4. data throughput: ImageNet-like JPEGs and Cityscapes-like pairs through the search's loader.
-# With the argument `search-vs-random`, instead (a call of its own, about 6 minutes): searched
-# against random DenseNAS networks of the same latency windows, larger than on the CPU (60
-# batches per pass, 12 search epochs; the CPU's harder data and training recipe: 32,000 images
-# of synthetic-small seen once, 4000 test images; 5 random networks x 3 seeds per window) with
-# searches and trainings on the GPU; latency on the machine's CPU (ONNX Runtime,
-# the demo's table profiled there first). The image has no scipy: the bootstrap test decides.
+#   tests      the GPU tests (pytest -m gpu): CUDA search + resume + checkpoint read on the CPU, both
+#              spaces; the torch CUDA runner, its CUDA-graph capture, export.
+#   step       search step throughput: DenseNAS-224 batch 64 and DCNAS 512x1024 batch 8, fp32 / bf16 /
+#              bf16 channels-last, against the unoptimised port in the same process; GPU-hours of the
+#              published schedule. `step-dcnas`: the DCNAS half alone.
+#   ranks      two ranks on one GPU (gloo): the largest weight difference from one process, against
+#              the tolerance.
+#   data       data throughput: ImageNet-like JPEGs and Cityscapes-like pairs through the search's loader.
+#   latency    GPU latency tables (issue 14): eager against CUDA-graph timing, the harness's run
+#              counts, the 224 space profiled at batch 1 and 32 and validated on random networks and
+#              DenseNAS-A/B/C.
+#   search-vs-random (about 6 minutes, not in the default set): searched against random DenseNAS
+#              networks of the same latency windows, larger than on the CPU (60 batches per pass,
+#              12 search epochs; the CPU's harder data and training recipe: 32,000 images of
+#              synthetic-small seen once, 4000 test images; 5 random networks x 3 seeds per window)
+#              with searches and trainings on the GPU; latency on the machine's CPU (ONNX Runtime,
+#              the demo's table profiled there first). The image has no scipy: the bootstrap test decides.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -50,26 +55,31 @@ else:
 PYEOF
 gpu=0
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && gpu=1
-if [ "${1:-}" = "search-vs-random" ]; then
-    if [ $gpu = 1 ]; then
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(tests step ranks data latency)
+for name in "${steps[@]}"; do
+    case "$name:$gpu" in
+    search-vs-random:1)
         step "search vs random (GPU)" 450 "$PY" benchmarks/search_vs_random.py --tasks classification --device cuda \
-            --search-epochs 12 --warmup-epochs 4 --max-batches 60 --random 5 --seeds 3 --out /tmp/svr-gpu
-    else
+            --search-epochs 12 --warmup-epochs 4 --max-batches 60 --random 5 --seeds 3 --out /tmp/svr-gpu ;;
+    search-vs-random:0)
         step "search vs random (CPU, code path only)" 420 "$PY" benchmarks/search_vs_random.py --tasks classification \
             --data synthetic-small:200 --test-images 0 --search-epochs 2 --warmup-epochs 1 --max-batches 2 --train-epochs 1 \
-            --random 2 --seeds 2 \
-            --out "$(mktemp -d)"
-    fi
-elif [ $gpu = 1 ]; then
-    step "gpu tests" 150 "$PY" -m pytest -q -m "gpu and not slow" -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py
-    step "search step throughput" 200 "$PY" benchmarks/search_step.py --device cuda --steps 20 --warmup 3
-    step "two ranks on one GPU" 90 "$PY" benchmarks/rank_equality.py --device cuda
-    step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,4,8 --batches 4
-else
-    step "gpu tests (skip here)" 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py -rs
-    step "two ranks (CPU, bit-exact)" 90 "$PY" benchmarks/rank_equality.py --device cpu
-    step "search step throughput (CPU, small)" 120 "$PY" benchmarks/search_step.py --device cpu --small --steps 2 --warmup 1
-    step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,2 --batches 1
-fi
+            --random 2 --seeds 2 --out "$(mktemp -d)" ;;
+    tests:1) step "gpu tests" 150 "$PY" -m pytest -q -m "gpu and not slow" -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py ;;
+    tests:0) step "gpu tests (skip here)" 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py -rs ;;
+    step:1) step "search step throughput" 300 "$PY" benchmarks/search_step.py --device cuda --steps 20 --warmup 3 ;;
+    step-dcnas:1) step "search step throughput, DCNAS" 120 "$PY" benchmarks/search_step.py --device cuda --space dcnas --steps 10 --warmup 2 ;;
+    step:0|step-dcnas:0) step "search step throughput (CPU, small)" 120 "$PY" benchmarks/search_step.py --device cpu --small --steps 2 --warmup 1 ;;
+    ranks:1) step "two ranks on one GPU" 150 "$PY" benchmarks/rank_equality.py --device cuda ;;
+    ranks-densenas:1) step "two ranks on one GPU, DenseNAS" 90 "$PY" benchmarks/rank_equality.py --device cuda --space densenas ;;
+    ranks:0|ranks-densenas:0) step "two ranks (CPU, bit-exact)" 90 "$PY" benchmarks/rank_equality.py --device cpu ;;
+    data:1) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,4,8 --batches 4 ;;
+    data:0) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,2 --batches 1 ;;
+    latency:1) step "GPU latency tables" 240 "$PY" benchmarks/gpu_latency.py --device cuda --networks 30 --policy-ops 30 --reference-runs 1000 ;;
+    latency:0) step "latency tables (CPU, small)" 120 "$PY" benchmarks/gpu_latency.py --device cpu --networks 4 --policy-ops 4 --batches 1 ;;
+    *) echo "unknown step $name (tests step step-dcnas ranks ranks-densenas data latency search-vs-random)"; status=1 ;;
+    esac
+done
 echo "== gpu_check: $(( $(date +%s) - start )) s in all, status $status"
 exit $status
