@@ -454,13 +454,16 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, o
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=Finite(min=0, min_open=True, max=10), default=0.05, show_default=True)
+@click.option("--lr-warmup", type=Finite(min=0, max=1), default=0.1, show_default=True,
+              help="Share of the steps over which the learning rate ramps up linearly.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_options
 @data_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
-def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, seed: int, out: str, device: str, amp: str,
-          workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
-    """Train a derived network (SGD, cosine schedule) and report top-1, or mIoU for segmentation."""
+def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_warmup: float, seed: int, out: str,
+          device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
+    """Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or
+    mIoU for segmentation."""
     from nas2deploy.nets import load_arch
     from nas2deploy.data import open_dataset
     from nas2deploy.objective import LABEL, METRIC
@@ -476,7 +479,8 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, see
         raise UserError(f"--crop {crop}: {exc}") from None
     splits = open_dataset(data, arch.input_size, data_classes, crop_size)
     model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=click.echo,
-                            device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last)
+                            device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last,
+                            lr_warmup=lr_warmup)
     save_weights(model, out)
     metric = LABEL[METRIC[arch.task]]
     click.echo(f"{metric} {acc:.4f} on the test split; weights: {out}")

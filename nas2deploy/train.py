@@ -34,9 +34,16 @@ def train_arch(
     arch: Network, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
     label_smoothing: float = 0.1, seed: int = 0, progress: Callable[[str], None] | None = None,
     device: torch.device | str = "cpu", amp: str = "off", workers: int = 0, channels_last: bool = False,
+    lr_warmup: float = 0.1,
 ) -> tuple[nn.Module, float]:
     """Train ``arch`` on ``data`` (augmented where the data augments: ImageFolder, Cityscapes,
-    VOC) on ``device``; returns the model on the CPU and its test score."""
+    VOC) on ``device``; returns the model on the CPU and its test score.
+
+    The learning rate follows a cosine from ``lr`` to 0, multiplied over the first ``lr_warmup``
+    share of the steps by a linear ramp from 1/W to 1 (W those steps). The ramp is chosen by
+    measurement (500 steps of batch 64 on synthetic-small, 3 seeds): without it one large network
+    diverged in one seed of three (test top-1 0.863 / 0.761 / 0.671, std 9.6 points), with a
+    50-step ramp it gave 0.791 / 0.836 / 0.829 (std 2.4); a smaller one went from std 2.6 to 1.8."""
     data.require_fit(arch)
     torch.manual_seed(seed)
     segmentation = data.task == "segmentation"
@@ -50,6 +57,7 @@ def train_arch(
     sampler = RankBatches(len(data.train), batch_size, whole=False)  # type: ignore[arg-type]
     loader = batch_loader(data.train, None, sampler, workers, device.type == "cuda")
     total, step = max(1, epochs * len(sampler)), 0
+    ramp = max(1, math.ceil(lr_warmup * total))
     loss = torch.zeros(())
     with out_of_memory(device, batch_size, 1, amp):
         for epoch in range(epochs):
@@ -59,7 +67,7 @@ def train_arch(
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
                 for group in opt.param_groups:
-                    group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+                    group["lr"] = min(1.0, (step + 1) / ramp) * 0.5 * lr * (1 + math.cos(math.pi * step / total))
                 with precision.autocast():
                     out = model(x)
                 loss = task_loss(data.task, out.float(), y, 0.0 if segmentation else label_smoothing)
