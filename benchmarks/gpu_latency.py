@@ -8,7 +8,8 @@ whole networks, random and published.
    reference and the time an op costs (build, capture and timing), and the reference repeated
    as the noise floor.
 2. **Tables.** For batch 1 and 32, eager and graph: the whole space profiled by
-   ``profile_space`` under ``GPU_TIMING`` (wall time and re-measured ops reported), then
+   ``profile_space`` under the GPU harness (``timing.GPU``; also on a CPU here), with its wall
+   time and the ops re-measured for a high CoV, then
    ``validate_table`` on ``--networks`` random networks (raw and cross-validated calibrated
    within-10% and Kendall tau, the stored calibration) and DenseNAS-A/B/C measured whole against
    the table's raw and calibrated prediction.
@@ -32,15 +33,13 @@ from pathlib import Path
 import torch
 
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
-from nas2deploy.backends.timing import TimingSettings, measure
+from nas2deploy.backends.timing import GPU, TimingSettings, measure
 from nas2deploy.latency.device import measure_network
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.validate import validate_table
 from nas2deploy.nets import load_arch
 from nas2deploy.spaces import make_space
 
-#: The harness settings the tables of step 2 are profiled with (the candidate step 1 measures).
-GPU_TIMING = TimingSettings(warmup_runs=3, warmup_ms=0.0, min_runs=30, min_time_ms=1.0, max_cov=0.10, retries=1)
 CANDIDATES = [TimingSettings(warmup_runs=3, warmup_ms=0.0, min_runs=n, min_time_ms=0.0, retries=0) for n in (5, 10, 30, 100)]
 PUBLISHED = ("densenas-a", "densenas-b", "densenas-c")
 SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 0}
@@ -87,8 +86,8 @@ def tables(space_config: dict, device: str, batches: list[int], networks: int, f
             mode = "graph" if graph else "eager"
             settings = BackendSettings(backend="torch", device=device, batch=batch, cuda_graph=graph)
             out = folder / f"b{batch}_{mode}.json"
-            table, stats = profile_space(space, settings, out, GPU_TIMING)
-            report = validate_table(table, space.sample_arch, networks, seed=batch, timing=GPU_TIMING)
+            table, stats = profile_space(space, settings, out, GPU)
+            report = validate_table(table, space.sample_arch, networks, seed=batch, timing=GPU)
             cal = report["calibration"] or {}
             print(f"  {batch:>5} {mode:<6}{stats.wall_s:>10.1f}{stats.remeasured:>8}{report['raw']['within_10pct']:>8.0f}%"
                   f"{report['raw']['kendall_tau']:>8.3f}{report['calibrated']['within_10pct']:>8.0f}%"
@@ -99,7 +98,7 @@ def tables(space_config: dict, device: str, batches: list[int], networks: int, f
             print(f"        random networks measured {min(measured):.3f}-{max(measured):.3f} ms; "
                   f"validation {report['wall_s']} s", flush=True)
             for arch in published:
-                whole = measure_network(settings, arch, GPU_TIMING, arch.name or "published")
+                whole = measure_network(settings, arch, GPU, arch.name or "published")
                 pred = table.predict(arch)
                 cal_text = (f", calibrated {pred.calibrated_ms:.3f} ms ({100 * (pred.calibrated_ms / whole - 1):+.1f}%)"
                             if pred.calibrated_ms is not None else "")

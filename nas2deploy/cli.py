@@ -246,10 +246,11 @@ def _parse_shard(value: str) -> tuple[int, int]:
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
 @space_options("space")
 @backend_options
-@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Minimum timed runs per op.")
+@click.option("--runs", type=click.IntRange(min=1), default=None,
+              help="Minimum timed runs per op [default: 100 on a CPU, 30 on a GPU].")
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Table to write (JSON).")
-def profile(space_name: str, runs: int, shard: str, out: str, **backend: Any) -> None:
+def profile(space_name: str, runs: int | None, shard: str, out: str, **backend: Any) -> None:
     """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
     from nas2deploy.latency.profile import journal_path, profile_space
 
@@ -258,7 +259,8 @@ def profile(space_name: str, runs: int, shard: str, out: str, **backend: Any) ->
     settings = BackendSettings(**backend, timing_cache=str(Path(out).with_suffix(".timing-cache")))
     resuming = journal_path(out).exists()
     with _progress(f"profiling {Path(out).name}") as progress:
-        table, stats = profile_space(sp, settings, out, TimingSettings(min_runs=runs), _parse_shard(shard), progress)
+        table, stats = profile_space(sp, settings, out, TimingSettings.for_device(settings.device, runs),
+                                     _parse_shard(shard), progress)
     click.echo(
         f"wrote {out}: {len(table.entries)} ops in {stats.wall_s:.1f} s "
         f"({stats.timed_fraction:.0%} inside timed runs, {stats.remeasured} re-measured for high CoV"

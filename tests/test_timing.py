@@ -42,3 +42,11 @@ def test_no_warmup_when_asked():
     target = SleepTarget()
     m = measure(target, TimingSettings(min_runs=5, min_time_ms=0), warmup=False)
     assert target.calls == 5 and m.stats.runs == 5
+
+
+def test_each_device_has_its_harness_and_runs_override_it():
+    cpu, gpu = TimingSettings.for_device("cpu"), TimingSettings.for_device("cuda")
+    assert cpu == TimingSettings()
+    assert gpu.min_runs < cpu.min_runs and gpu.retries < cpu.retries and gpu.min_time_ms < cpu.min_time_ms
+    assert TimingSettings.for_device("cuda", 200).min_runs == 200
+    assert TimingSettings.for_device("cuda", 200).warmup_runs == gpu.warmup_runs
