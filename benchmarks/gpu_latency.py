@@ -11,8 +11,8 @@ whole networks, random and published.
    ``profile_space`` under the GPU harness (``timing.GPU``; also on a CPU here), with its wall
    time and the ops re-measured for a high CoV, then
    ``validate_table`` on ``--networks`` random networks (raw and cross-validated calibrated
-   within-10% and Kendall tau, the stored calibration) and DenseNAS-A/B/C measured whole against
-   the table's raw and calibrated prediction.
+   within-10% and Kendall tau, the stored calibration) and the shipped networks it covers
+   (DenseNAS-A/B/C) measured whole against the table's raw and calibrated prediction.
 
 On a CPU (``--device cpu``, for testing this script) the same steps run eagerly on the small
 demo space with a few networks; the graph rows are left out (a CPU cannot capture).
@@ -34,14 +34,11 @@ import torch
 
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import GPU, TimingSettings, measure
-from nas2deploy.latency.device import measure_network
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.validate import validate_table
-from nas2deploy.nets import load_arch
 from nas2deploy.spaces import make_space
 
 CANDIDATES = [TimingSettings(warmup_runs=3, warmup_ms=0.0, min_runs=n, min_time_ms=0.0, retries=0) for n in (5, 10, 30, 100)]
-PUBLISHED = ("densenas-a", "densenas-b", "densenas-c")
 SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 0}
 
 
@@ -78,7 +75,6 @@ def policy(space_config: dict, device: str, ops: int, reference_runs: int) -> No
 def tables(space_config: dict, device: str, batches: list[int], networks: int, folder: Path) -> None:
     """Step 2: profile, validate, and the published networks, per batch and launch mode."""
     space = make_space("densenas", space_config)
-    published = [load_arch(n) for n in PUBLISHED] if space_config.get("input_size", 224) == 224 else []
     print(f"  {'batch':>5} {'mode':<6}{'profile s':>10}{'re-meas':>8}{'raw<=10%':>9}{'raw tau':>8}{'cal<=10%':>9}"
           f"{'cal tau':>8}  calibration (scale, offset ms, per-op ms)")
     for batch in batches:
@@ -97,13 +93,11 @@ def tables(space_config: dict, device: str, batches: list[int], networks: int, f
             measured = [r["measured_ms"] for r in report["records"]]
             print(f"        random networks measured {min(measured):.3f}-{max(measured):.3f} ms; "
                   f"validation {report['wall_s']} s", flush=True)
-            for arch in published:
-                whole = measure_network(settings, arch, GPU, arch.name or "published")
-                pred = table.predict(arch)
-                cal_text = (f", calibrated {pred.calibrated_ms:.3f} ms ({100 * (pred.calibrated_ms / whole - 1):+.1f}%)"
-                            if pred.calibrated_ms is not None else "")
-                print(f"        {arch.name}: measured {whole:.3f} ms, raw sum {pred.raw_ms:.3f} ms "
-                      f"({100 * (pred.raw_ms / whole - 1):+.1f}%){cal_text}", flush=True)
+            for row in report["shipped"]:  # the shipped networks the table covers (DenseNAS-A/B/C at 224)
+                cal_text = (f", calibrated {row['calibrated_ms']:.3f} ms ({row['calibrated_error_pct']:+.1f}%)"
+                            if "calibrated_ms" in row else "")
+                print(f"        {row['name']}: measured {row['measured_ms']:.3f} ms, raw sum {row['raw_ms']:.3f} ms "
+                      f"({row['raw_error_pct']:+.1f}%){cal_text}", flush=True)
 
 
 def main() -> None:

@@ -332,6 +332,9 @@ def fidelity_text(report: dict[str, Any]) -> str:
         m = report[kind]
         rows.append(f"  {kind:<11}{m['mape']:>6.2f}%{m['median_ape']:>7.2f}%{m['within_5pct']:>6.0f}%"
                     f"{m['within_10pct']:>6.0f}%{m['kendall_tau']:>7.3f}{m['pearson_r']:>7.3f}")
+    for row in report.get("shipped", []):
+        calibrated = f", calibrated {row['calibrated_error_pct']:+.1f}%" if "calibrated_error_pct" in row else ""
+        rows.append(f"  shipped {row['name']}: measured {row['measured_ms']:.3f} ms, raw {row['raw_error_pct']:+.1f}%{calibrated}")
     return "\n".join(rows)
 
 

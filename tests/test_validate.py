@@ -5,7 +5,7 @@ from conftest import FAST
 
 from nas2deploy.backends import BackendSettings
 from nas2deploy.errors import UserError
-from nas2deploy.latency.profile import profile_space
+from nas2deploy.latency.profile import ProfileStats, measure_spec, profile_space
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.calibration import Sample, cross_validated, fit_calibration
 from nas2deploy.latency.validate import kendall_tau, validate_table
@@ -51,3 +51,38 @@ def test_validate_names_missing_ops(tmp_path, small_space):
     table, _ = profile_space(small_space, BackendSettings(), tmp_path / "t.json", FAST, shard=(0, 50))
     with pytest.raises(UserError, match="lacks .* op\\(s\\) .* needed by the sampled architectures"):
         validate_table(table, small_space.sample_arch, samples=3, timing=FAST)
+
+
+def test_validate_measures_the_shipped_networks_the_table_covers(tmp_path):
+    """DenseNAS-A/B/C are in the 224 space (MobileNetV2 is not: its stem and head differ); they are
+    measured whole and reported apart, with the same drift and calibration as the sample."""
+    from conftest import synthetic_table
+
+    from nas2deploy.latency.validate import shipped_networks
+    from nas2deploy.spaces import make_space
+
+    space = make_space("densenas", {})
+    table = synthetic_table(space)
+    assert [a.name for a in shipped_networks(table)] == ["densenas-a", "densenas-b", "densenas-c"]
+    settings = BackendSettings()
+    table.meta["measurement"] = settings.describe()  # this machine's: validate measures here
+    ref = space.reference_op()
+    measured, _ = measure_spec(ref, settings, FAST, ProfileStats())
+    table.reference = {"key": ref.key, "spec": ref.to_dict(), "stats": measured.stats.to_dict()}
+    table.save(tmp_path / "t.json")
+    report = validate_table(LatencyTable.load(tmp_path / "t.json"), space.sample_arch, samples=4, timing=FAST)
+    rows = {row["name"]: row for row in report["shipped"]}
+    assert set(rows) == {"densenas-a", "densenas-b", "densenas-c"}
+    for row in rows.values():
+        assert row["measured_ms"] > 0
+        assert row["raw_error_pct"] == pytest.approx(100 * (row["raw_ms"] / row["measured_ms"] - 1), abs=0.01)
+        assert ("calibrated_ms" in row) == (report["calibration"] is not None)
+    assert LatencyTable.load(tmp_path / "t.json").validation["shipped"] == report["shipped"]
+
+
+def test_a_richer_calibration_is_kept_only_where_it_predicts_held_out_networks_better():
+    rng = random.Random(1)
+    proportional = [Sample(raw, rng.randint(10, 40), 1.0, 1.2 * raw * rng.uniform(0.97, 1.03))
+                    for raw in (rng.uniform(2, 20) for _ in range(30))]
+    cal = fit_calibration(proportional)
+    assert cal.offset_ms == 0 and cal.per_op_ms == 0 and cal.scale == pytest.approx(1.2, rel=0.02)

@@ -2,9 +2,11 @@
 
 measured / drift ~= scale * raw + offset_ms + per_op_ms * n_ops, fitted by least squares on
 relative error (each row divided by its measured latency, so small and large networks count
-alike), with the richest set of terms that stays physical (``unphysical``). The calibrated
-figures that ``lut validate`` reports are out of sample (``cross_validated``: 5-fold, or
-leave-one-out below 10 samples).
+alike). Which terms are used is chosen by out-of-sample error among the sets that stay physical
+(``unphysical``): a richer fit only where it predicts new networks better, since a per-op or
+offset term fitted to a narrow sample can extrapolate badly (an offset of -0.58 ms with a
+negative scale was once stored for a GPU table). The calibrated figures that ``lut validate``
+reports are out of sample too (``cross_validated``: 5-fold, or leave-one-out below 10 samples).
 """
 
 from __future__ import annotations
@@ -46,16 +48,39 @@ def _least_squares(samples: list[Sample], offset: bool, per_op: bool) -> Calibra
 
 
 def fit_calibration(samples: list[Sample], cheapest_ms: float | None = None) -> Calibration:
-    """The richest physical calibration the samples support: scale + offset + per-op term, else
-    scale + offset, else scale alone (always physical: a positive scale). Physical means what
-    ``unphysical`` checks; ``cheapest_ms`` is the table's fastest op, which the per-op term must
-    not make free. Below ``MIN_CALIBRATION_SAMPLES`` networks only a scale is fitted."""
-    terms = _TERMS if len(samples) >= MIN_CALIBRATION_SAMPLES else _TERMS[-1:]
-    for offset, per_op in terms:
-        cal = _least_squares(samples, offset, per_op)
-        if unphysical(cal, cheapest_ms, samples) is None:
-            return cal
-    return cal
+    """The calibration whose terms predict held-out networks best: scale alone, scale + offset,
+    or scale + offset + per-op term, each fitted on all samples; a term set that is unphysical on
+    all samples or in any fold is not a candidate, and a richer set must be strictly better out of
+    sample. Scale alone (a positive scale) is always physical. ``cheapest_ms`` is the table's
+    fastest op, which the per-op term must not make free. Below ``MIN_CALIBRATION_SAMPLES``
+    networks only a scale is fitted."""
+    if len(samples) < MIN_CALIBRATION_SAMPLES:
+        return _least_squares(samples, *_TERMS[-1])
+    best, best_error = _least_squares(samples, *_TERMS[-1]), _held_out_error(samples, _TERMS[-1], cheapest_ms)
+    for terms in reversed(_TERMS[:-1]):  # simplest first: a richer set must beat the simpler one
+        cal = _least_squares(samples, *terms)
+        if unphysical(cal, cheapest_ms, samples) is not None:
+            continue
+        error = _held_out_error(samples, terms, cheapest_ms)
+        if error < best_error:
+            best, best_error = cal, error
+    return best
+
+
+def _held_out_error(samples: list[Sample], terms: tuple[bool, bool], cheapest_ms: float | None) -> float:
+    """Mean relative error of ``terms`` fitted without each fold; infinite when a fold's fit is
+    unphysical (5-fold, or leave-one-out below 10 samples)."""
+    n = len(samples)
+    folds = n if n < 10 else 5
+    errors = []
+    for f in range(folds):
+        train = [s for i, s in enumerate(samples) if i % folds != f]
+        cal = _least_squares(train, *terms)
+        if unphysical(cal, cheapest_ms, train) is not None:
+            return float("inf")
+        errors += [abs(cal.apply(s.raw_ms, s.n_ops) * s.drift / s.measured_ms - 1)
+                   for i, s in enumerate(samples) if i % folds == f]
+    return float(np.mean(errors))
 
 
 def unphysical(calibration: Calibration, cheapest_ms: float | None, samples: list[Sample]) -> str | None:

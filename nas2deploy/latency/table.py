@@ -296,6 +296,11 @@ def read_validation(f: Field) -> dict[str, Any]:
             f[kind][key]
         for key, value in f[kind].items():
             value.number(-1e6, 1e6)  # percentages, rank correlations
+    for row in (f["shipped"].list(max_len=1000) if f.has("shipped") else []):  # shipped networks measured whole
+        row["name"].str()
+        for key, value in row.items():
+            if key != "name":
+                value.number(-1e6, 1e6)
     return report
 
 
