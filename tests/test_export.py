@@ -153,7 +153,7 @@ def test_bench_summarises_an_onnx_model_and_refuses_corrupt_files(tmp_path, arch
     result = CliRunner().invoke(cli, ["bench", str(tmp_path / "bad.onnx")])
     assert result.exit_code == 1 and "bad.onnx" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["bench", str(tmp_path / "out" / "weights.pt")])
-    assert result.exit_code == 1 and "expected a model file (.engine, .onnx)" in result.output
+    assert result.exit_code == 1 and "expected a model file (.engine, .onnx, .pt2)" in result.output
 
 
 def test_the_onnx_reference_evaluator_is_a_full_backend(tmp_path, arch_file):
@@ -202,3 +202,52 @@ def test_export_builds_and_checks_a_tensorrt_engine(tmp_path, arch_file, precisi
     assert by["tensorrt"]["passed"]
     result = CliRunner().invoke(cli, ["bench", str(out / "model.engine"), "--backend", "tensorrt", "--json"])
     assert result.exit_code == 0, result.output
+
+
+# -- AOTInductor: one package compiled (C++ on this CPU, ~20-40 s) for every check below ----------
+@pytest.fixture(scope="module")
+def aoti_export(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("aoti")
+    arch = tmp / "tiny.json"
+    save_arch(TINY, arch)
+    result = export(tmp, arch, "--backend", "aoti", "--backend", "onnxruntime")
+    return tmp / "out", result
+
+
+def test_export_compiles_checks_and_measures_an_aoti_package(aoti_export):
+    out, result = aoti_export
+    assert result.exit_code == 0, result.output
+    assert "PASS aoti vs torch on 12 inputs" in result.output
+    report = json.loads((out / "report.json").read_text())
+    deployed = report["deployed"]["aoti"]
+    assert deployed["file"] == "model.pt2" and deployed["compile_s"] > 0 and deployed["batch"] == 1
+    assert {"model.pt2", "model.onnx", "weights.pt"} <= set(report["files"])  # SHA-256 recorded: bench verifies
+    assert report["latency"]["aoti"]["timing"]["median_ms"] > 0 and report["latency"]["onnxruntime"]["timing"]["median_ms"] > 0
+    assert "| model.pt2 | AOTInductor package (cpu, batch 1" in (out / "report.md").read_text()
+    info = json.loads((out / "model.pt2.json").read_text())
+    assert info["input_shape"] == [1, 3, 32, 32] and info["device"] == "cpu"
+
+
+def test_bench_runs_a_package_and_refuses_one_built_elsewhere(aoti_export, tmp_path):
+    out, _ = aoti_export
+    result = CliRunner().invoke(cli, ["bench", str(out / "model.pt2"), "--backend", "aoti", "--runs", "10", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["batch"] == 1
+    result = CliRunner().invoke(cli, ["bench", str(out / "model.pt2")])
+    assert result.exit_code == 1 and ".pt2 files run with --backend aoti" in result.output
+    moved = tmp_path / "model.pt2"  # a copy whose record says it was built with another torch elsewhere
+    moved.write_bytes((out / "model.pt2").read_bytes())
+    info = json.loads((out / "model.pt2.json").read_text())
+    (tmp_path / "model.pt2.json").write_text(json.dumps({**info, "torch": "2.0.0", "processor": "Apple M4 (10 cores)"}))
+    result = CliRunner().invoke(cli, ["bench", str(moved), "--backend", "aoti"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "was built for torch 2.0.0, processor Apple M4 (10 cores); here it would run on torch" in result.output
+    (tmp_path / "model.pt2.json").unlink()
+    result = CliRunner().invoke(cli, ["bench", str(moved), "--backend", "aoti"])
+    assert result.exit_code == 1 and "model.pt2.json is missing" in result.output
+
+
+def test_aoti_refuses_what_it_cannot_build(tmp_path, arch_file):
+    result = export(tmp_path, arch_file, "--backend", "aoti", "--dynamic-batch")
+    assert result.exit_code == 1 and "--backend aoti builds for one batch" in result.output
+    assert not (tmp_path / "out").exists()  # refused before any file was written

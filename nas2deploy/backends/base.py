@@ -106,6 +106,8 @@ class Backend(ABC):
     independent_of_torch: ClassVar[bool] = True
     #: Whether ``--cuda-graph`` can capture its launches into a CUDA graph on a GPU.
     captures_cuda_graphs: ClassVar[bool] = False
+    #: Whether what ``deploy`` builds can take a dynamic batch (``export --dynamic-batch``).
+    dynamic_batch: ClassVar[bool] = True
 
     @abstractmethod
     def check_available(self, settings: BackendSettings) -> None:
@@ -127,8 +129,9 @@ class Backend(ABC):
     def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
                batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]] | None:
         """What ``export`` writes into ``out`` for this backend besides ``model.onnx`` (TensorRT:
-        an engine, for batches in ``batch_range`` when the batch is dynamic): the artifact its
-        runner then opens and the report's entry for it; None when the backend runs the ONNX."""
+        an engine, for batches in ``batch_range`` when the batch is dynamic; AOTInductor: a
+        package): the artifact its runner then opens and the report's entry for it (``file`` and
+        ``what`` at least); None when the backend runs the ONNX."""
         return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nas2deploy.backends.aoti import AOTIBackend
 from nas2deploy.backends.base import Backend
 from nas2deploy.backends.onnx_reference import OnnxReferenceBackend
 from nas2deploy.backends.onnxruntime import OnnxRuntimeBackend
@@ -9,7 +10,7 @@ from nas2deploy.backends.pytorch import TorchBackend
 from nas2deploy.backends.tensorrt import TensorRTBackend
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OnnxRuntimeBackend(), TorchBackend(), TensorRTBackend(),
-                                                     OnnxReferenceBackend())}
+                                                     OnnxReferenceBackend(), AOTIBackend())}
 #: The implementation whose fp32 CPU outputs are the accuracy reference of every export.
 REFERENCE = TorchBackend.name
 #: The backend every exported ONNX file is checked with, on the CPU when it is not deployed.

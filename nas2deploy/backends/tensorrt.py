@@ -302,4 +302,5 @@ class TensorRTBackend(Backend):
                               batch_range, source="model.onnx")
         save_engine(out / "model.engine", engine)
         return EngineModel(engine, "model.engine"), {"file": "model.engine", "precision": settings.precision,
-                                                     "bytes": len(engine)}
+                                                     "bytes": len(engine),
+                                                     "what": f"TensorRT engine ({settings.precision}); model.engine.json: its platform"}

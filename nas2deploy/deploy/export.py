@@ -6,6 +6,7 @@ inputs), *compare* (``deploy.compare``) and *measure* (the shared timing harness
 
     model.onnx      fp32 graph, opset 17, checked (onnx.checker full check) with inferred shapes
     model.engine    TensorRT engine (with --backend tensorrt), model.engine.json its platform
+    model.pt2       AOTInductor package (with --backend aoti), model.pt2.json its platform
     arch.json       the architecture, weights.pt its weights (a state dict)
     report.json     accuracy comparisons, latency, prediction, budget, timings of each step
     report.md       the same for people, with PNG plots (see ``nas2deploy.report``)
@@ -65,7 +66,7 @@ from nas2deploy.validate import Field
 
 REPORT_FORMAT = "nas2deploy.export_report"
 #: The files whose SHA-256 the report records (``bench`` and ``export --weights`` verify them).
-ARTIFACTS = ("weights.pt", "model.onnx", "model.engine")
+ARTIFACTS = ("weights.pt", "model.onnx", "model.engine", "model.pt2")
 
 
 class CheckFailed(UserError):
@@ -165,8 +166,10 @@ class Exporter:
 
     def run(self) -> dict[str, Any]:
         o = self.options
-        for b in o.backends:  # fail on a missing stack before any work
+        for b in o.backends:  # fail on a missing stack, or what a backend cannot build, before any work
             self.settings(b).check_available()
+            if o.dynamic_batch and not BACKENDS[b].dynamic_batch:
+                raise UserError(f"--backend {b} builds for one batch: leave out --dynamic-batch (or export once per batch)")
         table = _load_table(o, self.arch, self.say)
         if table is not None:
             table.predict(self.arch)  # names any op the table lacks before the long steps
@@ -204,8 +207,9 @@ class Exporter:
         return model
 
     def _export(self, model: nn.Module) -> dict[str, Artifact]:
-        """model.onnx, then what each backend deploys besides (TensorRT: its engine); returns the
-        artifact each backend runs: its own, else the ONNX model, else the torch module."""
+        """model.onnx, then what each backend deploys besides (TensorRT: its engine; AOTInductor: its
+        package); returns the artifact each backend runs: its own, else the ONNX model, else the
+        torch module."""
         t = time.perf_counter()
         o, size = self.options, self.arch.input_size
         onnx_bytes = check_onnx(export_onnx(model, (o.batch, 3, size, size), "fp32", o.dynamic_batch), "model.onnx",
@@ -222,8 +226,8 @@ class Exporter:
             deployed = backend.deploy(self.settings(name), module, self.out,
                                       (1, o.batch, max(o.batch, 32)) if o.dynamic_batch else None) if name in o.backends else None
             if deployed is not None:
-                artifacts[name], self.report["engine"] = deployed
-                self._step("engine", t)
+                artifacts[name], self.report.setdefault("deployed", {})[name] = deployed
+                self._step(f"build_{name}", t)
             else:
                 artifacts[name] = onnx_model if ".onnx" in backend.suffixes else module
         return artifacts

@@ -129,8 +129,8 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Network) -> Pat
         lines += ["", f"No prediction compared: {report['prediction_skipped']}"]
     lines += ["", "## Files", "", "| file | what |", "|---|---|",
               "| model.onnx | fp32 ONNX graph (opset and check in report.json) |"]
-    if report.get("engine"):
-        lines.append(f"| model.engine | TensorRT engine ({report['engine']['precision']}); model.engine.json: its platform |")
+    for entry in report.get("deployed", {}).values():
+        lines.append(f"| {entry['file']} | {entry['what']} |")
     lines += ["| arch.json | the architecture |", "| weights.pt | its weights (state dict) |",
               "| report.json | everything on this page, as data |", "",
               "Step times (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.get("steps_s", {}).items()), ""]
