@@ -306,15 +306,18 @@ def lut_merge(out: str, inputs: tuple[str, ...]) -> None:
 @click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
 @click.option("--samples", type=click.IntRange(min=2), default=100, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--across-range", is_flag=True,
+              help="Spread the networks evenly over the latency range (default: uniform over choices, which piles up mid-range).")
 @click.option("--json", "as_json", is_flag=True)
-def lut_validate(table_path: str, samples: int, seed: int, as_json: bool) -> None:
+def lut_validate(table_path: str, samples: int, seed: int, across_range: bool, as_json: bool) -> None:
     """Measure random networks end to end, report prediction error, store the calibration."""
     from nas2deploy.latency.validate import validate_table
     from nas2deploy.spaces import load_table, table_space
 
     table = load_table(table_path)
     with _progress(f"validating {Path(table_path).name}") as progress:
-        report = validate_table(table, table_space(table).sample_arch, samples, seed, progress=progress)
+        report = validate_table(table, table_space(table).sample_arch, samples, seed, progress=progress,
+                                spread=across_range)
     if as_json:
         _print_json({k: v for k, v in report.items() if k != "records"})
         return

@@ -86,3 +86,21 @@ def test_a_richer_calibration_is_kept_only_where_it_predicts_held_out_networks_b
                     for raw in (rng.uniform(2, 20) for _ in range(30))]
     cal = fit_calibration(proportional)
     assert cal.offset_ms == 0 and cal.per_op_ms == 0 and cal.scale == pytest.approx(1.2, rel=0.02)
+
+
+def test_across_range_spreads_the_networks_over_the_latency_range():
+    from conftest import synthetic_table
+
+    from nas2deploy.latency.validate import across_range
+    from nas2deploy.spaces import make_space
+
+    space = make_space("densenas", {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1})
+    table = synthetic_table(space)
+    rng = random.Random(3)
+    uniform = [table.predict(space.sample_arch(rng)).raw_ms for _ in range(20)]
+    spread_archs = across_range(space.sample_arch, table, 20, random.Random(3))
+    spread = sorted(table.predict(a).raw_ms for a in spread_archs)
+    assert len(set(spread_archs)) == 20
+    assert spread[0] <= min(uniform) and spread[-1] >= max(uniform)  # the pool starts with the same 20 draws
+    gaps = [b - a for a, b in zip(spread, spread[1:])]
+    assert max(gaps) < (spread[-1] - spread[0]) / 5  # no stretch of the range left empty

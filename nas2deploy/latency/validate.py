@@ -87,6 +87,29 @@ def _shipped_row(arch: Network, drift: float, measured_ms: float, table: Latency
     return row
 
 
+def across_range(sample: Callable[[random.Random], Network], table: LatencyTable, count: int, rng: random.Random,
+                 pool_factor: int = 50) -> list[Network]:
+    """``count`` distinct networks whose predicted latencies spread evenly over the range the
+    sampler reaches: from a pool of ``pool_factor x count`` draws, the unused network nearest
+    each of ``count`` evenly spaced latencies from the pool's fastest to its slowest. Draws that
+    are uniform over choices pile up in the middle of the range (a network's latency is a sum of
+    many independent choices), so the ends, where budgets often sit, would be barely validated."""
+    pool: dict[Network, float] = {}
+    for _ in range(pool_factor * count):
+        arch = sample(rng)
+        if arch not in pool:
+            table.require(arch.op_specs(), "the sampled architectures")
+            pool[arch] = table.predict(arch).raw_ms
+    ordered = sorted(pool.items(), key=lambda item: item[1])
+    low, high = ordered[0][1], ordered[-1][1]
+    used: set[int] = set()
+    for k in range(min(count, len(ordered))):
+        target = low + (high - low) * k / max(count - 1, 1)
+        nearest = min((i for i in range(len(ordered)) if i not in used), key=lambda i: abs(ordered[i][1] - target))
+        used.add(nearest)
+    return [ordered[i][0] for i in sorted(used)]
+
+
 def validate_table(
     table: LatencyTable,
     sample: Callable[[random.Random], Network],
@@ -94,15 +117,17 @@ def validate_table(
     seed: int = 0,
     timing: TimingSettings | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    spread: bool = False,
 ) -> dict[str, Any]:
-    """Measure ``samples`` networks drawn by ``sample`` (the table's space's sampler), report raw
-    and calibrated fidelity, store the fit."""
+    """Measure ``samples`` networks drawn by ``sample`` (the table's space's sampler; with
+    ``spread``, spread over the latency range by ``across_range``), report raw and calibrated
+    fidelity, store the fit."""
     if samples < 2:
         raise UserError("--samples must be at least 2 to compare predictions with measurements")
     settings = settings_from_table(table)
     timing = timing or timing_from_table(table)
     rng = random.Random(seed)
-    archs = [sample(rng) for _ in range(samples)]
+    archs = across_range(sample, table, samples, rng) if spread else [sample(rng) for _ in range(samples)]
     table.require([s for a in archs for s in a.op_specs()], "the sampled architectures")
     start = time.perf_counter()
     records: list[Sample] = []
@@ -113,7 +138,7 @@ def validate_table(
             pred = table.predict(arch)
             records.append(Sample(pred.raw_ms, pred.n_ops, drift, measured))
             if progress:
-                progress(i + 1, samples, f"{measured:.3f} ms")
+                progress(i + 1, len(archs), f"{measured:.3f} ms")
         shipped = [(arch, tracker.update(), measure_network(settings, arch, timing, f"shipped network {arch.name}"))
                    for arch in shipped_networks(table)]
     measured_ms = [s.measured_ms for s in records]
@@ -122,8 +147,9 @@ def validate_table(
     raw, calibrated = fidelity([s.predicted_ms for s in records], measured_ms), \
         fidelity(cross_validated(records, cheapest_ms=cheapest), measured_ms)
     report = {
-        "samples": samples,
+        "samples": len(archs),
         "seed": seed,
+        "sampler": "across the latency range" if spread else "uniform over choices",
         "date": now_iso(),
         "machine": cpu_name() if settings.device == "cpu" else settings.device_name(),
         "wall_s": round(time.perf_counter() - start, 1),
