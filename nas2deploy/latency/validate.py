@@ -146,7 +146,7 @@ def validate_table(
     calibration = fit_calibration(records, cheapest)
     raw, calibrated = fidelity([s.predicted_ms for s in records], measured_ms), \
         fidelity(cross_validated(records, cheapest_ms=cheapest), measured_ms)
-    report = {
+    report: dict[str, Any] = {
         "samples": len(archs),
         "seed": seed,
         "sampler": "across the latency range" if spread else "uniform over choices",
@@ -156,7 +156,6 @@ def validate_table(
         "raw": raw,
         "calibrated": calibrated,
         "calibration": calibration.to_dict(),
-
         "calibrated_is": "out-of-sample (cross-validated) predictions",
         "records": [
             {"raw_ms": round(s.raw_ms, 5), "n_ops": s.n_ops, "drift": round(s.drift, 4), "measured_ms": round(s.measured_ms, 5)}
