@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nas2deploy.errors import UserError
@@ -32,6 +33,26 @@ BN_MOMENTUM = 0.1
 def batch_norm(channels: int, affine: bool) -> nn.BatchNorm2d:
     """BN with the DenseNAS / TF MobileNet eps and momentum (affine-free in supernets)."""
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM, affine=affine)
+
+
+class UncountedBatchNorm(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that does not count its batches. With a fixed momentum the count is
+    never read, yet training increments it: one more launch per BN per step, ~270 in a step of
+    the DenseNAS-224 supernet, whose GPU steps are bound by launches. Same arithmetic otherwise;
+    the (unused) counter stays in the state dict, so checkpoints load either way."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                            self.momentum if self.momentum is not None else 0.0, self.eps)
+
+
+def uncount_batch_norms(module: nn.Module) -> None:
+    """Make the plain BatchNorm2d layers of ``module`` with a fixed momentum and running
+    statistics ``UncountedBatchNorm`` (supernets call this once: OpSpec still builds each op)."""
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d and m.momentum is not None and m.track_running_stats:
+            m.__class__ = UncountedBatchNorm
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, affine: bool, act: bool) -> list[nn.Module]:

@@ -79,3 +79,23 @@ def test_params_are_counted_without_building_as_built():
              UpConv(32, 4, 4, 16), Resize(16, 4, 4, 4), AddN(8, 4, 4, 3), SegHead(48, 8, 8, 32, 6)]
     for spec in specs:
         assert spec.params() == sum(p.numel() for p in spec.build(affine=True).parameters()), spec.key
+
+
+def test_an_uncounted_batch_norm_computes_what_batch_norm_computes():
+    import copy
+
+    from nas2deploy.ops import UncountedBatchNorm, batch_norm, uncount_batch_norms
+
+    torch.manual_seed(0)
+    counted = torch.nn.Sequential(batch_norm(8, False))
+    uncounted = copy.deepcopy(counted)
+    uncount_batch_norms(uncounted)
+    assert isinstance(uncounted[0], UncountedBatchNorm)
+    x = torch.randn(4, 8, 5, 5)
+    assert torch.equal(counted(x), uncounted(x))
+    assert torch.equal(counted[0].running_mean, uncounted[0].running_mean)
+    assert torch.equal(counted[0].running_var, uncounted[0].running_var)
+    assert int(counted[0].num_batches_tracked) == 1 and int(uncounted[0].num_batches_tracked) == 0
+    counted.eval(), uncounted.eval()
+    assert torch.equal(counted(x), uncounted(x))
+    assert set(counted.state_dict()) == set(uncounted.state_dict())  # checkpoints load either way

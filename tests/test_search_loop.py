@@ -185,3 +185,23 @@ def test_a_run_written_before_space_options_were_nested_still_opens(tmp_path, ta
     assert opened.derive("again").to_dict()["blocks"] == load_arch(run_dir / "arch.json").to_dict()["blocks"]
     resumed = start_search(config(table_path, epochs=2, warmup_epochs=1, width_mult=0.25), run_dir, resume=True)
     assert resumed.epoch == 1
+
+
+def test_each_step_computes_gradients_only_for_what_it_updates(tmp_path, table_path):
+    """A weight step leaves alpha and beta without gradients, an architecture step the weights
+    (no weight-gradient convolutions); every parameter is trainable again after either."""
+    run = start_search(config(table_path), tmp_path / "run", progress=None)
+    search = run.space_search
+    data = run.loaders["train"].dataset
+    x = torch.stack([data[(i, None)][0] for i in range(8)])
+    y = torch.tensor([int(data[(i, None)][1]) for i in range(8)])
+    from nas2deploy.objective import Score
+
+    for arch in (False, True):
+        score = Score(run.task, run.classes, run.device)
+        (run._arch_step if arch else lambda *a: run._weight_step(*a, False))(x, y, score)
+        updated, other = (search.arch_parameters(), search.weight_parameters()) if arch else \
+            (search.weight_parameters(), search.arch_parameters())
+        assert all(p.grad is None for p in other)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in updated)
+        assert all(p.requires_grad for p in search.arch_parameters() + search.weight_parameters())

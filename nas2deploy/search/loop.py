@@ -27,6 +27,7 @@ import copy
 import json
 import math
 import time
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -67,6 +68,25 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad /= world
+
+
+@contextmanager
+def frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Parameters that a step does not update are constants of its graph: autograd then records
+    no backward work for them (a weight step needs no gradient of alpha or beta, an architecture
+    step none of the weights: no weight-gradient convolutions). The gradients of the parameters
+    that are updated are the same numbers either way (a search gives the same parameters bit for
+    bit). On a GPU each ATen op is a host launch, and the DenseNAS-224 step was launch-bound (0.15 s
+    for ~4,100 ops on an H200); with this and the supernet's own savings a weight step of the 224
+    supernet dispatches 3,336 ops instead of 4,953, an architecture step 6,879 instead of 9,132
+    (counted on a CPU at batch 2, optimisers in their CUDA form)."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class SearchRun:
@@ -180,10 +200,12 @@ class SearchRun:
         """One optimiser step, of the architecture (with the latency term) or of the weights
         (clipped): both optimisers' gradients cleared, gradients averaged over ranks."""
         opt, scaler = (self.a_opt, self.scalers["arch"]) if arch else (self.w_opt, self.scalers["weights"])
-        params = self.space_search.arch_parameters() if arch else self.space_search.weight_parameters()
+        arch_params, weight_params = self.space_search.arch_parameters(), self.space_search.weight_parameters()
+        params, others = (arch_params, weight_params) if arch else (weight_params, arch_params)
         self.w_opt.zero_grad(set_to_none=True)
         self.a_opt.zero_grad(set_to_none=True)
-        loss = self._backward(x, y, choice, arch, score, scaler)
+        with frozen(others):
+            loss = self._backward(x, y, choice, arch, score, scaler)
         _average_grads(params, self.world)
         if not arch:
             scaler.unscale_(opt)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from nas2deploy.nets.cells import STEM, cell_op
+from nas2deploy.ops import uncount_batch_norms
 from nas2deploy.spaces.dcnas.space import DCNASSpace
 
 ALPHA_INIT = 1e-3
@@ -104,6 +105,7 @@ class DCNASSupernet(nn.Module):
         self.output_cells = [(c.layer, c.scale) for c in arch.output_cells()]
         self.alpha = nn.Parameter(ALPHA_INIT * torch.randn(len(self.cells), len(space.config.ops)))
         self.beta = nn.Parameter(ALPHA_INIT * torch.randn(start))
+        uncount_batch_norms(self)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha, self.beta]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas2deploy.ops import MBConv, OpSpec, Skip, batch_norm
+from nas2deploy.ops import MBConv, OpSpec, Skip, batch_norm, uncount_batch_norms
 from nas2deploy.search.sampling import on_device
 from nas2deploy.spaces.densenas.space import DenseNASSpace, Edge
 
@@ -45,6 +45,8 @@ class Mixture(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, indices: list[int], weights: torch.Tensor) -> torch.Tensor:
+        if len(indices) == 1 and not weights.requires_grad:  # a weight step or the argmax network:
+            return self.run(x, indices[0])  # its weight, the softmax of one alpha, is exactly 1
         out = weights[0] * self.run(x, indices[0])
         for k in range(1, len(indices)):
             out = out + weights[k] * self.run(x, indices[k])
@@ -97,10 +99,13 @@ class SharedMixedOp(Mixture):
             return x  # skip
         hidden, k, c = spec.cin * spec.expansion, spec.kernel, self.kernel // 2
         norms = cast(nn.ModuleList, self.norms[index])
-        kernel = self.depthwise[:hidden, :, c - k // 2:c + k // 2 + 1, c - k // 2:c + k // 2 + 1]
-        y = F.relu6(norms[0](F.conv2d(x, self.expand[:hidden])))
+        full = hidden == self.expand.shape[0]  # the largest candidate's weights need no slicing (no view to
+        kernel = self.depthwise[:hidden] if not full else self.depthwise  # dispatch, no slice_backward)
+        if k != self.kernel:
+            kernel = kernel[:, :, c - k // 2:c + k // 2 + 1, c - k // 2:c + k // 2 + 1]
+        y = F.relu6(norms[0](F.conv2d(x, self.expand if full else self.expand[:hidden])))
         y = F.relu6(norms[1](F.conv2d(y, kernel, stride=self.stride, padding=k // 2, groups=hidden)))
-        y = norms[2](F.conv2d(y, self.project[:, :hidden]))
+        y = norms[2](F.conv2d(y, self.project if full else self.project[:, :hidden]))
         return x + y if self.residual else y
 
 
@@ -153,6 +158,7 @@ class DenseNASSupernet(nn.Module):
         for i, e in enumerate(space.edges):
             start = self.out_slices.get(e.src, slice(i, i)).start
             self.out_slices[e.src] = slice(start, i + 1)
+        uncount_batch_norms(self)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha_head, self.alpha_stack, self.beta]
@@ -173,10 +179,11 @@ class DenseNASSupernet(nn.Module):
         """No host synchronisation: the sampled indices are read on the host (CPU tensors), the
         weights gathered on the device from one copy of them."""
         space = self.space
-        p = self.path_probs()
         device = self.alpha_head.device
-        head_w = torch.softmax(self.alpha_head.gather(1, on_device(choice.head, device)), -1)
-        stack_w = torch.softmax(self.alpha_stack.gather(1, on_device(choice.stack, device)), -1)
+        # one unbind per tensor rather than an indexing op per row: each op is a host launch on a GPU
+        p = self.path_probs().unbind()
+        head_w = torch.softmax(self.alpha_head.gather(1, on_device(choice.head, device)), -1).unbind()
+        stack_w = torch.softmax(self.alpha_stack.gather(1, on_device(choice.stack, device)), -1).unbind()
         heads, stacks = choice.head.tolist(), choice.stack.tolist()
         outs: list[torch.Tensor | None] = [None] * (space.tail_node + 1)
         outs[0] = self.stem(x)
