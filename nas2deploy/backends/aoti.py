@@ -38,7 +38,7 @@ import torch
 from nas2deploy.backends.base import Artifact, Backend, ModelFile, Runner, TorchModule, cpu_name
 from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
 from nas2deploy.backends.pytorch import require_cuda
-from nas2deploy.backends.timing import cpu_time_runs, cuda_time_runs
+from nas2deploy.backends.timing import time_on
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, read_json, refuse_link
 
@@ -143,9 +143,7 @@ class AOTIRunner(Runner):
 
     @torch.inference_mode()
     def time_runs(self, n: int) -> list[float]:
-        if self._stream is not None:
-            return cuda_time_runs(self._run, n, self._stream)
-        return cpu_time_runs(self._run, n)
+        return time_on(self._run, n, self._stream)
 
 
 class AOTIBackend(Backend):

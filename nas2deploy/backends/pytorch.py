@@ -18,7 +18,7 @@ from torch import nn
 
 from nas2deploy.backends.base import Artifact, Backend, Runner, TorchModule, available_cores
 from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
-from nas2deploy.backends.timing import cpu_time_runs, cuda_time_runs
+from nas2deploy.backends.timing import time_on
 from nas2deploy.errors import UserError
 
 if TYPE_CHECKING:
@@ -115,9 +115,7 @@ class TorchRunner(Runner):
 
     @torch.inference_mode()
     def time_runs(self, n: int) -> list[float]:
-        if self._stream is not None:
-            return cuda_time_runs(self._run, n, self._stream)
-        return cpu_time_runs(self._run, n)
+        return time_on(self._run, n, self._stream)
 
 
 class TorchBackend(Backend):

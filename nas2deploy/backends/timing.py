@@ -178,3 +178,9 @@ def cuda_time_runs(run: Callable[[], object], n: int, stream: Any) -> list[float
             end.record(stream)
     stream.synchronize()
     return [begin.elapsed_time(end) for begin, end in events]
+
+
+def time_on(run: Callable[[], object], n: int, stream: Any | None) -> list[float]:
+    """Each of ``n`` runs' latency: CUDA events on ``stream`` where the runner has one (a GPU),
+    else the wall clock around each (synchronous) run."""
+    return cuda_time_runs(run, n, stream) if stream is not None else cpu_time_runs(run, n)
