@@ -3,7 +3,8 @@
 # one NVIDIA GPU, no network and a stock PyTorch (no TensorRT, no onnxruntime-gpu, no optuna or
 # hypothesis): the package runs from the source tree. Each figure is printed with its name; the
 # README's verified-where table quotes them. Budget: under 8 minutes on an H100/H200 (measured
-# on an H200: tests 35-44 s, step about 260 s, ranks 67 s, data 33 s, latency 45 s: about 7.5 minutes).
+# on an H200: tests 35-44 s, ranks 67 s, data 33 s, latency 45 s; step: DenseNAS over 200 s (its old
+# limit cut its last mode), DCNAS 51 s; so the default set is near 8 minutes).
 #
 #     bash benchmarks/gpu_check.sh                  # on the GPU machine: every step but search-vs-random
 #     bash benchmarks/gpu_check.sh tests latency    # only the steps named
