@@ -23,6 +23,9 @@
 #   latency    GPU latency tables (issue 14): eager against CUDA-graph timing, the harness's run
 #              counts, the 224 space profiled at batch 1 and 32 and validated on random networks and
 #              DenseNAS-A/B/C.
+#   latency-aoti (not in the default set; compiles ~10 packages): the latency step plus AOTInductor
+#              packages of DenseNAS-A/B/C and 2 random networks per batch on CUDA, each against the
+#              graph table's prediction (issue 14's compiled-engine figure).
 #   search-vs-random (about 6 minutes, not in the default set): searched against random DenseNAS
 #              networks of the same latency windows, larger than on the CPU (60 batches per pass,
 #              12 search epochs; the CPU's harder data and training recipe: 32,000 images of
@@ -79,8 +82,10 @@ for name in "${steps[@]}"; do
     data:1) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,4,8 --batches 4 ;;
     data:0) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,2 --batches 1 ;;
     latency:1) step "GPU latency tables" 240 "$PY" benchmarks/gpu_latency.py --device cuda --networks 30 --policy-ops 30 --reference-runs 1000 ;;
+    latency-aoti:1) step "GPU latency tables and AOTInductor engines" 480 "$PY" benchmarks/gpu_latency.py --device cuda --networks 30 --policy-ops 5 --reference-runs 200 --aoti 2 ;;
+    latency-aoti:0) step "latency tables and an AOTInductor engine (CPU, small)" 180 "$PY" benchmarks/gpu_latency.py --device cpu --networks 4 --policy-ops 2 --batches 1 --aoti 1 ;;
     latency:0) step "latency tables (CPU, small)" 120 "$PY" benchmarks/gpu_latency.py --device cpu --networks 4 --policy-ops 4 --batches 1 ;;
-    *) echo "unknown step $name (tests step step-dcnas ranks ranks-densenas data latency search-vs-random)"; status=1 ;;
+    *) echo "unknown step $name (tests step step-dcnas ranks ranks-densenas data latency latency-aoti search-vs-random)"; status=1 ;;
     esac
 done
 echo "== gpu_check: $(( $(date +%s) - start )) s in all, status $status"

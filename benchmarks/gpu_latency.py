@@ -13,6 +13,10 @@ whole networks, random and published.
    ``validate_table`` on ``--networks`` random networks (raw and cross-validated calibrated
    within-10% and Kendall tau, the stored calibration) and the shipped networks it covers
    (DenseNAS-A/B/C) measured whole against the table's raw and calibrated prediction.
+3. **Compiled engines** (``--aoti N``): after each graph table, the shipped networks and N random
+   ones compiled as AOTInductor packages for the same device and batch, measured, and set
+   against the table's calibrated prediction (a graph-replay table is the price list of a fused,
+   graph-launched engine; how far Inductor's fusion moves a network from it is what this shows).
 
 On a CPU (``--device cpu``, for testing this script) the same steps run eagerly on the small
 demo space with a few networks; the graph rows are left out (a CPU cannot capture).
@@ -24,18 +28,21 @@ demo space with a few networks; the graph rows are left out (a CPU cannot captur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import GPU, TimingSettings, measure
 from nas2deploy.latency.profile import profile_space
-from nas2deploy.latency.validate import validate_table
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.latency.validate import shipped_networks, validate_table
 from nas2deploy.spaces import make_space
 
 CANDIDATES = [TimingSettings(warmup_runs=3, warmup_ms=0.0, min_runs=n, min_time_ms=0.0, retries=0) for n in (5, 10, 30, 100)]
@@ -72,8 +79,30 @@ def policy(space_config: dict, device: str, ops: int, reference_runs: int) -> No
         print(f"  {runs:>6}{100 * statistics.median(errs):>11.2f}%{100 * p95:>9.2f}%{statistics.median(costs[runs]):>10.4f}")
 
 
-def tables(space_config: dict, device: str, batches: list[int], networks: int, folder: Path) -> None:
-    """Step 2: profile, validate, and the published networks, per batch and launch mode."""
+def compiled_engines(table: LatencyTable, space: Any, settings: BackendSettings, count: int, seed: int) -> None:
+    """Step 3: AOTInductor packages of the shipped networks the table covers and ``count``
+    random ones, each compiled for the table's device and batch, measured, and set against the
+    graph table's prediction (the fused engine a graph-replay table is meant to price)."""
+    rng = random.Random(seed)
+    archs = shipped_networks(table) + [space.sample_arch(rng).renamed(f"random-{i}") for i in range(count)]
+    engine = dataclasses.replace(settings, backend="aoti", cuda_graph=False)
+    errors = []
+    for arch in archs:
+        start = time.perf_counter()
+        with open_runner(engine, TorchModule(arch.build(), (3, arch.input_size, arch.input_size), arch.name)) as runner:
+            built = time.perf_counter() - start
+            measured = measure(runner, GPU).stats.median_ms
+        pred = table.predict(arch)
+        errors.append(pred.best_ms / measured - 1)
+        print(f"        aoti {arch.name}: measured {measured:.3f} ms, raw sum {pred.raw_ms:.3f} ms, "
+              f"calibrated {pred.best_ms:.3f} ms ({100 * errors[-1]:+.1f}%), compiled in {built:.0f} s", flush=True)
+    within = sum(abs(e) <= 0.10 for e in errors)
+    print(f"        aoti: {within} of {len(errors)} within 10% of the graph table's prediction", flush=True)
+
+
+def tables(space_config: dict, device: str, batches: list[int], networks: int, folder: Path, aoti: int) -> None:
+    """Step 2: profile, validate, and the published networks, per batch and launch mode; step 3
+    after each graph table (on a CPU, after the eager one) where ``aoti`` asks for it."""
     space = make_space("densenas", space_config)
     print(f"  {'batch':>5} {'mode':<6}{'profile s':>10}{'re-meas':>8}{'raw<=10%':>9}{'raw tau':>8}{'cal<=10%':>9}"
           f"{'cal tau':>8}  calibration (scale, offset ms, per-op ms)")
@@ -98,6 +127,8 @@ def tables(space_config: dict, device: str, batches: list[int], networks: int, f
                             if "calibrated_ms" in row else "")
                 print(f"        {row['name']}: measured {row['measured_ms']:.3f} ms, raw sum {row['raw_ms']:.3f} ms "
                       f"({row['raw_error_pct']:+.1f}%){cal_text}", flush=True)
+            if aoti and (graph or device == "cpu"):
+                compiled_engines(LatencyTable.load(out), space, settings, aoti, seed=batch)
 
 
 def main() -> None:
@@ -107,6 +138,8 @@ def main() -> None:
     ap.add_argument("--policy-ops", type=int, default=40)
     ap.add_argument("--reference-runs", type=int, default=2000)
     ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--aoti", type=int, default=0,
+                    help="random networks compiled with AOTInductor per batch, besides the shipped ones (0: none)")
     args = ap.parse_args()
     config = {} if args.device == "cuda" else SMALL  # the full 224 space on a GPU, the demo's small one here
     if args.device == "cpu":
@@ -116,7 +149,7 @@ def main() -> None:
     policy(config, args.device, args.policy_ops, args.reference_runs)
     print(f"timing policy: {time.perf_counter() - t0:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        tables(config, args.device, [int(b) for b in args.batches.split(",")], args.networks, Path(tmp))
+        tables(config, args.device, [int(b) for b in args.batches.split(",")], args.networks, Path(tmp), args.aoti)
     print(f"gpu_latency: {time.perf_counter() - t0:.0f} s in all")
 
 
