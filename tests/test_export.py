@@ -241,7 +241,7 @@ def test_bench_runs_a_package_and_refuses_one_built_elsewhere(aoti_export, tmp_p
     (tmp_path / "model.pt2.json").write_text(json.dumps({**info, "torch": "2.0.0", "processor": "Apple M4 (10 cores)"}))
     result = CliRunner().invoke(cli, ["bench", str(moved), "--backend", "aoti"])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
-    assert "was built for torch 2.0.0, processor Apple M4 (10 cores); here it would run on torch" in result.output
+    assert "was built for torch 2.0.0, processor Apple M4 (10 cores); this machine has torch" in result.output
     (tmp_path / "model.pt2.json").unlink()
     result = CliRunner().invoke(cli, ["bench", str(moved), "--backend", "aoti"])
     assert result.exit_code == 1 and "model.pt2.json is missing" in result.output

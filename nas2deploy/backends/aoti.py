@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from nas2deploy.backends.base import Artifact, Backend, ModelFile, Runner, TorchModule, cpu_name
+from nas2deploy.backends.base import Artifact, Backend, ModelFile, Runner, TorchModule, cpu_name, refuse_other_platform
 from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
 from nas2deploy.backends.pytorch import require_cuda
 from nas2deploy.backends.timing import time_on
-from nas2deploy.errors import UserError
+from nas2deploy.errors import UserError, first_line
 from nas2deploy.fileio import atomic_write_json, read_json, refuse_link
 
 if TYPE_CHECKING:
@@ -79,9 +79,7 @@ def compile_package(module: torch.nn.Module, input_shape: tuple[int, ...], devic
             torch._inductor.aoti_compile_and_package(program, package_path=partial)
         os.replace(partial, path)  # the package appears whole, or not at all
     except Exception as exc:  # Inductor's and the compiler's errors are many-lined and of many types
-        text = str(exc).strip()
-        raise UserError(f"AOTInductor could not compile the network for {device} "
-                        f"({(text.splitlines()[0] if text else type(exc).__name__)[:300]})") from None
+        raise UserError(f"AOTInductor could not compile the network for {device} ({first_line(exc)})") from None
     finally:
         Path(partial).unlink(missing_ok=True)
     atomic_write_json(Path(f"{path}.json"), {"format": INFO_FORMAT, "version": 1, "input_shape": list(input_shape),
@@ -98,13 +96,7 @@ def package_info(path: Path, device: str) -> list[int]:
     doc = read_json(info, "package info")
     if not isinstance(doc, dict) or doc.get("format") != INFO_FORMAT:
         raise UserError(f"package info {info}: not a nas2deploy AOTInductor record; export the package again")
-    here = package_platform(device)
-    differ = [k for k in ("torch", "device", "machine", "processor") if doc.get(k) != here[k]]
-    if differ:
-        built = ", ".join(f"{k} {doc.get(k)}" for k in differ)
-        now = ", ".join(f"{k} {here[k]}" for k in differ)
-        raise UserError(f"package {path} was built for {built}; here it would run on {now}: rebuild it here with "
-                        "nas2deploy export --backend aoti")
+    refuse_other_platform(doc, package_platform(device), f"package {path}", "nas2deploy export --backend aoti")
     shape = doc.get("input_shape")
     if not (isinstance(shape, list) and len(shape) == 4 and all(type(d) is int and 1 <= d <= 16384 for d in shape)):
         raise UserError(f"package info {info}: input_shape must be four sizes in 1..16384; export the package again")
@@ -124,9 +116,7 @@ class AOTIRunner(Runner):
         try:
             self._model = torch._inductor.aoti_load_package(str(path))
         except Exception as exc:
-            text = str(exc).strip()
-            raise UserError(f"AOTInductor cannot load {path} ({(text.splitlines()[0] if text else type(exc).__name__)[:300]}); "
-                            "export it again") from None
+            raise UserError(f"AOTInductor cannot load {path} ({first_line(exc)}); export it again") from None
         self._input = torch.randn(*self._shape, device=self.device)
         self._stream = torch.cuda.Stream() if device == "cuda" else None
 

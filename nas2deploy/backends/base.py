@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from torch import nn
 
+from nas2deploy.errors import UserError
+
 if TYPE_CHECKING:
     from nas2deploy.backends.settings import BackendSettings
 
@@ -136,6 +138,16 @@ class Backend(ABC):
 
 
 # -- machine ------------------------------------------------------------------------------------
+def refuse_other_platform(recorded: dict[str, Any], here: dict[str, str], what: str, rebuild: str) -> None:
+    """Refuse an artifact built elsewhere (an engine, a compiled package), naming where it was
+    built and what this machine has, for every key of ``here`` on which they differ."""
+    differ = [k for k in here if recorded.get(k) != here[k]]
+    if differ:
+        built = ", ".join(f"{k} {recorded.get(k)}" for k in differ)
+        now = ", ".join(f"{k} {here[k]}" for k in differ)
+        raise UserError(f"{what} was built for {built}; this machine has {now}: rebuild it here with {rebuild}")
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -16,7 +16,7 @@ import numpy as np
 from nas2deploy.backends.base import Artifact, Backend, ModelFile, OnnxModel, Runner, TorchModule, available_cores, random_inputs
 from nas2deploy.backends.onnx import check_onnx, onnx_from_module
 from nas2deploy.backends.timing import cpu_time_runs
-from nas2deploy.errors import UserError
+from nas2deploy.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from nas2deploy.backends.settings import BackendSettings
@@ -24,12 +24,6 @@ if TYPE_CHECKING:
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 GRAPH_LEVELS = ("all", "extended", "basic", "disabled")
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-
-
-def first_line(exc: Exception) -> str:
-    """The first line of a runtime's error, for a one-line UserError."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def import_onnxruntime() -> Any:

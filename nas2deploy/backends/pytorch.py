@@ -19,7 +19,7 @@ from torch import nn
 from nas2deploy.backends.base import Artifact, Backend, Runner, TorchModule, available_cores
 from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
 from nas2deploy.backends.timing import time_on
-from nas2deploy.errors import UserError
+from nas2deploy.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from nas2deploy.backends.settings import BackendSettings
@@ -32,11 +32,6 @@ def require_cuda() -> None:
             "NVIDIA GPU, its driver and a CUDA build of torch (pip install torch --index-url "
             "https://download.pytorch.org/whl/cu128)"
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 class TorchRunner(Runner):
@@ -92,7 +87,7 @@ class TorchRunner(Runner):
                 for _ in range(3):
                     self.module(self._input)
         except RuntimeError as exc:
-            raise UserError(f"{source}: its forward pass waits for the GPU on the host ({_first_line(exc)}), so it "
+            raise UserError(f"{source}: its forward pass waits for the GPU on the host ({first_line(exc)}), so it "
                             "cannot be captured as a CUDA graph; time it eagerly (leave out --cuda-graph)") from None
         finally:
             torch.cuda.set_sync_debug_mode(previous)
@@ -102,7 +97,7 @@ class TorchRunner(Runner):
             with torch.cuda.graph(graph, stream=self._stream):
                 self.module(self._input)
         except RuntimeError as exc:
-            raise UserError(f"{source}: its forward pass cannot be captured as a CUDA graph ({_first_line(exc)}); "
+            raise UserError(f"{source}: its forward pass cannot be captured as a CUDA graph ({first_line(exc)}); "
                             "time it eagerly (leave out --cuda-graph), in a new process: a failed capture can "
                             "leave this one's CUDA state unusable") from None
         return graph

@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from nas2deploy.backends.base import Artifact, Backend, EngineModel, ModelFile, OnnxModel, Runner, TorchModule
+from nas2deploy.backends.base import (
+    Artifact,
+    Backend,
+    EngineModel,
+    ModelFile,
+    OnnxModel,
+    Runner,
+    TorchModule,
+    refuse_other_platform,
+)
 from nas2deploy.backends.onnx import check_onnx, export_onnx
 from nas2deploy.backends.pytorch import require_cuda
 from nas2deploy.backends.timing import cuda_time_runs
@@ -156,11 +165,7 @@ def engine_platform() -> dict[str, str]:
 
 def check_engine_platform(recorded: dict[str, str], here: dict[str, str], source: str) -> None:
     """Refuse an engine built elsewhere, naming where it was built and where it is being run."""
-    differ = [k for k in ("tensorrt", "gpu", "compute_capability") if recorded.get(k) != here.get(k)]
-    if differ:
-        built = ", ".join(f"{k} {recorded.get(k)}" for k in differ)
-        now = ", ".join(f"{k} {here.get(k)}" for k in differ)
-        raise UserError(f"engine {source} was built for {built}; this machine has {now}: rebuild it here with nas2deploy export")
+    refuse_other_platform(recorded, here, f"engine {source}", "nas2deploy export")
 
 
 def save_engine(path: str | os.PathLike[str], engine: bytes) -> None:

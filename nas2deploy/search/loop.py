@@ -77,9 +77,10 @@ def frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
     step none of the weights: no weight-gradient convolutions). The gradients of the parameters
     that are updated are the same numbers either way (a search gives the same parameters bit for
     bit). On a GPU each ATen op is a host launch, and the DenseNAS-224 step was launch-bound (0.15 s
-    a step on an H200, ~30 us for each of its ~5,000 ops); with this and the supernet's own savings a weight step of the 224
-    supernet dispatches 3,336 ops instead of 4,953, an architecture step 6,879 instead of 9,132
-    (counted on a CPU at batch 2, optimisers in their CUDA form)."""
+    a step on an H200, ~30 us for each of its ~5,000 ops); with this and the supernet's own
+    savings a weight step of the 224 supernet dispatches 3,336 ops instead of 4,953, an
+    architecture step 6,879 instead of 9,132 (counted on a CPU at batch 2, optimisers in their
+    CUDA form)."""
     for p in params:
         p.requires_grad_(False)
     try:
