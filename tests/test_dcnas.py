@@ -274,7 +274,15 @@ def test_profile_and_validate_a_dcnas_table_with_onnx_runtime(tmp_path):
     report = validate_table(table, space.sample_arch, 6, timing=FAST)
     assert report["samples"] == 6 and report["raw"]["mape"] >= 0
     arch = space.sample_arch(random.Random(9))
-    assert table.predict(arch).calibrated_ms > 0
+    prediction = table.predict(arch)
+    # Six timed networks on a shared CI machine may or may not earn a calibration (a fit that errs more
+    # than the raw sum out of sample is refused); either way the table must predict something positive
+    # and say why when it stored no fit.
+    if report["calibration"] is None:
+        assert report["calibration_refused"] and prediction.calibrated_ms is None
+    else:
+        assert prediction.calibrated_ms is not None and prediction.calibrated_ms > 0
+    assert prediction.best_ms > 0
 
 
 def test_segmentation_network_trains_exports_and_is_checked_per_pixel(tmp_path):
