@@ -30,6 +30,7 @@ from nas2deploy.report import regenerate
 from nas2deploy.runs import prepare, start_search
 from nas2deploy.search.config import SearchConfig, provenance
 from nas2deploy.search.distributed import compute_device
+from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.search.verify import derive_measured
 from nas2deploy.spaces import SPACES, SpaceEntry, load_table, make_space, table_space
 from nas2deploy.train import save_weights, train_arch
@@ -41,6 +42,23 @@ def demo_entry(task: str) -> SpaceEntry:
         if entry.task == task and entry.demo is not None:
             return entry
     raise UserError(f"no demo for task {task!r}; demos: {', '.join(e.task for e in SPACES.values() if e.demo)}")
+
+
+def default_folders(task: str) -> tuple[str, str]:
+    """Each task's demo has its own run and export folders, so the demos run back to back."""
+    return f"runs/demo/{task}", f"export/demo/{task}"
+
+
+def _refuse_another_demo(out: Path, entry: SpaceEntry) -> None:
+    """The demo resumes its own search in ``out``; a search of another space there (another
+    task's demo given the same --out) is refused before any work, naming what is there."""
+    checkpoint = out / "search" / "checkpoint.pt"
+    if not checkpoint.exists():
+        return
+    found = RunFolder(out / "search").load_checkpoint()["config"].get("space")
+    if found != entry.name:
+        raise UserError(f"{out} holds the demo of the {found} space (its search in {out / 'search'}); "
+                        f"give the {entry.task} demo another --out, or delete that folder")
 
 
 def demo_search_config(entry: SpaceEntry, table: str, budget_ms: float | None) -> SearchConfig:
@@ -85,6 +103,7 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     plan = entry.demo
     assert plan is not None
     out = Path(out)
+    _refuse_another_demo(out, entry)
     out.mkdir(parents=True, exist_ok=True)
     table = demo_table(entry, out, say)
     assert table.path is not None

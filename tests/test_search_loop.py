@@ -69,6 +69,15 @@ def test_resume_with_another_configuration_is_refused(tmp_path, table_path):
         start_search(config(table_path, seed=4), tmp_path / "r", resume=True)
     with pytest.raises(UserError, match="already holds a search: pass --resume"):
         start_search(config(table_path), tmp_path / "r")
+    # the segmentation demo pointed at a folder holding this (DenseNAS) search says so, naming no --resume
+    from nas2deploy.demo import run_demo
+
+    (tmp_path / "r" / "search").mkdir()
+    (tmp_path / "r" / "checkpoint.pt").replace(tmp_path / "r" / "search" / "checkpoint.pt")
+    with pytest.raises(UserError, match=r"holds the demo of the densenas space .* give the segmentation demo another --out"):
+        run_demo(tmp_path / "r", tmp_path / "export", print, task="segmentation")
+    assert not (tmp_path / "export").exists()
+    (tmp_path / "r" / "search" / "checkpoint.pt").replace(tmp_path / "r" / "checkpoint.pt")
     (tmp_path / "r" / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="checkpoint.pt cannot be read"):
         RunFolder(tmp_path / "r").load_checkpoint()
