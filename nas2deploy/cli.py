@@ -53,6 +53,32 @@ class Finite(click.FloatRange):
 POSITIVE = Finite(min=0, min_open=True, max=1e6)
 
 
+def _warn(line: str) -> None:
+    """A warning: on stderr, so that stdout stays the result (``--json`` included)."""
+    click.echo(f"warning: {line}", err=True)
+
+
+def _warn_table(table: Any, raw_ms: float | None = None, here: bool = False) -> list[str]:
+    """Warn about what a user of ``table`` should know (``table_warnings``), a prediction of
+    ``raw_ms`` that extrapolates its calibration, and with ``here`` a table this machine cannot
+    measure against; the warnings, for ``--json``."""
+    from nas2deploy.latency.device import settings_from_table
+    from nas2deploy.latency.summary import extrapolation_warning, table_warnings
+
+    lines = table_warnings(table)
+    if raw_ms is not None and (far := extrapolation_warning(table, raw_ms)):
+        lines.append(far)
+    if here:
+        try:
+            settings_from_table(table)
+        except UserError as exc:
+            lines.append(f"{exc}; the search uses its predictions, but nothing measured here can check them "
+                         "(derive --measure and export compare on the table's device)")
+    for line in lines:
+        _warn(line)
+    return lines
+
+
 def _print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=1, default=str))
 
@@ -266,6 +292,7 @@ def profile(space_name: str, runs: int | None, shard: str, out: str, **backend: 
         f"({stats.timed_fraction:.0%} inside timed runs, {stats.remeasured} re-measured for high CoV"
         + (f", {stats.resumed} resumed from the journal)" if resuming else ")")
     )
+    _warn_table(table)
 
 
 # -- lut -----------------------------------------------------------------------------------------
@@ -318,14 +345,13 @@ def lut_validate(table_path: str, samples: int, seed: int, across_range: bool, a
     with _progress(f"validating {Path(table_path).name}") as progress:
         report = validate_table(table, table_space(table).sample_arch, samples, seed, progress=progress,
                                 spread=across_range)
+    if not as_json:
+        click.echo(fidelity_text(report))
+        if not report.get("calibration_refused"):
+            click.echo(f"calibration stored in {table_path}")
+    warnings = _warn_table(table)
     if as_json:
-        _print_json({k: v for k, v in report.items() if k != "records"})
-        return
-    click.echo(fidelity_text(report))
-    if report.get("calibration_refused"):
-        click.echo(f"warning: the fitted calibration was not stored: {report['calibration_refused']}", err=True)
-    else:
-        click.echo(f"calibration stored in {table_path}")
+        _print_json({**{k: v for k, v in report.items() if k != "records"}, "warnings": warnings})
 
 
 def fidelity_text(report: dict[str, Any]) -> str:
@@ -412,6 +438,8 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
     fields["search_options"] = {**fields.get("search_options", {}), **search_options}
     run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, click.echo,
                        dist_backend, dist_timeout)
+    if run.rank == 0:
+        _warn_table(run.table, here=True)
     run.run()
     leave_process_group()
     if run.rank == 0:
@@ -430,19 +458,23 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
 @space_options("derive")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
-def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str, **opts: Any) -> None:
+@click.pass_context
+def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str,
+           **opts: Any) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
     from nas2deploy.nets import save_arch
     from nas2deploy.runs import open_run
     from nas2deploy.search.config import provenance
     from nas2deploy.search.verify import derive_measured
 
+    if measured and budget_ms is None:
+        raise UserError("--measure needs --budget-ms")
+    if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
+        raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
     refuse_link(out)
     run = open_run(run_dir)
     options = {**run.derive_options, **_pop_options(run.config.space, opts, "derive")}
     name = Path(out).stem
-    if measured and budget_ms is None:
-        raise UserError("--measure needs --budget-ms")
     if measured and budget_ms is not None:
         found = derive_measured(run.space_search, budget_ms, name=name, say=click.echo, fill=fill, **options).arch
         arch = found.with_meta(provenance(run.config, budget_ms))
@@ -450,6 +482,7 @@ def derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, o
         arch = run.derive(name, budget_ms, fill, **options)
     save_arch(arch, out)
     pred = run.table.predict(arch)
+    _warn_table(run.table, pred.raw_ms)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
     share = f" ({pred.best_ms / budget_ms:.0%} of the budget)" if budget_ms else ""
     parts = arch.size_label()
@@ -514,16 +547,17 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
 @click.option("--budget-ms", type=POSITIVE, help="Budget to report against (default: the arch's).")
 @click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
+@click.option("--strict", is_flag=True, help="Exit 1 (after writing the folder) when a backend measures above the budget.")
 def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ...], device: str, precision: str,
            batch: int, dynamic_batch: bool, data: str | None, images: str | None, samples: int, lut: str | None,
-           budget_ms: float | None, workspace_mb: int, force: bool) -> None:
+           budget_ms: float | None, workspace_mb: int, force: bool, strict: bool) -> None:
     """Export ONNX (and a TensorRT engine), check accuracy on real inputs, measure latency, write a report."""
     from nas2deploy.nets import load_arch
     from nas2deploy.deploy.export import Exporter, ExportOptions
 
     options = ExportOptions(tuple(dict.fromkeys(backends)), device, precision, batch, dynamic_batch, data, images,
-                            samples, lut=lut, budget_ms=budget_ms, workspace_mb=workspace_mb, force=force)
-    Exporter(load_arch(arch_ref), weights, out, options, click.echo).run()
+                            samples, lut=lut, budget_ms=budget_ms, workspace_mb=workspace_mb, force=force, strict=strict)
+    Exporter(load_arch(arch_ref), weights, out, options, click.echo, _warn).run()
     click.echo(f"report: {Path(out) / 'report.md'}")
 
 
@@ -531,17 +565,19 @@ def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ..
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default=ONNX_CHECKER, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch for dynamic-batch models.")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch of a dynamic-batch model [default: 1; a static "
+              "model runs the batch it was built for].")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=TimingSettings().min_runs, show_default=True)
 @click.option("--cuda-graph", is_flag=True, help="torch / TensorRT on cuda: replay the launch as a CUDA graph.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(model: str, backend: str, device: str, batch: int, threads: int, runs: int, cuda_graph: bool, as_json: bool) -> None:
+def bench(model: str, backend: str, device: str, batch: int | None, threads: int, runs: int, cuda_graph: bool,
+          as_json: bool) -> None:
     """trtexec-style latency summary of an ONNX model or a TensorRT engine."""
     from nas2deploy.deploy.bench import bench_model
 
-    result = bench_model(model, BackendSettings(backend=backend, device=device, batch=batch, threads=threads,
-                                                cuda_graph=cuda_graph), TimingSettings(min_runs=runs))
+    result = bench_model(model, BackendSettings(backend=backend, device=device, batch=batch or 1, threads=threads,
+                                                cuda_graph=cuda_graph), TimingSettings(min_runs=runs), batch is not None)
     if as_json:
         _print_json(result)
         return

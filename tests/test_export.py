@@ -94,6 +94,36 @@ def test_export_writes_a_checked_measured_folder(tmp_path, arch_file):
     assert (out / "report.md").read_text() == text and (out / "arch.png").exists()
 
 
+def test_over_budget_and_noisy_measurements_are_warned_and_strict_fails(tmp_path, arch_file, monkeypatch):
+    """The latency is injected (2 ms, CoV 150%): above a 1 ms budget, and noisy."""
+    import dataclasses
+
+    import nas2deploy.deploy.export as export_module
+    from nas2deploy.backends.timing import TimingStats
+
+    real = export_module.measure
+
+    def injected(runner, timing, *args):
+        measured = real(runner, timing, *args)
+        stats = TimingStats.from_samples([2.0] * 9 + [10.0])
+        return dataclasses.replace(measured, stats=dataclasses.replace(stats, median_ms=2.0, cov=1.5))
+
+    monkeypatch.setattr(export_module, "measure", injected)
+    result = export(tmp_path, arch_file, "--budget-ms", "1")
+    assert result.exit_code == 0, result.output
+    assert "warning: onnxruntime measured 2.000 ms, 2.00x the 1 ms budget" in result.stderr
+    assert "warning: onnxruntime: the runs varied by CoV 150%" in result.stderr
+    assert "warning" not in result.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["over_budget"] == ["onnxruntime measured 2.000 ms, 2.00x the 1 ms budget"] and len(report["warnings"]) == 2
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "**Warning:** onnxruntime measured 2.000 ms" in text and "| latency.png | the plot below |" in text
+    result = export(tmp_path, arch_file, "--budget-ms", "1", "--strict", "--force")
+    assert result.exit_code == 1 and "--strict: onnxruntime measured 2.000 ms, 2.00x the 1 ms budget" in result.stderr
+    assert (tmp_path / "out" / "report.md").exists()
+    assert export(tmp_path, arch_file, "--budget-ms", "3", "--strict", "--force").exit_code == 0
+
+
 def test_a_failing_check_writes_the_report_and_exits_non_zero(tmp_path, arch_file, monkeypatch):
     monkeypatch.setattr(compare_module, "FP32_TOLERANCE", 0.0)  # no two runtimes agree to the last bit
     result = export(tmp_path, arch_file)
@@ -154,6 +184,8 @@ def test_bench_summarises_an_onnx_model_and_refuses_corrupt_files(tmp_path, arch
     assert result.exit_code == 1 and "bad.onnx" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["bench", str(tmp_path / "out" / "weights.pt")])
     assert result.exit_code == 1 and "expected a model file (.engine, .onnx, .pt2)" in result.output
+    result = CliRunner().invoke(cli, ["bench", str(tmp_path / "out" / "model.onnx"), "--batch", "4"])
+    assert result.exit_code == 1 and "was built for batch 1: --batch 4 needs a model exported with --dynamic-batch" in result.output
 
 
 def test_the_onnx_reference_evaluator_is_a_full_backend(tmp_path, arch_file):

@@ -59,7 +59,7 @@ def table_path(tmp_path_factory):
 
 
 def search_config(table_path):
-    return SearchConfig(table=table_path, data="synthetic:100", epochs=1, warmup_epochs=1, batch_size=16, max_batches=1)
+    return SearchConfig(table=table_path, data="synthetic:100", epochs=1, warmup_epochs=0, batch_size=16, max_batches=1)
 
 
 @pytest.mark.parametrize("name", RUN_FILES)

@@ -64,9 +64,9 @@ def test_search_is_deterministic_and_resumes_exactly(tmp_path, table_path):
 
 
 def test_resume_with_another_configuration_is_refused(tmp_path, table_path):
-    start_search(config(table_path, epochs=1, warmup_epochs=1), tmp_path / "r").run()
+    start_search(config(table_path, epochs=1, warmup_epochs=0), tmp_path / "r").run()
     with pytest.raises(UserError, match=r"different configuration: seed: 3 vs 4"):
-        start_search(config(table_path, seed=4), tmp_path / "r", resume=True)
+        start_search(config(table_path, epochs=1, warmup_epochs=0, seed=4), tmp_path / "r", resume=True)
     with pytest.raises(UserError, match="already holds a search: pass --resume"):
         start_search(config(table_path), tmp_path / "r")
     # the segmentation demo pointed at a folder holding this (DenseNAS) search says so, naming no --resume
@@ -168,7 +168,7 @@ def test_search_config_files_are_checked(tmp_path):
 
 def test_resuming_a_finished_search_reports_its_network(tmp_path, table_path):
     runner = CliRunner()
-    args = ["search", "--lut", table_path, "--data", "synthetic:200", "--epochs", "1", "--warmup-epochs", "1",
+    args = ["search", "--lut", table_path, "--data", "synthetic:200", "--epochs", "1", "--warmup-epochs", "0",
             "--batch-size", "16", "--max-batches", "1", "--out", str(tmp_path / "r")]
     assert runner.invoke(cli, args).exit_code == 0
     again = runner.invoke(cli, [*args, "--resume"])
@@ -182,7 +182,7 @@ def test_a_run_written_before_space_options_were_nested_still_opens(tmp_path, ta
     import torch
 
     run_dir = tmp_path / "old"
-    start_search(config(table_path, epochs=1, warmup_epochs=1, width_mult=0.25), run_dir).run()
+    start_search(config(table_path, epochs=1, warmup_epochs=0, width_mult=0.25), run_dir).run()
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     flat = {k: v for k, v in state["config"].items() if k not in ("space_config", "search_options")}
     flat.update(state["config"]["space_config"], input_size=None, num_classes=None, max_stack_layers=None, layers=None,
@@ -192,7 +192,7 @@ def test_a_run_written_before_space_options_were_nested_still_opens(tmp_path, ta
     opened = open_run(run_dir)
     assert opened.config.space_config == {"width_mult": 0.25} and opened.config.search_options == {}
     assert opened.derive("again").to_dict()["blocks"] == load_arch(run_dir / "arch.json").to_dict()["blocks"]
-    resumed = start_search(config(table_path, epochs=2, warmup_epochs=1, width_mult=0.25), run_dir, resume=True)
+    resumed = start_search(config(table_path, epochs=2, warmup_epochs=0, width_mult=0.25), run_dir, resume=True)
     assert resumed.epoch == 1
 
 

@@ -115,3 +115,25 @@ def test_merge_refuses_tables_of_different_spaces(small_space):
     b = _table(make_space("densenas", {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1}))
     with pytest.raises(UserError, match="different settings \\(space:"):
         merge_tables([a, b])
+
+
+def test_table_warnings_name_noise_weak_calibrations_and_extrapolation(small_space):
+    import dataclasses
+
+    from nas2deploy.latency.summary import extrapolation_warning, summarize, table_warnings
+
+    table = _table(small_space)
+    assert table_warnings(table) == []
+    table.entries = {k: dataclasses.replace(e, stats=dataclasses.replace(e.stats, cov=6.68)) for k, e in table.entries.items()}
+    table.calibration = Calibration(1.1, 0.0, 0.0, 6)
+    fit = {"mape": 30.0, "within_10pct": 20.0, "kendall_tau": 0.2}
+    table.validation = {"samples": 6, "raw": fit, "calibrated": fit, "records": [{"raw_ms": 1.0}, {"raw_ms": 3.0}]}
+    lines = table_warnings(table)
+    assert "median CoV of 668% (above 10%)" in lines[0] and "profile again on a quiet machine" in lines[0]
+    assert "calibrated on 6 networks only" in lines[1] and "Kendall tau 0.20 < 0.7" in lines[2]
+    assert summarize(table)["warnings"] == lines
+    assert extrapolation_warning(table, 2.0) is None and extrapolation_warning(table, 0.6) is None
+    assert "lies far outside the 1.000-3.000 ms" in extrapolation_warning(table, 7.0)
+    table.calibration = None
+    table.validation = {"calibration_refused": "its scale is -1.9"}
+    assert any("no calibration stored, the fit was refused: its scale is -1.9" in line for line in table_warnings(table))

@@ -110,6 +110,9 @@ class Backend(ABC):
     captures_cuda_graphs: ClassVar[bool] = False
     #: Whether what ``deploy`` builds can take a dynamic batch (``export --dynamic-batch``).
     dynamic_batch: ClassVar[bool] = True
+    #: The ``BackendSettings`` fields only this backend reads (set to anything but their default
+    #: for another backend, they are refused: an option must never be silently ignored).
+    own_settings: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def check_available(self, settings: BackendSettings) -> None:

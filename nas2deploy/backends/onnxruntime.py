@@ -114,6 +114,7 @@ class OnnxRuntimeRunner(Runner):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    own_settings = ("ort_provider", "ort_graph_level")
 
     def check_available(self, settings: BackendSettings) -> None:
         import_onnxruntime()

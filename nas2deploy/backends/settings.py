@@ -58,6 +58,13 @@ class BackendSettings:
                             f"{', '.join(capturing)} (got --backend {self.backend} --device {self.device})")
         if self.batch < 1 or self.threads < 1:
             raise UserError("--batch and --threads must be at least 1")
+        defaults = BackendSettings.__dataclass_fields__
+        for name, b in BACKENDS.items():
+            for option in b.own_settings:
+                if name != self.backend and getattr(self, option) != defaults[option].default:
+                    flag = "--" + option.replace("_", "-")
+                    raise UserError(f"{flag} applies to --backend {name} only; --backend {self.backend} would ignore it: "
+                                    f"leave {flag} out")
 
     @property
     def impl(self) -> Backend:

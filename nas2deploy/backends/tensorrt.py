@@ -271,6 +271,7 @@ class TensorRTBackend(Backend):
     suffixes = (".engine", ".onnx")
     uses_precision = True
     captures_cuda_graphs = True
+    own_settings = ("workspace_mb",)
 
     def check_available(self, settings: BackendSettings) -> None:
         require_tensorrt()  # TensorRT first, then the GPU

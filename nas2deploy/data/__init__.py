@@ -24,41 +24,53 @@ from nas2deploy.errors import UserError
 def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[int, int] | None = None) -> Splits:
     """The dataset ``spec`` at ``image_size``; ``classes`` keeps the first classes of an
     ImageFolder (0: all), ``crop`` is the (height, width) of segmentation training crops from
-    Cityscapes or VOC folders (None: the input size, square)."""
-    splits = _open(spec, image_size, classes, crop)
-    if classes and not splits.name.startswith("imagefolder:"):
+    Cityscapes or VOC folders (None: the input size, square). Options the data cannot use are
+    refused before anything is read or generated."""
+    kind = _kind(spec)
+    if classes and kind != "imagefolder":
         raise UserError(f"--data-classes {classes}: only an ImageFolder tree has classes to choose; data {spec} does not")
-    if crop and not splits.name.startswith(("cityscapes:", "voc:")):
+    if crop and kind not in ("cityscapes", "voc"):
         raise UserError(f"--crop {crop[0]}x{crop[1]}: only Cityscapes and VOC folders are cropped; data {spec} is not one")
-    return splits
-
-
-def _open(spec: str, image_size: int, classes: int, crop: tuple[int, int] | None) -> Splits:
-    if spec.partition(":")[0] in RADIUS:
+    if kind == "shapes":
         return shapes_splits(spec, image_size)
-    if spec == "seg-synthetic" or spec.startswith("seg-synthetic:"):
+    if kind == "seg-synthetic":
         from nas2deploy.data.segmentation import synthetic_segmentation
 
         count = spec.partition(":")[2] or "800"
         if not count.isdigit() or int(count) < 4:
             raise UserError(f"data {spec}: expected 'seg-synthetic' or 'seg-synthetic:N' with N >= 4 training images")
         return synthetic_segmentation(int(count), image_size)
+    from nas2deploy.data.folders import open_cifar10, open_image_folder
+    from nas2deploy.data.segmentation import open_cityscapes, open_voc
+
+    path = Path(spec)
+    if kind == "cityscapes":
+        return open_cityscapes(path, image_size, crop)
+    if kind == "voc":
+        return open_voc(path, image_size, crop)
+    if kind == "cifar10":
+        return open_cifar10(path)
+    return open_image_folder(path, image_size, classes)
+
+
+def _kind(spec: str) -> str:
+    """Which loader ``spec`` names, from its name or its folder's layout, without reading it."""
+    if spec.partition(":")[0] in RADIUS:
+        return "shapes"
+    if spec == "seg-synthetic" or spec.startswith("seg-synthetic:"):
+        return "seg-synthetic"
     path = Path(spec)
     if not path.exists():
         raise UserError(f"data {spec}: no such folder; use 'synthetic' or a CIFAR-10 binary / ImageFolder folder")
     if not path.is_dir():
         raise UserError(f"data {spec}: not a folder; expected a CIFAR-10 binary folder or an ImageFolder tree")
-    from nas2deploy.data.folders import open_cifar10, open_image_folder
-    from nas2deploy.data.segmentation import open_cityscapes, open_voc
-
     if (path / "leftImg8bit").exists() or (path / "gtFine").exists():
-        return open_cityscapes(path, image_size, crop)
+        return "cityscapes"
     if (path / "JPEGImages").exists() or (path / "SegmentationClass").exists():
-        return open_voc(path, image_size, crop)
-
+        return "voc"
     if list(path.glob("data_batch_*.bin")) or (path / "test_batch.bin").exists():
-        return open_cifar10(path)
-    return open_image_folder(path, image_size, classes)
+        return "cifar10"
+    return "imagefolder"
 
 
 __all__ = ["Splits", "open_dataset", "split_train_val"]

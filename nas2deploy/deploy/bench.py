@@ -27,10 +27,15 @@ def open_model(path: Path, settings: BackendSettings) -> Runner:
     return open_runner(settings, ModelFile(path))
 
 
-def bench_model(model: str, settings: BackendSettings, timing: TimingSettings) -> dict[str, Any]:
+def bench_model(model: str, settings: BackendSettings, timing: TimingSettings, batch_given: bool = False) -> dict[str, Any]:
+    """Time ``model``; with ``batch_given`` the settings' batch was asked for, and a model built
+    for another batch is refused rather than timed at its own."""
     settings.check_available()
     with open_model(Path(model), settings) as runner:
-        stats = measure(runner, timing).stats
         batch = next(iter(runner.input_shapes().values()))[0]
+        if batch_given and batch != settings.batch:
+            raise UserError(f"model {model} was built for batch {batch}: --batch {settings.batch} needs a model exported "
+                            f"with --dynamic-batch (or at --batch {settings.batch}); leave --batch out to time batch {batch}")
+        stats = measure(runner, timing).stats
     return {"model": model, "settings": settings.describe(), "batch": batch, "timing": stats.to_dict(),
             "throughput_per_s": batch * 1000 / stats.median_ms}

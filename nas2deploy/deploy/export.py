@@ -73,6 +73,10 @@ class CheckFailed(UserError):
     """An accuracy check failed; the export folder and its report are written."""
 
 
+class OverBudget(UserError):
+    """With ``strict``: a backend measured above the budget; the export folder and its report are written."""
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     backends: tuple[str, ...] = (ONNX_CHECKER,)
@@ -88,6 +92,8 @@ class ExportOptions:
     budget_ms: float | None = None
     workspace_mb: int = 1024
     force: bool = False
+    #: Fail (after writing the folder) when a backend measures above the budget.
+    strict: bool = False
 
 
 def recorded_sha256(path: Path) -> tuple[str, Path] | None:
@@ -127,6 +133,21 @@ def prepare_folder(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def refuse_unused_options(o: ExportOptions) -> None:
+    """An option that none of the chosen backends reads is refused, not ignored (an fp16 request
+    checked against fp32 thresholds would look like a passing fp16 export)."""
+    impls = [BACKENDS[b] for b in o.backends]
+    chosen = " ".join(f"--backend {b}" for b in o.backends)
+    if o.precision != ExportOptions.precision and not any(b.uses_precision for b in impls):
+        building = [name for name, b in BACKENDS.items() if b.uses_precision]
+        raise UserError(f"--precision {o.precision} shapes only what builds at a precision (--backend {' or '.join(building)}); "
+                        f"{chosen} runs the fp32 graph: leave --precision out")
+    if o.workspace_mb != ExportOptions.workspace_mb and not any("workspace_mb" in b.own_settings for b in impls):
+        raise UserError(f"--workspace-mb limits the TensorRT builder; {chosen} builds no engine: leave it out")
+    if o.data and o.images:
+        raise UserError("--images and --data both name the accuracy check's inputs: give one")
+
+
 def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return torch.cat([model(torch.from_numpy(c)) for c in np.array_split(x, max(1, len(x) // 64))]).numpy()
@@ -148,11 +169,18 @@ class Exporter:
     """One export: holds the network, its graph and the report as the steps fill it."""
 
     def __init__(self, arch: Network, weights: str | None, out: str | Path, options: ExportOptions,
-                 say: Callable[[str], None] = lambda line: None):
+                 say: Callable[[str], None] = lambda line: None, warn: Callable[[str], None] | None = None):
         self.arch, self.weights, self.out, self.options, self.say = arch, weights, Path(out), options, say
-        self.report: dict[str, Any] = {"format": REPORT_FORMAT, "version": 1, "arch": arch.name, "steps_s": {}}
+        self.warn_line = warn or (lambda line: say(f"warning: {line}"))
+        self.report: dict[str, Any] = {"format": REPORT_FORMAT, "version": 1, "arch": arch.name, "steps_s": {},
+                                       "warnings": []}
         self.comparisons: list[Comparison] = []
         self.artifacts: dict[str, Artifact] = {}
+
+    def warn(self, line: str) -> None:
+        """Say ``line`` as a warning and keep it in the report (report.json and report.md)."""
+        self.report["warnings"].append(line)
+        self.warn_line(line)
 
     def _step(self, name: str, start: float) -> None:
         self.report["steps_s"][name] = round(time.perf_counter() - start, 3)
@@ -160,12 +188,14 @@ class Exporter:
     def settings(self, backend: str) -> BackendSettings:
         """Where and how ``backend`` runs the export: the options' device and batch, and their
         precision when the backend builds at a precision (TensorRT), else fp32."""
-        o = self.options
-        return BackendSettings(backend=backend, device=o.device, batch=o.batch, workspace_mb=o.workspace_mb,
-                               precision=o.precision if BACKENDS[backend].uses_precision else "fp32")
+        o, impl = self.options, BACKENDS[backend]
+        settings = BackendSettings(backend=backend, device=o.device, batch=o.batch,
+                                   precision=o.precision if impl.uses_precision else "fp32")
+        return dataclasses.replace(settings, workspace_mb=o.workspace_mb) if "workspace_mb" in impl.own_settings else settings
 
     def run(self) -> dict[str, Any]:
         o = self.options
+        refuse_unused_options(o)
         for b in o.backends:  # fail on a missing stack, or what a backend cannot build, before any work
             self.settings(b).check_available()
             if o.dynamic_batch and not BACKENDS[b].dynamic_batch:
@@ -188,6 +218,9 @@ class Exporter:
         failed = [c for c in self.comparisons if not c.passed]
         if failed:
             raise CheckFailed(f"accuracy check failed ({failed[0].line()}); report: {self.out / 'report.md'}")
+        over = self.report.get("over_budget", [])
+        if o.strict and over:
+            raise OverBudget(f"--strict: {over[0]}; report: {self.out / 'report.md'}")
         return self.report
 
     # -- load ------------------------------------------------------------------------------------
@@ -280,6 +313,10 @@ class Exporter:
                                        "calibrated_ms": pred.calibrated_ms,
                                        "measured_over_predicted": stats.median_ms / pred.best_ms}
             results[backend] = entry
+            if stats.cov > timing.max_cov:
+                self.warn(f"{backend}: the runs varied by CoV {stats.cov:.0%} (above {timing.max_cov:.0%}, after "
+                          f"{timing.retries} re-measures): the machine was busy and the median may be off; measure "
+                          "again on a quiet machine (nas2deploy bench)")
             self.say(f"{backend}: median {stats.median_ms:.3f} ms (p90 {stats.p90_ms:.3f}, CoV {stats.cov:.1%})"
                      + (f"; predicted {entry['prediction']['calibrated_ms'] or entry['prediction']['raw_ms']:.3f} ms "
                         f"(x{entry['prediction']['measured_over_predicted']:.3f})" if "prediction" in entry else ""))
@@ -292,7 +329,7 @@ class Exporter:
         try:
             return settings_from_table(table)
         except UserError as exc:
-            self.say(f"note: not comparing with the table's prediction: {exc}")
+            self.warn(f"not comparing with the table's prediction: {exc}")
             self.report["prediction_skipped"] = str(exc)
             return None
 
@@ -302,6 +339,13 @@ class Exporter:
 
         budget = self.options.budget_ms or self.arch.meta.get("budget_ms")
         self.report["budget_ms"] = budget
+        self.report["over_budget"] = []
+        for backend, entry in self.report["latency"].items() if budget else ():
+            median = entry["timing"]["median_ms"]
+            if median > budget:
+                line = f"{backend} measured {median:.3f} ms, {median / budget:.2f}x the {budget:g} ms budget"
+                self.report["over_budget"].append(line)
+                self.warn(line)
         self.report["summary"] = arch_summary(self.arch, table)
         self.report["passed"] = all(c.passed for c in self.comparisons)
         self.report["files"] = {name: sha256_file(self.out / name) for name in ARTIFACTS if (self.out / name).exists()}

@@ -1,4 +1,5 @@
-"""``lut show``: what a table measured, where, how steadily, and how well it predicts."""
+"""``lut show``: what a table measured, where, how steadily, and how well it predicts, and the
+warnings every command that uses a table repeats (``table_warnings``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.latency.table import LatencyTable
+
+#: Below this many validated networks a calibration is warned about as resting on few samples.
+FEW_NETWORKS = 10
+#: Below this Kendall tau (out of sample) a calibrated table is warned about as ranking weakly.
+WEAK_TAU = 0.7
 
 
 def summarize(table: LatencyTable) -> dict[str, Any]:
@@ -53,5 +60,43 @@ def summarize(table: LatencyTable) -> dict[str, Any]:
         for kind in ("raw", "calibrated"):
             f = v[kind]
             lines.append(f"  {kind:<11}MAPE {f['mape']:.2f}%, {f['within_10pct']:.0f}% within 10%, Kendall tau {f['kendall_tau']:.3f} ({v['samples']} networks)")
+    summary["warnings"] = table_warnings(table)
+    lines += [f"  warning    {line}" for line in summary["warnings"]]
     summary["lines"] = lines
     return summary
+
+
+def table_warnings(table: LatencyTable) -> list[str]:
+    """What a user of ``table`` should know before trusting it: noisy measurements (median CoV
+    above the harness's own limit), a calibration resting on few networks or ranking them
+    weakly, a fit that was refused."""
+    out = []
+    covs = [e.stats.cov for e in table.entries.values()]
+    limit = TimingSettings(**table.meta.get("timing", {})).max_cov
+    if covs and statistics.median(covs) > limit:
+        out.append(f"table {table.name}: its ops' runs varied by a median CoV of {statistics.median(covs):.0%} (above "
+                   f"{limit:.0%}): the machine was busy while profiling; profile again on a quiet machine")
+    validation = table.validation or {}
+    if validation.get("calibration_refused"):
+        out.append(f"table {table.name}: no calibration stored, the fit was refused: {validation['calibration_refused']}")
+    if table.calibration is not None and table.calibration.samples < FEW_NETWORKS:
+        out.append(f"table {table.name}: calibrated on {table.calibration.samples} networks only: "
+                   f"run nas2deploy lut validate with --samples {max(30, FEW_NETWORKS)} or more")
+    tau = validation.get("calibrated", {}).get("kendall_tau") if table.calibration is not None else None
+    if tau is not None and tau < WEAK_TAU:
+        out.append(f"table {table.name}: calibrated predictions rank networks weakly (Kendall tau {tau:.2f} < {WEAK_TAU}): "
+                   "a faster prediction may not be a faster network")
+    return out
+
+
+def extrapolation_warning(table: LatencyTable, raw_ms: float) -> str | None:
+    """A warning when ``raw_ms`` lies far outside the op sums the calibration was fitted on
+    (below half the smallest or above twice the largest validated network)."""
+    records = (table.validation or {}).get("records") or []
+    if table.calibration is None or not records:
+        return None
+    low, high = min(r["raw_ms"] for r in records), max(r["raw_ms"] for r in records)
+    if low / 2 <= raw_ms <= 2 * high:
+        return None
+    return (f"table {table.name}: this network's op sum {raw_ms:.3f} ms lies far outside the {low:.3f}-{high:.3f} ms "
+            "its calibration was fitted on: the calibrated prediction extrapolates")

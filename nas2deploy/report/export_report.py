@@ -60,6 +60,9 @@ def read_export_report(doc: Field) -> dict[str, Any]:
                 num(prediction["calibrated_ms"])
     if doc.get("budget_ms") is not None:
         num(doc["budget_ms"])
+    for key in ("warnings", "over_budget"):
+        for line in doc[key].list(max_len=1000) if doc.get(key) is not None else []:
+            line.str(max_len=10_000)
     accuracy = doc.get("accuracy")
     for c in accuracy["comparisons"].list(max_len=100) if accuracy else []:
         c["candidate"].str(), c["threshold"].str(max_len=1000), c["passed"].bool(), c["samples"].int(0, 10**9)
@@ -95,6 +98,8 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Network) -> Pat
         f"{summary['layers']} layers, {summary['params']:,} parameters, {summary['macs'] / 1e6:.1f}M multiply-adds. "
         f"Weights: {report.get('weights') or 'freshly initialised (none given)'}.",
         "",
+        *[f"**Warning:** {line}  " for line in report.get("warnings", [])],
+        *([""] if report.get("warnings") else []),
         f"## Accuracy: {verdict}",
         "",
         f"Inputs: {acc.get('inputs', '?')}. Reference: PyTorch on the CPU in fp32.",
@@ -132,7 +137,9 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Network) -> Pat
     for entry in report.get("deployed", {}).values():
         lines.append(f"| {entry['file']} | {entry['what']} |")
     lines += ["| arch.json | the architecture |", "| weights.pt | its weights (state dict) |",
-              "| report.json | everything on this page, as data |", "",
+              "| report.json | everything on this page, as data |"]
+    lines += [f"| {name} | the plot below |" for name in images if name]
+    lines += ["",
               "Step times (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.get("steps_s", {}).items()), ""]
     lines += [f"![{name}]({name})" for name in images if name]
     path = out / "report.md"

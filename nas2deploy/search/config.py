@@ -99,8 +99,12 @@ class SearchConfig:
         return SearchConfig.read(doc, exclude=("table", "space"))  # given by --lut, --space
 
     def check(self) -> None:
-        """The same rules for a config built from command-line options."""
+        """The same rules for a config built from command-line options, and the one rule across
+        fields: some epoch must search the architecture (warm-up epochs train weights only)."""
         SearchConfig.read(Field(asdict(self), "search options", "give a valid value"))
+        if self.warmup_epochs >= self.epochs:
+            raise UserError(f"--epochs {self.epochs} with --warmup-epochs {self.warmup_epochs}: every epoch would be "
+                            "weight warm-up and no architecture would be searched; give more --epochs than --warmup-epochs")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
