@@ -60,3 +60,24 @@ def test_merge_of_different_settings_is_refused(tmp_path):
     assert run("profile", *SMALL_OPTS, "--runs", "5", "--shard", "1/80", "--batch", "2", "--out", b).exit_code == 0
     result = run("lut", "merge", str(tmp_path / "m.json"), a, b)
     assert result.exit_code == 1 and "batch: 1 vs 2" in result.output
+
+
+def test_the_command_list_is_written_once_and_help_imports_no_command():
+    """``nas2deploy --help`` lists the commands from ``COMMANDS`` without importing them (torch and
+    the spaces take seconds); each line must say what the command's own docstring says."""
+    import subprocess
+    import sys
+
+    import click
+
+    from nas2deploy.cli import COMMANDS
+
+    ctx = click.Context(cli)
+    for name, (_, short) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+        assert command.get_short_help_str(1000) == click.Command(name, help=short).get_short_help_str(1000), name
+    probe = ("import sys\nfrom nas2deploy.cli import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m in ('torch', 'numpy', 'nas2deploy.spaces', 'onnxruntime')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]" and "search" in done.stdout

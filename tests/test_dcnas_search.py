@@ -151,9 +151,9 @@ def test_table_of_another_space_and_resume_errors(tmp_path, table_path):
                                             "max_stack_layers": 1})).save(densenas)
     with pytest.raises(UserError, match="profiled for space 'densenas', not 'dcnas'"):
         start_search(config(str(densenas)), tmp_path / "a")
-    start_search(config(table_path, epochs=1), tmp_path / "r").run()
+    start_search(config(table_path, epochs=1, warmup_epochs=0), tmp_path / "r").run()
     with pytest.raises(UserError, match=r"different configuration: search_options: \{\} vs \{'path_samples': 3\}"):
-        start_search(config(table_path, path_samples=3), tmp_path / "r", resume=True)
+        start_search(config(table_path, epochs=1, warmup_epochs=0, path_samples=3), tmp_path / "r", resume=True)
     run = open_run(tmp_path / "r")
     with pytest.raises(UserError, match="--viterbi does not apply to the densenas space"):
         open_run_densenas = start_search(config(str(densenas), space="densenas", data="synthetic:200", batch_size=16), tmp_path / "d")

@@ -108,7 +108,7 @@ def test_a_bad_file_met_by_a_worker_is_one_line(tmp_path, image_folder):
     table = tmp_path / "t.json"
     synthetic_table(make_space("densenas", SPACE)).save(table)
     result = CliRunner().invoke(cli, ["search", "--lut", str(table), "--data", str(data), "--epochs", "1",
-                                      "--warmup-epochs", "1", "--batch-size", "16", "--workers", "2",
+                                      "--warmup-epochs", "0", "--batch-size", "16", "--workers", "2",
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert result.output.startswith("Error: data ") and "/class0" in result.output and "cannot read the image" in result.output

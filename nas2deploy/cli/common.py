@@ -1,0 +1,184 @@
+"""What the commands share: number types, the options of spaces, backends, data and devices,
+and how results, warnings and progress are printed (results on stdout, the rest on stderr)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import click
+
+from nas2deploy.backends import BACKENDS, DEVICES, ONNX_CHECKER, PRECISIONS
+from nas2deploy.backends.onnxruntime import PROVIDERS
+from nas2deploy.errors import UserError
+from nas2deploy.spaces import SPACES, all_options, space_overrides
+
+
+class Finite(click.FloatRange):
+    """A finite number in a range: click's FloatRange lets NaN through (every comparison with NaN
+    is false), and a NaN budget or learning rate would poison everything downstream."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
+#: Latencies, learning rates and other positive quantities given on the command line.
+POSITIVE = Finite(min=0, min_open=True, max=1e6)
+
+
+def warn(line: str) -> None:
+    """A warning: on stderr, so that stdout stays the result (``--json`` included)."""
+    click.echo(f"warning: {line}", err=True)
+
+
+def warn_table(table: Any, raw_ms: float | None = None, here: bool = False) -> list[str]:
+    """Warn about what a user of ``table`` should know (``table_warnings``), a prediction of
+    ``raw_ms`` that extrapolates its calibration, and with ``here`` a table this machine cannot
+    measure against; the warnings, for ``--json``."""
+    from nas2deploy.latency.device import settings_from_table
+    from nas2deploy.latency.summary import extrapolation_warning, table_warnings
+
+    lines = table_warnings(table)
+    if raw_ms is not None and (far := extrapolation_warning(table, raw_ms)):
+        lines.append(far)
+    if here:
+        try:
+            settings_from_table(table)
+        except UserError as exc:
+            lines.append(f"{exc}; the search uses its predictions, but nothing measured here can check them "
+                         "(derive --measure and export compare on the table's device)")
+    for line in lines:
+        warn(line)
+    return lines
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=1, default=str))
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A click progress bar with ETA on stderr, driven by (done, total, item) callbacks."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, item: str) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr)
+            state["bar"].__enter__()
+        bar = state["bar"]
+        bar.update(done - bar.pos)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+
+class SpaceName(click.ParamType):
+    """A registered search space (checked against the registry when the command runs, so a space
+    registered by a plugin is a valid choice too)."""
+
+    name = "space"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(sorted(SPACES)) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value not in SPACES:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, sorted(SPACES)))}", param, ctx)
+        return value
+
+
+def space_options(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Every option of ``scope`` that a registered space declares ("space": its configuration;
+    "search": its search; "derive": its derivation), unset by default: an unset option takes the
+    space's own default, and one the chosen space lacks is refused by name."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for field_name, declared in reversed(list(all_options(scope).items())):
+            option = declared[0][1]
+            helps = "; ".join(f"{space}: {o.help}" for space, o in declared)
+            if option.kind == "flag":
+                f = click.option(option.flag, field_name, is_flag=True, default=None, help=helps)(f)
+                continue
+            kind = click.IntRange(min=int(option.low) if option.low is not None else None,
+                                  max=int(option.high) if option.high is not None else None) if option.kind == "int" \
+                else Finite(min=option.low, max=option.high, min_open=option.low == 0)
+            f = click.option(option.flag, field_name, type=kind, default=None, help=helps)(f)
+        return f
+
+    return decorate
+
+
+def pop_options(name: str, options: dict[str, Any], scope: str) -> dict[str, Any]:
+    """The given (not None, not an unset flag) options of ``scope`` for space ``name``, popped
+    from ``options``; one that the space lacks is a usage error (exit 2), named."""
+    given = {k: options.pop(k) for k in all_options(scope) if k in options}
+    try:
+        return space_overrides(name, {k: v for k, v in given.items() if v is not None and v is not False}, scope)
+    except UserError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+
+def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--backend", type=click.Choice(list(BACKENDS)), default=ONNX_CHECKER, show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+                     help="Where torch / ONNX Runtime run (TensorRT always uses cuda)."),
+        click.option("--ort-provider", type=click.Choice(list(PROVIDERS)), default=None,
+                     help="ONNX Runtime execution provider (default: the device's)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True),
+        click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="CPU threads, pinned and recorded in the table."),
+        click.option("--cuda-graph", is_flag=True, help="torch / TensorRT on cuda: time graph replays (kernels only, as a "
+                     "graph-launched engine runs) instead of eager launches; recorded in the table."),
+        click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
+                     help="TensorRT builder workspace limit."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise click.BadParameter(f"{value!r}: expected i/n with 0 <= i < n")
+    return i, n
+
+
+
+def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Which part of the data, and how it is cropped."""
+    f = click.option("--crop", default="", help="Segmentation training crops HxW (e.g. 512x1024); "
+                     "default: square at the input size.")(f)
+    return click.option("--data-classes", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Keep the first N classes of an ImageFolder (DenseNAS: 100 of ImageNet); 0: all.")(f)
+
+
+def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where a search or a training runs, and how fast."""
+    for option in reversed([
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                     help="cuda: under torchrun, each rank on cuda:LOCAL_RANK."),
+        click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
+                     help="Mixed-precision forward passes (fp16 with gradient scaling)."),
+        click.option("--workers", type=click.IntRange(min=0, max=256), default=0, show_default=True,
+                     help="Processes decoding the data."),
+        click.option("--channels-last", is_flag=True, help="Images in channels-last memory order."),
+    ]):
+        f = option(f)
+    return f
+

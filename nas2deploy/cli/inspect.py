@@ -1,0 +1,175 @@
+"""``space``, ``arch`` and ``lut``: look into search spaces, architectures and latency tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, pop_options, print_json, progress_bar, space_options,
+                                   warn_table)
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import refuse_link
+from nas2deploy.search.budget import DEFAULT_FILL
+from nas2deploy.spaces import make_space
+
+# -- space ---------------------------------------------------------------------------------------
+@click.group()
+def space() -> None:
+    """Inspect search spaces."""
+
+
+@space.command("info")
+@click.argument("name", metavar="SPACE", type=SpaceName())
+@space_options("space")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def space_info(name: str, as_json: bool, **cfg: Any) -> None:
+    """Counts of a search space's graph: nodes, edges, mixed ops, paths, ops to profile, architectures."""
+    sp = make_space(name, pop_options(name, cfg, "space"))
+    counts = sp.counts()
+    if as_json:
+        print_json({"space": name, "config": sp.config_dict(), **counts})
+        return
+    click.echo(f"{name} {json.dumps(sp.config_dict())}")
+    for key, value in counts.items():
+        shown = f"{value:.3e}" if key == "architectures" else str(value)
+        click.echo(f"  {key.replace('_', ' '):<24} {shown}")
+
+
+@space.command("sample")
+@click.argument("name", metavar="SPACE", type=SpaceName())
+@click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the space.")
+@click.option("--budget-ms", type=POSITIVE, required=True, help="Upper end of the latency window.")
+@click.option("--fill", type=Finite(min=0, max=1), default=DEFAULT_FILL, show_default=True,
+              help="Lower end of the window as a share of the budget (as derive --fill).")
+@click.option("--count", type=click.IntRange(min=1, max=10_000), default=10, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-tries", type=click.IntRange(min=1), help="Draws before giving up (default 20000 per network).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for random-NNN.json.")
+@space_options("space")
+def space_sample(name: str, table: str, budget_ms: float, fill: float, count: int, seed: int, max_tries: int | None,
+                 out: str, **cfg: Any) -> None:
+    """Random networks of a latency window: the space's sampler, kept where the prediction fits.
+    Space options narrow the table's space as they narrow a search's (draw from the space
+    the search searched)."""
+    from nas2deploy.baseline import sample_window, write_sample
+
+    refuse_link(out)
+    sample = sample_window(table, budget_ms, fill, count, seed, max_tries, space_name=name,
+                           space_config=pop_options(name, cfg, "space"))
+    write_sample(sample, out)
+    low, high = sample.window_ms
+    click.echo(f"{len(sample.networks)} of {count} networks in [{low:.4g}, {high:.4g}] ms after {sample.tries} draws "
+               f"(the space reaches {sample.reachable_ms[0]:.4g}-{sample.reachable_ms[1]:.4g} ms) -> {out}")
+    if len(sample.networks) < count:
+        raise UserError(f"found {len(sample.networks)} of {count} networks in {sample.tries} draws (written to {out}): the window holds few "
+                        "of the sampler's networks; widen it (--fill) or raise --max-tries")
+
+
+# -- arch ----------------------------------------------------------------------------------------
+@click.group()
+def arch() -> None:
+    """Inspect architectures (JSON files or shipped names)."""
+
+
+@arch.command("list")
+def arch_list() -> None:
+    """The architectures shipped with nas2deploy."""
+    from nas2deploy.nets import named_archs
+
+    for name in named_archs():
+        click.echo(name)
+
+
+@arch.command("info")
+@click.argument("arch_ref", metavar="ARCH")
+@click.option("--lut", "lut_path", type=click.Path(dir_okay=False), help="Latency table to predict with.")
+@click.option("--json", "as_json", is_flag=True)
+def arch_info(arch_ref: str, lut_path: str | None, as_json: bool) -> None:
+    """Parameters, multiply-adds, a per-block table and, with --lut, the predicted latency."""
+    from nas2deploy.latency.network_summary import arch_summary, summary_lines
+    from nas2deploy.nets import load_arch
+    from nas2deploy.spaces import load_table
+
+    summary = arch_summary(load_arch(arch_ref), load_table(lut_path) if lut_path else None)
+    if as_json:
+        print_json(summary)
+        return
+    for line in summary_lines(summary):
+        click.echo(line)
+
+
+
+
+# -- lut -----------------------------------------------------------------------------------------
+@click.group()
+def lut() -> None:
+    """Inspect, merge and validate latency tables."""
+
+
+@lut.command("show")
+@click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def lut_show(table_path: str, as_json: bool) -> None:
+    """A readable summary of a latency table."""
+    from nas2deploy.latency.summary import summarize
+    from nas2deploy.latency.table import LatencyTable
+
+    summary = summarize(LatencyTable.load(table_path))
+    if as_json:
+        print_json(summary)
+        return
+    for line in summary["lines"]:
+        click.echo(line)
+
+
+@lut.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def lut_merge(out: str, inputs: tuple[str, ...]) -> None:
+    """Join shard tables measured under the same settings into OUT."""
+    from nas2deploy.latency.table import LatencyTable, merge_tables
+
+    merged = merge_tables([LatencyTable.load(p) for p in inputs])
+    merged.save(out)
+    click.echo(f"wrote {out}: {len(merged.entries)} ops from {len(inputs)} tables")
+
+
+@lut.command("validate")
+@click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
+@click.option("--samples", type=click.IntRange(min=2), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--across-range", is_flag=True,
+              help="Spread the networks evenly over the latency range (default: uniform over choices, which piles up mid-range).")
+@click.option("--json", "as_json", is_flag=True)
+def lut_validate(table_path: str, samples: int, seed: int, across_range: bool, as_json: bool) -> None:
+    """Measure random networks end to end, report prediction error, store the calibration."""
+    from nas2deploy.latency.validate import validate_table
+    from nas2deploy.spaces import load_table, table_space
+
+    table = load_table(table_path)
+    with progress_bar(f"validating {Path(table_path).name}") as progress:
+        report = validate_table(table, table_space(table).sample_arch, samples, seed, progress=progress,
+                                spread=across_range)
+    if not as_json:
+        click.echo(fidelity_text(report))
+        if not report.get("calibration_refused"):
+            click.echo(f"calibration stored in {table_path}")
+    warnings = warn_table(table)
+    if as_json:
+        print_json({**{k: v for k, v in report.items() if k != "records"}, "warnings": warnings})
+
+
+def fidelity_text(report: dict[str, Any]) -> str:
+    rows = [f"{report['samples']} networks measured end to end ({report['wall_s']} s)",
+            f"  {'':<11}{'MAPE':>7}{'median':>8}{'<=5%':>7}{'<=10%':>7}{'tau':>7}{'r':>7}"]
+    for kind in ("raw", "calibrated"):
+        m = report[kind]
+        rows.append(f"  {kind:<11}{m['mape']:>6.2f}%{m['median_ape']:>7.2f}%{m['within_5pct']:>6.0f}%"
+                    f"{m['within_10pct']:>6.0f}%{m['kendall_tau']:>7.3f}{m['pearson_r']:>7.3f}")
+    for row in report.get("shipped", []):
+        calibrated = f", calibrated {row['calibrated_error_pct']:+.1f}%" if "calibrated_error_pct" in row else ""
+        rows.append(f"  shipped {row['name']}: measured {row['measured_ms']:.3f} ms, raw {row['raw_error_pct']:+.1f}%{calibrated}")
+    return "\n".join(rows)

@@ -1,0 +1,150 @@
+"""``search``, ``derive`` and ``train``: find a network under a budget, take it out of the run, train it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, data_options, device_options, pop_options,
+                                   space_options, warn_table)
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import refuse_link
+from nas2deploy.search.budget import DEFAULT_FILL
+from nas2deploy.spaces import DEFAULT_SPACE
+
+@click.command()
+@click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
+@click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
+@click.option("--data", default="", help="DenseNAS: 'synthetic' (default), 'synthetic-small' (harder), a CIFAR-10 binary folder or an ImageFolder; "
+              "DCNAS: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
+@click.option("--budget-ms", type=POSITIVE, help="Latency budget: lambda adapts so the expected latency settles here.")
+@click.option("--lambda", "lam", type=Finite(min=0, max=1e3), default=0.15, show_default=True, help="Weight of the latency term.")
+@click.option("--tau", type=Finite(min=1, min_open=True, max=1e6), default=15.0, show_default=True,
+              help="Base of the latency term's logarithm.")
+@click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--max-batches", type=click.IntRange(min=0), default=0, show_default=True, help="Cap per pass (0: all).")
+@click.option("--w-lr", type=Finite(min=0, min_open=True, max=10), default=0.036, show_default=True)
+@click.option("--a-lr", type=Finite(min=0, min_open=True, max=10), default=3e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@space_options("search")
+@space_options("space")
+@device_options
+@data_options
+@click.option("--dist-backend", type=click.Choice(["auto", "nccl", "gloo"]), default="auto", show_default=True,
+              help="Under torchrun: auto is nccl on cuda, gloo on cpu; gloo lets ranks share one GPU.")
+@click.option("--dist-timeout", type=click.IntRange(min=10), default=300, show_default=True,
+              help="Seconds a rank waits for the others before failing (a dead rank, a lost network).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
+@click.pass_context
+def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
+           dist_backend: str, dist_timeout: int, **opts: Any) -> None:
+    """Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."""
+    from nas2deploy.runs import start_search
+    from nas2deploy.search.config import SearchConfig
+    from nas2deploy.search.distributed import leave_process_group
+
+    # Options are named as SearchConfig fields (the space's under space_config and search_options);
+    # a --config file fills what the command line leaves out.
+    space_config = pop_options(space_name, opts, "space")
+    search_options = pop_options(space_name, opts, "search")
+    fields = SearchConfig.from_file(config_file) if config_file else {}
+    for name, value in opts.items():
+        if name not in fields or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            fields[name] = value
+    fields["space_config"] = {**fields.get("space_config", {}), **space_config}
+    fields["search_options"] = {**fields.get("search_options", {}), **search_options}
+    run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, click.echo,
+                       dist_backend, dist_timeout)
+    if run.rank == 0:
+        warn_table(run.table, here=True)
+    run.run()
+    leave_process_group()
+    if run.rank == 0:
+        from nas2deploy.nets import load_arch
+
+        derived = Path(out) / "arch.json"
+        click.echo(f"derived architecture: {derived} (predicted {run.table.predict(load_arch(derived)).best_ms:.3f} ms)")
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--budget-ms", type=POSITIVE, help="Most probable architecture whose predicted latency fits.")
+@click.option("--fill", type=Finite(min=0, max=1), default=DEFAULT_FILL, show_default=True,
+              help="With --budget-ms: use at least this share of the budget (0: the most probable that fits).")
+@click.option("--measure", "measured", is_flag=True,
+              help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
+@space_options("derive")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.pass_context
+def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str,
+           **opts: Any) -> None:
+    """Derive an architecture from a search run: the most probable one, or the best under a budget."""
+    from nas2deploy.nets import save_arch
+    from nas2deploy.runs import open_run
+    from nas2deploy.search.config import provenance
+    from nas2deploy.search.verify import derive_measured
+
+    if measured and budget_ms is None:
+        raise UserError("--measure needs --budget-ms")
+    if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
+        raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
+    refuse_link(out)
+    run = open_run(run_dir)
+    options = {**run.derive_options, **pop_options(run.config.space, opts, "derive")}
+    name = Path(out).stem
+    if measured and budget_ms is not None:
+        found = derive_measured(run.space_search, budget_ms, name=name, say=click.echo, fill=fill, **options).arch
+        arch = found.with_meta(provenance(run.config, budget_ms))
+    else:
+        arch = run.derive(name, budget_ms, fill, **options)
+    save_arch(arch, out)
+    pred = run.table.predict(arch)
+    warn_table(run.table, pred.raw_ms)
+    cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
+    share = f" ({pred.best_ms / budget_ms:.0%} of the budget)" if budget_ms else ""
+    parts = arch.size_label()
+    click.echo(f"wrote {out}: {parts}, predicted {pred.raw_ms:.3f} ms summed{cal}{share}")
+
+
+@click.command()
+@click.option("--arch", "arch_ref", required=True, help="Arch JSON file or shipped name.")
+@click.option("--data", default="synthetic", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=Finite(min=0, min_open=True, max=10), default=0.05, show_default=True)
+@click.option("--lr-warmup", type=Finite(min=0, max=1), default=0.1, show_default=True,
+              help="Share of the steps over which the learning rate ramps up linearly.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_options
+@data_options
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
+def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_warmup: float, seed: int, out: str,
+          device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
+    """Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or
+    mIoU for segmentation."""
+    from nas2deploy.nets import load_arch
+    from nas2deploy.data import open_dataset
+    from nas2deploy.objective import LABEL, METRIC
+    from nas2deploy.search.config import parse_crop
+    from nas2deploy.search.distributed import compute_device
+    from nas2deploy.train import save_weights, train_arch
+
+    refuse_link(out)  # before the training, not after it
+    arch = load_arch(arch_ref)
+    try:
+        crop_size = parse_crop(crop)
+    except ValueError as exc:
+        raise UserError(f"--crop {crop}: {exc}") from None
+    splits = open_dataset(data, arch.input_size, data_classes, crop_size)
+    model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=click.echo,
+                            device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last,
+                            lr_warmup=lr_warmup)
+    save_weights(model, out)
+    metric = LABEL[METRIC[arch.task]]
+    click.echo(f"{metric} {acc:.4f} on the test split; weights: {out}")
