@@ -27,6 +27,9 @@ from nas2deploy.errors import UserError
 #: No file nas2deploy reads as JSON comes near these (a 224 table is ~200 kB, 4 levels deep).
 MAX_JSON_BYTES = 64 * 2**20
 MAX_JSON_DEPTH = 32
+#: The prefix of the files ``require_writable`` creates and removes (torchrun ranks claim a run
+#: folder at once and may see each other's).
+PROBE = ".nas2deploy-probe."
 
 
 def refuse_link(path: str | os.PathLike[str]) -> Path:
@@ -37,6 +40,55 @@ def refuse_link(path: str | os.PathLike[str]) -> Path:
             f"{target}: is a symbolic link (to {os.readlink(target)}); nas2deploy never writes through links: "
             "remove it or choose another output"
         )
+    return target
+
+
+def require_writable(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """Prove that ``path`` (a file or folder to be written) can be created, by creating and
+    removing a probe file in the nearest folder that exists: a read-only or missing location
+    fails here, before the work, naming ``path`` rather than a temporary file afterwards."""
+    target = Path(path)
+    folder = target if target.is_dir() else target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{flag} {target}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=PROBE, dir=folder)
+    except OSError as exc:
+        raise UserError(f"{flag} {target}: cannot write in {folder} ({exc.strerror or exc}): choose another location") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def claim_file(path: str | os.PathLike[str], force: bool, flag: str = "--out") -> Path:
+    """The one rule for a file a command writes, checked before its work: not a link, its
+    location writable, and not an existing file unless ``force`` (or the command is updating
+    or resuming it)."""
+    target = refuse_link(path)
+    if target.exists() and not target.is_file():
+        raise UserError(f"{flag} {target}: exists and is not a file")
+    if target.exists() and not force:
+        raise UserError(f"{flag} {target}: exists; pass --force to overwrite it, or choose another")
+    require_writable(target, flag)
+    return target
+
+
+def claim_folder(path: str | os.PathLike[str], force: bool, flag: str = "--out", own: tuple[str, ...] = ()) -> Path:
+    """The one rule for a folder a command writes into, checked before its work: not a link,
+    writable, and empty (or holding only the names in ``own``, what the command itself keeps
+    there) unless ``force``; with ``force``, no link inside it is written through either."""
+    target = refuse_link(path)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{flag} {target}: exists and is not a folder")
+    others = sorted(p.name for p in target.iterdir() if p.name not in own and not p.name.startswith(PROBE)) \
+        if target.is_dir() else []
+    if others and not force:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UserError(f"{flag} {target}: folder is not empty ({shown}); choose another or pass --force to write into it")
+    for entry in target.iterdir() if target.is_dir() else []:
+        refuse_link(entry)  # --force replaces files, never what a link points to
+    require_writable(target, flag)
     return target
 
 

@@ -104,10 +104,12 @@ def prepare(config: SearchConfig) -> Prepared:
 
 def start_search(config: SearchConfig, run_dir: str | Path, resume: bool = False,
                  progress: Callable[[str], None] | None = None, dist_backend: str = "auto",
-                 dist_timeout_s: float = DEFAULT_TIMEOUT_S) -> SearchRun:
-    """A search run of ``config`` writing ``run_dir`` (resumed from its checkpoint with ``resume``), on
+                 dist_timeout_s: float = DEFAULT_TIMEOUT_S, force: bool = False) -> SearchRun:
+    """A search run of ``config`` writing ``run_dir`` (resumed from its checkpoint with ``resume``;
+    with ``force``, into a folder holding other files or another search, which it replaces), on
     its device; under torchrun, this rank joins the process group first (``nas2deploy.search.distributed``)."""
     folder = RunFolder(run_dir)  # before any work: a link planted in the run folder is refused
+    folder.claim(resume, force)  # every rank, before any rank can write (they meet in the process group first)
     prepared = prepare(config)
     config, space_search = prepared.config, prepared.space_search
     device = compute_device(config.device)  # before the data: a missing GPU is said at once

@@ -20,6 +20,7 @@ import click
 from nas2deploy import __version__
 from nas2deploy.errors import UserError
 
+
 #: Command -> (module of this package that defines it, its one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "space": ("inspect", "Inspect search spaces."),

@@ -149,6 +149,12 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def force_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--force``: the one overwrite rule (``fileio.claim_file`` / ``claim_folder``): an output that
+    exists (a file, or a folder holding other files) is replaced or written into only with it."""
+    return click.option("--force", is_flag=True, help="Replace the output if it exists (or write into a non-empty folder).")(f)
+
+
 def parse_shard(value: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in value.split("/"))

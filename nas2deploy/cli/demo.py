@@ -9,6 +9,7 @@ import click
 from nas2deploy.cli.common import device_options
 from nas2deploy.spaces import SPACES
 
+
 # -- demo ----------------------------------------------------------------------------------------
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False), help="Search run, architecture and weights [default: runs/demo/TASK].")

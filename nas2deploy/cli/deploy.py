@@ -10,6 +10,7 @@ from nas2deploy.backends import BACKENDS, DEVICES, ONNX_CHECKER, PRECISIONS, Bac
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.cli.common import POSITIVE, print_json, warn
 
+
 # -- export, bench, report -----------------------------------------------------------------------
 @click.command()
 @click.option("--arch", "arch_ref", required=True, help="Arch JSON file or shipped name.")

@@ -8,12 +8,13 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, pop_options, print_json, progress_bar, space_options,
-                                   warn_table)
+from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, force_option, pop_options, print_json, progress_bar,
+                                   space_options, warn_table)
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import refuse_link
+from nas2deploy.fileio import claim_file, claim_folder
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.spaces import make_space
+
 
 # -- space ---------------------------------------------------------------------------------------
 @click.group()
@@ -48,15 +49,16 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--max-tries", type=click.IntRange(min=1), help="Draws before giving up (default 20000 per network).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for random-NNN.json.")
+@force_option
 @space_options("space")
 def space_sample(name: str, table: str, budget_ms: float, fill: float, count: int, seed: int, max_tries: int | None,
-                 out: str, **cfg: Any) -> None:
+                 out: str, force: bool, **cfg: Any) -> None:
     """Random networks of a latency window: the space's sampler, kept where the prediction fits.
     Space options narrow the table's space as they narrow a search's (draw from the space
     the search searched)."""
     from nas2deploy.baseline import sample_window, write_sample
 
-    refuse_link(out)
+    claim_folder(out, force)
     sample = sample_window(table, budget_ms, fill, count, seed, max_tries, space_name=name,
                            space_config=pop_options(name, cfg, "space"))
     write_sample(sample, out)
@@ -128,10 +130,12 @@ def lut_show(table_path: str, as_json: bool) -> None:
 @lut.command("merge")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def lut_merge(out: str, inputs: tuple[str, ...]) -> None:
+@force_option
+def lut_merge(out: str, inputs: tuple[str, ...], force: bool) -> None:
     """Join shard tables measured under the same settings into OUT."""
     from nas2deploy.latency.table import LatencyTable, merge_tables
 
+    claim_file(out, force, "OUT")
     merged = merge_tables([LatencyTable.load(p) for p in inputs])
     merged.save(out)
     click.echo(f"wrote {out}: {len(merged.entries)} ops from {len(inputs)} tables")

@@ -9,9 +9,10 @@ import click
 
 from nas2deploy.backends import BackendSettings
 from nas2deploy.backends.timing import TimingSettings
-from nas2deploy.cli.common import (SpaceName, backend_options, parse_shard, pop_options, progress_bar, space_options,
+from nas2deploy.cli.common import (SpaceName, backend_options, force_option, parse_shard, pop_options, progress_bar, space_options,
                                    warn_table)
 from nas2deploy.spaces import DEFAULT_SPACE, make_space
+
 
 @click.command()
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
@@ -21,7 +22,8 @@ from nas2deploy.spaces import DEFAULT_SPACE, make_space
               help="Minimum timed runs per op [default: 100 on a CPU, 30 on a GPU].")
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Table to write (JSON).")
-def profile(space_name: str, runs: int | None, shard: str, out: str, **backend: Any) -> None:
+@force_option
+def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool, **backend: Any) -> None:
     """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
     from nas2deploy.latency.profile import journal_path, profile_space
 
@@ -31,7 +33,7 @@ def profile(space_name: str, runs: int | None, shard: str, out: str, **backend: 
     resuming = journal_path(out).exists()
     with progress_bar(f"profiling {Path(out).name}") as progress:
         table, stats = profile_space(sp, settings, out, TimingSettings.for_device(settings.device, runs),
-                                     parse_shard(shard), progress)
+                                     parse_shard(shard), progress, force)
     click.echo(
         f"wrote {out}: {len(table.entries)} ops in {stats.wall_s:.1f} s "
         f"({stats.timed_fraction:.0%} inside timed runs, {stats.remeasured} re-measured for high CoV"

@@ -7,12 +7,13 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, data_options, device_options, pop_options,
+from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, data_options, device_options, force_option, pop_options,
                                    space_options, warn_table)
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import refuse_link
+from nas2deploy.fileio import claim_file
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.spaces import DEFAULT_SPACE
+
 
 @click.command()
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
@@ -41,9 +42,10 @@ from nas2deploy.spaces import DEFAULT_SPACE
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
+@click.option("--force", is_flag=True, help="Start in a folder that holds other files or another search (replacing it).")
 @click.pass_context
 def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
-           dist_backend: str, dist_timeout: int, **opts: Any) -> None:
+           force: bool, dist_backend: str, dist_timeout: int, **opts: Any) -> None:
     """Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."""
     from nas2deploy.runs import start_search
     from nas2deploy.search.config import SearchConfig
@@ -59,8 +61,10 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
             fields[name] = value
     fields["space_config"] = {**fields.get("space_config", {}), **space_config}
     fields["search_options"] = {**fields.get("search_options", {}), **search_options}
+    if resume and force:
+        raise UserError("--resume continues the search in --out, --force replaces it: give one")
     run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, click.echo,
-                       dist_backend, dist_timeout)
+                       dist_backend, dist_timeout, force)
     if run.rank == 0:
         warn_table(run.table, here=True)
     run.run()
@@ -81,9 +85,10 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
 @space_options("derive")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
+@force_option
 @click.pass_context
 def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str,
-           **opts: Any) -> None:
+           force: bool, **opts: Any) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
     from nas2deploy.nets import save_arch
     from nas2deploy.runs import open_run
@@ -94,7 +99,7 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
         raise UserError("--measure needs --budget-ms")
     if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
         raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
-    refuse_link(out)
+    claim_file(out, force)
     run = open_run(run_dir)
     options = {**run.derive_options, **pop_options(run.config.space, opts, "derive")}
     name = Path(out).stem
@@ -124,8 +129,9 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
 @device_options
 @data_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
+@force_option
 def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_warmup: float, seed: int, out: str,
-          device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
+          force: bool, device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
     """Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or
     mIoU for segmentation."""
     from nas2deploy.nets import load_arch
@@ -135,7 +141,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
     from nas2deploy.search.distributed import compute_device
     from nas2deploy.train import save_weights, train_arch
 
-    refuse_link(out)  # before the training, not after it
+    claim_file(out, force)  # before the training, not after it
     arch = load_arch(arch_ref)
     try:
         crop_size = parse_crop(crop)

@@ -53,8 +53,8 @@ from nas2deploy.errors import UserError
 from nas2deploy.fileio import (
     atomic_write_bytes,
     atomic_write_json,
+    claim_folder,
     read_json,
-    refuse_link,
     sha256_file,
 )
 from nas2deploy.latency.device import DriftTracker, settings_from_table, timing_from_table
@@ -122,17 +122,6 @@ def verify_artifact(path: Path) -> None:
                         "modified or corrupted: export it again")
 
 
-def prepare_folder(out: Path, force: bool) -> None:
-    """Refuse to mix a new export into an old one unless ``force``; create the folder."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {out}: folder exists and is not empty; choose another or pass --force to overwrite")
-    for entry in out.iterdir() if out.is_dir() else []:
-        refuse_link(entry)  # --force replaces files, never what a link points to
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def refuse_unused_options(o: ExportOptions) -> None:
     """An option that none of the chosen backends reads is refused, not ignored (an fp16 request
     checked against fp32 thresholds would look like a passing fp16 export)."""
@@ -196,6 +185,7 @@ class Exporter:
     def run(self) -> dict[str, Any]:
         o = self.options
         refuse_unused_options(o)
+        claim_folder(self.out, o.force)  # before any work; written only once the inputs are known good
         for b in o.backends:  # fail on a missing stack, or what a backend cannot build, before any work
             self.settings(b).check_available()
             if o.dynamic_batch and not BACKENDS[b].dynamic_batch:
@@ -207,7 +197,7 @@ class Exporter:
         inputs = accuracy_inputs(self.arch, o.data, o.images, o.samples)
         t_all = time.perf_counter()
         model = self._load()
-        prepare_folder(self.out, o.force)
+        self.out.mkdir(parents=True, exist_ok=True)
         save_arch(self.arch, self.out / "arch.json")
         save_weights(model, self.out / "weights.pt")
         self.artifacts = self._export(model)

@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Protocol
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import append_line, exclusive, open_no_follow, refuse_link
+from nas2deploy.fileio import append_line, claim_file, exclusive, open_no_follow
 from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
 from nas2deploy.validate import Field
@@ -143,8 +143,10 @@ def profile_space(
     timing: TimingSettings | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: Progress | None = None,
+    force: bool = False,
 ) -> tuple[LatencyTable, ProfileStats]:
-    """Profile ``space``'s ops (this shard of them) into the table at ``out``."""
+    """Profile ``space``'s ops (this shard of them) into the table at ``out``: a table there is
+    replaced only with ``force``, unless a journal says this profile was interrupted (resume)."""
     timing = timing or TimingSettings()
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
@@ -154,7 +156,7 @@ def profile_space(
     specs = space.op_specs()[index::count]
     header = _settings_header(space, settings, timing, shard)
     journal = journal_path(out)
-    refuse_link(out)  # before the work, not after it
+    claim_file(out, force or journal.exists())  # before the work, not after it
     stats = ProfileStats(ops=len(specs))
     with exclusive(lock_path(out), f"latency table {out}"):  # one profiler per table
         entries: dict[str, Entry] = {}

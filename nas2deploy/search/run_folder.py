@@ -17,7 +17,8 @@ from typing import Any, ContextManager
 import torch
 
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import append_line, atomic_write_bytes, atomic_write_json, exclusive, refuse_link
+from nas2deploy.fileio import (append_line, atomic_write_bytes, atomic_write_json, claim_folder, exclusive, refuse_link,
+                               require_writable)
 from nas2deploy.nets import Network, save_arch
 from nas2deploy.search.config import SearchConfig
 from nas2deploy.validate import Field
@@ -36,11 +37,23 @@ class RunFolder:
         """One writer at a time: a second process is refused, naming the first."""
         return exclusive(self.path / ".lock", f"search run {self.path}")
 
+    def claim(self, resume: bool, force: bool) -> None:
+        """Before any work: a resumed run needs its checkpoint; a new one needs a writable folder
+        that is empty, or holds only a run's files, and no search unless ``force`` (start over)."""
+        if resume:
+            if not (self.path / "checkpoint.pt").exists():
+                raise UserError(f"--resume: run {self.path} holds no checkpoint.pt: start the search without --resume")
+            require_writable(self.path)
+            return
+        if (self.path / "checkpoint.pt").exists() and not force:
+            raise UserError(f"run {self.path} already holds a search: pass --resume to continue it, --force to start "
+                            "over, or another --out")
+        claim_folder(self.path, force, own=RUN_FILES)
+
     def start(self, config: SearchConfig) -> None:
-        """A new run: refuses a folder that holds one, writes the configuration and an empty log."""
+        """A new run (``claim`` checked the folder): the configuration and an empty log."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if (self.path / "checkpoint.pt").exists():
-            raise UserError(f"run {self.path} already holds a search: pass --resume to continue it, or another --out")
+        (self.path / "checkpoint.pt").unlink(missing_ok=True)  # --force: the old run's, never resumed by accident
         atomic_write_json(self.path / "config.json", config.to_dict())
         atomic_write_bytes(self.path / "log.jsonl", b"")
 
