@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import time
 import zipfile
 from pathlib import Path
 from contextlib import contextmanager
@@ -59,8 +60,10 @@ def train_arch(
     total, step = max(1, epochs * len(sampler)), 0
     ramp = max(1, math.ceil(lr_warmup * total))
     loss = torch.zeros(())
+    start = time.perf_counter()
     with out_of_memory(device, batch_size, 1, amp):
         for epoch in range(epochs):
+            epoch_start = time.perf_counter()
             model.train()
             sampler.start(seed * 7919 + epoch, seed * 7919 + epoch)
             for x, y in decoded(loader):
@@ -77,7 +80,10 @@ def train_arch(
                 scaler.update()
                 step += 1
             if progress:
-                progress(f"epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}")
+                now = time.perf_counter()
+                eta = (now - start) / (epoch + 1) * (epochs - epoch - 1)
+                progress(f"epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f} (epoch {now - epoch_start:.1f} s; "
+                         f"{now - start:.0f} s elapsed, ETA {eta / 60:.1f} min)")
         score = evaluate(model, data.test, data.task, data.num_classes, device=device)
     return model.cpu(), score
 

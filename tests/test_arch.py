@@ -76,7 +76,7 @@ def test_arch_info_cli_predicts_with_a_table():
     table_path = str(Path(__file__).parents[1] / "latency_tables" / "densenas224_ort_cpu_fp32_b1.json")
     result = CliRunner().invoke(cli, ["arch", "info", "densenas-a", "--lut", table_path, "--json"])
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     expected = LatencyTable.load(table_path).predict(load_arch("densenas-a"))
     assert info["latency"]["raw_ms"] == pytest.approx(expected.raw_ms)
     assert sum(r["latency_ms"] for r in info["rows"]) == pytest.approx(expected.raw_ms)

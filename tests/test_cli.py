@@ -17,7 +17,7 @@ def run(*args):
 def test_space_info_json():
     result = run("space", "info", "densenas", "--json")
     assert result.exit_code == 0
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["edges"] == 54 and info["unique_ops"] == 390 and info["block_paths"] == 15456
 
 
@@ -34,7 +34,7 @@ def test_profile_show_merge(tmp_path):
     assert result.exit_code == 0 and "wrote" in result.output
     result = run("lut", "show", merged)
     assert result.exit_code == 0 and "onnxruntime" in result.output and "1 thread(s)" in result.output
-    shown = json.loads(run("lut", "show", merged, "--json").output)
+    shown = json.loads(run("lut", "show", merged, "--json").stdout)
     assert shown["entries"] == len(json.loads(open(paths[0]).read())["entries"]) * 2 or shown["entries"] > 0
 
 
@@ -81,3 +81,62 @@ def test_the_command_list_is_written_once_and_help_imports_no_command():
              "print(sorted(m for m in sys.modules if m in ('torch', 'numpy', 'nas2deploy.spaces', 'onnxruntime')))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]" and "search" in done.stdout
+
+
+def _leaf_commands():
+    import click
+
+    from nas2deploy.cli import COMMANDS
+
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            yield from ((f"{name} {sub}", c) for sub, c in command.commands.items())
+        else:
+            yield name, command
+
+
+def test_every_command_has_json_output_and_snake_case_keys(tmp_path):
+    missing = [name for name, command in _leaf_commands() if "--json" not in {o for p in command.params for o in p.opts}]
+    assert missing == []
+    runner = CliRunner()
+    for argv in (["space", "info", "densenas", "--json"], ["space", "info", "dcnas", "--json"], ["arch", "list", "--json"],
+                 ["arch", "info", "densenas-a", "--json"]):
+        result = runner.invoke(cli, argv)
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        keys = set(doc) | {k for v in doc.values() if isinstance(v, dict) for k in v}
+        assert all(k.replace("_", "").isalnum() and k == k.lower() for k in keys if isinstance(k, str)), (argv, keys)
+
+
+def test_progress_is_a_plain_line_every_few_seconds_outside_a_terminal_and_quiet_hides_it(capsys):
+    import click
+
+    from nas2deploy.cli import VERBOSITY
+    from nas2deploy.cli.common import progress_bar
+
+    def run(level):
+        now = [0.0]
+        with click.Context(cli) as ctx:
+            ctx.meta[VERBOSITY] = level
+            with progress_bar("profiling t.json", every_s=10, clock=lambda: now[0]) as update:
+                for done in range(1, 31):
+                    now[0] = done * 1.5  # one item every 1.5 s, on an injected clock
+                    update(done, 30, f"op{done}")
+        captured = capsys.readouterr()
+        assert captured.out == ""  # progress is never the result
+        return captured.err.splitlines()
+
+    lines = run(1)
+    assert len(lines) == 5  # at 10.5 s, 21, 31.5, 42 and the end (45 s)
+    assert lines[0] == "profiling t.json: 7/30 op7 (10 s elapsed, ETA 34 s)"
+    assert lines[-1].startswith("profiling t.json: 30/30 op30 (45 s elapsed")
+    assert len(run(2)) == 30 and run(0) == []
+
+
+def test_quiet_and_verbose_are_root_options():
+    result = CliRunner().invoke(cli, ["-q", "-v", "arch", "list"])
+    assert result.exit_code == 2 and "--quiet and --verbose contradict each other" in result.output
+    result = CliRunner().invoke(cli, ["--quiet", "arch", "list"])
+    assert result.exit_code == 0 and "densenas-a" in result.stdout

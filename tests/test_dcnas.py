@@ -102,8 +102,8 @@ def test_space_info_cli():
     runner = CliRunner()
     result = runner.invoke(cli, ["space", "info", "dcnas", "--input-size", "64", "--layers", "4", "--json"])
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
-    assert info["cells"] == 13 and info["mixed ops"] == 13 and info["config"]["layers"] == 4
+    info = json.loads(result.stdout)
+    assert info["cells"] == 13 and info["mixed_ops"] == 13 and info["config"]["layers"] == 4
     result = runner.invoke(cli, ["space", "info", "densenas", "--layers", "3"])
     assert result.exit_code == 2 and "--layers does not apply to the densenas space" in result.output
 

@@ -168,4 +168,4 @@ def test_inputs_kept_per_cell_is_a_space_option(tmp_path, table_path):
     assert all(len(c.inputs) == 1 for c in one.derive().cells)
     result = CliRunner().invoke(cli, ["space", "info", "dcnas", "--input-size", "64", "--layers", "4", "--derive-inputs", "3", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["architectures (log10)"] > 0
+    assert json.loads(result.stdout)["architectures_log10"] > 0

@@ -111,8 +111,9 @@ def test_a_bad_file_met_by_a_worker_is_one_line(tmp_path, image_folder):
                                       "--warmup-epochs", "0", "--batch-size", "16", "--workers", "2",
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: data ") and "/class0" in result.output and "cannot read the image" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    said = [line for line in result.output.strip().splitlines() if not line.startswith("warning: ")]  # the table is synthetic
+    assert said[0].startswith("Error: data ") and "/class0" in said[0] and "cannot read the image" in said[0]
+    assert len(said) == 1 and "Traceback" not in result.output
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the message of a machine without a GPU")
@@ -175,7 +176,7 @@ def test_a_dead_rank_ends_the_others_with_one_line(tmp_path, table_path):
                             env={**env, "RANK": "0", "LOCAL_RANK": "0"}, capture_output=True, text=True, timeout=120)
     dying.wait(timeout=60)
     assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("warning: ")]  # a synthetic table
     assert len(lines) == 1 and lines[0].startswith("Error: rank 0 of 2: the process group failed"), result.stderr
     assert "--resume" in lines[0] and ".cc:" not in lines[0]
 

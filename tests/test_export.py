@@ -173,7 +173,7 @@ def test_bench_summarises_an_onnx_model_and_refuses_corrupt_files(tmp_path, arch
     assert export(tmp_path, arch_file).exit_code == 0
     result = CliRunner().invoke(cli, ["bench", str(tmp_path / "out" / "model.onnx"), "--runs", "20", "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     t = summary["timing"]
     assert t["runs"] >= 20 and t["min_ms"] <= t["median_ms"] <= t["p90_ms"] <= t["p99_ms"]
     assert summary["throughput_per_s"] == pytest.approx(1000 / t["median_ms"])
@@ -193,7 +193,7 @@ def test_the_onnx_reference_evaluator_is_a_full_backend(tmp_path, arch_file):
     model = str(tmp_path / "out" / "model.onnx")
     result = CliRunner().invoke(cli, ["bench", model, "--backend", "onnx-reference", "--runs", "3", "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["settings"]["backend"] == "onnx-reference" and summary["timing"]["runs"] >= 3
     result = CliRunner().invoke(cli, ["bench", model, "--backend", "torch"])
     assert result.exit_code == 1 and ".onnx files run with --backend" in result.output
@@ -264,7 +264,7 @@ def test_bench_runs_a_package_and_refuses_one_built_elsewhere(aoti_export, tmp_p
     out, _ = aoti_export
     result = CliRunner().invoke(cli, ["bench", str(out / "model.pt2"), "--backend", "aoti", "--runs", "10", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["batch"] == 1
+    assert json.loads(result.stdout)["batch"] == 1
     result = CliRunner().invoke(cli, ["bench", str(out / "model.pt2")])
     assert result.exit_code == 1 and ".pt2 files run with --backend aoti" in result.output
     moved = tmp_path / "model.pt2"  # a copy whose record says it was built with another torch elsewhere

@@ -344,7 +344,7 @@ def test_measured_derivation_needs_the_tables_device(net):
     from nas2deploy.spaces.densenas.search import DenseNASSearch
     from nas2deploy.search.verify import derive_measured
 
-    with pytest.raises(UserError, match="was measured on None"):
+    with pytest.raises(UserError, match="records no device"):
         derive_measured(DenseNASSearch(net.space, synthetic_table(net.space)), 100.0)
 
 

@@ -67,10 +67,23 @@ class _Group(click.Group):
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
+#: Where the root's --quiet / --verbose leave the verbosity for every command (``click`` context meta).
+VERBOSITY = "nas2deploy.verbosity"
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nas2deploy")
-def cli() -> None:
-    """Latency-aware neural architecture search that ends in deployable engines."""
+@click.option("-q", "--quiet", is_flag=True, help="Only the result, warnings and errors (no progress).")
+@click.option("-v", "--verbose", is_flag=True, help="Progress line by line (every op, network or epoch).")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
+    """Latency-aware neural architecture search that ends in deployable engines.
+
+    Results go to stdout (one JSON object with a command's --json), progress and warnings to stderr.
+    """
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose contradict each other: give one")
+    ctx.meta[VERBOSITY] = 0 if quiet else 2 if verbose else 1
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -12,6 +13,7 @@ import click
 
 from nas2deploy.backends import BACKENDS, DEVICES, ONNX_CHECKER, PRECISIONS
 from nas2deploy.backends.onnxruntime import PROVIDERS
+from nas2deploy.cli import VERBOSITY
 from nas2deploy.errors import UserError
 from nas2deploy.spaces import SPACES, all_options, space_overrides
 
@@ -33,9 +35,37 @@ class Finite(click.FloatRange):
 POSITIVE = Finite(min=0, min_open=True, max=1e6)
 
 
+# -- output: the result on stdout, everything else on stderr -----------------------------------
+def verbosity() -> int:
+    """0 with the root's --quiet, 2 with --verbose, else 1."""
+    ctx = click.get_current_context(silent=True)
+    return int(ctx.meta.get(VERBOSITY, 1)) if ctx is not None else 1
+
+
+def log(line: str, level: int = 1) -> None:
+    """A line about the work (progress, what goes where) on stderr: shown unless --quiet, and at
+    ``level`` 2 only with --verbose."""
+    if verbosity() >= level:
+        click.echo(line, err=True)
+
+
 def warn(line: str) -> None:
-    """A warning: on stderr, so that stdout stays the result (``--json`` included)."""
+    """A warning on stderr (--quiet too), so that stdout stays the result (``--json`` included)."""
     click.echo(f"warning: {line}", err=True)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="The result as one JSON object on stdout (progress and warnings stay on stderr).")(f)
+
+
+def emit(result: dict[str, Any], text: str | list[str], as_json: bool) -> None:
+    """The command's result on stdout: ``result`` as JSON with --json, else ``text``."""
+    if as_json:
+        print_json(result)
+        return
+    for line in [text] if isinstance(text, str) else text:
+        click.echo(line)
 
 
 def warn_table(table: Any, raw_ms: float | None = None, here: bool = False) -> list[str]:
@@ -64,22 +94,38 @@ def print_json(obj: Any) -> None:
 
 
 @contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
-    """A click progress bar with ETA on stderr, driven by (done, total, item) callbacks."""
-    state: dict[str, Any] = {}
+def progress_bar(label: str, every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[int, int, str], None]]:
+    """Progress of (done, total, item) callbacks on stderr: in a terminal a bar with ETA; in a
+    log or CI, a plain line every ``every_s`` seconds and at the end (done/total, the item,
+    elapsed, ETA); with --verbose a line per item; nothing with --quiet."""
+    level = verbosity()
+    bar: Any = None
+    start = clock()
+    shown = [start]
 
     def update(done: int, total: int, item: str) -> None:
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr)
-            state["bar"].__enter__()
-        bar = state["bar"]
-        bar.update(done - bar.pos)
+        nonlocal bar
+        if level == 0:
+            return
+        if level == 1 and sys.stderr.isatty():
+            if bar is None:
+                bar = click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr)
+                bar.__enter__()
+            bar.update(done - bar.pos)
+            return
+        now = clock()
+        if level == 2 or now - shown[0] >= every_s or done == total:
+            shown[0] = now
+            elapsed = now - start
+            eta = elapsed / done * (total - done) if done else float("nan")
+            click.echo(f"{label}: {done}/{total} {item} ({elapsed:.0f} s elapsed, ETA {eta:.0f} s)", err=True)
 
     try:
         yield update
     finally:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
 class SpaceName(click.ParamType):

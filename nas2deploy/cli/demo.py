@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nas2deploy.cli.common import device_options
+from nas2deploy.cli.common import device_options, emit, json_option, log
 from nas2deploy.spaces import SPACES
 
 
@@ -19,12 +19,14 @@ from nas2deploy.spaces import SPACES
               show_default=True, help="The demo of the space that searches this task: "
               + ", ".join(f"{e.task}: {e.name} on {e.demo.data}" for e in SPACES.values() if e.demo) + ".")
 @device_options
+@json_option
 def demo(out: str | None, export_dir: str | None, task: str, device: str, amp: str, workers: int,
-         channels_last: bool) -> None:
+         channels_last: bool, as_json: bool) -> None:
     """The whole chain on built-in data: table, search under a budget, derive, train, export, check, measure."""
     from nas2deploy.demo import default_folders, run_demo
 
     default_out, default_export = default_folders(task)
     out, export_dir = out or default_out, export_dir or default_export
-    run_demo(out, export_dir, click.echo, task, device, amp, workers, channels_last)
-    click.echo(f"report: {Path(export_dir) / 'report.md'} (search: {Path(out) / 'search' / 'report.md'})")
+    found = run_demo(out, export_dir, log, task, device, amp, workers, channels_last)
+    reports = {"report": str(Path(export_dir) / "report.md"), "search_report": str(Path(out) / "search" / "report.md")}
+    emit({**found, **reports}, f"report: {reports['report']} (search: {reports['search_report']})", as_json)

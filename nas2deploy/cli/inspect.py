@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, force_option, pop_options, print_json, progress_bar,
+from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, emit, force_option, json_option, pop_options, progress_bar,
                                    space_options, warn_table)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_file, claim_folder
@@ -25,18 +25,14 @@ def space() -> None:
 @space.command("info")
 @click.argument("name", metavar="SPACE", type=SpaceName())
 @space_options("space")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def space_info(name: str, as_json: bool, **cfg: Any) -> None:
     """Counts of a search space's graph: nodes, edges, mixed ops, paths, ops to profile, architectures."""
     sp = make_space(name, pop_options(name, cfg, "space"))
     counts = sp.counts()
-    if as_json:
-        print_json({"space": name, "config": sp.config_dict(), **counts})
-        return
-    click.echo(f"{name} {json.dumps(sp.config_dict())}")
-    for key, value in counts.items():
-        shown = f"{value:.3e}" if key == "architectures" else str(value)
-        click.echo(f"  {key.replace('_', ' '):<24} {shown}")
+    text = [f"{name} {json.dumps(sp.config_dict())}"]
+    text += [f"  {key.replace('_', ' '):<24} {f'{value:.3e}' if key == 'architectures' else value}" for key, value in counts.items()]
+    emit({"space": name, "config": sp.config_dict(), **counts}, text, as_json)
 
 
 @space.command("sample")
@@ -51,8 +47,9 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for random-NNN.json.")
 @force_option
 @space_options("space")
+@json_option
 def space_sample(name: str, table: str, budget_ms: float, fill: float, count: int, seed: int, max_tries: int | None,
-                 out: str, force: bool, **cfg: Any) -> None:
+                 out: str, force: bool, as_json: bool, **cfg: Any) -> None:
     """Random networks of a latency window: the space's sampler, kept where the prediction fits.
     Space options narrow the table's space as they narrow a search's (draw from the space
     the search searched)."""
@@ -61,10 +58,12 @@ def space_sample(name: str, table: str, budget_ms: float, fill: float, count: in
     claim_folder(out, force)
     sample = sample_window(table, budget_ms, fill, count, seed, max_tries, space_name=name,
                            space_config=pop_options(name, cfg, "space"))
-    write_sample(sample, out)
+    files = write_sample(sample, out)
     low, high = sample.window_ms
-    click.echo(f"{len(sample.networks)} of {count} networks in [{low:.4g}, {high:.4g}] ms after {sample.tries} draws "
-               f"(the space reaches {sample.reachable_ms[0]:.4g}-{sample.reachable_ms[1]:.4g} ms) -> {out}")
+    result = {"out": out, "networks": [str(f) for f in files], "requested": count, "window_ms": [low, high],
+              "draws": sample.tries, "reachable_ms": list(sample.reachable_ms)}
+    emit(result, f"{len(sample.networks)} of {count} networks in [{low:.4g}, {high:.4g}] ms after {sample.tries} draws "
+         f"(the space reaches {sample.reachable_ms[0]:.4g}-{sample.reachable_ms[1]:.4g} ms) -> {out}", as_json)
     if len(sample.networks) < count:
         raise UserError(f"found {len(sample.networks)} of {count} networks in {sample.tries} draws (written to {out}): the window holds few "
                         "of the sampler's networks; widen it (--fill) or raise --max-tries")
@@ -77,18 +76,18 @@ def arch() -> None:
 
 
 @arch.command("list")
-def arch_list() -> None:
+@json_option
+def arch_list(as_json: bool) -> None:
     """The architectures shipped with nas2deploy."""
     from nas2deploy.nets import named_archs
 
-    for name in named_archs():
-        click.echo(name)
+    emit({"architectures": list(named_archs())}, list(named_archs()), as_json)
 
 
 @arch.command("info")
 @click.argument("arch_ref", metavar="ARCH")
 @click.option("--lut", "lut_path", type=click.Path(dir_okay=False), help="Latency table to predict with.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def arch_info(arch_ref: str, lut_path: str | None, as_json: bool) -> None:
     """Parameters, multiply-adds, a per-block table and, with --lut, the predicted latency."""
     from nas2deploy.latency.network_summary import arch_summary, summary_lines
@@ -96,11 +95,7 @@ def arch_info(arch_ref: str, lut_path: str | None, as_json: bool) -> None:
     from nas2deploy.spaces import load_table
 
     summary = arch_summary(load_arch(arch_ref), load_table(lut_path) if lut_path else None)
-    if as_json:
-        print_json(summary)
-        return
-    for line in summary_lines(summary):
-        click.echo(line)
+    emit(summary, summary_lines(summary), as_json)
 
 
 
@@ -113,32 +108,30 @@ def lut() -> None:
 
 @lut.command("show")
 @click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def lut_show(table_path: str, as_json: bool) -> None:
     """A readable summary of a latency table."""
     from nas2deploy.latency.summary import summarize
     from nas2deploy.latency.table import LatencyTable
 
     summary = summarize(LatencyTable.load(table_path))
-    if as_json:
-        print_json(summary)
-        return
-    for line in summary["lines"]:
-        click.echo(line)
+    emit({k: v for k, v in summary.items() if k != "lines"}, summary["lines"], as_json)
 
 
 @lut.command("merge")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @force_option
-def lut_merge(out: str, inputs: tuple[str, ...], force: bool) -> None:
+@json_option
+def lut_merge(out: str, inputs: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Join shard tables measured under the same settings into OUT."""
     from nas2deploy.latency.table import LatencyTable, merge_tables
 
     claim_file(out, force, "OUT")
     merged = merge_tables([LatencyTable.load(p) for p in inputs])
     merged.save(out)
-    click.echo(f"wrote {out}: {len(merged.entries)} ops from {len(inputs)} tables")
+    emit({"table": out, "ops": len(merged.entries), "inputs": list(inputs), "warnings": warn_table(merged)},
+         f"wrote {out}: {len(merged.entries)} ops from {len(inputs)} tables", as_json)
 
 
 @lut.command("validate")
@@ -147,7 +140,7 @@ def lut_merge(out: str, inputs: tuple[str, ...], force: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--across-range", is_flag=True,
               help="Spread the networks evenly over the latency range (default: uniform over choices, which piles up mid-range).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def lut_validate(table_path: str, samples: int, seed: int, across_range: bool, as_json: bool) -> None:
     """Measure random networks end to end, report prediction error, store the calibration."""
     from nas2deploy.latency.validate import validate_table
@@ -157,13 +150,8 @@ def lut_validate(table_path: str, samples: int, seed: int, across_range: bool, a
     with progress_bar(f"validating {Path(table_path).name}") as progress:
         report = validate_table(table, table_space(table).sample_arch, samples, seed, progress=progress,
                                 spread=across_range)
-    if not as_json:
-        click.echo(fidelity_text(report))
-        if not report.get("calibration_refused"):
-            click.echo(f"calibration stored in {table_path}")
-    warnings = warn_table(table)
-    if as_json:
-        print_json({**{k: v for k, v in report.items() if k != "records"}, "warnings": warnings})
+    text = fidelity_text(report) + ("" if report.get("calibration_refused") else f"\ncalibration stored in {table_path}")
+    emit({**{k: v for k, v in report.items() if k != "records"}, "warnings": warn_table(table)}, text, as_json)
 
 
 def fidelity_text(report: dict[str, Any]) -> str:

@@ -9,8 +9,8 @@ import click
 
 from nas2deploy.backends import BackendSettings
 from nas2deploy.backends.timing import TimingSettings
-from nas2deploy.cli.common import (SpaceName, backend_options, force_option, parse_shard, pop_options, progress_bar, space_options,
-                                   warn_table)
+from nas2deploy.cli.common import (SpaceName, backend_options, emit, force_option, json_option, parse_shard, pop_options,
+                                   progress_bar, space_options, warn_table)
 from nas2deploy.spaces import DEFAULT_SPACE, make_space
 
 
@@ -23,7 +23,8 @@ from nas2deploy.spaces import DEFAULT_SPACE, make_space
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Table to write (JSON).")
 @force_option
-def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool, **backend: Any) -> None:
+@json_option
+def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool, as_json: bool, **backend: Any) -> None:
     """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
     from nas2deploy.latency.profile import journal_path, profile_space
 
@@ -34,9 +35,9 @@ def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool
     with progress_bar(f"profiling {Path(out).name}") as progress:
         table, stats = profile_space(sp, settings, out, TimingSettings.for_device(settings.device, runs),
                                      parse_shard(shard), progress, force)
-    click.echo(
-        f"wrote {out}: {len(table.entries)} ops in {stats.wall_s:.1f} s "
-        f"({stats.timed_fraction:.0%} inside timed runs, {stats.remeasured} re-measured for high CoV"
-        + (f", {stats.resumed} resumed from the journal)" if resuming else ")")
-    )
-    warn_table(table)
+    result = {"table": out, "ops": len(table.entries), "wall_s": round(stats.wall_s, 2),
+              "timed_fraction": round(stats.timed_fraction, 4), "remeasured": stats.remeasured,
+              "resumed": stats.resumed if resuming else 0, "warnings": warn_table(table)}
+    emit(result, f"wrote {out}: {len(table.entries)} ops in {stats.wall_s:.1f} s "
+         f"({stats.timed_fraction:.0%} inside timed runs, {stats.remeasured} re-measured for high CoV"
+         + (f", {stats.resumed} resumed from the journal)" if resuming else ")"), as_json)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, data_options, device_options, force_option, pop_options,
-                                   space_options, warn_table)
+from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, data_options, device_options, emit, force_option,
+                                   json_option, log, pop_options, space_options, warn_table)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_file
 from nas2deploy.search.budget import DEFAULT_FILL
@@ -43,9 +44,10 @@ from nas2deploy.spaces import DEFAULT_SPACE
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
 @click.option("--force", is_flag=True, help="Start in a folder that holds other files or another search (replacing it).")
+@json_option
 @click.pass_context
 def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
-           force: bool, dist_backend: str, dist_timeout: int, **opts: Any) -> None:
+           force: bool, as_json: bool, dist_backend: str, dist_timeout: int, **opts: Any) -> None:
     """Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."""
     from nas2deploy.runs import start_search
     from nas2deploy.search.config import SearchConfig
@@ -63,17 +65,19 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
     fields["search_options"] = {**fields.get("search_options", {}), **search_options}
     if resume and force:
         raise UserError("--resume continues the search in --out, --force replaces it: give one")
-    run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, click.echo,
+    run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, log,
                        dist_backend, dist_timeout, force)
-    if run.rank == 0:
-        warn_table(run.table, here=True)
+    warnings = warn_table(run.table, here=True) if run.rank == 0 else []
     run.run()
     leave_process_group()
     if run.rank == 0:
         from nas2deploy.nets import load_arch
 
         derived = Path(out) / "arch.json"
-        click.echo(f"derived architecture: {derived} (predicted {run.table.predict(load_arch(derived)).best_ms:.3f} ms)")
+        predicted = run.table.predict(load_arch(derived)).best_ms
+        last = json.loads((Path(out) / "log.jsonl").read_text().splitlines()[-1])
+        emit({"run": out, "arch": str(derived), "predicted_ms": predicted, "last_epoch": last, "warnings": warnings},
+             f"derived architecture: {derived} (predicted {predicted:.3f} ms)", as_json)
 
 
 @click.command()
@@ -86,9 +90,10 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
 @space_options("derive")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @force_option
+@json_option
 @click.pass_context
 def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str,
-           force: bool, **opts: Any) -> None:
+           force: bool, as_json: bool, **opts: Any) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
     from nas2deploy.nets import save_arch
     from nas2deploy.runs import open_run
@@ -104,17 +109,18 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
     options = {**run.derive_options, **pop_options(run.config.space, opts, "derive")}
     name = Path(out).stem
     if measured and budget_ms is not None:
-        found = derive_measured(run.space_search, budget_ms, name=name, say=click.echo, fill=fill, **options).arch
+        found = derive_measured(run.space_search, budget_ms, name=name, say=log, fill=fill, **options).arch
         arch = found.with_meta(provenance(run.config, budget_ms))
     else:
         arch = run.derive(name, budget_ms, fill, **options)
     save_arch(arch, out)
     pred = run.table.predict(arch)
-    warn_table(run.table, pred.raw_ms)
+    warnings = warn_table(run.table, pred.raw_ms)
     cal = f", calibrated {pred.calibrated_ms:.3f} ms" if pred.calibrated_ms is not None else ""
     share = f" ({pred.best_ms / budget_ms:.0%} of the budget)" if budget_ms else ""
-    parts = arch.size_label()
-    click.echo(f"wrote {out}: {parts}, predicted {pred.raw_ms:.3f} ms summed{cal}{share}")
+    emit({"arch": out, "size": arch.size_label(), "raw_ms": pred.raw_ms, "calibrated_ms": pred.calibrated_ms,
+          "budget_ms": budget_ms, "warnings": warnings},
+         f"wrote {out}: {arch.size_label()}, predicted {pred.raw_ms:.3f} ms summed{cal}{share}", as_json)
 
 
 @click.command()
@@ -130,8 +136,9 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
 @data_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
 @force_option
+@json_option
 def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_warmup: float, seed: int, out: str,
-          force: bool, device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
+          force: bool, as_json: bool, device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
     """Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or
     mIoU for segmentation."""
     from nas2deploy.nets import load_arch
@@ -148,9 +155,10 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
     except ValueError as exc:
         raise UserError(f"--crop {crop}: {exc}") from None
     splits = open_dataset(data, arch.input_size, data_classes, crop_size)
-    model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=click.echo,
+    model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
                             device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last,
                             lr_warmup=lr_warmup)
     save_weights(model, out)
     metric = LABEL[METRIC[arch.task]]
-    click.echo(f"{metric} {acc:.4f} on the test split; weights: {out}")
+    emit({"weights": out, "metric": METRIC[arch.task], "score": acc}, f"{metric} {acc:.4f} on the test split; weights: {out}",
+         as_json)

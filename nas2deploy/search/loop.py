@@ -338,7 +338,7 @@ class SearchRun:
         return (
             f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train {label} {record[f'train_{metric}']:.3f}, "
             f"val {label} {record[f'val_{metric}_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
-            f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({speed}; {record['wall_s']:.1f} s, "
+            f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({speed}; epoch {record['wall_s']:.1f} s, "
             f"ETA {self.eta_s() / 60:.1f} min)"
         )
 

@@ -160,11 +160,11 @@ class DCNASSpace(SearchSpace):
             "layers": self.config.layers,
             "cells": len(self.cells),
             "connections": sum(len(v) for v in self.inputs.values()),
-            **{f"{kind} transforms": v for kind, v in kinds.items()},
-            "mixed ops": len(self.cells),
-            "candidates per mixed op": n_ops,
-            "unique ops": len(self.op_specs()),
-            "architectures (log10)": round(log10, 1),
+            **{f"{kind}_transforms": v for kind, v in kinds.items()},
+            "mixed_ops": len(self.cells),
+            "candidates_per_mixed_op": n_ops,
+            "unique_ops": len(self.op_specs()),
+            "architectures_log10": round(log10, 1),
         }
 
     def sample_arch(self, rng: random.Random) -> SegArch:
