@@ -71,7 +71,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_space):
     out = tmp_path / "t.json"
     journal = journal_path(out)
     journal.write_text(json.dumps({"header": {"measurement": {"batch": 8}}}) + "\n")
-    with pytest.raises(UserError, match="written under different settings"):
+    with pytest.raises(UserError, match=r"written under different settings \(.*measurement.batch: 8 vs 1;.*the journal's first"):
         profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 30))
 
 

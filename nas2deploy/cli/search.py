@@ -154,7 +154,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
         crop_size = parse_crop(crop)
     except ValueError as exc:
         raise UserError(f"--crop {crop}: {exc}") from None
-    splits = open_dataset(data, arch.input_size, data_classes, crop_size)
+    splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch)
     model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
                             device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last,
                             lr_warmup=lr_warmup)

@@ -16,17 +16,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas2deploy.data.splits import Splits, split_train_val
-from nas2deploy.data.synthetic import RADIUS, shapes_splits
+from nas2deploy.data.segmentation import SegShapesDataset
+from nas2deploy.data.splits import Splits, require_fit, split_train_val
+from nas2deploy.data.synthetic import RADIUS, ShapesDataset, shapes_splits
+from nas2deploy.nets import Network
 from nas2deploy.errors import UserError
 
 
-def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[int, int] | None = None) -> Splits:
+def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[int, int] | None = None,
+                 fit: Network | None = None) -> Splits:
     """The dataset ``spec`` at ``image_size``; ``classes`` keeps the first classes of an
     ImageFolder (0: all), ``crop`` is the (height, width) of segmentation training crops from
-    Cityscapes or VOC folders (None: the input size, square). Options the data cannot use are
-    refused before anything is read or generated."""
+    Cityscapes or VOC folders (None: the input size, square). Options the data cannot use, and
+    built-in data that network ``fit`` cannot take, are refused before anything is read or
+    generated (rendering 224 px shapes takes half a minute)."""
     kind = _kind(spec)
+    if fit is not None and kind in BUILTIN_CLASSES:
+        require_fit(fit, spec, *BUILTIN_CLASSES[kind], image_size)
     if classes and kind != "imagefolder":
         raise UserError(f"--data-classes {classes}: only an ImageFolder tree has classes to choose; data {spec} does not")
     if crop and kind not in ("cityscapes", "voc"):
@@ -51,6 +57,19 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
     if kind == "cifar10":
         return open_cifar10(path)
     return open_image_folder(path, image_size, classes)
+
+
+#: The built-in data kinds: (task, classes), known without generating them.
+BUILTIN_CLASSES = {"shapes": ("classification", ShapesDataset.NUM_CLASSES),
+                   "seg-synthetic": ("segmentation", SegShapesDataset.NUM_CLASSES)}
+
+
+def builtin_data_for(arch: Network) -> str | None:
+    """The built-in data set ``arch`` can take (its task and class count), if any."""
+    for kind, spec in (("shapes", "synthetic"), ("seg-synthetic", "seg-synthetic")):
+        if BUILTIN_CLASSES[kind] == (arch.task, arch.num_classes):
+            return spec
+    return None
 
 
 def _kind(spec: str) -> str:

@@ -21,13 +21,18 @@ class Splits:
 
     def require_fit(self, arch: Network) -> None:
         """Refuse data a network cannot take: another task, class count or input size."""
-        if self.task != arch.task:
-            raise UserError(f"arch {arch.name} is a {arch.task} network, data {self.name} is {self.task} data")
-        if self.num_classes != arch.num_classes or self.image_size != arch.input_size:
-            raise UserError(
-                f"arch {arch.name} expects {arch.input_size}px inputs and {arch.num_classes} classes, data {self.name} "
-                f"has {self.image_size}px images and {self.num_classes} classes; give the data it was trained on"
-            )
+        require_fit(arch, self.name, self.task, self.num_classes, self.image_size)
+
+
+def require_fit(arch: Network, name: str, task: str, num_classes: int, image_size: int) -> None:
+    """Refuse data (described by its task, classes and image size) that ``arch`` cannot take."""
+    if task != arch.task:
+        raise UserError(f"arch {arch.name} is a {arch.task} network, data {name} is {task} data")
+    if num_classes != arch.num_classes or image_size != arch.input_size:
+        raise UserError(
+            f"arch {arch.name} expects {arch.input_size}px inputs and {arch.num_classes} classes, data {name} "
+            f"has {image_size}px images and {num_classes} classes; give the data it was trained on"
+        )
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -11,7 +11,7 @@ from typing import Sized, cast
 import numpy as np
 
 from nas2deploy.nets import Network
-from nas2deploy.data import open_dataset
+from nas2deploy.data import builtin_data_for, open_dataset
 from nas2deploy.data.folders import IMAGE_SUFFIXES
 from nas2deploy.data.transforms import classification_eval
 from nas2deploy.errors import UserError
@@ -28,8 +28,11 @@ def accuracy_inputs(arch: Network, data: str | None, images: str | None, count: 
         return _image_files(Path(images), arch.input_size, count), None, f"image files in {images}"
     spec = data or arch.meta.get("data")
     if not spec:
-        raise UserError(f"arch {arch.name}: no data to check accuracy on; give --data (e.g. synthetic) or --images DIR")
-    splits = open_dataset(str(spec), arch.input_size)
+        builtin = builtin_data_for(arch)
+        data_hint = f"--data {builtin} (the built-in set it can take), " if builtin else \
+            f"--data with its own data ({arch.num_classes} classes; no built-in set has them), "
+        raise UserError(f"arch {arch.name}: no data to check accuracy on; give {data_hint}or --images DIR (image files)")
+    splits = open_dataset(str(spec), arch.input_size, fit=arch)
     splits.require_fit(arch)
     n = min(count, len(cast(Sized, splits.test)))
     x = np.stack([np.asarray(splits.test[i][0], dtype=np.float32) for i in range(n)])

@@ -117,11 +117,11 @@ def _read_journal(path: Path, header: dict[str, Any]) -> tuple[dict[str, Entry],
         where = Field(record, f"profile journal {path} (line {n + 1})", "delete the journal to start afresh")
         if n == 0:
             old = where["header"].object()
-            diff = [k for k in ("measurement", "timing", "space", "shard") if old.get(k) != header.get(k)]
+            diff = _differences(old, {k: header.get(k) for k in ("measurement", "timing", "space", "shard")})
             if diff:
                 raise UserError(
-                    f"profile journal {path} was written under different settings ({', '.join(diff)} differ); "
-                    "rerun with the original options or delete the journal"
+                    f"profile journal {path} was written under different settings ({'; '.join(diff)}, the journal's "
+                    "first); rerun with the original options or delete the journal"
                 )
         elif where.has("reference"):
             reference = read_reference(where["reference"])
@@ -134,6 +134,18 @@ def _read_journal(path: Path, header: dict[str, Any]) -> tuple[dict[str, Entry],
 def lock_path(out: str | os.PathLike[str]) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".lock")
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``field: old vs new`` for every field of ``new`` that differs, nested fields by their path."""
+    out = []
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(before, dict) and isinstance(value, dict):
+            out += _differences(before, value, f"{prefix}{key}.")
+        elif before != value:
+            out.append(f"{prefix}{key}: {before!r} vs {value!r}")
+    return out
 
 
 def profile_space(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 from nas2deploy.errors import UserError
@@ -93,15 +94,22 @@ def table_space(table: LatencyTable) -> SearchSpace:
 
 
 def profile_command(table: LatencyTable, space: SearchSpace, out: str) -> str:
-    """The command that measures ``space`` under ``table``'s settings."""
+    """The command that measures ``space`` under ``table``'s settings into ``out`` (with
+    ``--force`` when ``out`` is the table itself: the complete table replaces it)."""
     m = table.measurement
     parts = ["nas2deploy profile", f"--space {space.name}", f"--backend {m.get('backend', 'onnxruntime')}",
-             f"--precision {m.get('precision', 'fp32')}", f"--batch {m.get('batch', 1)}"]
+             f"--device {m.get('device', 'cpu')}", f"--precision {m.get('precision', 'fp32')}", f"--batch {m.get('batch', 1)}",
+             f"--threads {m.get('threads', 1)}"]
+    parts += ["--cuda-graph"] if m.get("cuda_graph") else []
     config = space.config_dict()
     for option in get_space(space.name).options:
         if "space" in option.scope and config.get(option.field) is not None:
-            parts.append(f"{option.flag} {config[option.field]}")
-    return " ".join([*parts, f"--out {out}"])
+            value = config[option.field]
+            if option.kind != "flag":
+                parts.append(f"{option.flag} {value}")
+            elif value:
+                parts.append(option.flag)
+    return " ".join([*parts, f"--out {out}"] + (["--force"] if table.path is not None and Path(out) == table.path else []))
 
 
 def missing_ops_advice(table: LatencyTable, missing: list[str]) -> str:
