@@ -64,6 +64,12 @@ class Network(ABC):
     def units(self) -> int:
         """How many blocks or cells the network has."""
 
+    def layout(self) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str]]]:
+        """Where a diagram draws each of ``groups()`` (x, y) and which feeds which: by default a
+        chain left to right; a kind whose groups form another graph says so."""
+        names = [name for name, _ in self.groups()]
+        return {name: (float(i), 0.0) for i, name in enumerate(names)}, list(zip(names, names[1:]))
+
     def size_label(self) -> str:
         return f"{self.units()} {self.unit}"
 

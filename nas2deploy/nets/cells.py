@@ -137,6 +137,18 @@ class SegArch(Network):
             specs.append(op)
         return specs + self.head_specs()
 
+    def layout(self) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str]]]:
+        """Cells on a grid, layers left to right and scales top (1/4) to bottom (1/32), each fed by
+        its inputs; the stem before the first layer and the head after the last, both at 1/4."""
+        def name(node: tuple[int, int]) -> str:
+            return "stem" if node == STEM else f"cell {node[0]},{node[1]}"
+
+        last = max(c.layer for c in self.cells)
+        places = {"stem": (0.0, 0.0), **{name(c.node): (c.layer + 1.0, -float(c.scale)) for c in self.cells},
+                  "head": (last + 2.0, 0.0)}
+        edges = [(name(src), name(c.node)) for c in self.cells for src in c.inputs]
+        return places, edges + [(name(c.node), "head") for c in self.output_cells()]
+
     def groups(self) -> list[tuple[str, list[OpSpec]]]:
         """The deployed ops grouped as stem, one group per cell (transforms, fusion, op), head."""
         groups: list[tuple[str, list[OpSpec]]] = [("stem", self.stem_specs())]

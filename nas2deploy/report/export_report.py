@@ -28,7 +28,7 @@ def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
     if not values:
         return None
     budget = report.get("budget_ms")
-    return plotting.bars(out / "latency.png", labels, values, "ms", "Latency: prediction, measurement and budget",
+    return plotting.bars(out / "latency.png", labels, values, "table prediction or backend measurement", "ms", "Latency: prediction, measurement and budget",
                       budget, f"budget {budget} ms" if budget else "")
 
 
@@ -81,14 +81,15 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Network) -> Pat
     summary = report["summary"]
     rows = summary["rows"]
     images = [_latency_plot(out, report)]
+    unit = summary.get("unit", "blocks").rstrip("s")
     if all("latency_ms" in r for r in rows):
-        images.append(plotting.bars(out / "blocks.png", [r["name"] for r in rows], [r["latency_ms"] for r in rows],
-                                 "ms (table)", "Predicted latency per block"))
+        images.append(plotting.bars(out / "blocks.png", [r["name"] for r in rows], [r["latency_ms"] for r in rows], unit,
+                                 "ms (table)", f"Predicted latency per {unit}"))
     else:
-        images.append(plotting.bars(out / "blocks.png", [r["name"] for r in rows], [r["macs"] / 1e6 for r in rows],
-                                 "M multiply-adds", "Multiply-adds per block (no latency table given)"))
+        images.append(plotting.bars(out / "blocks.png", [r["name"] for r in rows], [r["macs"] / 1e6 for r in rows], unit,
+                                 "M multiply-adds", f"Multiply-adds per {unit} (no latency table given)"))
     images.append(plotting.arch_diagram(out / "arch.png", rows, f"{arch.name}: {summary['params']:,} parameters, "
-                                     f"{summary['macs'] / 1e6:.1f}M multiply-adds"))
+                                     f"{summary['macs'] / 1e6:.1f}M multiply-adds", arch.layout()))
     acc = report.get("accuracy", {})
     verdict = "passed" if report.get("passed") else "FAILED"
     lines = [

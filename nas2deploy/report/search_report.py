@@ -53,7 +53,9 @@ def write_search_report(run: Path) -> Path:
                  f"val, {kept}": [r[f"val_{metric}_argmax"] for r in log]}, False),
         ("ms", {"expected latency": [r["expected_ms"] for r in log], "derived (predicted)": [r["derived_ms"] for r in log]}, False),
         ("lambda", {"lambda": [r["lambda"] for r in log]}, True),
-    ])]
+        ("mean entropy per mixed op", {"alpha": [r.get("alpha_entropy") for r in log], "beta": [r.get("beta_entropy") for r in log]},
+         False),
+    ], {"ms": (searched.config.budget_ms, "budget")} if searched.config.budget_ms is not None else None)]
     if searched.entry.plots is not None:
         images += searched.entry.plots(run, searched.space_search, searched.table)
     last = log[-1]

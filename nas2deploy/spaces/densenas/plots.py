@@ -21,17 +21,23 @@ def search_plots(run: Path, searched: DenseNASSearch, table: LatencyTable) -> li
         stack = torch.softmax(net.alpha_stack, -1).numpy()
         p = net.path_probs().numpy()
     head_rows = [f"{e.src}->{e.dst}" for e in net.head_edges]
-    images = [plotting.heatmap(run / "alpha_head.png", head, head_rows, HEAD_OPS, "softmax(alpha): head layers", "probability")]
+    images = [plotting.heatmap(run / "alpha_head.png", head, head_rows, HEAD_OPS, "softmax(alpha): head layers", "probability",
+                               probability=True, uniform=1 / len(HEAD_OPS), xlabel="candidate op", ylabel="edge (block)")]
     if len(stack):
         stack_rows = [f"node {n} layer {i}" for n, i in net.stack_layers]
         images.append(plotting.heatmap(run / "alpha_stack.png", stack, stack_rows, STACK_OPS, "softmax(alpha): stacking layers",
-                                       "probability"))
-    nodes = net.space.tail_node + 1
-    beta = np.full((nodes, nodes), np.nan)
-    for i, e in enumerate(net.space.edges):
-        beta[e.src, e.dst] = p[i]
-    images.append(plotting.heatmap(run / "beta.png", beta, [f"from {i}" for i in range(nodes)], [f"to {j}" for j in range(nodes)],
-                                   "path probabilities (softmax(beta) per source block)", "probability"))
+                                       "probability", probability=True, uniform=1 / len(STACK_OPS), xlabel="candidate op",
+                                       ylabel="stacking layer"))
+    edges = net.space.edges
+    sources = sorted({e.src for e in edges})  # the tail feeds nothing, the first block is fed by nothing
+    targets = sorted({e.dst for e in edges})
+    beta = np.full((len(sources), len(targets)), np.nan)
+    for i, e in enumerate(edges):
+        beta[sources.index(e.src), targets.index(e.dst)] = p[i]
+    images.append(plotting.heatmap(run / "beta.png", beta, [str(s) for s in sources], [str(t) for t in targets],
+                                   "path probabilities: softmax(beta) over the blocks each block feeds", "probability",
+                                   probability=True, xlabel="to block", ylabel="from block"))
     images.append(plotting.heatmap(run / "lut_head.png", model.head.numpy(), head_rows, HEAD_OPS,
-                                   f"latency table: head candidates ({table.name})", "ms"))
+                                   f"latency table {Path(table.name).name}: head candidates", "ms", xlabel="candidate op",
+                                   ylabel="edge (block)"))
     return images
