@@ -42,10 +42,9 @@ def verbosity() -> int:
     return int(ctx.meta.get(VERBOSITY, 1)) if ctx is not None else 1
 
 
-def log(line: str, level: int = 1) -> None:
-    """A line about the work (progress, what goes where) on stderr: shown unless --quiet, and at
-    ``level`` 2 only with --verbose."""
-    if verbosity() >= level:
+def log(line: str) -> None:
+    """A line about the work (progress, what goes where) on stderr, unless --quiet."""
+    if verbosity() >= 1:
         click.echo(line, err=True)
 
 
