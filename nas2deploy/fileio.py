@@ -223,14 +223,17 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     return doc
 
 
-def check_format(doc: Any, path: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:
-    """Check the ``format``/``version`` header every nas2deploy JSON file carries."""
+def check_format(doc: Any, path: str | os.PathLike[str], fmt: str, version: int | tuple[int, ...],
+                 what: str) -> dict[str, Any]:
+    """Check the ``format``/``version`` header every nas2deploy JSON file carries (``version``:
+    the one this release writes, or every version it reads)."""
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise UserError(f"{what} {path}: not a {fmt} file (missing or wrong 'format' field)")
     found = doc.get("version")
-    if not isinstance(found, int) or isinstance(found, bool) or found != version:
+    readable = version if isinstance(version, tuple) else (version,)
+    if not isinstance(found, int) or isinstance(found, bool) or found not in readable:
         raise UserError(
             f"{what} {path}: format version {found!r} is not supported "
-            f"(this nas2deploy reads version {version}); re-create the file with this version"
+            f"(this nas2deploy reads version {' or '.join(map(str, readable))}); re-create the file with this version"
         )
     return doc

@@ -90,3 +90,33 @@ def test_a_torn_journal_line_is_cut_before_resuming(tmp_path, small_space):
     resumed, stats = profile_space(small_space, BackendSettings(), out, FAST, shard=(0, 60))
     assert stats.resumed == 1 and resumed.entries[first.spec.key] == first
     assert set(resumed.entries) == set(table.entries)
+
+
+def test_a_profile_records_the_reference_drift_and_a_large_one_is_flagged(tmp_path, small_space):
+    from nas2deploy.latency.summary import table_warnings
+
+    table, _ = profile_space(small_space, BackendSettings(), tmp_path / "t.json", FAST, shard=(0, 15))
+    drift = LatencyTable.load(tmp_path / "t.json").meta["profile"]["drift"]
+    assert len(drift) == 10 and all(ratio > 0 for _, ratio in drift)
+    assert [n for n, _ in drift] == sorted(n for n, _ in drift)
+    table.meta["profile"]["drift"] = [[10, 1.02], [20, 1.18]]  # injected: the machine slowed by 18%
+    assert any("drifted by +18%" in line for line in table_warnings(table))
+    table.meta["profile"]["drift"] = [[10, 1.02], [20, 0.97]]
+    assert not any("drifted" in line for line in table_warnings(table))
+
+
+def test_the_helper_process_prepares_what_the_backend_would(small_space):
+    """The prefetcher's artifacts are the backend's own prepare() (an ONNX graph per op, named by
+    its key), made in another process; a backend with nothing to prepare gets no helper."""
+    from nas2deploy.backends import OnnxModel
+    from nas2deploy.latency.prefetch import Prefetcher
+
+    specs = small_space.op_specs()[:3]
+    with Prefetcher(BackendSettings(), specs, min_ops=1) as prefetch:
+        assert prefetch.helper is not None
+        got = [prefetch.artifact(s) for s in specs]
+    assert all(isinstance(a, OnnxModel) and a.source == s.key and len(a.data) > 100 for a, s in zip(got, specs))
+    with Prefetcher(BackendSettings(backend="torch"), specs, min_ops=1) as prefetch:
+        assert prefetch.helper is None
+    with Prefetcher(BackendSettings(), specs) as prefetch:  # 3 ops: a helper would cost more than it saves
+        assert prefetch.helper is None

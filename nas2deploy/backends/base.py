@@ -131,6 +131,12 @@ class Backend(ABC):
         """A runner for ``artifact`` (loading it as far as this backend needs), or a UserError
         saying which artifacts this backend runs."""
 
+    def prepare(self, settings: BackendSettings, artifact: TorchModule) -> Artifact:
+        """The part of loading ``artifact`` that needs neither the device nor this process (the
+        ONNX export, for the backends that run ONNX), so that profiling can do it in a helper
+        process while another op is timed; by default nothing (``open`` takes the module)."""
+        return artifact
+
     def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
                batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]] | None:
         """What ``export`` writes into ``out`` for this backend besides ``model.onnx`` (TensorRT:

@@ -129,9 +129,12 @@ class OnnxRuntimeBackend(Backend):
     def recorded(self, settings: BackendSettings) -> dict[str, Any]:
         return {"ort_provider": self.provider(settings), "ort_graph_level": settings.ort_graph_level}
 
+    def prepare(self, settings: BackendSettings, artifact: TorchModule) -> OnnxModel:
+        return onnx_from_module(artifact, settings.batch, settings.precision)
+
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
         if isinstance(artifact, TorchModule):
-            artifact = onnx_from_module(artifact, settings.batch, settings.precision)
+            artifact = self.prepare(settings, artifact)
         elif isinstance(artifact, ModelFile) and artifact.path.suffix in self.suffixes:
             artifact = OnnxModel(check_onnx(artifact.path.read_bytes(), artifact.source), artifact.source)
         if not isinstance(artifact, OnnxModel):

@@ -282,6 +282,12 @@ class TensorRTBackend(Backend):
     def recorded(self, settings: BackendSettings) -> dict[str, Any]:
         return {"workspace_mb": settings.workspace_mb, "cuda_graph": settings.cuda_graph}
 
+    def prepare(self, settings: BackendSettings, artifact: TorchModule) -> OnnxModel:
+        """The ONNX graph the engine is built from: fp16 comes from an fp16 graph (TensorRT 11
+        is strongly typed)."""
+        return OnnxModel(export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision),
+                         artifact.source)
+
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
         if isinstance(artifact, ModelFile):
             if artifact.path.suffix == ".engine":
@@ -290,9 +296,8 @@ class TensorRTBackend(Backend):
                 artifact = OnnxModel(check_onnx(artifact.path.read_bytes(), artifact.source), artifact.source)
             else:
                 raise UserError(f"{artifact.source}: TensorRT runs {' and '.join(self.suffixes)} files")
-        if isinstance(artifact, TorchModule):  # fp16 comes from an fp16 graph (TensorRT 11 is strongly typed)
-            artifact = OnnxModel(export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision),
-                                 artifact.source)
+        if isinstance(artifact, TorchModule):
+            artifact = self.prepare(settings, artifact)
         if isinstance(artifact, OnnxModel):
             cache = _timing_caches.setdefault(settings.timing_cache or "", SharedTimingCache(settings.timing_cache))
             artifact = EngineModel(build_engine(artifact.data, settings.precision, settings.workspace_mb, cache,

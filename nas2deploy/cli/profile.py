@@ -19,7 +19,7 @@ from nas2deploy.spaces import DEFAULT_SPACE, make_space
 @space_options("space")
 @backend_options
 @click.option("--runs", type=click.IntRange(min=1), default=None,
-              help="Minimum timed runs per op [default: 100 on a CPU, 30 on a GPU].")
+              help="Minimum timed runs per op [default: 20 on a CPU, then more until the median is pinned down; 30 on a GPU].")
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Table to write (JSON).")
 @force_option

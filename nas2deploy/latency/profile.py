@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
-from nas2deploy.backends import BackendSettings, TorchModule, open_runner
-from nas2deploy.backends.timing import Measurement, TimingSettings, measure
+from nas2deploy.backends import Artifact, BackendSettings, open_runner
+from nas2deploy.backends.timing import Measurement, TimingSettings, TimingStats, measure
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import append_line, claim_file, exclusive, open_no_follow
+from nas2deploy.latency.prefetch import Prefetcher, module_of
 from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
 from nas2deploy.validate import Field
@@ -65,27 +66,68 @@ def journal_path(out: str | os.PathLike[str]) -> Path:
 
 
 def measure_spec(
-    spec: OpSpec, settings: BackendSettings, timing: TimingSettings, stats: ProfileStats
+    spec: OpSpec, settings: BackendSettings, timing: TimingSettings, stats: ProfileStats, artifact: Artifact | None = None
 ) -> tuple[Measurement, int]:
-    """Measure one op; take it again (up to ``timing.retries`` times) while its CoV is too high,
-    keeping the steadiest measurement."""
+    """Measure one op; take it again (up to ``timing.retries`` times) while it is unstable
+    (``TimingSettings.unstable``: its centre not pinned down, or with the fixed run count its CoV
+    too high), keeping the steadiest measurement. ``artifact``: the op already prepared
+    (``prefetch.Prefetcher``)."""
     t0 = time.perf_counter()
-    runner = open_runner(settings, TorchModule(spec.build_standalone(), (spec.cin, spec.h, spec.w), spec.key))
+    runner = open_runner(settings, artifact or module_of(spec))
     stats.load_s += time.perf_counter() - t0
     with runner:
         best = measure(runner, timing)
         attempts = 1
         stats.warmup_s += best.warmup_s
         stats.timed_s += best.timed_s
-        while best.stats.cov > timing.max_cov and attempts <= timing.retries:
+        while timing.unstable(best.stats) and attempts <= timing.retries:
             again = measure(runner, timing, warmup=False)  # still warm
             attempts += 1
             stats.remeasured += 1
             stats.warmup_s += again.warmup_s
             stats.timed_s += again.timed_s
-            if again.stats.cov < best.stats.cov:
+            if _spread(again.stats, timing) < _spread(best.stats, timing):
                 best = again
     return best, attempts
+
+
+#: How many times the reference op is re-timed during a profile (``DriftMonitor``).
+DRIFT_CHECKS = 10
+
+
+class DriftMonitor:
+    """The reference op re-timed every ``every`` ops on a runner kept open: ``series`` holds
+    (ops done, median / the profile's first reference median). A machine that changes speed
+    while it profiles (frequency, heat, another process) shows here; ``table_warnings`` flags a
+    table whose reference moved more than ``DRIFT_LIMIT``. The series restarts with a resumed
+    profile. Validation and export already correct for drift between profiling and their own
+    measurements (``DriftTracker``); drift inside a profile is flagged, not corrected."""
+
+    def __init__(self, settings: BackendSettings, timing: TimingSettings, spec: OpSpec, first_ms: float, every: int):
+        self.settings, self.timing, self.spec, self.first_ms, self.every = settings, timing, spec, first_ms, every
+        self.series: list[tuple[int, float]] = []
+        self.runner: Any = None
+
+    def after_op(self, done: int) -> None:
+        if done % self.every:
+            return
+        if self.runner is None:
+            self.runner = open_runner(self.settings, module_of(self.spec))
+        self.series.append((done, measure(self.runner, self.timing).stats.median_ms / self.first_ms))
+
+    def __enter__(self) -> DriftMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.runner is not None:
+            self.runner.close()
+
+
+def _spread(stats: TimingStats, timing: TimingSettings) -> float:
+    """What ``unstable`` judges a measurement by: the median's interval, or the runs' CoV."""
+    if timing.target_ci > 0:
+        return stats.ci_rel if stats.ci_rel is not None else float("inf")
+    return stats.cov
 
 
 def _settings_header(space: Profilable, settings: BackendSettings, timing: TimingSettings, shard: tuple[int, int]) -> dict[str, Any]:
@@ -156,10 +198,12 @@ def profile_space(
     shard: tuple[int, int] = (0, 1),
     progress: Progress | None = None,
     force: bool = False,
+    overlap: bool = True,
 ) -> tuple[LatencyTable, ProfileStats]:
     """Profile ``space``'s ops (this shard of them) into the table at ``out``: a table there is
-    replaced only with ``force``, unless a journal says this profile was interrupted (resume)."""
-    timing = timing or TimingSettings()
+    replaced only with ``force``, unless a journal says this profile was interrupted (resume).
+    ``overlap``: the next ops are exported in a helper process while one is timed (``prefetch``)."""
+    timing = timing or TimingSettings.for_device(settings.device)
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise UserError(f"--shard {index}/{count}: expected i/n with 0 <= i < n")
@@ -185,14 +229,20 @@ def profile_space(
             append_line(journal, json.dumps({"reference": reference}))
         todo = [s for s in specs if s.key not in entries]
         done = len(specs) - len(todo)
-        for spec in todo:
-            m, attempts = measure_spec(spec, settings, timing, stats)
-            entry = Entry(spec, m.stats, attempts)
-            append_line(journal, json.dumps(entry.to_dict()))
-            entries[spec.key] = entry
-            done += 1
-            if progress:
-                progress(done, len(specs), spec.key)
+        drift = DriftMonitor(settings, timing, ref_spec, reference["stats"]["median_ms"], max(1, len(todo) // DRIFT_CHECKS))
+        with drift, Prefetcher(settings, todo, overlap) as prefetch:
+            for spec in todo:
+                t0 = time.perf_counter()
+                artifact = prefetch.artifact(spec)  # waiting for the helper is loading too
+                stats.load_s += time.perf_counter() - t0
+                m, attempts = measure_spec(spec, settings, timing, stats, artifact)
+                entry = Entry(spec, m.stats, attempts)
+                append_line(journal, json.dumps(entry.to_dict()))
+                entries[spec.key] = entry
+                done += 1
+                drift.after_op(done)
+                if progress:
+                    progress(done, len(specs), spec.key)
         # The reference op once more at the end: how far the machine drifted during the profile.
         end, _ = measure_spec(ref_spec, settings, timing, stats)
         reference = {**reference, "end_stats": end.stats.to_dict()}
@@ -200,6 +250,7 @@ def profile_space(
         meta = {**header, "created": now_iso(), "profile": {
             "ops": stats.ops, "resumed": stats.resumed, "remeasured": stats.remeasured,
             "wall_s": round(stats.wall_s, 2), "timed_fraction": round(stats.timed_fraction, 3),
+            "drift": [[n, round(ratio, 4)] for n, ratio in drift.series],
         }}
         table = LatencyTable(meta, {s.key: entries[s.key] for s in specs}, reference)
         table.save(out)

@@ -14,6 +14,8 @@ from nas2deploy.latency.table import LatencyTable
 FEW_NETWORKS = 10
 #: Below this Kendall tau (out of sample) a calibrated table is warned about as ranking weakly.
 WEAK_TAU = 0.7
+#: A profile whose reference op moved by more than this share while it ran is warned about.
+DRIFT_LIMIT = 0.10
 
 
 def summarize(table: LatencyTable) -> dict[str, Any]:
@@ -68,14 +70,24 @@ def summarize(table: LatencyTable) -> dict[str, Any]:
 
 def table_warnings(table: LatencyTable) -> list[str]:
     """What a user of ``table`` should know before trusting it: noisy measurements (median CoV
-    above the harness's own limit), a calibration resting on few networks or ranking them
-    weakly, a fit that was refused."""
+    above the harness's own limit), a reference op that drifted while it was profiled, a
+    calibration resting on few networks or ranking them weakly, a fit that was refused."""
     out = []
+    timing = TimingSettings(**table.meta.get("timing", {}))
+    cis = [e.stats.ci_rel for e in table.entries.values() if e.stats.ci_rel is not None]
     covs = [e.stats.cov for e in table.entries.values()]
-    limit = TimingSettings(**table.meta.get("timing", {})).max_cov
-    if covs and statistics.median(covs) > limit:
+    if timing.target_ci > 0 and cis and statistics.median(cis) > timing.target_ci:
+        out.append(f"table {table.name}: most ops' medians stayed uncertain (95% interval +-{statistics.median(cis):.1%}, "
+                   f"target {timing.target_ci:.1%}): the machine was busy while profiling; profile again on a quiet machine")
+    elif timing.target_ci == 0 and covs and statistics.median(covs) > timing.max_cov:
         out.append(f"table {table.name}: its ops' runs varied by a median CoV of {statistics.median(covs):.0%} (above "
-                   f"{limit:.0%}): the machine was busy while profiling; profile again on a quiet machine")
+                   f"{timing.max_cov:.0%}): the machine was busy while profiling; profile again on a quiet machine")
+    drift = [ratio for _, ratio in table.meta.get("profile", {}).get("drift", [])]
+    worst = max(drift, key=lambda r: abs(r - 1), default=1.0)
+    if abs(worst - 1) > DRIFT_LIMIT:
+        out.append(f"table {table.name}: the reference op drifted by {worst - 1:+.0%} while the table was profiled (the "
+                   "machine changed speed: load, heat or frequency), so its ops are not measured alike; profile again "
+                   "on a quiet machine")
     validation = table.validation or {}
     if validation.get("calibration_refused"):
         out.append(f"table {table.name}: no calibration stored, the fit was refused: {validation['calibration_refused']}")

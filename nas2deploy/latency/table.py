@@ -2,11 +2,16 @@
 
 Layout (documented for users in ``latency_tables/README.md``)::
 
-    {"format": "nas2deploy.latency_table", "version": 1,
+    {"format": "nas2deploy.latency_table", "version": 2,
      "meta": {"measurement": {...backend, device, precision, batch, threads, versions...},
-              "timing": {...harness settings...}, "space": {"name", "config"}, "shard", "created"},
+              "timing": {...harness settings...}, "space": {"name", "config"}, "shard", "created",
+              "profile": {..., "drift": [[ops done, reference / its first], ...]}},
      "reference": {"key", "spec", "stats", "end_stats"},
-     "entries": {KEY: {"spec": {...}, "stats": {median_ms, mean_ms, p90_ms, ...}, "attempts"}},
+     "entries": {KEY: {"spec": {...}, "stats": {median_ms, mean_ms, p90_ms, ..., mad_ms, ci_rel}, "attempts"}},
+
+Version 2 added the adaptive harness settings (``target_ci``, ``max_runs``, ``max_time_ms``),
+each op's ``mad_ms`` and ``ci_rel`` and the profile's drift series; version 1 tables load, read
+as measured with the fixed run count and without those figures.
      "calibration": null | {"scale", "offset_ms", "per_op_ms", "samples"},
      "validation": null | {...the last `lut validate` report...}}
 
@@ -31,7 +36,9 @@ from nas2deploy.ops import OpSpec
 from nas2deploy.validate import MAX_OP_MS, Field
 
 TABLE_FORMAT = "nas2deploy.latency_table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+#: The versions this release reads.
+READABLE_VERSIONS = (1, 2)
 #: Measurement fields that must agree before two tables may be merged or compared.
 MATCH_FIELDS = (
     "backend", "backend_version", "device", "device_name", "ort_provider", "ort_graph_level",
@@ -216,7 +223,7 @@ class LatencyTable:
     def load(path: str | os.PathLike[str]) -> LatencyTable:
         """Read and validate a table: every entry, the reference op, the calibration and the
         metadata later steps rely on; one line naming the field on any violation."""
-        doc = Field(check_format(read_json(path, "latency table"), path, TABLE_FORMAT, TABLE_VERSION, "latency table"),
+        doc = Field(check_format(read_json(path, "latency table"), path, TABLE_FORMAT, READABLE_VERSIONS, "latency table"),
                     f"latency table {path}", TABLE_FIX)
         meta = read_meta(doc["meta"])
         entries = {}
@@ -273,6 +280,10 @@ def read_meta(meta: Field) -> dict[str, Any]:
     if space is not None:
         config = space.get("config")
         out["space"] = {"name": space["name"].str(), "config": config.object() if config else {}}
+    drift = meta["profile"].get("drift") if meta.get("profile") is not None else None
+    if drift is not None:  # (ops done, reference median / its first) during the profile
+        series = [point.list(min_len=2, max_len=2) for point in drift.list(max_len=10_000)]
+        out["profile"] = {**out["profile"], "drift": [[n.int(0, 10**7), ratio.number(0, 1e6, lo_open=True)] for n, ratio in series]}
     return out
 
 
@@ -336,6 +347,7 @@ def merge_tables(tables: list[LatencyTable]) -> LatencyTable:
             scaled = TimingStats(
                 s.median_ms * factor, s.mean_ms * factor, s.p90_ms * factor, s.p99_ms * factor,
                 s.min_ms * factor, s.std_ms * factor, s.cov, s.runs,
+                None if s.mad_ms is None else s.mad_ms * factor, s.ci_rel,
             )
             entries.setdefault(key, Entry(e.spec, scaled, e.attempts))
     meta = dict(base.meta)
