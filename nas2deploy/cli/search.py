@@ -149,6 +149,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
     from nas2deploy.train import save_weights, train_arch
 
     claim_file(out, force)  # before the training, not after it
+    where = compute_device(device)  # a missing GPU is said before the data is opened
     arch = load_arch(arch_ref)
     try:
         crop_size = parse_crop(crop)
@@ -156,7 +157,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
         raise UserError(f"--crop {crop}: {exc}") from None
     splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch)
     model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
-                            device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last,
+                            device=where, amp=amp, workers=workers, channels_last=channels_last,
                             lr_warmup=lr_warmup)
     save_weights(model, out)
     metric = LABEL[METRIC[arch.task]]

@@ -31,12 +31,12 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
     built-in data that network ``fit`` cannot take, are refused before anything is read or
     generated (rendering 224 px shapes takes half a minute)."""
     kind = _kind(spec)
-    if fit is not None and kind in BUILTIN_CLASSES:
-        require_fit(fit, spec, *BUILTIN_CLASSES[kind], image_size)
     if classes and kind != "imagefolder":
         raise UserError(f"--data-classes {classes}: only an ImageFolder tree has classes to choose; data {spec} does not")
     if crop and kind not in ("cityscapes", "voc"):
         raise UserError(f"--crop {crop[0]}x{crop[1]}: only Cityscapes and VOC folders are cropped; data {spec} is not one")
+    if fit is not None and kind in BUILTIN_CLASSES:
+        require_fit(fit, spec, *BUILTIN_CLASSES[kind], image_size)
     if kind == "shapes":
         return shapes_splits(spec, image_size)
     if kind == "seg-synthetic":
