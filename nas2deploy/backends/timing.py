@@ -61,12 +61,17 @@ class TimingSettings:
         base = GPU if device == "cuda" else CPU
         return base if min_runs is None else replace(base, min_runs=min_runs)
 
+    def spread(self, stats: TimingStats) -> float:
+        """What a measurement is judged by: its median's interval (adaptive), or the CoV of its
+        runs (fixed count)."""
+        if self.target_ci > 0:
+            return stats.ci_rel if stats.ci_rel is not None else float("inf")
+        return stats.cov
+
     def unstable(self, stats: TimingStats) -> bool:
         """Whether a measurement must be taken again: its centre is not pinned down to
         ``target_ci`` (adaptive), or its runs vary beyond ``max_cov`` (fixed count)."""
-        if self.target_ci > 0:
-            return stats.ci_rel is None or stats.ci_rel > self.target_ci
-        return stats.cov > self.max_cov
+        return self.spread(stats) > (self.target_ci if self.target_ci > 0 else self.max_cov)
 
     @staticmethod
     def from_field(f: Field) -> TimingSettings:

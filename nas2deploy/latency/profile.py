@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 from nas2deploy.backends import Artifact, BackendSettings, open_runner
-from nas2deploy.backends.timing import Measurement, TimingSettings, TimingStats, measure
+from nas2deploy.backends.timing import Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import append_line, claim_file, exclusive, open_no_follow
 from nas2deploy.latency.prefetch import Prefetcher, module_of
@@ -86,7 +86,7 @@ def measure_spec(
             stats.remeasured += 1
             stats.warmup_s += again.warmup_s
             stats.timed_s += again.timed_s
-            if _spread(again.stats, timing) < _spread(best.stats, timing):
+            if timing.spread(again.stats) < timing.spread(best.stats):
                 best = again
     return best, attempts
 
@@ -121,13 +121,6 @@ class DriftMonitor:
     def __exit__(self, *exc: object) -> None:
         if self.runner is not None:
             self.runner.close()
-
-
-def _spread(stats: TimingStats, timing: TimingSettings) -> float:
-    """What ``unstable`` judges a measurement by: the median's interval, or the runs' CoV."""
-    if timing.target_ci > 0:
-        return stats.ci_rel if stats.ci_rel is not None else float("inf")
-    return stats.cov
 
 
 def _settings_header(space: Profilable, settings: BackendSettings, timing: TimingSettings, shard: tuple[int, int]) -> dict[str, Any]:
