@@ -90,7 +90,7 @@ def main() -> None:
                    "best_minus_worst": max(means) - min(means), "mean": statistics.mean(means),
                    "pooled_seed_std": pooled_std(rows), "largest_seed_std": max(float(r["std"]) for r in rows),
                    "wall_s": time.time() - start, "rows": rows}
-        atomic_write_json(out / "results.json", summary)
+        atomic_write_json(out / "spread.json", summary)  # beside search_vs_random.py's results.json, not over it
     met = summary["best_minus_worst"] >= 0.10 and summary["largest_seed_std"] <= 0.02
     print(f"best - worst {100 * summary['best_minus_worst']:.1f} points (target >= 10); seed std pooled "
           f"{100 * summary['pooled_seed_std']:.1f}, largest {100 * summary['largest_seed_std']:.1f} points (target <= 2): "
