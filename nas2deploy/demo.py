@@ -132,7 +132,8 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     say(f"[4/6] training the derived network on the built-in data ({plan.train_epochs} epochs)")
     data = open_dataset(plan.data, table_space(table).config_dict()["input_size"])
     model, score = train_arch(arch, data, plan.train_epochs, batch_size=plan.train_batch, lr=plan.train_lr,
-                              device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last)
+                              device=compute_device(device), amp=amp, workers=workers, channels_last=channels_last,
+                              progress=lambda line: say("      " + line))
     save_weights(model, out / "weights.pt")
     say(f"      {metric} {score:.3f} on the test split")
     say(f"[5/6] exporting to {export_dir}: ONNX, accuracy check on 100 test images, latency vs prediction and budget")
