@@ -10,7 +10,6 @@ from nas2deploy.cli.common import device_options, emit, json_option, log
 from nas2deploy.spaces import SPACES
 
 
-# -- demo ----------------------------------------------------------------------------------------
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False), help="Search run, architecture and weights [default: runs/demo/TASK].")
 @click.option("--export-dir", type=click.Path(file_okay=False),

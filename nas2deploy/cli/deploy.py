@@ -11,7 +11,6 @@ from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.cli.common import POSITIVE, emit, force_option, json_option, log, warn
 
 
-# -- export, bench, report -----------------------------------------------------------------------
 @click.command()
 @click.option("--arch", "arch_ref", required=True, help="Arch JSON file or shipped name.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict from `train`; without it, fresh weights.")
