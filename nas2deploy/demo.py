@@ -20,7 +20,7 @@ from nas2deploy.backends import BackendSettings
 from nas2deploy.data import open_dataset
 from nas2deploy.deploy.export import Exporter, ExportOptions
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import refuse_link, require_writable
+from nas2deploy.fileio import claim_folder
 from nas2deploy.latency.device import settings_from_table
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
@@ -106,8 +106,7 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     out = Path(out)
     _refuse_another_demo(out, entry)
     for folder, flag in ((out, "--out"), (Path(export_dir), "--export-dir")):  # before minutes of work
-        refuse_link(folder)
-        require_writable(folder, flag)
+        claim_folder(folder, force=True, flag=flag)  # the demo resumes in its folder and replaces its export
     out.mkdir(parents=True, exist_ok=True)
     table = demo_table(entry, out, say)
     assert table.path is not None

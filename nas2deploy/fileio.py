@@ -81,12 +81,12 @@ def claim_folder(path: str | os.PathLike[str], force: bool, flag: str = "--out",
     target = refuse_link(path)
     if target.exists() and not target.is_dir():
         raise UserError(f"{flag} {target}: exists and is not a folder")
-    others = sorted(p.name for p in target.iterdir() if p.name not in own and not p.name.startswith(PROBE)) \
-        if target.is_dir() else []
+    entries = list(target.iterdir()) if target.is_dir() else []
+    others = sorted(p.name for p in entries if p.name not in own and not p.name.startswith(PROBE))
     if others and not force:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UserError(f"{flag} {target}: folder is not empty ({shown}); choose another or pass --force to write into it")
-    for entry in target.iterdir() if target.is_dir() else []:
+    for entry in entries:
         refuse_link(entry)  # --force replaces files, never what a link points to
     require_writable(target, flag)
     return target

@@ -100,11 +100,10 @@ def progress_bar(label: str, every_s: float = 10.0,
     elapsed, ETA); with --verbose a line per item; nothing with --quiet."""
     level = verbosity()
     bar: Any = None
-    start = clock()
-    shown = [start]
+    start = shown = clock()
 
     def update(done: int, total: int, item: str) -> None:
-        nonlocal bar
+        nonlocal bar, shown
         if level == 0:
             return
         if level == 1 and sys.stderr.isatty():
@@ -114,8 +113,8 @@ def progress_bar(label: str, every_s: float = 10.0,
             bar.update(done - bar.pos)
             return
         now = clock()
-        if level == 2 or now - shown[0] >= every_s or done == total:
-            shown[0] = now
+        if level == 2 or now - shown >= every_s or done == total:
+            shown = now
             elapsed = now - start
             eta = elapsed / done * (total - done) if done else float("nan")
             click.echo(f"{label}: {done}/{total} {item} ({elapsed:.0f} s elapsed, ETA {eta:.0f} s)", err=True)

@@ -37,7 +37,7 @@ def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool
                                      parse_shard(shard), progress, force)
     result = {"table": out, "ops": len(table.entries), "wall_s": round(stats.wall_s, 2),
               "timed_fraction": round(stats.timed_fraction, 4), "remeasured": stats.remeasured,
-              "resumed": stats.resumed if resuming else 0, "warnings": warn_table(table)}
+              "resumed": stats.resumed, "warnings": warn_table(table)}
     emit(result, f"wrote {out}: {len(table.entries)} ops in {stats.wall_s:.1f} s "
          f"({stats.timed_fraction:.0%} inside timed runs, {stats.remeasured} re-measured for high CoV"
          + (f", {stats.resumed} resumed from the journal)" if resuming else ")"), as_json)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas2deploy.data.segmentation import SegShapesDataset
+from nas2deploy.data.segmentation import SegShapesDataset, open_cityscapes, open_voc, synthetic_segmentation
 from nas2deploy.data.splits import Splits, require_fit, split_train_val
 from nas2deploy.data.synthetic import RADIUS, ShapesDataset, shapes_splits
 from nas2deploy.nets import Network
@@ -40,14 +40,11 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
     if kind == "shapes":
         return shapes_splits(spec, image_size)
     if kind == "seg-synthetic":
-        from nas2deploy.data.segmentation import synthetic_segmentation
-
         count = spec.partition(":")[2] or "800"
         if not count.isdigit() or int(count) < 4:
             raise UserError(f"data {spec}: expected 'seg-synthetic' or 'seg-synthetic:N' with N >= 4 training images")
         return synthetic_segmentation(int(count), image_size)
     from nas2deploy.data.folders import open_cifar10, open_image_folder
-    from nas2deploy.data.segmentation import open_cityscapes, open_voc
 
     path = Path(spec)
     if kind == "cityscapes":

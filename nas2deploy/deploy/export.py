@@ -303,10 +303,11 @@ class Exporter:
                                        "calibrated_ms": pred.calibrated_ms,
                                        "measured_over_predicted": stats.median_ms / pred.best_ms}
             results[backend] = entry
-            if stats.cov > timing.max_cov:
-                self.warn(f"{backend}: the runs varied by CoV {stats.cov:.0%} (above {timing.max_cov:.0%}, after "
-                          f"{timing.retries} re-measures): the machine was busy and the median may be off; measure "
-                          "again on a quiet machine (nas2deploy bench)")
+            if timing.unstable(stats):  # the harness's own rule: the median's interval, or the runs' CoV
+                spread = f"its median's 95% interval stayed +-{stats.ci_rel or float('inf'):.1%} (target {timing.target_ci:.1%})" \
+                    if timing.target_ci > 0 else f"the runs varied by CoV {stats.cov:.0%} (above {timing.max_cov:.0%})"
+                self.warn(f"{backend}: {spread}: the machine was busy and the median may be off; measure again on a "
+                          "quiet machine (nas2deploy bench)")
             self.say(f"{backend}: median {stats.median_ms:.3f} ms (p90 {stats.p90_ms:.3f}, CoV {stats.cov:.1%})"
                      + (f"; predicted {entry['prediction']['calibrated_ms'] or entry['prediction']['raw_ms']:.3f} ms "
                         f"(x{entry['prediction']['measured_over_predicted']:.3f})" if "prediction" in entry else ""))

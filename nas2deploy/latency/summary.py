@@ -7,7 +7,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from nas2deploy.backends.timing import TimingSettings
+from nas2deploy.latency.device import timing_from_table
 from nas2deploy.latency.table import LatencyTable
 
 #: Below this many validated networks a calibration is warned about as resting on few samples.
@@ -73,7 +73,7 @@ def table_warnings(table: LatencyTable) -> list[str]:
     above the harness's own limit), a reference op that drifted while it was profiled, a
     calibration resting on few networks or ranking them weakly, a fit that was refused."""
     out = []
-    timing = TimingSettings(**table.meta.get("timing", {}))
+    timing = timing_from_table(table)
     cis = [e.stats.ci_rel for e in table.entries.values() if e.stats.ci_rel is not None]
     covs = [e.stats.cov for e in table.entries.values()]
     if timing.target_ci > 0 and cis and statistics.median(cis) > timing.target_ci:

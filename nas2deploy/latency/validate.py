@@ -24,7 +24,7 @@ import numpy as np
 from nas2deploy.backends.base import cpu_name
 from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import refuse_link, require_writable
+from nas2deploy.fileio import claim_file
 from nas2deploy.latency.calibration import Sample, cross_validated, fit_calibration, unphysical
 from nas2deploy.latency.device import DriftTracker, measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import Calibration, LatencyTable, now_iso
@@ -126,8 +126,7 @@ def validate_table(
     if samples < 2:
         raise UserError("--samples must be at least 2 to compare predictions with measurements")
     if table.path is not None:  # the fit is stored in the table: fail now, not after the measurements
-        refuse_link(table.path)
-        require_writable(table.path, "table")
+        claim_file(table.path, force=True, flag="table")
     settings = settings_from_table(table)
     timing = timing or timing_from_table(table)
     rng = random.Random(seed)

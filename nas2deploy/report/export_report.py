@@ -28,8 +28,8 @@ def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
     if not values:
         return None
     budget = report.get("budget_ms")
-    return plotting.bars(out / "latency.png", labels, values, "table prediction or backend measurement", "ms", "Latency: prediction, measurement and budget",
-                      budget, f"budget {budget} ms" if budget else "")
+    return plotting.bars(out / "latency.png", labels, values, "table prediction or backend measurement", "ms",
+                         "Latency: prediction, measurement and budget", budget, f"budget {budget} ms" if budget else "")
 
 
 def read_export_report(doc: Field) -> dict[str, Any]:
