@@ -20,12 +20,11 @@
 #   ranks      two ranks on one GPU (gloo): the largest weight difference from one process, against
 #              the tolerance.
 #   data       data throughput: ImageNet-like JPEGs and Cityscapes-like pairs through the search's loader.
-#   latency    GPU latency tables (issue 14): eager against CUDA-graph timing, the harness's run
-#              counts, the 224 space profiled at batch 1 and 32 and validated on random networks and
-#              DenseNAS-A/B/C.
-#   latency-aoti (not in the default set; compiles ~10 packages): the latency step plus AOTInductor
-#              packages of DenseNAS-A/B/C and 2 random networks per batch on CUDA, each against the
-#              graph table's prediction (issue 14's compiled-engine figure).
+#   latency    GPU latency tables (issue 14): the 224 space profiled eagerly (with each op's launch
+#              costs) and as graph replays at batch 1 and 32, 100 random networks and DenseNAS-A/B/C
+#              measured eagerly with their host and graph times, the latency models' fidelity, then
+#              AOTInductor packages for 90 s per batch; every measurement to $OUT/latency.json and
+#              the tables beside it. `policy` (not in the default set): the harness's run counts.
 #   search-vs-random (about 6 minutes, not in the default set): searched against random DenseNAS
 #              networks of the same latency windows, larger than on the CPU (60 batches per pass,
 #              12 search epochs; the CPU's harder data and training recipe: 32,000 images of
@@ -71,7 +70,7 @@ for name in "${steps[@]}"; do
         step "search vs random (CPU, code path only)" 420 "$PY" benchmarks/search_vs_random.py --tasks classification \
             --data synthetic-small:200 --test-images 0 --search-epochs 2 --warmup-epochs 1 --max-batches 2 --train-epochs 1 \
             --random 2 --seeds 2 --out "$(mktemp -d)" ;;
-    tests:1) step "gpu tests" 150 "$PY" -m pytest -q -m "gpu and not slow" -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py ;;
+    tests:1) step "gpu tests" 150 "$PY" -m pytest -q -m "gpu and not slow" -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py tests/test_launch.py ;;
     tests:0) step "gpu tests (skip here)" 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py -rs ;;
     step:1) step "search step throughput" 300 "$PY" benchmarks/search_step.py --device cuda --steps 20 --warmup 3 ;;
     step-dcnas:1) step "search step throughput, DCNAS" 120 "$PY" benchmarks/search_step.py --device cuda --space dcnas --steps 10 --warmup 2 ;;
@@ -81,11 +80,14 @@ for name in "${steps[@]}"; do
     ranks:0|ranks-densenas:0) step "two ranks (CPU, bit-exact)" 90 "$PY" benchmarks/rank_equality.py --device cpu ;;
     data:1) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,4,8 --batches 4 ;;
     data:0) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,2 --batches 1 ;;
-    latency:1) step "GPU latency tables" 240 "$PY" benchmarks/gpu_latency.py --device cuda --networks 30 --policy-ops 30 --reference-runs 1000 ;;
-    latency-aoti:1) step "GPU latency tables and AOTInductor engines" 480 "$PY" benchmarks/gpu_latency.py --device cuda --networks 30 --policy-ops 5 --reference-runs 200 --aoti 2 ;;
-    latency-aoti:0) step "latency tables and an AOTInductor engine (CPU, small)" 180 "$PY" benchmarks/gpu_latency.py --device cpu --networks 4 --policy-ops 2 --batches 1 --aoti 1 ;;
-    latency:0) step "latency tables (CPU, small)" 120 "$PY" benchmarks/gpu_latency.py --device cpu --networks 4 --policy-ops 4 --batches 1 ;;
-    *) echo "unknown step $name (tests step step-dcnas ranks ranks-densenas data latency latency-aoti search-vs-random)"; status=1 ;;
+    latency:1) mkdir -p "${OUT:-/tmp/gpu-latency}"
+        step "GPU latency tables, launch costs and AOTInductor engines" 400 "$PY" benchmarks/gpu_latency.py --device cuda \
+            --networks 100 --policy-ops 0 --aoti-seconds 90 --dump "${OUT:-/tmp/gpu-latency}/latency.json" ;;
+    policy:1) step "GPU timing policy" 120 "$PY" benchmarks/gpu_latency.py --device cuda --networks 0 --policy-ops 30 \
+            --reference-runs 1000 --batches '' ;;
+    latency:0|policy:0) step "latency tables and an AOTInductor engine (CPU, small)" 120 "$PY" benchmarks/gpu_latency.py \
+            --device cpu --networks 4 --policy-ops 2 --batches 1 --aoti-seconds 10 ;;
+    *) echo "unknown step $name (tests step step-dcnas ranks ranks-densenas data latency policy search-vs-random)"; status=1 ;;
     esac
 done
 echo "== gpu_check: $(( $(date +%s) - start )) s in all, status $status"

@@ -117,7 +117,7 @@ def test_validate_measures_the_shipped_networks_the_table_covers(tmp_path):
     settings = BackendSettings()
     table.meta["measurement"] = settings.describe()  # this machine's: validate measures here
     ref = space.reference_op()
-    measured, _ = measure_spec(ref, settings, FAST, ProfileStats())
+    measured, _, _ = measure_spec(ref, settings, FAST, ProfileStats())
     table.reference = {"key": ref.key, "spec": ref.to_dict(), "stats": measured.stats.to_dict()}
     table.save(tmp_path / "t.json")
     report = validate_table(LatencyTable.load(tmp_path / "t.json"), space.sample_arch, samples=4, timing=FAST)

@@ -29,6 +29,7 @@ from nas2deploy.errors import UserError
 
 if TYPE_CHECKING:
     from nas2deploy.backends.settings import BackendSettings
+    from nas2deploy.backends.timing import LaunchCosts
 
 
 class Runner(ABC):
@@ -45,6 +46,12 @@ class Runner(ABC):
     @abstractmethod
     def time_runs(self, n: int) -> list[float]:
         """Run ``n`` times on prepared device-resident inputs; per-run latency in ms."""
+
+    def launch_costs(self, n: int) -> LaunchCosts | None:
+        """The host's and the GPU's share of one run (medians of ``n``), for runners that launch
+        a GPU's kernels one by one from the host (eager PyTorch on CUDA); None for the others,
+        whose run time is what a table needs (a CPU, a graph, an engine)."""
+        return None
 
     def close(self) -> None:
         """Release sessions, engines and device buffers."""

@@ -10,6 +10,7 @@ differ by the launch cost of every kernel, which is why a table records which it
 
 from __future__ import annotations
 
+import statistics
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 
 from nas2deploy.backends.base import Artifact, Backend, Runner, TorchModule, available_cores
 from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
-from nas2deploy.backends.timing import time_on
+from nas2deploy.backends.timing import LaunchCosts, host_dispatch_runs, time_on
 from nas2deploy.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class TorchRunner(Runner):
         self._input = torch.randn(*self._shape, device=self.device, dtype=self.dtype)
         self._stream = torch.cuda.Stream() if device == "cuda" else None
         self._graph: torch.cuda.CUDAGraph | None = None
+        self.source = source
         if cuda_graph:
             self._graph = self._capture(source)
 
@@ -111,6 +113,24 @@ class TorchRunner(Runner):
     @torch.inference_mode()
     def time_runs(self, n: int) -> list[float]:
         return time_on(self._run, n, self._stream)
+
+    @torch.inference_mode()
+    def launch_costs(self, n: int) -> LaunchCosts | None:
+        """Eager on CUDA: the median host dispatch time of a run, and the median replay time of
+        the run captured as a CUDA graph (its kernels without launch gaps). The capture happens
+        here, after the eager timing, so it never changes what the eager runs measured; a
+        forward pass that cannot be captured (it waits for the GPU on the host, which the
+        capture's warm-up refuses before capturing) has no launch costs: None."""
+        if self._stream is None or self._graph is not None:
+            return None
+        with torch.cuda.stream(self._stream):
+            host = statistics.median(host_dispatch_runs(lambda: self.module(self._input), n, self._stream))
+        try:
+            graph = self._capture(self.source)
+        except UserError:
+            return None
+        kernels = statistics.median(time_on(graph.replay, n, self._stream))
+        return LaunchCosts(round(host, 6), round(kernels, 6))
 
 
 class TorchBackend(Backend):

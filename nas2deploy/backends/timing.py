@@ -244,6 +244,38 @@ def cuda_time_runs(run: Callable[[], object], n: int, stream: Any) -> list[float
     return [begin.elapsed_time(end) for begin, end in events]
 
 
+@dataclass(frozen=True)
+class LaunchCosts:
+    """What one eager run of a GPU op costs on each side of the launch queue: ``host_ms``, the
+    host's time to dispatch its kernels (Python, the dispatcher, the launches), and
+    ``kernel_ms``, the GPU's time to run them (a CUDA-graph replay, so no launch gaps). An
+    eager network overlaps the two (the host dispatches the next op while the GPU runs this
+    one), which no sum of per-op eager times can describe; ``latency.launch`` models it."""
+
+    host_ms: float
+    kernel_ms: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @staticmethod
+    def from_field(f: Field) -> LaunchCosts:
+        return LaunchCosts(f["host_ms"].number(0, MAX_OP_MS, lo_open=True), f["kernel_ms"].number(0, MAX_OP_MS, lo_open=True))
+
+
+def host_dispatch_runs(run: Callable[[], object], n: int, stream: Any) -> list[float]:
+    """Each of ``n`` runs' host time: the wall clock around the call that queues its kernels,
+    the stream drained after each so the queue never fills and makes the host wait."""
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        run()
+        out.append((clock() - t0) / 1e6)
+        stream.synchronize()
+    return out
+
+
 def time_on(run: Callable[[], object], n: int, stream: Any | None) -> list[float]:
     """Each of ``n`` runs' latency: CUDA events on ``stream`` where the runner has one (a GPU),
     else the wall clock around each (synchronous) run."""

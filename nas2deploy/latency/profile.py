@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 from nas2deploy.backends import Artifact, BackendSettings, open_runner
-from nas2deploy.backends.timing import Measurement, TimingSettings, measure
+from nas2deploy.backends.timing import LaunchCosts, Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import append_line, claim_file, exclusive, open_no_follow
 from nas2deploy.latency.prefetch import Prefetcher, module_of
@@ -66,12 +66,13 @@ def journal_path(out: str | os.PathLike[str]) -> Path:
 
 
 def measure_spec(
-    spec: OpSpec, settings: BackendSettings, timing: TimingSettings, stats: ProfileStats, artifact: Artifact | None = None
-) -> tuple[Measurement, int]:
+    spec: OpSpec, settings: BackendSettings, timing: TimingSettings, stats: ProfileStats, artifact: Artifact | None = None,
+    launch: bool = False,
+) -> tuple[Measurement, int, LaunchCosts | None]:
     """Measure one op; take it again (up to ``timing.retries`` times) while it is unstable
     (``TimingSettings.unstable``: its centre not pinned down, or with the fixed run count its CoV
     too high), keeping the steadiest measurement. ``artifact``: the op already prepared
-    (``prefetch.Prefetcher``)."""
+    (``prefetch.Prefetcher``). ``launch``: also the runner's ``launch_costs`` (eager CUDA)."""
     t0 = time.perf_counter()
     runner = open_runner(settings, artifact or module_of(spec))
     stats.load_s += time.perf_counter() - t0
@@ -88,7 +89,8 @@ def measure_spec(
             stats.timed_s += again.timed_s
             if timing.spread(again.stats) < timing.spread(best.stats):
                 best = again
-    return best, attempts
+        costs = runner.launch_costs(timing.min_runs) if launch else None
+    return best, attempts, costs
 
 
 #: How many times the reference op is re-timed during a profile (``DriftMonitor``).
@@ -217,7 +219,7 @@ def profile_space(
             append_line(journal, json.dumps({"header": header}))
         ref_spec = space.reference_op()
         if reference is None:
-            m, _ = measure_spec(ref_spec, settings, timing, stats)
+            m, _, _ = measure_spec(ref_spec, settings, timing, stats)
             reference = {"key": ref_spec.key, "spec": ref_spec.to_dict(), "stats": m.stats.to_dict()}
             append_line(journal, json.dumps({"reference": reference}))
         todo = [s for s in specs if s.key not in entries]
@@ -228,8 +230,8 @@ def profile_space(
                 t0 = time.perf_counter()
                 artifact = prefetch.artifact(spec)  # waiting for the helper is loading too
                 stats.load_s += time.perf_counter() - t0
-                m, attempts = measure_spec(spec, settings, timing, stats, artifact)
-                entry = Entry(spec, m.stats, attempts)
+                m, attempts, launch = measure_spec(spec, settings, timing, stats, artifact, launch=True)
+                entry = Entry(spec, m.stats, attempts, launch)
                 append_line(journal, json.dumps(entry.to_dict()))
                 entries[spec.key] = entry
                 done += 1
@@ -237,7 +239,7 @@ def profile_space(
                 if progress:
                     progress(done, len(specs), spec.key)
         # The reference op once more at the end: how far the machine drifted during the profile.
-        end, _ = measure_spec(ref_spec, settings, timing, stats)
+        end, _, _ = measure_spec(ref_spec, settings, timing, stats)
         reference = {**reference, "end_stats": end.stats.to_dict()}
         stats.wall_s = time.perf_counter() - start
         meta = {**header, "created": now_iso(), "profile": {

@@ -7,7 +7,8 @@ Layout (documented for users in ``latency_tables/README.md``)::
               "timing": {...harness settings...}, "space": {"name", "config"}, "shard", "created",
               "profile": {..., "drift": [[ops done, reference / its first], ...]}},
      "reference": {"key", "spec", "stats", "end_stats"},
-     "entries": {KEY: {"spec": {...}, "stats": {median_ms, mean_ms, p90_ms, ..., mad_ms, ci_rel}, "attempts"}},
+     "entries": {KEY: {"spec": {...}, "stats": {median_ms, mean_ms, p90_ms, ..., mad_ms, ci_rel}, "attempts",
+                       "launch": {host_ms, kernel_ms} (eager CUDA tables only)}},
 
 Version 2 added the adaptive harness settings (``target_ci``, ``max_runs``, ``max_time_ms``),
 each op's ``mad_ms`` and ``ci_rel`` and the profile's drift series; version 1 tables load, read
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from nas2deploy.nets import Network
-from nas2deploy.backends.timing import TimingSettings, TimingStats
+from nas2deploy.backends.timing import LaunchCosts, TimingSettings, TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.ops import OpSpec
@@ -51,14 +52,19 @@ class Entry:
     spec: OpSpec
     stats: TimingStats
     attempts: int = 1
+    #: Eager CUDA tables: the op's host dispatch and kernel times (``LaunchCosts``), from which
+    #: ``latency.launch`` predicts how an eager network overlaps them; None elsewhere.
+    launch: LaunchCosts | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "stats": self.stats.to_dict(), "attempts": self.attempts}
+        d = {"spec": self.spec.to_dict(), "stats": self.stats.to_dict(), "attempts": self.attempts}
+        return {**d, "launch": self.launch.to_dict()} if self.launch else d
 
     @staticmethod
     def from_field(f: Field) -> Entry:
-        attempts = f.get("attempts")
-        return Entry(OpSpec.from_field(f["spec"]), TimingStats.from_field(f["stats"]), attempts.int(1, 100) if attempts else 1)
+        attempts, launch = f.get("attempts"), f.get("launch")
+        return Entry(OpSpec.from_field(f["spec"]), TimingStats.from_field(f["stats"]), attempts.int(1, 100) if attempts else 1,
+                     LaunchCosts.from_field(launch) if launch else None)
 
 
 @dataclass(frozen=True)
