@@ -45,11 +45,10 @@ from typing import Any
 import torch
 
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
-from nas2deploy.backends.timing import GPU, TimingSettings, measure
+from nas2deploy.backends.timing import GPU, LaunchCosts, TimingSettings, measure
 from nas2deploy.errors import first_line
 from nas2deploy.fileio import atomic_write_json
 from nas2deploy.latency.calibration import Sample, cross_validated
-from nas2deploy.latency.launch import pipeline_ms
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.validate import fidelity, shipped_networks
@@ -89,6 +88,20 @@ def policy(space_config: dict, device: str, ops: int, reference_runs: int) -> No
         errs = sorted(errs)
         p95 = errs[min(len(errs) - 1, int(0.95 * len(errs)))]
         print(f"  {runs:>6}{100 * statistics.median(errs):>11.2f}%{100 * p95:>9.2f}%{statistics.median(costs[runs]):>10.4f}")
+
+
+def pipeline_ms(costs: list[LaunchCosts], start: float = 1.0) -> float:
+    """The launch-pipeline model of an eager GPU network (measured against the op sums here, and
+    not better: see the README). Eager PyTorch is two workers in a row: the host dispatches each
+    op's kernels (``host_ms``) and the GPU runs them in order (``kernel_ms``), idle when the host
+    is behind; a network's time is the finish time of that two-stage flow shop over its ops in
+    execution order, the GPU starting an op once it finished the previous one and the host has
+    dispatched ``start`` of it."""
+    host = gpu = 0.0
+    for c in costs:
+        gpu = max(gpu, host + start * c.host_ms) + c.kernel_ms
+        host += c.host_ms
+    return max(gpu, host)
 
 
 def wall_ms(runner: Any, n: int = 20) -> float:
@@ -214,6 +227,8 @@ def collect(space_config: dict, device: str, batches: list[int], networks: int, 
             aoti.append(aoti_record(arch, settings))
             if dump:
                 atomic_write_json(dump, results)
+            if "error" in aoti[-1]:  # a compiler or loader that fails once fails for every network
+                break
         if dump:
             atomic_write_json(dump, results)
         summarise(built["eager"], built.get("graph", built["eager"]), archs, records, aoti)

@@ -283,3 +283,16 @@ def test_aoti_refuses_what_it_cannot_build(tmp_path, arch_file):
     result = export(tmp_path, arch_file, "--backend", "aoti", "--dynamic-batch")
     assert result.exit_code == 1 and "--backend aoti builds for one batch" in result.output
     assert not (tmp_path / "out").exists()  # refused before any file was written
+
+
+def test_a_package_loader_that_crashes_is_one_line(aoti_export, tmp_path, monkeypatch):
+    """The loader crash seen with torch 2.11.0+cu130 on the GPU image, injected: the probe child
+    kills itself with SIGSEGV, and bench says so in one line instead of dying with it."""
+    from nas2deploy.backends import aoti
+
+    out, _ = aoti_export
+    monkeypatch.setattr(aoti, "LOAD_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(aoti, "_LOADER_WORKS", set())
+    result = CliRunner().invoke(cli, ["bench", str(out / "model.pt2"), "--backend", "aoti", "--runs", "5"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "crashed (SIGSEGV) loading AOTInductor package" in result.output and "another --backend" in result.output

@@ -1,16 +1,17 @@
-"""The eager launch pipeline: each op's host and kernel times, recorded by eager CUDA profiles
-and combined by ``latency.launch`` (injected costs here; the GPU tests measure real ones)."""
+"""Launch costs: each op's host dispatch and kernel times, recorded by eager CUDA profiles, the
+host-bound warning they give, and the launch-pipeline model that ``benchmarks/gpu_latency.py``
+measures against the op sums (injected costs here; the GPU tests measure real ones)."""
 
 import json
 
 import pytest
 import torch
 from conftest import FAST, SMALL, needs_cuda
+from gpu_latency import pipeline_ms
 
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import LaunchCosts
 from nas2deploy.errors import UserError
-from nas2deploy.latency.launch import pipeline_ms
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.ops import MBConv
@@ -94,3 +95,24 @@ def test_an_eager_cuda_profile_records_launch_costs_and_a_graph_profile_does_not
     assert all(e.launch is not None and e.launch.host_ms > 0 for e in LatencyTable.load(tmp_path / "e.json").entries.values())
     graph, _ = profile_space(space, BackendSettings(backend="torch", device="cuda", cuda_graph=True), tmp_path / "g.json", FAST)
     assert all(e.launch is None for e in graph.entries.values())
+
+
+def test_a_host_bound_eager_table_is_warned_about_and_shown(small_space):
+    from budget_exactness import random_table
+
+    from nas2deploy.latency.summary import summarize, table_warnings
+
+    table = random_table(small_space, 0)
+    assert not any("bound by the host" in w for w in table_warnings(table))  # no launch costs: nothing to say
+    keys = list(table.entries)
+    for i, key in enumerate(keys):  # two thirds of the ops dispatch slower than their kernels run
+        e = table.entries[key]
+        costs = LaunchCosts(0.15, 0.03) if i % 3 else LaunchCosts(0.01, 0.05)
+        table.entries[key] = type(e)(e.spec, e.stats, e.attempts, costs)
+    (warning,) = [w for w in table_warnings(table) if "bound by the host" in w]
+    assert f"{len(keys) - len(keys[::3])} of {len(keys)} ops" in warning and "--cuda-graph" in warning
+    assert any(line.startswith("  launches   eager: host dispatch 0.1500 ms") for line in summarize(table)["lines"])
+    for key in keys:  # kernels outlast dispatch: a GPU-bound eager table is not warned about
+        e = table.entries[key]
+        table.entries[key] = type(e)(e.spec, e.stats, e.attempts, LaunchCosts(0.01, 0.05))
+    assert not any("bound by the host" in w for w in table_warnings(table))

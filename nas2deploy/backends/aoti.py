@@ -26,6 +26,9 @@ import copy
 import os
 import platform
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -103,6 +106,33 @@ def package_info(path: Path, device: str) -> list[int]:
     return shape
 
 
+#: Loads the package named by argv[1] in a child process (``check_loader``).
+LOAD_PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+#: Devices for which a package has loaded in a child process of this one.
+_LOADER_WORKS: set[str] = set()
+
+
+def check_loader(path: Path, device: str) -> None:
+    """Load the package once in a child process before this process does, once per device: a
+    torch build whose package loader crashes would otherwise kill the export, ``bench`` or
+    profile with no message. Seen on an H200 machine with torch 2.11.0+cu130 (CUDA 13, driver
+    580): every package, a CPU one of a single convolution too, segfaulted inside
+    ``AOTIModelPackageLoader`` in a fresh process, while compiling worked. A crash becomes one
+    line; an ordinary error is left to the load in this process, which names it."""
+    if device in _LOADER_WORKS:
+        return
+    try:
+        done = subprocess.run([sys.executable, "-c", LOAD_PROBE, str(path)], capture_output=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"AOTInductor package {path}: loading it did not finish in 10 minutes; export it again") from None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else str(-done.returncode)
+        raise UserError(f"torch {torch.__version__} crashed ({name}) loading AOTInductor package {path} in its package loader: "
+                        "this torch build cannot load AOTInductor packages on this machine (seen with torch 2.11.0+cu130 on "
+                        "an H200, for CPU packages too); use another torch build, or another --backend")
+    _LOADER_WORKS.add(device)
+
+
 class AOTIRunner(Runner):
     """Runs a compiled package on prepared device-resident inputs."""
 
@@ -113,6 +143,7 @@ class AOTIRunner(Runner):
             torch.set_num_threads(threads)  # Inductor's CPU kernels run on torch's OpenMP threads
         self._shape = tuple(package_info(path, device))
         self.device = torch.device(device)
+        check_loader(path, device)
         try:
             self._model = torch._inductor.aoti_load_package(str(path))
         except Exception as exc:

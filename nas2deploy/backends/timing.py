@@ -250,7 +250,8 @@ class LaunchCosts:
     host's time to dispatch its kernels (Python, the dispatcher, the launches), and
     ``kernel_ms``, the GPU's time to run them (a CUDA-graph replay, so no launch gaps). An
     eager network overlaps the two (the host dispatches the next op while the GPU runs this
-    one), which no sum of per-op eager times can describe; ``latency.launch`` models it."""
+    one). Where the host's side is the larger, an eager network runs at the host's speed
+    (``latency.summary.table_warnings`` says so)."""
 
     host_ms: float
     kernel_ms: float

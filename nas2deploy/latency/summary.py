@@ -18,6 +18,16 @@ WEAK_TAU = 0.7
 DRIFT_LIMIT = 0.10
 
 
+def host_bound(table: LatencyTable) -> dict[str, Any] | None:
+    """For an eager CUDA table: how many ops the host's dispatch outlasts their kernels, and the
+    two medians; None for tables without launch costs."""
+    costs = [e.launch for e in table.entries.values() if e.launch is not None]
+    if not costs:
+        return None
+    return {"ops": len(costs), "host_bound": sum(c.host_ms > c.kernel_ms for c in costs),
+            "host_ms": statistics.median(c.host_ms for c in costs), "kernel_ms": statistics.median(c.kernel_ms for c in costs)}
+
+
 def summarize(table: LatencyTable) -> dict[str, Any]:
     m = table.measurement
     by_type: dict[str, list[float]] = defaultdict(list)
@@ -38,6 +48,7 @@ def summarize(table: LatencyTable) -> dict[str, Any]:
         "calibration": table.calibration.to_dict() if table.calibration else None,
         "validation": {k: v for k, v in (table.validation or {}).items() if k != "records"} or None,
         "slowest": [(e.spec.key, e.stats.median_ms) for e in entries[:5]],
+        "launches": host_bound(table),
     }
     lines = [
         f"{table.name}",
@@ -52,6 +63,10 @@ def summarize(table: LatencyTable) -> dict[str, Any]:
     if table.reference:
         lines.append(f"  reference  {table.reference['key']}: {table.reference_ms:.4f} ms")
     lines.append("  slowest    " + ", ".join(f"{k} {v:.3f} ms" for k, v in summary["slowest"][:3]))
+    if summary["launches"]:
+        h = summary["launches"]
+        lines.append(f"  launches   eager: host dispatch {h['host_ms']:.4f} ms, kernels {h['kernel_ms']:.4f} ms (medians); "
+                     f"{h['host_bound']} of {h['ops']} ops bound by the host")
     if table.calibration:
         c = table.calibration
         lines.append(f"  calibrated measured = {c.scale:.4f} x sum {c.offset_ms:+.4f} ms {c.per_op_ms:+.4f} ms/op ({c.samples} networks)")
@@ -70,8 +85,10 @@ def summarize(table: LatencyTable) -> dict[str, Any]:
 
 def table_warnings(table: LatencyTable) -> list[str]:
     """What a user of ``table`` should know before trusting it: noisy measurements (median CoV
-    above the harness's own limit), a reference op that drifted while it was profiled, a
-    calibration resting on few networks or ranking them weakly, a fit that was refused."""
+    above the harness's own limit), a reference op that drifted while it was profiled, an eager
+    GPU table whose ops are mostly bound by the host (the network's latency is then the host's,
+    and varies with it: measured on an H200, see ``benchmarks/gpu_latency.py``), a calibration
+    resting on few networks or ranking them weakly, a fit that was refused."""
     out = []
     timing = timing_from_table(table)
     cis = [e.stats.ci_rel for e in table.entries.values() if e.stats.ci_rel is not None]
@@ -88,6 +105,13 @@ def table_warnings(table: LatencyTable) -> list[str]:
         out.append(f"table {table.name}: the reference op drifted by {worst - 1:+.0%} while the table was profiled (the "
                    "machine changed speed: load, heat or frequency), so its ops are not measured alike; profile again "
                    "on a quiet machine")
+    launches = host_bound(table)
+    if launches and launches["host_bound"] > launches["ops"] / 2:
+        out.append(f"table {table.name}: {launches['host_bound']} of {launches['ops']} ops are bound by the host when "
+                   f"launched eagerly (dispatch {launches['host_ms']:.3f} ms against {launches['kernel_ms']:.3f} ms of kernels, "
+                   "medians), so an eager network runs at the speed of the host's Python and moves with its load (on an "
+                   "H200's host, one network measured up to 30% apart minutes later); for a steady latency, deploy "
+                   "graph-launched (CUDA graphs, torch.compile(mode='reduce-overhead'), TensorRT) and profile with --cuda-graph")
     validation = table.validation or {}
     if validation.get("calibration_refused"):
         out.append(f"table {table.name}: no calibration stored, the fit was refused: {validation['calibration_refused']}")

@@ -52,8 +52,8 @@ class Entry:
     spec: OpSpec
     stats: TimingStats
     attempts: int = 1
-    #: Eager CUDA tables: the op's host dispatch and kernel times (``LaunchCosts``), from which
-    #: ``latency.launch`` predicts how an eager network overlaps them; None elsewhere.
+    #: Eager CUDA tables: the op's host dispatch and kernel times (``LaunchCosts``), which say
+    #: whether an eager network is bound by the host (``summary.table_warnings``); None elsewhere.
     launch: LaunchCosts | None = None
 
     def to_dict(self) -> dict[str, Any]:
