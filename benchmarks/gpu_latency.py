@@ -118,7 +118,7 @@ def wall_ms(runner: Any, n: int = 20) -> float:
 def network_record(arch: Any, settings: BackendSettings) -> dict[str, Any]:
     """One network measured eagerly by the harness, with its launch costs (host dispatch, and
     kernels as a graph replay) where the runner has them."""
-    with open_runner(settings, TorchModule(arch.build(), (3, arch.input_size, arch.input_size), arch.name)) as runner:
+    with open_runner(settings, TorchModule(arch.build(), arch.input_shape, arch.name)) as runner:
         eager = measure(runner, GPU).stats.median_ms
         wall = wall_ms(runner)
         costs = runner.launch_costs(GPU.min_runs)
@@ -132,7 +132,7 @@ def aoti_record(arch: Any, settings: BackendSettings) -> dict[str, Any]:
     engine = dataclasses.replace(settings, backend="aoti", cuda_graph=False)
     start = time.perf_counter()
     try:
-        with open_runner(engine, TorchModule(arch.build(), (3, arch.input_size, arch.input_size), arch.name)) as runner:
+        with open_runner(engine, TorchModule(arch.build(), arch.input_shape, arch.name)) as runner:
             built = time.perf_counter() - start
             return {"name": arch.name, "aoti_ms": measure(runner, GPU).stats.median_ms, "aoti_wall_ms": wall_ms(runner),
                     "compile_s": round(built, 1)}

@@ -13,7 +13,7 @@ field rules of ``FIELD_RULES`` (``nas2deploy.validate``).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -55,9 +55,10 @@ def uncount_batch_norms(module: nn.Module) -> None:
             m.__class__ = UncountedBatchNorm
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, affine: bool, act: bool) -> list[nn.Module]:
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, affine: bool, act: bool,
+             dilation: int = 1) -> list[nn.Module]:
     layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.Conv2d(cin, cout, kernel, stride, padding=dilation * (kernel // 2), dilation=dilation, groups=groups, bias=False),
         batch_norm(cout, affine),
     ]
     if act:
@@ -72,13 +73,13 @@ class MBConvModule(nn.Module):
     the expansion convolution is absent. All convolutions are bias-free.
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, expansion: int, stride: int, affine: bool = True):
+    def __init__(self, cin: int, cout: int, kernel: int, expansion: int, stride: int, affine: bool = True, dilation: int = 1):
         super().__init__()
         hidden = cin * expansion
         layers: list[nn.Module] = []
         if expansion != 1:
             layers += _conv_bn(cin, hidden, 1, 1, 1, affine, act=True)
-        layers += _conv_bn(hidden, hidden, kernel, stride, hidden, affine, act=True)
+        layers += _conv_bn(hidden, hidden, kernel, stride, hidden, affine, act=True, dilation=dilation)
         layers += _conv_bn(hidden, cout, 1, 1, 1, affine, act=False)
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
@@ -142,6 +143,11 @@ class OpSpec:
         building it (a test checks every type against the built module)."""
         return 0
 
+    def norm_params(self) -> int:
+        """The BN scales and shifts among ``params()``: the DPC paper counts a context module's
+        parameters without them (``nets.dpc``). Given by the ops such a module is made of."""
+        return 0
+
     def _shape(self) -> str:
         return f"i{self.cin}x{self.h}x{self.w}"
 
@@ -156,7 +162,8 @@ class OpSpec:
         if kind not in OP_TYPES:
             raise doc["type"].error(f"must be a known op type ({', '.join(sorted(OP_TYPES))})")
         cls = OP_TYPES[kind]
-        spec = cls(**{f.name: FIELD_RULES[f.name](doc[f.name]) for f in fields(cls)})
+        # A field with a default may be absent (added later: files written before it load as before).
+        spec = cls(**{f.name: FIELD_RULES[f.name](doc[f.name]) for f in fields(cls) if doc.has(f.name) or f.default is MISSING})
         spec.check_size(doc)
         return spec
 
@@ -204,6 +211,12 @@ FIELD_RULES: dict[str, Callable[[Field], Any]] = {
     "relu6": lambda f: f.bool(),
     "align_corners": lambda f: f.bool(),
     "mode": lambda f: f.str(RESIZE_MODES),
+    "rate_h": lambda f: f.int(1, 64),
+    "rate_w": lambda f: f.int(1, 64),
+    "grid_h": lambda f: f.int(1, 64),
+    "grid_w": lambda f: f.int(1, 64),
+    "out_h": lambda f: f.int(1, MAX_SIDE),
+    "out_w": lambda f: f.int(1, MAX_SIDE),
 }
 
 
@@ -240,12 +253,16 @@ class ConvBNAct(OpSpec):
 
 @dataclass(frozen=True)
 class MBConv(OpSpec):
-    """Mobile inverted bottleneck; expansion is relative to Cin (reference.md section 1)."""
+    """Mobile inverted bottleneck; expansion is relative to Cin (reference.md section 1).
+    ``dilation`` > 1 is an atrous depthwise convolution: the layers of a backbone run at output
+    stride 16 past the point where it would have downsampled (``nets.dpc``); the key names it
+    only then, so keys of ordinary layers are as before."""
 
     out: int
     kernel: int
     expansion: int
     stride: int
+    dilation: int = 1
 
     type_name: ClassVar[str] = "mbconv"
 
@@ -255,10 +272,11 @@ class MBConv(OpSpec):
 
     @property
     def key(self) -> str:
-        return f"mbconv_k{self.kernel}_e{self.expansion}_s{self.stride}_{self._shape()}_o{self.out}"
+        rate = f"_d{self.dilation}" if self.dilation != 1 else ""
+        return f"mbconv_k{self.kernel}_e{self.expansion}_s{self.stride}{rate}_{self._shape()}_o{self.out}"
 
     def build(self, affine: bool = True) -> nn.Module:
-        return MBConvModule(self.cin, self.out, self.kernel, self.expansion, self.stride, affine)
+        return MBConvModule(self.cin, self.out, self.kernel, self.expansion, self.stride, affine, self.dilation)
 
     def macs(self) -> int:
         hidden = self.cin * self.expansion
@@ -345,6 +363,16 @@ class ResizeModule(nn.Module):
         return nn.functional.interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners)
 
 
+def separable(cin: int, out: int, kernel: int, dilation: tuple[int, int], affine: bool) -> nn.Sequential:
+    """Depthwise kxk (atrous ``dilation`` = (rate_h, rate_w), 'same' padding) + BN + ReLU, then
+    pointwise 1x1 to ``out`` + BN + ReLU: one MobileNetV1 unit, DeepLab's separable convolution."""
+    pad = (dilation[0] * (kernel // 2), dilation[1] * (kernel // 2))
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, kernel, 1, pad, dilation, groups=cin, bias=False), batch_norm(cin, affine), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, out, 1, bias=False), batch_norm(out, affine), nn.ReLU(inplace=True),
+    )
+
+
 @dataclass(frozen=True)
 class SepConv(OpSpec):
     """Separable convolution, the DCNAS mixture-layer candidate: depthwise kxk (dilation d) + BN +
@@ -365,12 +393,7 @@ class SepConv(OpSpec):
         return f"sepconv_k{self.kernel}_d{self.dilation}_{self._shape()}_o{self.out}"
 
     def build(self, affine: bool = True) -> nn.Module:
-        pad = self.dilation * (self.kernel // 2)
-        return nn.Sequential(
-            nn.Conv2d(self.cin, self.cin, self.kernel, 1, pad, self.dilation, groups=self.cin, bias=False),
-            batch_norm(self.cin, affine), nn.ReLU(inplace=True),
-            nn.Conv2d(self.cin, self.out, 1, bias=False), batch_norm(self.out, affine), nn.ReLU(inplace=True),
-        )
+        return separable(self.cin, self.out, self.kernel, (self.dilation, self.dilation), affine)
 
     def macs(self) -> int:
         return self.h * self.w * (self.cin * self.kernel**2 + self.cin * self.out)
@@ -540,8 +563,217 @@ class SegHead(OpSpec):
         return self.cin * self.mid * 9 + 2 * self.mid + self.mid * self.classes + self.classes
 
 
+# -- dense prediction cell ops (DPC, reference.md sections 3 and 6) -----------------------------
+
+
+@dataclass(frozen=True)
+class PointConv(OpSpec):
+    """1x1 convolution + BN + ReLU, as DeepLab has it: a DPC branch's 1x1 op and the projection of
+    the concatenated branches (ReLU, not the backbone's ReLU6)."""
+
+    out: int
+
+    type_name: ClassVar[str] = "pointconv"
+
+    @property
+    def cout(self) -> int:
+        return self.out
+
+    @property
+    def key(self) -> str:
+        return f"pointconv_{self._shape()}_o{self.out}"
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(self.cin, self.out, 1, bias=False), batch_norm(self.out, affine), nn.ReLU(inplace=True))
+
+    def macs(self) -> int:
+        return self.h * self.w * self.cin * self.out
+
+    def params(self) -> int:
+        return self.cin * self.out + 2 * self.out
+
+    def norm_params(self) -> int:
+        return 2 * self.out
+
+
+@dataclass(frozen=True)
+class AtrousSep(OpSpec):
+    """DPC's 3x3 op: a separable convolution whose depthwise part has the atrous rates
+    ``rate_h`` x ``rate_w`` (each in {1, 3, 6, ..., 21} at output stride 16), then pointwise to
+    ``out``, each followed by BN + ReLU (``separable``)."""
+
+    out: int
+    rate_h: int
+    rate_w: int
+
+    type_name: ClassVar[str] = "atrous_sep"
+
+    @property
+    def cout(self) -> int:
+        return self.out
+
+    @property
+    def key(self) -> str:
+        return f"atrous_sep_r{self.rate_h}x{self.rate_w}_{self._shape()}_o{self.out}"
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return separable(self.cin, self.out, 3, (self.rate_h, self.rate_w), affine)
+
+    def macs(self) -> int:
+        return self.h * self.w * (self.cin * 9 + self.cin * self.out)
+
+    def params(self) -> int:
+        return self.cin * 9 + 2 * self.cin + self.cin * self.out + 2 * self.out
+
+    def norm_params(self) -> int:
+        return 2 * self.cin + 2 * self.out
+
+
+class PyramidPoolModule(nn.Module):
+    """Average pooling over a grid, 1x1 conv + BN + ReLU, bilinear resize back to the input."""
+
+    def __init__(self, cin: int, h: int, w: int, out: int, grid_h: int, grid_w: int, affine: bool):
+        super().__init__()
+        self.window, self.size = (h // grid_h, w // grid_w), (h, w)
+        self.conv = nn.Sequential(nn.Conv2d(cin, out, 1, bias=False), batch_norm(out, affine), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(F.avg_pool2d(x, self.window, self.window))
+        return F.interpolate(y, size=self.size, mode="bilinear", align_corners=True)
+
+
+@dataclass(frozen=True)
+class PyramidPool(OpSpec):
+    """DPC's spatial pyramid pooling with a ``grid_h`` x ``grid_w`` grid (each in {1, 2, 4, 8}):
+    average pooling with a VALID window of (h // grid_h, w // grid_w), so the pooled map is the
+    grid (rows and columns left over when the side is not a multiple are not pooled, as with
+    DeepLab's VALID window; a fixed window, unlike adaptive pooling, exports to ONNX for any
+    size), a 1x1 conv + BN + ReLU at the grid's size, and a bilinear resize back to (h, w) with
+    align_corners=True (DeepLab's). The grid 1x1 is ASPP's image pooling."""
+
+    out: int
+    grid_h: int
+    grid_w: int
+
+    type_name: ClassVar[str] = "pyramid_pool"
+
+    @property
+    def cout(self) -> int:
+        return self.out
+
+    @property
+    def key(self) -> str:
+        return f"pyramid_pool_g{self.grid_h}x{self.grid_w}_{self._shape()}_o{self.out}"
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return PyramidPoolModule(self.cin, self.h, self.w, self.out, self.grid_h, self.grid_w, affine)
+
+    def macs(self) -> int:
+        return self.grid_h * self.grid_w * self.cin * self.out
+
+    def params(self) -> int:
+        return self.cin * self.out + 2 * self.out
+
+    def norm_params(self) -> int:
+        return 2 * self.out
+
+    def check_size(self, where: Field) -> None:
+        super().check_size(where)
+        if self.grid_h > self.h or self.grid_w > self.w:
+            raise where.error(f"pools a {self.h}x{self.w} map into a {self.grid_h}x{self.grid_w} grid: the grid must fit the map",
+                              shown=False)
+
+
+class ConcatModule(nn.Module):
+    """The concatenation of a cell's branches along the channels."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, 1)
+
+
+class ConcatStandalone(nn.Module):
+    """Concat profiled alone: one input and n - 1 stored tensors of the same (C, H, W)."""
+
+    def __init__(self, n: int, channels: int, h: int, w: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        for i in range(n - 1):
+            self.register_buffer(f"other{i}", torch.randn(1, channels, h, w, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, *(b.expand(x.shape[0], -1, -1, -1) for b in self.buffers())], 1)
+
+
+@dataclass(frozen=True)
+class Concat(OpSpec):
+    """The concatenation of ``n`` branch outputs of (cin, h, w): a memory copy, priced like any op."""
+
+    n: int
+
+    type_name: ClassVar[str] = "concat"
+
+    @property
+    def cout(self) -> int:
+        return self.cin * self.n
+
+    @property
+    def key(self) -> str:
+        return f"concat_n{self.n}_{self._shape()}"
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return ConcatModule()
+
+    def build_standalone(self) -> nn.Module:
+        return ConcatStandalone(self.n, self.cin, self.h, self.w)
+
+    def macs(self) -> int:
+        return 0
+
+
+class LogitsModule(nn.Module):
+    def __init__(self, cin: int, classes: int, size: tuple[int, int]):
+        super().__init__()
+        self.conv, self.size = nn.Conv2d(cin, classes, 1), size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.conv(x), size=self.size, mode="bilinear", align_corners=True)
+
+
+@dataclass(frozen=True)
+class Logits(OpSpec):
+    """A DeepLab-style segmentation output: 1x1 conv (with bias) to the classes at the feature
+    size, then a bilinear resize (align_corners=True) to the input size ``out_h`` x ``out_w``."""
+
+    classes: int
+    out_h: int
+    out_w: int
+
+    type_name: ClassVar[str] = "logits"
+
+    @property
+    def cout(self) -> int:
+        return self.classes
+
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.classes, self.out_h, self.out_w
+
+    @property
+    def key(self) -> str:
+        return f"logits_{self._shape()}_o{self.classes}_to{self.out_h}x{self.out_w}"
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return LogitsModule(self.cin, self.classes, (self.out_h, self.out_w))
+
+    def macs(self) -> int:
+        return self.h * self.w * self.cin * self.classes
+
+    def params(self) -> int:
+        return self.cin * self.classes + self.classes
+
+
 OP_TYPES: dict[str, type[OpSpec]] = {
-    c.type_name: c for c in (ConvBNAct, MBConv, Skip, Classifier, SepConv, UpConv, Resize, AddN, SegHead)
+    c.type_name: c for c in (ConvBNAct, MBConv, Skip, Classifier, SepConv, UpConv, Resize, AddN, SegHead,
+                             PointConv, AtrousSep, PyramidPool, Concat, Logits)
 }
 
 #: Layer names of MBConv chains: the kernels and expansions of the MobileNetV2 / DenseNAS family.

@@ -69,5 +69,5 @@ def timing_from_table(table: LatencyTable) -> TimingSettings:
 
 def measure_network(settings: BackendSettings, arch: Network, timing: TimingSettings, source: str = "network") -> float:
     """Median latency (ms) of a whole network, built and run on the settings' backend."""
-    with open_runner(settings, TorchModule(arch.build(), (3, arch.input_size, arch.input_size), source)) as runner:
+    with open_runner(settings, TorchModule(arch.build(), arch.input_shape, source)) as runner:
         return measure(runner, timing).stats.median_ms

@@ -30,6 +30,7 @@ def arch_summary(arch: Network, table: LatencyTable | None = None) -> dict[str, 
     summary: dict[str, Any] = {
         "name": arch.name,
         "input_size": arch.input_size,
+        "input_shape": list(arch.input_shape),
         "num_classes": arch.num_classes,
         "task": arch.task,
         "blocks": arch.units(),
@@ -39,6 +40,7 @@ def arch_summary(arch: Network, table: LatencyTable | None = None) -> dict[str, 
         "macs": sum(r["macs"] for r in rows),
         "rows": rows,
     }
+    summary.update(arch.figures())
     if table is not None and pred is not None:
         summary["latency"] = {"table": table.name, "raw_ms": pred.raw_ms, "calibrated_ms": pred.calibrated_ms}
     return summary
@@ -46,12 +48,17 @@ def arch_summary(arch: Network, table: LatencyTable | None = None) -> dict[str, 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     has_lat = "latency" in summary
+    _, height, width = summary["input_shape"]
     lines = [
-        f"{summary['name']}: {summary['input_size']}x{summary['input_size']} input, {summary['num_classes']} classes, "
+        f"{summary['name']}: {height}x{width} input, {summary['num_classes']} classes, "
         f"{summary['blocks']} {summary.get('unit', 'blocks')}, {summary['layers']} layers",
         f"  parameters     {summary['params']:,}",
         f"  multiply-adds  {summary['macs'] / 1e6:.1f} M (conv and linear)",
     ]
+    if "context_module" in summary:
+        context = summary["context_module"]
+        lines.append(f"  context module {context['params']:,} parameters, {context['multiply_adds'] / 1e9:.3f} B multiply-adds "
+                     f"at {'x'.join(map(str, context['features']))} features ({context['convention']})")
     if has_lat:
         lat = summary["latency"]
         cal = f", calibrated {lat['calibrated_ms']:.3f} ms" if lat["calibrated_ms"] is not None else " (table not calibrated)"

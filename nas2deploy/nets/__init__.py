@@ -1,7 +1,8 @@
 """Derived networks: the kinds of network behind one interface (``Network``), and their files.
 
 ``KINDS`` maps the ``kind`` field of an architecture file to its class: ``chain`` (``Arch``, a
-MBConv chain for classification) and ``cells`` (``SegArch``, DCNAS cells for segmentation).
+MBConv chain for classification), ``cells`` (``SegArch``, DCNAS cells for segmentation) and ``dpc``
+(``DPCNet``, a chain backbone with a dense prediction cell, for segmentation).
 Files written before the field existed carry no ``kind``; their ``task`` decides (segmentation:
 cells, else chain), so they keep loading. Shipped architectures are JSON files in ``archs/``,
 loaded by name (``mobilenetv2``, ``densenas-a`` ...).
@@ -17,10 +18,11 @@ from nas2deploy.fileio import atomic_write_json, check_format, read_json
 from nas2deploy.nets.base import Network
 from nas2deploy.nets.cells import SegArch
 from nas2deploy.nets.chain import ARCH_FORMAT, ARCH_VERSION, Arch
+from nas2deploy.nets.dpc import DPCNet
 from nas2deploy.validate import NETWORK_FIX, Field
 
 #: Network classes by the ``kind`` field of their JSON.
-KINDS: dict[str, type[Network]] = {cls.kind: cls for cls in (Arch, SegArch)}
+KINDS: dict[str, type[Network]] = {cls.kind: cls for cls in (Arch, SegArch, DPCNet)}
 #: The kind of files written before ``kind`` existed, by their ``task``.
 _LEGACY = {"classification": "chain", "segmentation": "cells"}
 #: Named architectures shipped with the package, one JSON file each (networks are data).
@@ -57,4 +59,4 @@ def save_arch(arch: Network, path: str | os.PathLike[str]) -> None:
     atomic_write_json(path, arch.to_dict())
 
 
-__all__ = ["KINDS", "Arch", "Network", "SegArch", "load_arch", "named_archs", "network_from_field", "save_arch"]
+__all__ = ["KINDS", "Arch", "DPCNet", "Network", "SegArch", "load_arch", "named_archs", "network_from_field", "save_arch"]

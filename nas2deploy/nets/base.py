@@ -70,6 +70,23 @@ class Network(ABC):
         names = [name for name, _ in self.groups()]
         return {name: (float(i), 0.0) for i, name in enumerate(names)}, list(zip(names, names[1:]))
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The (C, H, W) of one input: square ``input_size`` unless a kind says otherwise."""
+        return 3, self.input_size, self.input_size
+
+    def at_input(self: N, height: int, width: int) -> N:
+        """The same network for another input size, validated again as if read from a file."""
+        if height != width:
+            from nas2deploy.errors import UserError
+
+            raise UserError(f"a {self.kind} network takes square inputs, not {height}x{width}")
+        return type(self).from_dict({**self.to_dict(), "input_size": height}, self.name)  # type: ignore[return-value]
+
+    def figures(self) -> dict[str, Any]:
+        """Figures of this kind that ``arch info`` adds (a DPC network: its context module's size)."""
+        return {}
+
     def size_label(self) -> str:
         return f"{self.units()} {self.unit}"
 

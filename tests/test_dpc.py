@@ -1,0 +1,112 @@
+"""DPC networks (kind ``dpc``): a chain backbone at output stride 16, a dense prediction cell and
+its head; the shipped dpc-mnv2 and aspp-mnv2 against the paper's Table 1; their ops."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from nas2deploy.backends import BackendSettings, OnnxModel, open_runner
+from nas2deploy.backends.onnx import export_onnx
+from nas2deploy.cli import cli
+from nas2deploy.errors import UserError
+from nas2deploy.nets import DPCNet, load_arch
+from nas2deploy.ops import AtrousSep, Concat, Logits, OpSpec, PointConv, PyramidPool
+
+
+def relative(got: float, want: float) -> float:
+    return abs(got / want - 1)
+
+
+def test_the_shipped_cells_have_the_size_of_the_papers_table_1():
+    """Table 1 (MobileNet-v2, output stride 16, Cityscapes 1025 x 2049): DPC 0.36 M / 3.00 B,
+    ASPP 2.82 B multiply-adds; ASPP's 0.25 M is one separable branch short (nets/dpc.py)."""
+    dpc = load_arch("dpc-mnv2").at_input(1025, 2049).figures()["context_module"]
+    assert dpc["features"] == [320, 65, 129]
+    assert relative(dpc["params"], 0.36e6) <= 0.02 and relative(dpc["multiply_adds"], 3.00e9) <= 0.02
+    aspp = load_arch("aspp-mnv2").at_input(1025, 2049).figures()["context_module"]
+    assert relative(aspp["multiply_adds"], 2.82e9) <= 0.02
+    separable = 320 * 9 + 320 * 256
+    assert aspp["params"] == 2 * 320 * 256 + 3 * separable  # pooling and 1x1 convolutions, three separable branches
+    assert relative(2 * 320 * 256 + separable, 0.25e6) <= 0.02  # what the table's 0.25 M counts
+
+
+def test_the_backbone_stops_downsampling_at_16_and_turns_atrous():
+    net = load_arch("dpc-mnv2")
+    assert net.features() == (320, 33, 65)  # 513 x 1025 at output stride 16
+    keys = [s.key for s in net.backbone_specs()]
+    stopped = keys.index("mbconv_k3_e6_s1_i96x33x65_o160")  # MobileNetV2's stride-2 layer to 160, now stride 1
+    assert all("_d" not in k for k in keys[:stopped + 1]) and all("_d2_" in k for k in keys[stopped + 1:])
+    assert [s.key for s in net.head_specs()] == ["concat_n5_i256x33x65", "pointconv_i1280x33x65_o256",
+                                                 "logits_i256x33x65_o19_to513x1025"]
+
+
+@pytest.mark.parametrize("name", ["dpc-mnv2", "aspp-mnv2"])
+def test_a_dpc_network_runs_round_trips_and_exports(name):
+    net = load_arch(name).at_input(96, 160)
+    assert DPCNet.from_dict(json.loads(json.dumps(net.to_dict()))) == net
+    module = net.build().eval()
+    x = np.random.default_rng(0).standard_normal((1, *net.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert want.shape == (1, 19, 96, 160)
+    with open_runner(BackendSettings(), OnnxModel(export_onnx(module, x.shape))) as runner:
+        got = runner.infer({"input": x})["output"]
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())  # pooling, atrous rates, resizes agree
+
+
+def test_dpc_ops_count_their_parameters_and_bn_as_built():
+    specs = [PointConv(32, 9, 17, 16), AtrousSep(32, 9, 17, 16, 6, 21), PyramidPool(32, 9, 17, 16, 4, 8),
+             Concat(16, 9, 17, 5), Logits(16, 9, 17, 7, 144, 272)]
+    for spec in specs:
+        module = spec.build(affine=True)
+        assert spec.params() == sum(p.numel() for p in module.parameters()), spec.key
+        bn = sum(p.numel() for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+        assert spec.norm_params() == bn, spec.key
+        assert OpSpec.from_dict(spec.to_dict()) == spec
+        out = spec.build_standalone().eval()(torch.randn(2, spec.cin, spec.h, spec.w))
+        assert tuple(out.shape[1:]) == spec.out_shape(), spec.key
+
+
+def cell_doc(**change):
+    doc = load_arch("dpc-mnv2").to_dict()
+    doc["backbone"] = "mobilenetv2"
+    return {**doc, **change}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cell": [{"op": "sep5x5", "input": -1}]}, r"field cell\[0\].op must be one of conv1x1, sep3x3, pool"),
+    ({"cell": [{"op": "sep3x3", "rate": [1, 2], "input": -1}]}, r"field cell\[0\].rate\[1\] must be one of 1, 3, 6"),
+    ({"cell": [{"op": "conv1x1", "input": 1}]}, r"field cell\[0\].input must be an integer in \[-1, -1\]"),
+    ({"cell": [{"op": "pool", "grid": [8, 8], "input": -1}], "input_size": 64}, r"field cell\[0\] .*8x8 grid"),
+    ({"cell": []}, "field cell must hold at least one branch"),
+    ({"backbone": "dpc-mnv2"}, "field backbone must be a classification chain"),
+    ({"backbone": "resnet50"}, "field backbone must be one of"),
+])
+def test_bad_cells_are_named(change, message):
+    with pytest.raises(UserError, match=message):
+        DPCNet.from_dict(cell_doc(**change), "t.json")
+
+
+def test_a_backbone_that_cannot_reach_stride_16_is_named():
+    backbone = load_arch("mobilenetv2").to_dict()
+    backbone["blocks"] = backbone["blocks"][:2]  # stride 8 at most
+    with pytest.raises(UserError, match="downsamples by 8 only: it cannot run at output stride 16"):
+        DPCNet.from_dict(cell_doc(backbone=backbone), "t.json")
+
+
+def test_arch_info_counts_the_context_module_at_any_input_size():
+    result = CliRunner().invoke(cli, ["arch", "info", "dpc-mnv2", "--input-size", "1025x2049", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["input_shape"] == [3, 1025, 2049] and doc["context_module"]["params"] == 356160
+    result = CliRunner().invoke(cli, ["arch", "info", "dpc-mnv2", "--input-size", "1025x2049"])
+    assert "context module 356,160 parameters, 2.986 B multiply-adds at 320x65x129 features" in result.stdout
+    result = CliRunner().invoke(cli, ["arch", "info", "mobilenetv2", "--input-size", "1025x2049"])
+    assert result.exit_code == 1 and "a chain network takes square inputs, not 1025x2049" in result.output
+    result = CliRunner().invoke(cli, ["arch", "info", "mobilenetv2", "--input-size", "160", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["input_shape"] == [3, 160, 160]
+    result = CliRunner().invoke(cli, ["arch", "info", "dpc-mnv2", "--input-size", "big"])
+    assert result.exit_code == 2 and "expected a size such as 224 or 1025x2049" in result.output
