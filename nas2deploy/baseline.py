@@ -21,9 +21,10 @@ from typing import Any
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import refuse_link
 from nas2deploy.nets import Network, save_arch
-from nas2deploy.runs import Prepared, prepare
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.runs import prepare, resolve, space_for
 from nas2deploy.search.config import SearchConfig, provenance
-from nas2deploy.spaces import load_table, table_space
+from nas2deploy.spaces import SearchSpace, load_table, table_space
 
 #: Draws per requested network before sampling gives up (a window holding 1 network in 10^4
 #: draws still yields 5 networks most of the time).
@@ -38,19 +39,37 @@ class WindowSample:
     reachable_ms: tuple[float, float]
 
 
-def _prepared(table_path: str, space_name: str | None = None, space_config: dict[str, Any] | None = None) -> Prepared:
-    """The table's space, narrowed by ``space_config`` as a search narrows it, and its search
-    (for the exact reachable range); ``space_name``, where given, must be the space the table
-    was profiled for."""
-    name = table_space(load_table(table_path)).name
+@dataclass
+class Window:
+    """What sampling a window needs: the configuration (for provenance), the table, the space
+    narrowed as a search narrows it, and the latencies it reaches."""
+
+    config: SearchConfig
+    table: LatencyTable
+    space: SearchSpace
+    reachable_ms: tuple[float, float]
+
+
+def _window(table_path: str, space_name: str | None = None, space_config: dict[str, Any] | None = None) -> Window:
+    """The table's space, narrowed by ``space_config`` as a search narrows it, and its exact
+    reachable range (the space's own, or its search's derivation's); ``space_name``, where
+    given, must be the space the table was profiled for."""
+    table = load_table(table_path)
+    name = table_space(table).name
     if space_name is not None and space_name != name:
         raise UserError(f"latency table {table_path} was profiled for space {name!r}, not {space_name!r}")
-    return prepare(SearchConfig(table=table_path, space=name, space_config=dict(space_config or {})))
+    config = resolve(SearchConfig(table=table_path, space=name, space_config=dict(space_config or {})))
+    space = space_for(config, table)
+    reach = space.latency_range(table)
+    if reach is None:
+        prepared = prepare(config)
+        return Window(prepared.config, prepared.table, prepared.space, prepared.space_search.latency_range())
+    return Window(config, table, space, reach)
 
 
 def reachable_ms(table_path: str, space_config: dict[str, Any] | None = None) -> tuple[float, float]:
     """The predicted latencies of the fastest and the slowest network of the table's space."""
-    return _prepared(table_path, space_config=space_config).space_search.latency_range()
+    return _window(table_path, space_config=space_config).reachable_ms
 
 
 def sample_window(table_path: str, budget_ms: float, fill: float, count: int, seed: int,
@@ -59,9 +78,9 @@ def sample_window(table_path: str, budget_ms: float, fill: float, count: int, se
     """Up to ``count`` distinct random networks predicted within [fill x budget, budget], drawn
     from the table's space narrowed by ``space_config`` (the search's own ``space_config``: a
     baseline drawn from a larger space than the search's would not answer whether it chose well)."""
-    prepared = _prepared(table_path, space_name, space_config)
-    table, space = prepared.table, prepared.space
-    fastest, slowest = prepared.space_search.latency_range()
+    window = _window(table_path, space_name, space_config)
+    table, space = window.table, window.space
+    fastest, slowest = window.reachable_ms
     low, high = fill * budget_ms, budget_ms
     if high < fastest or low > slowest:
         raise UserError(f"--budget-ms {budget_ms:g} with --fill {fill:g}: the window [{low:.4g}, {high:.4g}] ms "
@@ -72,7 +91,7 @@ def sample_window(table_path: str, budget_ms: float, fill: float, count: int, se
     found: list[Network] = []
     limit = max_tries or TRIES_PER_NETWORK * count
     tries = 0
-    meta = {**provenance(prepared.config, budget_ms), "fill": fill, "sampler": "rejection", "seed": seed}
+    meta = {**provenance(window.config, budget_ms), "fill": fill, "sampler": "rejection", "seed": seed}
     while len(found) < count and tries < limit:
         tries += 1
         arch = space.sample_arch(rng)

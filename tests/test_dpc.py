@@ -110,3 +110,88 @@ def test_arch_info_counts_the_context_module_at_any_input_size():
     assert result.exit_code == 0 and json.loads(result.stdout)["input_shape"] == [3, 160, 160]
     result = CliRunner().invoke(cli, ["arch", "info", "dpc-mnv2", "--input-size", "big"])
     assert result.exit_code == 2 and "expected a size such as 224 or 1025x2049" in result.output
+
+
+# -- the DPC space ------------------------------------------------------------------------------
+def tiny_dpc():
+    from nas2deploy.spaces import make_space
+
+    return make_space("dpc", {"input_size": 128, "input_width": 160, "branches": 3, "filters": 16, "num_classes": 5})
+
+
+def test_the_space_counts_the_papers_cells():
+    from nas2deploy.spaces import make_space
+
+    counts = make_space("dpc").counts()
+    assert counts["ops_per_branch"] == 81 and counts["branches"] == 5
+    assert counts["cells"] == 120 * 81**5  # B! x 81^B: branch i chooses among i inputs and 81 ops
+    assert counts["features"] == [320, 33, 65]
+
+
+def test_sampled_cells_are_valid_networks_the_space_prices():
+    import random
+
+    space = tiny_dpc()
+    keys = {s.key for s in space.op_specs()}
+    rng = random.Random(0)
+    seen_ops, seen_inputs = set(), set()
+    for _ in range(60):
+        net = space.sample_arch(rng)
+        assert all(-1 <= b.input < i for i, b in enumerate(net.cell))
+        assert {s.key for s in net.op_specs()} <= keys  # the table of the space covers every network it samples
+        assert DPCNet.from_dict(net.to_dict()) == net
+        seen_ops |= {b.op for b in net.cell}
+        seen_inputs |= {b.input for b in net.cell}
+    assert seen_ops == {"conv1x1", "sep3x3", "pool"} or seen_ops == {"sep3x3", "pool"}  # 1x1 is 1 of 81
+    assert seen_inputs == {-1, 0, 1}
+    out = space.sample_arch(rng).build().eval()(torch.randn(1, 3, 128, 160))
+    assert out.shape == (1, 5, 128, 160)
+
+
+def test_a_dpc_table_is_profiled_validated_and_sampled(tmp_path):
+    """The space through the same commands as the others, on ONNX Runtime: profile, validate
+    (random cells measured whole), and random networks of a latency window."""
+    from nas2deploy.backends import BackendSettings
+    from nas2deploy.latency.profile import profile_space
+    from nas2deploy.latency.validate import validate_table
+    from conftest import FAST
+
+    space = tiny_dpc()
+    table, stats = profile_space(space, BackendSettings(), tmp_path / "dpc.json", FAST)
+    assert stats.ops == len(space.op_specs()) and not table.missing(space.op_specs())
+    report = validate_table(table, space.sample_arch, 6, timing=FAST)
+    assert report["samples"] == 6 and all(r["measured_ms"] > 0 for r in report["records"])
+    budget = sorted(table.predict(space.sample_arch(__import__("random").Random(i))).best_ms for i in range(20))[10]
+    result = CliRunner().invoke(cli, ["space", "sample", "dpc", "--lut", str(tmp_path / "dpc.json"), "--budget-ms", str(budget),
+                                      "--fill", "0.5", "--count", "2", "--out", str(tmp_path / "sample"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["networks"]) == 2
+
+
+def test_dpc_has_no_differentiable_search_and_says_so(tmp_path):
+    from budget_exactness import random_table
+
+    table = random_table(tiny_dpc(), 0)
+    table.save(tmp_path / "t.json")
+    result = CliRunner().invoke(cli, ["search", "--space", "dpc", "--lut", str(tmp_path / "t.json"), "--budget-ms", "5",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "the dpc space has no differentiable search" in result.output
+
+
+def test_the_reachable_range_is_exact():
+    """Against enumeration: every cell of a 2-branch space (81 x 2 x 81 networks) under a table
+    with distinct random latencies."""
+    import itertools
+
+    from budget_exactness import random_table
+
+    from nas2deploy.nets.dpc import Branch
+    from nas2deploy.spaces import make_space
+    from nas2deploy.spaces.dpc.space import BRANCH_CHOICES
+
+    space = make_space("dpc", {"input_size": 128, "input_width": 128, "branches": 2, "filters": 16, "num_classes": 5})
+    table = random_table(space, 3)
+    predictions = [table.predict(space.network((Branch(a.op, -1, a.rate, a.grid), Branch(b.op, src, b.rate, b.grid)), "e")).best_ms
+                   for a, b, src in itertools.product(BRANCH_CHOICES, BRANCH_CHOICES, (-1, 0))]
+    assert space.latency_range(table) == pytest.approx((min(predictions), max(predictions)))

@@ -153,8 +153,9 @@ def space_options(scope: str) -> Callable[[Callable[..., Any]], Callable[..., An
             if option.kind == "flag":
                 f = click.option(option.flag, field_name, is_flag=True, default=None, help=helps)(f)
                 continue
-            kind = click.IntRange(min=int(option.low) if option.low is not None else None,
-                                  max=int(option.high) if option.high is not None else None) if option.kind == "int" \
+            kind: click.ParamType = click.STRING if option.kind == "str" else click.IntRange(
+                min=int(option.low) if option.low is not None else None,
+                max=int(option.high) if option.high is not None else None) if option.kind == "int" \
                 else Finite(min=option.low, max=option.high, min_open=option.low == 0)
             f = click.option(option.flag, field_name, type=kind, default=None, help=helps)(f)
         return f

@@ -1,6 +1,6 @@
 """The search-space registry: one ``SpaceEntry`` per space package, found by name.
 
-A space is one package under ``spaces/`` (``densenas/``, ``dcnas/``) that exposes an ``ENTRY``;
+A space is one package under ``spaces/`` (``densenas/``, ``dcnas/``, ``dpc/``) that exposes an ``ENTRY``;
 ``register`` adds one (a plugin or a test can register its own). Everything here speaks for any
 space: building one from a configuration (CLI options or a table's metadata), refusing options a
 space does not have, the space a table was profiled for, and the command that would profile the
@@ -16,7 +16,7 @@ from typing import Any
 
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import LatencyTable, listing
-from nas2deploy.spaces import dcnas, densenas
+from nas2deploy.spaces import dcnas, densenas, dpc
 from nas2deploy.spaces.base import DemoPlan, SearchSpace, SpaceEntry, SpaceOption
 from nas2deploy.validate import Field
 
@@ -28,7 +28,7 @@ def register(entry: SpaceEntry) -> None:
     SPACES[entry.name] = entry
 
 
-for _package in (densenas, dcnas):
+for _package in (densenas, dcnas, dpc):
     register(_package.ENTRY)
 #: The space commands search when none is named.
 DEFAULT_SPACE = densenas.ENTRY.name

@@ -47,12 +47,18 @@ class SearchSpace(ABC):
     def reference_op(self) -> OpSpec:
         """An op of this space measured alongside every table and validation, to cancel drift."""
 
+    def latency_range(self, table: LatencyTable) -> tuple[float, float] | None:
+        """The predicted latencies of this space's fastest and slowest network under ``table``,
+        where the space computes them itself; None where its search's derivation does
+        (``SpaceSearch.latency_range``)."""
+        return None
+
 
 @dataclass(frozen=True)
 class SpaceOption:
     """A field of a space's configuration (``scope`` "space") or of its search ("search"), or a
     derivation choice ("derive"), that commands take as an option: ``--input-size``,
-    ``--path-samples``, ``--viterbi``. ``kind`` is int, float or flag; ``low`` bounds it."""
+    ``--path-samples``, ``--viterbi``. ``kind`` is int, float, str or flag; ``low`` bounds it."""
 
     field: str
     kind: str
@@ -95,8 +101,9 @@ class SpaceEntry:
     task: str
     config_class: type
     make: Callable[[Any], SearchSpace]
-    #: the space's search (supernet, latency model, derivation) for a table and search options
-    make_search: Callable[[Any, LatencyTable, dict[str, Any]], SpaceSearch]
+    #: the space's differentiable search (supernet, latency model, derivation) for a table and
+    #: search options; None for a space that is not searched that way (DPC)
+    make_search: Callable[[Any, LatencyTable, dict[str, Any]], SpaceSearch] | None
     builtin_data: str
     options: tuple[SpaceOption, ...] = ()
     #: the search options and their defaults (``search`` and ``derive`` scoped options)

@@ -1,0 +1,28 @@
+"""DPC (segmentation): dense prediction cells on a fixed backbone at output stride 16, in one
+package. ``space.py`` the space (the 81 ops per branch, sampling cells, what to profile); the
+network kind is ``nets.dpc.DPCNet``. ``ENTRY`` registers it under the name ``dpc``: ``space info``,
+``space sample``, ``profile`` and ``lut validate`` work for it. It has no differentiable search:
+DPC is searched black-box on a cached-feature proxy (issue 15), which is not built yet, and
+``search --space dpc`` says so.
+"""
+
+from __future__ import annotations
+
+from nas2deploy.spaces.base import SpaceEntry, SpaceOption
+from nas2deploy.spaces.dpc.space import DPCConfig, DPCSpace
+
+ENTRY = SpaceEntry(
+    name="dpc",
+    task="segmentation",
+    config_class=DPCConfig,
+    make=DPCSpace,
+    make_search=None,
+    builtin_data="seg-synthetic",
+    options=(
+        SpaceOption("backbone", "str", "shipped classification chain run at output stride 16 (mobilenetv2)"),
+        SpaceOption("input_size", "int", "input height (513)", low=128),
+        SpaceOption("input_width", "int", "input width (1025)", low=128),
+        SpaceOption("branches", "int", "branches of a cell (5)", low=1, high=16),
+        SpaceOption("num_classes", "int", "segmentation classes (19)", low=1),
+    ),
+)
