@@ -195,3 +195,20 @@ def test_the_reachable_range_is_exact():
     predictions = [table.predict(space.network((Branch(a.op, -1, a.rate, a.grid), Branch(b.op, src, b.rate, b.grid)), "e")).best_ms
                    for a, b, src in itertools.product(BRANCH_CHOICES, BRANCH_CHOICES, (-1, 0))]
     assert space.latency_range(table) == pytest.approx((min(predictions), max(predictions)))
+
+
+def test_a_dpc_network_trains_and_exports_like_any_network(tmp_path):
+    import dataclasses
+
+    from nas2deploy.nets import save_arch
+
+    small = dataclasses.replace(load_arch("dpc-mnv2").at_input(128, 128), num_classes=6, name="dpc-small")
+    save_arch(small, tmp_path / "dpc.json")
+    result = CliRunner().invoke(cli, ["train", "--arch", str(tmp_path / "dpc.json"), "--data", "seg-synthetic:32",
+                                      "--epochs", "1", "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["export", "--arch", str(tmp_path / "dpc.json"), "--weights", str(tmp_path / "w.pt"),
+                                      "--data", "seg-synthetic", "--samples", "4", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "PASS onnxruntime vs torch on 4 inputs" in result.output and "pixel agreement 100.000%" in result.output
+    assert (tmp_path / "out" / "arch.png").exists() and (tmp_path / "out" / "model.onnx").exists()

@@ -196,29 +196,28 @@ class DPCNet(Network):
         return self.backbone_specs(include_free) + self.context_specs() + self.head_specs()
 
     def groups(self) -> list[tuple[str, list[OpSpec]]]:
-        """Stem, the backbone's blocks, the context module (the cell), the head."""
+        """Stem, the backbone's blocks, each branch of the cell (the context module), the head."""
         specs = self.backbone_specs(include_free=True)
         groups, i = [("stem", specs[:2])], 2
         for n, block in enumerate(self.backbone.blocks, 1):
             size = 1 + len(block.stack)
             groups.append((f"block {n}", specs[i:i + size]))
             i += size
-        return groups + [("context", self.context_specs()), ("head", self.head_specs())]
+        return groups + [(f"branch {i}", [spec]) for i, spec in enumerate(self.context_specs())] + [("head", self.head_specs())]
 
     def layout(self) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str]]]:
         """The backbone left to right, then one node per branch (a branch fed by another sits to
         its right), then the head."""
         names = [name for name, _ in self.groups()]
-        backbone, head = names[:-2], names[-1]
+        backbone, head = names[:-len(self.cell) - 1], names[-1]
         where = {name: (float(i), 0.0) for i, name in enumerate(backbone)}
         edges = list(zip(backbone, backbone[1:]))
         depth: list[int] = []
         for i, b in enumerate(self.cell):
             depth.append(0 if b.input < 0 else depth[b.input] + 1)
-            node = f"branch {i}: {b.op}"
-            where[node] = (float(len(backbone) + depth[-1]), float(i) - (len(self.cell) - 1) / 2)
-            edges.append((backbone[-1] if b.input < 0 else f"branch {b.input}: {self.cell[b.input].op}", node))
-            edges.append((node, head))
+            where[f"branch {i}"] = (float(len(backbone) + depth[-1]), float(i) - (len(self.cell) - 1) / 2)
+            edges.append((backbone[-1] if b.input < 0 else f"branch {b.input}", f"branch {i}"))
+            edges.append((f"branch {i}", head))
         where[head] = (float(len(backbone) + max(depth) + 1), 0.0)
         return where, edges
 
