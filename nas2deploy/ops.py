@@ -474,18 +474,21 @@ class AddNModule(nn.Module):
         return out
 
 
-class AddNStandalone(nn.Module):
-    """AddN profiled alone: one input plus n - 1 stored tensors of the same (C, H, W), so the
-    timed graph reads n tensors and writes one, as the deployed fusion does (at batch B > 1 the
-    stored tensors broadcast over the batch)."""
+class StoredInputs(nn.Module):
+    """An op of ``n`` same-shaped inputs (AddN, Concat) profiled alone: one input plus n - 1
+    stored tensors of the same (C, H, W), so the timed graph reads n tensors and writes one, as
+    the deployed op does (at batch B > 1 the stored tensors broadcast over the batch)."""
 
-    def __init__(self, n: int, channels: int, h: int, w: int):
+    def __init__(self, n: int, channels: int, h: int, w: int, concat: bool):
         super().__init__()
+        self.concat = concat
         g = torch.Generator().manual_seed(0)
         for i in range(n - 1):
             self.register_buffer(f"other{i}", torch.randn(1, channels, h, w, generator=g))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.concat:
+            return torch.cat([x, *(b.expand(x.shape[0], -1, -1, -1) for b in self.buffers())], 1)
         for other in self.buffers():
             x = x + other
         return x
@@ -512,7 +515,7 @@ class AddN(OpSpec):
         return AddNModule()
 
     def build_standalone(self) -> nn.Module:
-        return AddNStandalone(self.n, self.cin, self.h, self.w)
+        return StoredInputs(self.n, self.cin, self.h, self.w, concat=False)
 
     def macs(self) -> int:
         return 0
@@ -691,19 +694,6 @@ class ConcatModule(nn.Module):
         return torch.cat(xs, 1)
 
 
-class ConcatStandalone(nn.Module):
-    """Concat profiled alone: one input and n - 1 stored tensors of the same (C, H, W)."""
-
-    def __init__(self, n: int, channels: int, h: int, w: int):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        for i in range(n - 1):
-            self.register_buffer(f"other{i}", torch.randn(1, channels, h, w, generator=g))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, *(b.expand(x.shape[0], -1, -1, -1) for b in self.buffers())], 1)
-
-
 @dataclass(frozen=True)
 class Concat(OpSpec):
     """The concatenation of ``n`` branch outputs of (cin, h, w): a memory copy, priced like any op."""
@@ -724,7 +714,7 @@ class Concat(OpSpec):
         return ConcatModule()
 
     def build_standalone(self) -> nn.Module:
-        return ConcatStandalone(self.n, self.cin, self.h, self.w)
+        return StoredInputs(self.n, self.cin, self.h, self.w, concat=True)
 
     def macs(self) -> int:
         return 0

@@ -19,7 +19,7 @@ from torch import nn
 
 from nas2deploy.backends.base import Artifact, Backend, Runner, TorchModule, available_cores
 from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
-from nas2deploy.backends.timing import LaunchCosts, host_dispatch_runs, time_on
+from nas2deploy.backends.timing import LaunchCosts, cpu_time_runs, time_on
 from nas2deploy.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class TorchRunner(Runner):
         if self._stream is None or self._graph is not None:
             return None
         with torch.cuda.stream(self._stream):
-            host = statistics.median(host_dispatch_runs(lambda: self.module(self._input), n, self._stream))
+            host = statistics.median(cpu_time_runs(lambda: self.module(self._input), n, self._stream.synchronize))
         try:
             graph = self._capture(self.source)
         except UserError:

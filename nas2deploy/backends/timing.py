@@ -215,14 +215,19 @@ def measure(target: Timeable, settings: TimingSettings, warmup: bool = True) -> 
     return Measurement(TimingStats.from_samples(samples), warm_end - start, end - warm_end)
 
 
-def cpu_time_runs(run: Callable[[], object], n: int) -> list[float]:
-    """Wall-clock each call; the run must be synchronous (CPU work, or a runtime that blocks)."""
+def cpu_time_runs(run: Callable[[], object], n: int, between: Callable[[], object] | None = None) -> list[float]:
+    """Wall-clock each call; the run must be synchronous (CPU work, or a runtime that blocks),
+    or ``between`` (untimed, after each run) must wait for what it queued: a GPU run's host
+    dispatch time is timed with the stream drained between runs, so the queue never fills and
+    makes the host wait."""
     out = []
     clock = time.perf_counter_ns
     for _ in range(n):
         t0 = clock()
         run()
         out.append((clock() - t0) / 1e6)
+        if between is not None:
+            between()
     return out
 
 
@@ -262,19 +267,6 @@ class LaunchCosts:
     @staticmethod
     def from_field(f: Field) -> LaunchCosts:
         return LaunchCosts(f["host_ms"].number(0, MAX_OP_MS, lo_open=True), f["kernel_ms"].number(0, MAX_OP_MS, lo_open=True))
-
-
-def host_dispatch_runs(run: Callable[[], object], n: int, stream: Any) -> list[float]:
-    """Each of ``n`` runs' host time: the wall clock around the call that queues its kernels,
-    the stream drained after each so the queue never fills and makes the host wait."""
-    out = []
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        run()
-        out.append((clock() - t0) / 1e6)
-        stream.synchronize()
-    return out
 
 
 def time_on(run: Callable[[], object], n: int, stream: Any | None) -> list[float]:
