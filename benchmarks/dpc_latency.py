@@ -22,22 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from torch import nn
-
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import measure
 from nas2deploy.latency.device import settings_from_table, timing_from_table
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.validate import fidelity, validate_table
-from nas2deploy.nets.dpc import DPCModule, DPCNet
 from nas2deploy.spaces import load_table, make_space
-
-
-def cell_module(net: DPCNet) -> nn.Module:
-    """The network from the backbone's features on: its cell and head."""
-    module = DPCModule(net, affine=True)
-    module.backbone = nn.Identity()
-    return module
+from nas2deploy.spaces.dpc.proxy import cell_model
+from nas2deploy.spaces.dpc.space import DPCSpace
 
 
 def main() -> None:
@@ -56,6 +48,7 @@ def main() -> None:
             print(f"profile: {stats.ops} ops in {stats.wall_s:.1f} s", flush=True)
         table = load_table(path)
         space = make_space("dpc", table.meta["space"]["config"])
+        assert isinstance(space, DPCSpace)
         report = validate_table(table, space.sample_arch, args.samples, args.seed, spread=True)
         measured = [r["measured_ms"] for r in report["records"]]
         print(f"whole networks ({args.samples}, across the range, measured {min(measured):.2f}-{max(measured):.2f} ms, "
@@ -65,11 +58,12 @@ def main() -> None:
             print(f"  {kind:<11} within 10% {f['within_10pct']:.0f}%, MAPE {f['mape']:.2f}%, tau {f['kendall_tau']:.3f}")
         settings, timing = settings_from_table(table), timing_from_table(table)
         rng = random.Random(args.seed + 1)
-        predicted, got = [], []
+        predicted: list[float] = []
+        got: list[float] = []
         start = time.perf_counter()
         for i in range(args.samples):
             net = space.sample_arch(rng)
-            with open_runner(settings, TorchModule(cell_module(net), net.features(), f"cell {i}")) as runner:
+            with open_runner(settings, TorchModule(cell_model(net), net.features(), f"cell {i}")) as runner:
                 got.append(measure(runner, timing).stats.median_ms)
             predicted.append(sum(table.latency(s) for s in net.context_specs() + net.head_specs()))
         f = fidelity(predicted, got)

@@ -95,9 +95,6 @@ def prepare(config: SearchConfig) -> Prepared:
     table = load_table(config.table)
     space = space_for(config, table)
     torch.manual_seed(config.seed)  # the supernet's initial weights
-    if entry.make_search is None:
-        raise UserError(f"the {entry.name} space has no differentiable search: it is searched black-box on a "
-                        "cached-feature proxy (issue 15), which is not built yet; profile, sample and validate work for it")
     space_search = entry.make_search(space, table, {**entry.search_defaults, **config.search_options})
     if not space_search.expected_floor() > 0:  # log of the expected latency would be NaN
         raise UserError(f"latency table {config.table}: its calibration (offset_ms {table.offset_ms:g}) lets the "

@@ -49,7 +49,7 @@ from torch import nn
 from nas2deploy.errors import UserError
 from nas2deploy.nets.base import Network
 from nas2deploy.nets.chain import ARCH_FORMAT, ARCH_VERSION, Arch
-from nas2deploy.ops import (AtrousSep, Concat, ConvBNAct, Logits, MBConv, OpSpec, PointConv, PyramidPool,
+from nas2deploy.ops import (AtrousSep, Concat, ConvBNAct, Logits, LogitsModule, MBConv, OpSpec, PointConv, PyramidPool,
                             candidate_layer)
 from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, NETWORK_FIX, Field, network_meta, network_size
 
@@ -139,15 +139,21 @@ class DPCModule(nn.Module):
         self.inputs = [b.input for b in net.cell]
         head = net.head_specs()
         self.concat = head[0].build(affine) if len(net.cell) > 1 else None
-        self.project, self.logits = head[-2].build(affine), head[-1].build(affine)
+        self.project, logits = head[-2].build(affine), head[-1].build(affine)
+        assert isinstance(logits, LogitsModule)
+        self.logits = logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
+        return self.head(self.backbone(x))
+
+    def head(self, features: torch.Tensor, resize: bool = True) -> torch.Tensor:
+        """The cell and the head on the backbone's features; ``resize=False`` leaves the logits
+        at the features' resolution (the DPC proxy trains there)."""
         outputs: list[torch.Tensor] = []
         for branch, source in zip(self.branches, self.inputs):
             outputs.append(branch(features if source < 0 else outputs[source]))
-        y = self.concat(*outputs) if self.concat is not None else outputs[0]
-        return self.logits(self.project(y))
+        y = self.project(self.concat(*outputs) if self.concat is not None else outputs[0])
+        return self.logits(y) if resize else self.logits.conv(y)
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,8 @@ class SpaceEntry:
     config_class: type
     make: Callable[[Any], SearchSpace]
     #: the space's differentiable search (supernet, latency model, derivation) for a table and
-    #: search options; None for a space that is not searched that way (DPC)
-    make_search: Callable[[Any, LatencyTable, dict[str, Any]], SpaceSearch] | None
+    #: search options (a space that is not searched that way refuses here: DPC)
+    make_search: Callable[[Any, LatencyTable, dict[str, Any]], SpaceSearch]
     builtin_data: str
     options: tuple[SpaceOption, ...] = ()
     #: the search options and their defaults (``search`` and ``derive`` scoped options)

@@ -1,6 +1,7 @@
 """DPC (segmentation): dense prediction cells on a fixed backbone at output stride 16, in one
-package. ``space.py`` the space (the 81 ops per branch, sampling cells, what to profile); the
-network kind is ``nets.dpc.DPCNet``. ``ENTRY`` registers it under the name ``dpc``: ``space info``,
+package. ``space.py`` the space (the 81 ops per branch, sampling cells, what to profile); ``proxy.py``
+the cached-feature proxy (features cached once, cells trained on them); the network kind is
+``nets.dpc.DPCNet``. ``ENTRY`` registers it under the name ``dpc``: ``space info``,
 ``space sample``, ``profile`` and ``lut validate`` work for it. It has no differentiable search:
 DPC is searched black-box on a cached-feature proxy (issue 15), which is not built yet, and
 ``search --space dpc`` says so.
@@ -8,15 +9,27 @@ DPC is searched black-box on a cached-feature proxy (issue 15), which is not bui
 
 from __future__ import annotations
 
+from typing import Any
+
+from nas2deploy.errors import UserError
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.search.interface import SpaceSearch
 from nas2deploy.spaces.base import SpaceEntry, SpaceOption
 from nas2deploy.spaces.dpc.space import DPCConfig, DPCSpace
+
+
+def no_differentiable_search(space: Any, table: LatencyTable, options: dict[str, Any]) -> SpaceSearch:
+    """DPC is not searched by the supernet loop: say so, before any work."""
+    raise UserError("the dpc space has no differentiable search: it is searched black-box on a cached-feature proxy "
+                    "(issue 15), which is not built yet; profile, sample and validate work for it")
+
 
 ENTRY = SpaceEntry(
     name="dpc",
     task="segmentation",
     config_class=DPCConfig,
     make=DPCSpace,
-    make_search=None,
+    make_search=no_differentiable_search,
     builtin_data="seg-synthetic",
     options=(
         SpaceOption("backbone", "str", "shipped classification chain run at output stride 16 (mobilenetv2)"),

@@ -1,0 +1,239 @@
+"""The DPC proxy task as published (paper section 4.1): the backbone frozen, its features on the
+data computed once and cached on disk, each candidate cell trained briefly on the cached
+features with early stopping, its validation mIoU the cell's score.
+
+**The cache** (a folder): ``cache.json`` and, per split (``train``, and ``val`` from the data's
+test split), ``SPLIT.features`` (float16, N x C x h x w) and ``SPLIT.labels`` (uint8, N x H x W),
+both memory-mapped, so a proxy trial reads what it needs instead of holding the set in memory.
+``cache.json`` records the key (the SHA-256 of the weights file, the backbone, the input size,
+the data and its size) and how many samples of each split are written; it is rewritten
+atomically after each chunk is flushed, so a killed build resumes at its last chunk. A cache
+whose key differs from the one asked for is refused, naming what differs: features of other
+weights, data or input size are never used.
+
+**A trial** (``train_cell``) builds the network from the backbone's features on (the cell, the
+concatenation, the projection, the logits), trains it with SGD on the cached training features
+and scores it on the cached validation features after each epoch, stopping after ``patience``
+epochs without a better score; the score is the best validation mIoU. Choices the paper leaves
+open for a proxy on a CPU (the paper trained each cell 30k iterations at crop 769 with a poly
+learning rate of 0.01): plain SGD with momentum 0.9 and a cosine learning rate, batch 8.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from nas2deploy.data import Splits
+from nas2deploy.errors import UserError
+from nas2deploy.fileio import atomic_write_json, check_format, read_json, refuse_link, sha256_file
+from nas2deploy.nets.dpc import DPCModule, DPCNet
+from nas2deploy.objective import Score, task_loss
+from nas2deploy.train import load_weights
+from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, Field
+
+CACHE_FORMAT = "nas2deploy.dpc_features"
+CACHE_VERSION = 1
+#: Samples computed between two flushes of the cache (a kill loses at most this many).
+CHUNK = 32
+
+
+def cache_key(net: DPCNet, weights: str | Path, data: Splits, data_spec: str) -> dict[str, Any]:
+    """What the cached features depend on: the weights file's bytes, the backbone, the input
+    size, the data (its name and sizes)."""
+    return {"weights_sha256": sha256_file(weights), "backbone": net.backbone.to_dict(), "input": list(net.input_shape),
+            "data": data_spec, "train": len(data.train), "val": len(data.test)}  # type: ignore[arg-type]
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    names = {"weights_sha256": "weights", "backbone": "backbone", "input": "input size", "data": "data",
+             "train": "training samples", "val": "validation samples"}
+    return [names.get(k, k) for k in new if old.get(k) != new[k]]
+
+
+@dataclass
+class FeatureCache:
+    """An opened cache: each split's features and labels, memory-mapped read-only."""
+
+    folder: Path
+    features: dict[str, np.memmap]
+    labels: dict[str, np.memmap]
+    classes: int
+
+    @staticmethod
+    def open(folder: str | Path) -> FeatureCache:
+        folder = Path(folder)
+        doc = read_cache_doc(folder / "cache.json")
+        features, labels = {}, {}
+        for split, meta in doc["splits"].items():
+            if meta["done"] != meta["count"]:
+                raise UserError(f"feature cache {folder}: split {split} holds {meta['done']} of {meta['count']} samples; "
+                                "build it again with the same command to finish it")
+            features[split] = np.memmap(folder / f"{split}.features", np.float16, "r", shape=tuple([meta["count"], *meta["features"]]))
+            labels[split] = np.memmap(folder / f"{split}.labels", np.uint8, "r", shape=tuple([meta["count"], *meta["labels"]]))
+        return FeatureCache(folder, features, labels, int(doc["classes"]))
+
+
+def read_cache_doc(path: Path) -> dict[str, Any]:
+    """``cache.json``, every number checked: the splits' counts, how many are written, the
+    shapes of their features and labels, the classes."""
+    doc = Field(check_format(read_json(path, "feature cache"), path, CACHE_FORMAT, CACHE_VERSION, "feature cache"),
+                f"feature cache {path}", "delete the cache folder and build it again")
+    splits = {}
+    for split in ("train", "val"):
+        f = doc["splits"][split]
+        count = f["count"].int(1, 10**8)
+        c, h, w = f["features"].list(min_len=3, max_len=3)
+        height, width = f["labels"].list(min_len=2, max_len=2)
+        splits[split] = {"count": count, "done": f["done"].int(0, count),
+                         "features": [c.int(1, MAX_CHANNELS), h.int(1, MAX_SIDE), w.int(1, MAX_SIDE)],
+                         "labels": [height.int(1, MAX_SIDE), width.int(1, MAX_SIDE)]}
+    return {**doc.object(), "splits": splits, "classes": doc["classes"].int(1, MAX_CLASSES), "key": doc["key"].object()}
+
+
+def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, folder: str | Path,
+                batch_size: int = 8, progress: Callable[[str], None] | None = None) -> FeatureCache:
+    """Compute the frozen backbone's features of ``data`` into ``folder`` (resuming a build the
+    same key left unfinished), and open the cache."""
+    folder = refuse_link(folder)
+    data.require_fit(net)
+    mask = np.asarray(data.train[0][1])
+    if mask.shape != net.input_shape[1:]:
+        raise UserError(f"data {data_spec} has {mask.shape[0]}x{mask.shape[1]} masks, arch {net.name} takes "
+                        f"{net.input_shape[1]}x{net.input_shape[2]} inputs")
+    key = cache_key(net, weights, data, data_spec)
+    info = folder / "cache.json"
+    doc: dict[str, Any] | None = None
+    if info.exists():
+        doc = read_cache_doc(info)
+        if doc["key"] != key:
+            raise UserError(f"feature cache {folder} was built from other {', '.join(_differences(doc['key'], key))}: "
+                            "its features do not describe this backbone on this data; give another folder")
+    model = load_weights(net, weights)
+    assert isinstance(model, DPCModule)
+    backbone = model.backbone.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    c, h, w = net.features()
+    splits = {"train": data.train, "val": data.test}
+    if doc is None:
+        doc = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "classes": data.num_classes,
+               "splits": {s: {"count": len(d), "done": 0, "features": [c, h, w],  # type: ignore[arg-type]
+                              "labels": list(net.input_shape[1:])} for s, d in splits.items()}}
+        for split, meta in doc["splits"].items():  # sized up front, so a resumed build writes into them
+            np.memmap(folder / f"{split}.features", np.float16, "w+", shape=tuple([meta["count"], c, h, w])).flush()
+            np.memmap(folder / f"{split}.labels", np.uint8, "w+", shape=tuple([meta["count"], *meta["labels"]])).flush()
+        atomic_write_json(info, doc)
+    for split, dataset in splits.items():
+        _fill(split, dataset, doc, folder, backbone, batch_size, progress)
+    return FeatureCache.open(folder)
+
+
+@torch.no_grad()
+def _fill(split: str, dataset: Dataset, doc: dict[str, Any], folder: Path, backbone: nn.Module, batch_size: int,
+          progress: Callable[[str], None] | None) -> None:
+    meta = doc["splits"][split]
+    feats = np.memmap(folder / f"{split}.features", np.float16, "r+", shape=tuple([meta["count"], *meta["features"]]))
+    labels = np.memmap(folder / f"{split}.labels", np.uint8, "r+", shape=tuple([meta["count"], *meta["labels"]]))
+    while meta["done"] < meta["count"]:
+        end = min(meta["count"], meta["done"] + CHUNK)
+        for i in range(meta["done"], end, batch_size):
+            items = [dataset[j] for j in range(i, min(end, i + batch_size))]
+            x = torch.stack([torch.as_tensor(im) for im, _ in items])
+            feats[i:i + len(items)] = backbone(x).numpy().astype(np.float16)
+            labels[i:i + len(items)] = np.stack([np.asarray(m, dtype=np.uint8) for _, m in items])
+        feats.flush()
+        labels.flush()
+        meta["done"] = end
+        atomic_write_json(folder / "cache.json", doc)  # after the flush: what it counts is on disk
+        if progress:
+            progress(f"features of {split}: {end}/{meta['count']}")
+
+
+@dataclass
+class ProxyScore:
+    miou: float
+    epochs: int
+    seconds: float
+
+
+def cell_model(net: DPCNet) -> DPCModule:
+    """The network from the backbone's features on: cell, concatenation, projection, logits."""
+    model = DPCModule(net, affine=True)
+    model.backbone = nn.Sequential()  # the identity: the cache holds the backbone's output
+    return model
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+def label_grid(size: int, side: int) -> np.ndarray:
+    """The input rows (or columns) that the logits' ``side`` rows sample when they are resized
+    to ``size`` with align_corners=True (``Logits``): the nearest pixel to each."""
+    return np.rint(np.arange(side) * ((size - 1) / max(side - 1, 1))).astype(np.int64)
+
+
+def train_cell(net: DPCNet, cache: FeatureCache, epochs: int = 10, batch_size: int = 8, lr: float = 0.02,
+               patience: int = 3, seed: int = 0, full_resolution: bool = False) -> ProxyScore:
+    """Train ``net``'s cell on the cached features (module docstring); its best validation mIoU.
+
+    The training loss is computed at the logits' own resolution, against the labels sampled
+    where the logits' pixels fall (``label_grid``), unless ``full_resolution``: resizing the
+    logits to the input and back-propagating through it was most of a trial's time (measured
+    by ``benchmarks/dpc_proxy.py``, both ways); validation always scores full-resolution masks."""
+    if cache.classes != net.num_classes:
+        raise UserError(f"feature cache {cache.folder} holds {cache.classes}-class labels, the cell predicts {net.num_classes}")
+    torch.manual_seed(seed)
+    model = cell_model(net)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=4e-5)
+    train_x, train_y = cache.features["train"], cache.labels["train"]
+    _, h, w = train_x.shape[1:]
+    rows, cols = label_grid(train_y.shape[1], h), label_grid(train_y.shape[2], w)
+    steps = max(1, epochs * math.ceil(len(train_x) / batch_size))
+    g = torch.Generator().manual_seed(seed)
+    best, since, step, ran = -1.0, 0, 0, 0
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        for idx in _batches(len(train_x), batch_size, g):
+            picked = np.sort(idx.numpy())
+            x = torch.from_numpy(np.asarray(train_x[picked], dtype=np.float32))
+            labels = np.asarray(train_y[picked])
+            y = torch.from_numpy((labels if full_resolution else labels[:, rows][:, :, cols]).astype(np.int64))
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
+            loss = task_loss("segmentation", model.head(x, resize=full_resolution), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        ran = epoch + 1
+        score = _validate(model, cache, net.num_classes, batch_size)
+        if score > best:
+            best, since = score, 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    return ProxyScore(best, ran, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, cache: FeatureCache, classes: int, batch_size: int) -> float:
+    model.eval()
+    score = Score("segmentation", classes)
+    x_all, y_all = cache.features["val"], cache.labels["val"]
+    for idx in _batches(len(x_all), batch_size, None):
+        rows = idx.numpy()
+        score.add(model(torch.from_numpy(np.asarray(x_all[rows], dtype=np.float32))),
+                  torch.from_numpy(np.asarray(y_all[rows], dtype=np.int64)))
+    return score.value

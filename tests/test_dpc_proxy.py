@@ -1,0 +1,97 @@
+"""The DPC proxy: the frozen backbone's features cached on disk (exact, resumable, never stale)
+and cells trained on them with early stopping."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nas2deploy.data import open_dataset
+from nas2deploy.errors import UserError
+from nas2deploy.nets import load_arch
+from nas2deploy.spaces.dpc import proxy
+from nas2deploy.spaces.dpc.proxy import FeatureCache, build_cache, train_cell
+from nas2deploy.train import save_weights
+
+DATA = "seg-synthetic:12"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("proxy")
+    data = open_dataset(DATA, 64)
+    net = dataclasses.replace(load_arch("dpc-mnv2").at_input(64, 64), num_classes=data.num_classes, name="dpc-64")
+    torch.manual_seed(0)
+    save_weights(net.build(), tmp / "w.pt")
+    return tmp, net, data
+
+
+def test_the_cache_holds_the_backbones_features_and_the_masks(setup):
+    tmp, net, data = setup
+    cache = build_cache(net, tmp / "w.pt", data, DATA, tmp / "cache")
+    assert cache.features["train"].shape == (12, 320, 4, 4) and cache.features["train"].dtype == np.float16
+    assert cache.features["val"].shape[0] == len(data.test)
+    from nas2deploy.train import load_weights
+
+    backbone = load_weights(net, tmp / "w.pt").backbone.eval()
+    x, mask = data.train[5]
+    with torch.no_grad():
+        want = backbone(x[None])[0].numpy()
+    np.testing.assert_allclose(cache.features["train"][5].astype(np.float32), want, rtol=2e-3, atol=2e-3)  # fp16
+    assert np.array_equal(cache.labels["train"][5], mask.numpy())
+    assert build_cache(net, tmp / "w.pt", data, DATA, tmp / "cache").features["train"].shape[0] == 12  # reopened
+
+
+def test_a_killed_build_resumes_where_it_stopped(setup, tmp_path, monkeypatch):
+    _, net, data = setup
+    weights = setup[0] / "w.pt"
+    monkeypatch.setattr(proxy, "CHUNK", 4)
+    said = []
+
+    def killed(message):
+        said.append(message)
+        if len(said) == 2:
+            raise KeyboardInterrupt  # the process dies after its second chunk is on disk
+
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(net, weights, data, DATA, tmp_path / "c", progress=killed)
+    assert json.loads((tmp_path / "c" / "cache.json").read_text())["splits"]["train"]["done"] == 8
+    with pytest.raises(UserError, match="split train holds 8 of 12 samples; build it again"):
+        FeatureCache.open(tmp_path / "c")
+    said.clear()
+    resumed = build_cache(net, weights, data, DATA, tmp_path / "c", progress=said.append)
+    assert said[0] == "features of train: 12/12"  # only the missing chunk was computed
+    fresh = build_cache(net, weights, data, DATA, tmp_path / "fresh")
+    assert np.array_equal(resumed.features["train"], fresh.features["train"])
+    assert np.array_equal(resumed.labels["val"], fresh.labels["val"])
+
+
+def test_a_cache_of_other_weights_or_data_is_refused_by_name(setup, tmp_path):
+    tmp, net, data = setup
+    build_cache(net, tmp / "w.pt", data, DATA, tmp_path / "c")
+    torch.manual_seed(1)
+    save_weights(net.build(), tmp_path / "other.pt")
+    with pytest.raises(UserError, match="was built from other weights: its features do not describe"):
+        build_cache(net, tmp_path / "other.pt", data, DATA, tmp_path / "c")
+    more = open_dataset("seg-synthetic:16", 64)
+    with pytest.raises(UserError, match="built from other data, training samples: its features"):
+        build_cache(net, tmp / "w.pt", more, "seg-synthetic:16", tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "cache.json").read_text())
+    doc["splits"]["train"]["count"] = -3
+    (tmp_path / "c" / "cache.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"field splits.train.count must be an integer in \[1, 100000000\]"):
+        FeatureCache.open(tmp_path / "c")
+
+
+def test_a_cell_trains_on_the_cache_and_stops_early(setup):
+    tmp, net, data = setup
+    cache = build_cache(net, tmp / "w.pt", data, DATA, tmp / "cache")
+    score = train_cell(net, cache, epochs=3, batch_size=4)
+    assert 0.0 <= score.miou <= 1.0 and score.epochs == 3 and score.seconds > 0
+    frozen = train_cell(net, cache, epochs=20, batch_size=4, lr=0.0, patience=2)  # nothing changes: no better score
+    assert frozen.epochs == 3
+    wrong = dataclasses.replace(net, num_classes=net.num_classes + 1)
+    with pytest.raises(UserError, match="holds 6-class labels, the cell predicts 7"):
+        train_cell(wrong, cache)
