@@ -140,3 +140,17 @@ def test_quiet_and_verbose_are_root_options():
     assert result.exit_code == 2 and "--quiet and --verbose contradict each other" in result.output
     result = CliRunner().invoke(cli, ["--quiet", "arch", "list"])
     assert result.exit_code == 0 and "densenas-a" in result.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`nas2deploy ... | head -1`: the reader closes the pipe before the command writes (here
+    at once, so the write fails every time); no "Error: Broken pipe" on stderr."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "nas2deploy", "arch", "info", "dpc-mnv2"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    stderr = child.stderr.read()
+    assert child.wait(timeout=120) != 0 and "Broken pipe" not in stderr and "Traceback" not in stderr, stderr
