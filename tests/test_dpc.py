@@ -212,3 +212,15 @@ def test_a_dpc_network_trains_and_exports_like_any_network(tmp_path):
     assert result.exit_code == 0, result.output
     assert "PASS onnxruntime vs torch on 4 inputs" in result.output and "pixel agreement 100.000%" in result.output
     assert (tmp_path / "out" / "arch.png").exists() and (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_data_of_another_shape_is_refused_before_training(tmp_path):
+    import dataclasses
+
+    from nas2deploy.nets import save_arch
+
+    wide = dataclasses.replace(load_arch("dpc-mnv2").at_input(128, 256), num_classes=6, name="wide")
+    save_arch(wide, tmp_path / "wide.json")
+    result = CliRunner().invoke(cli, ["train", "--arch", str(tmp_path / "wide.json"), "--data", "seg-synthetic:8",
+                                      "--epochs", "1", "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 1 and "arch wide expects 128x256 inputs and 6 classes" in result.output

@@ -28,9 +28,11 @@ def require_fit(arch: Network, name: str, task: str, num_classes: int, image_siz
     """Refuse data (described by its task, classes and image size) that ``arch`` cannot take."""
     if task != arch.task:
         raise UserError(f"arch {arch.name} is a {arch.task} network, data {name} is {task} data")
-    if num_classes != arch.num_classes or image_size != arch.input_size:
+    _, height, width = arch.input_shape
+    if num_classes != arch.num_classes or (image_size, image_size) != (height, width):
+        size = f"{height}px" if height == width else f"{height}x{width}"
         raise UserError(
-            f"arch {arch.name} expects {arch.input_size}px inputs and {arch.num_classes} classes, data {name} "
+            f"arch {arch.name} expects {size} inputs and {arch.num_classes} classes, data {name} "
             f"has {image_size}px images and {num_classes} classes; give the data it was trained on"
         )
 

@@ -104,11 +104,7 @@ def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, 
     """Compute the frozen backbone's features of ``data`` into ``folder`` (resuming a build the
     same key left unfinished), and open the cache."""
     folder = refuse_link(folder)
-    data.require_fit(net)
-    mask = np.asarray(data.train[0][1])
-    if mask.shape != net.input_shape[1:]:
-        raise UserError(f"data {data_spec} has {mask.shape[0]}x{mask.shape[1]} masks, arch {net.name} takes "
-                        f"{net.input_shape[1]}x{net.input_shape[2]} inputs")
+    data.require_fit(net)  # task, classes and the input's height and width
     key = cache_key(net, weights, data, data_spec)
     info = folder / "cache.json"
     doc: dict[str, Any] | None = None
