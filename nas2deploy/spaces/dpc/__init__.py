@@ -1,9 +1,9 @@
 """DPC (segmentation): dense prediction cells on a fixed backbone at output stride 16, in one
-package. ``space.py`` the space (the 81 ops per branch, sampling cells, what to profile); ``proxy.py``
-the cached-feature proxy (features cached once, cells trained on them); the network kind is
-``nets.dpc.DPCNet``. ``ENTRY`` registers it under the name ``dpc``: ``space info``,
-``space sample``, ``profile`` and ``lut validate`` work for it. It has no differentiable search:
-DPC is searched black-box on a cached-feature proxy (issue 15), which is not built yet, and
+package: ``space.py`` the space (the 81 ops per branch, sampling cells, what to profile);
+``proxy.py`` the cached-feature proxy (features cached once, cells trained on them);
+``study.py`` the black-box search on Optuna (no command yet); the network kind is
+``nets.dpc.DPCNet``. ``ENTRY`` registers it under the name ``dpc``: ``space info``, ``space
+sample``, ``profile`` and ``lut validate`` work for it. It has no differentiable search, and
 ``search --space dpc`` says so.
 """
 
@@ -20,8 +20,8 @@ from nas2deploy.spaces.dpc.space import DPCConfig, DPCSpace
 
 def no_differentiable_search(space: Any, table: LatencyTable, options: dict[str, Any]) -> SpaceSearch:
     """DPC is not searched by the supernet loop: say so, before any work."""
-    raise UserError("the dpc space has no differentiable search: it is searched black-box on a cached-feature proxy "
-                    "(issue 15), which is not built yet; profile, sample and validate work for it")
+    raise UserError("the dpc space has no differentiable search: it is searched black-box on a cached-feature proxy, "
+                    "whose command is not built yet (issue 15); profile, sample and validate work for it")
 
 
 ENTRY = SpaceEntry(
