@@ -168,15 +168,19 @@ def test_a_dpc_table_is_profiled_validated_and_sampled(tmp_path):
     assert len(json.loads(result.stdout)["networks"]) == 2
 
 
-def test_dpc_has_no_differentiable_search_and_says_so(tmp_path):
+def test_dpc_is_searched_black_box_and_says_what_it_needs(tmp_path):
     from budget_exactness import random_table
+
+    from nas2deploy.spaces import get_space
 
     table = random_table(tiny_dpc(), 0)
     table.save(tmp_path / "t.json")
     result = CliRunner().invoke(cli, ["search", "--space", "dpc", "--lut", str(tmp_path / "t.json"), "--budget-ms", "5",
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-    assert "the dpc space has no differentiable search" in result.output
+    assert "the dpc search needs --weights (the backbone's) and --budget-ms" in result.output
+    with pytest.raises(UserError, match="the dpc space has no differentiable search"):  # the supernet path refuses
+        get_space("dpc").make_search(tiny_dpc(), table, {})
 
 
 def test_the_reachable_range_is_exact():

@@ -95,3 +95,22 @@ def test_a_cell_trains_on_the_cache_and_stops_early(setup):
     wrong = dataclasses.replace(net, num_classes=net.num_classes + 1)
     with pytest.raises(UserError, match="holds 6-class labels, the cell predicts 7"):
         train_cell(wrong, cache)
+
+
+def test_a_classification_backbones_weights_seed_the_cache(setup, tmp_path):
+    """The usual start: a backbone trained as a classification chain, its tail dropped, its
+    layers run at output stride 16 with the same tensors."""
+    from nas2deploy.spaces.dpc.proxy import backbone_module
+
+    _, net, data = setup
+    torch.manual_seed(2)
+    chain = net.backbone.build()
+    save_weights(chain, tmp_path / "chain.pt")
+    backbone = backbone_module(net, tmp_path / "chain.pt")
+    assert torch.equal(backbone[3].body[0].weight, chain[3].body[0].weight)  # the same tensors, layer by layer
+    assert len(backbone) < len(chain)  # the tail (conv 1x1 and classifier) dropped
+    cache = build_cache(net, tmp_path / "chain.pt", data, DATA, tmp_path / "c")
+    assert cache.features["train"].shape == (12, 320, 4, 4)
+    (tmp_path / "bad.pt").write_bytes(b"not weights")
+    with pytest.raises(UserError, match="fit neither DPC network dpc-64 .* nor its backbone mobilenetv2"):
+        build_cache(net, tmp_path / "bad.pt", data, DATA, tmp_path / "c2")

@@ -55,7 +55,9 @@ def test_a_study_continues_from_its_storage_and_refuses_another_budget(setup):
     storage = str(tmp / "journal2.log")
     run_trials(open_study(space, table, cache, budget, storage, "s2", "tpe"), space, table, cache, budget, 3, epochs=1)
     again = open_study(space, table, cache, budget, storage, "s2", "tpe")  # another process would do the same
-    run_trials(again, space, table, cache, budget, 2, epochs=1)
+    run_trials(again, space, table, cache, budget, 5, epochs=1)  # up to 5 in all: 2 more
+    assert len(again.trials) == 5
+    run_trials(again, space, table, cache, budget, 5, epochs=1)  # the study is complete: nothing runs
     assert len(again.trials) == 5
     with pytest.raises(UserError, match=r"study s2 in .* was created for another budget_ms \(budget_ms: "):
         open_study(space, table, cache, budget * 2, storage, "s2")
@@ -66,3 +68,61 @@ def test_a_study_continues_from_its_storage_and_refuses_another_budget(setup):
         open_study(space, table, cache, budget, storage, "s4", "cmaes")
     with pytest.raises(UserError, match=r"--storage sqlite:////nonexistent/x.db: cannot open study s5 \(.*unable to open"):
         open_study(space, table, cache, budget, "sqlite:////nonexistent/x.db", "s5")
+
+
+def test_search_space_dpc_runs_and_continues_a_study_from_the_command_line(setup, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from nas2deploy.cli import cli
+    from nas2deploy.nets import load_arch
+
+    tmp, space, table, cache, budget = setup
+    save_weights(space.backbone.build(), tmp_path / "chain.pt")  # a classification backbone's weights
+    command = ["search", "--space", "dpc", "--lut", str(tmp / "t.json"), "--weights", str(tmp_path / "chain.pt"),
+               "--data", "seg-synthetic:8", "--budget-ms", str(budget), "--proxy-epochs", "1", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(cli, [*command, "--trials", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["trials"] == 4 and summary["complete"] + summary["pruned"] == 4
+    if summary["complete"]:
+        best = load_arch(summary["best"]["arch"])
+        assert table.predict(best).best_ms <= budget and best.meta["budget_ms"] == budget
+    result = CliRunner().invoke(cli, [*command, "--trials", "6", "--sampler", "tpe", "--json"])  # the same study, continued
+    assert result.exit_code == 0 and json.loads(result.stdout)["trials"] == 6, result.output
+    for extra, message in ((["--epochs", "5"], "--epochs does not apply to the dpc space's black-box search"),
+                           (["--budget-ms", "1e-6"], "the cheapest cell on this backbone is predicted at")):
+        result = CliRunner().invoke(cli, [*command, *extra])
+        assert result.exit_code == 1 and message in result.output, result.output
+    result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--trials", "3", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "--trials is an option of the dpc space's black-box search" in result.output
+
+
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_not_a_running_one(setup, tmp_path):
+    """A worker killed with SIGKILL leaves its trial running in a journal; the next worker on the
+    host marks it failed and the study still ends at its total, every trial accounted for."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nas2deploy.spaces.dpc.study import open_study, run_trials
+
+    tmp, space, table, cache, budget = setup
+    storage = str(tmp_path / "journal.log")
+    study = open_study(space, table, cache, budget * 100, storage, "k")  # every cell fits: every trial trains
+    script = (f"import optuna, os, time\n"
+              f"s = optuna.load_study(study_name='k', storage=optuna.storages.JournalStorage("
+              f"optuna.storages.journal.JournalFileBackend({storage!r})))\n"
+              f"t = s.ask(); t.set_user_attr('worker', __import__('socket').gethostname() + ':' + str(os.getpid()))\n"
+              f"print('asked', flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "asked"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # what the killed worker left
+    run_trials(study, space, table, cache, budget * 100, 4, epochs=1)
+    states = [t.state for t in study.trials]
+    assert len(states) == 4 and states[0] == optuna.trial.TrialState.FAIL
+    assert states[1:] == [optuna.trial.TrialState.COMPLETE] * 3

@@ -44,11 +44,31 @@ from nas2deploy.spaces import DEFAULT_SPACE
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
 @click.option("--force", is_flag=True, help="Start in a folder that holds other files or another search (replacing it).")
+@click.option("--weights", help="DPC: weights of the backbone (a classification chain) or of a DPC network.")
+@click.option("--trials", type=click.IntRange(min=1), help="DPC: the study's trials in all: each worker runs trials "
+              "until the study holds this many (default 20).")
+@click.option("--storage", help="DPC: Optuna storage shared by the workers: a journal file or a database URL "
+              "(default OUT/study.log).")
+@click.option("--study", "study_name", help="DPC: the study's name (default dpc).")
+@click.option("--sampler", type=click.Choice(["random", "tpe", "nsga2"]), help="DPC: how trials are drawn (default random).")
+@click.option("--proxy-epochs", type=click.IntRange(min=1), help="DPC: epochs a cell trains on the cached features (default 10).")
 @json_option
 @click.pass_context
 def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
            force: bool, as_json: bool, dist_backend: str, dist_timeout: int, **opts: Any) -> None:
-    """Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."""
+    """Latency-regularised search (DenseNAS or DCNAS): writes log.jsonl, checkpoint.pt and arch.json to --out;
+    or black-box search of DPC cells on a cached-feature proxy (--space dpc): writes the feature cache, the
+    study's journal and best.json to --out."""
+    from nas2deploy.spaces import get_space
+
+    black_box = {k: opts.pop(k) for k in BLACK_BOX if k in opts}
+    if get_space(space_name).study is not None:
+        study(ctx, space_name, table, out, force, as_json, black_box, opts)
+        return
+    given = [k for k, v in black_box.items() if v is not None]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-')} is an option of the dpc space's black-box search, not of "
+                        f"the {space_name} search")
     from nas2deploy.runs import start_search
     from nas2deploy.search.config import SearchConfig
     from nas2deploy.search.distributed import leave_process_group
@@ -78,6 +98,46 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
         last = json.loads((Path(out) / "log.jsonl").read_text().splitlines()[-1])
         emit({"run": out, "arch": str(derived), "predicted_ms": predicted, "last_epoch": last, "warnings": warnings},
              f"derived architecture: {derived} (predicted {predicted:.3f} ms)", as_json)
+
+
+#: The options only a black-box search (DPC) reads.
+BLACK_BOX = ("weights", "trials", "storage", "study_name", "sampler", "proxy_epochs")
+#: The options only the differentiable search reads (given to a black-box search, they are refused).
+DIFFERENTIABLE = ("lam", "tau", "epochs", "warmup_epochs", "batch_size", "max_batches", "w_lr", "a_lr", "device", "amp",
+                  "workers", "channels_last", "data_classes", "crop", "config_file", "resume", "dist_backend", "dist_timeout")
+
+
+def study(ctx: click.Context, space_name: str, table: str, out: str, force: bool, as_json: bool,
+          black_box: dict[str, Any], opts: dict[str, Any]) -> None:
+    """``search`` for a space searched black-box (DPC): its options, then the space's own study."""
+    from nas2deploy.runs import space_for
+    from nas2deploy.search.config import SearchConfig
+    from nas2deploy.spaces import get_space, load_table
+
+    given = [name for name in DIFFERENTIABLE if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-').replace('lam', 'lambda')} does not apply to the {space_name} space's "
+                        "black-box search")
+    if not black_box.get("weights") or opts.get("budget_ms") is None:
+        raise UserError(f"the {space_name} search needs --weights (the backbone's) and --budget-ms")
+    space_config = pop_options(space_name, opts, "space")
+    pop_options(space_name, opts, "search")  # a differentiable search's option, given here, is refused by name
+    lut = load_table(table)
+    space = space_for(SearchConfig(table=table, space=space_name, space_config=space_config), lut)
+    options = {"trials": black_box.get("trials") or 20, "storage": black_box.get("storage") or "",
+               "study": black_box.get("study_name") or "dpc", "sampler": black_box.get("sampler") or "random",
+               "proxy_epochs": black_box.get("proxy_epochs") or 10}
+    warnings = warn_table(lut, here=True)
+    entry = get_space(space_name)
+    assert entry.study is not None
+    summary = entry.study(lut, space, log, weights=black_box["weights"], data=opts.get("data") or entry.builtin_data,
+                          budget_ms=opts["budget_ms"], out=out, seed=opts.get("seed", 0), force=force, **options)
+    best = summary.get("best")
+    text = (f"study {summary['study']} ({summary['storage']}): {summary['trials']} trials, {summary['complete']} trained, "
+            f"{summary['pruned']} over the budget (pruned untrained), {summary['failed']} failed")
+    text += (f"\nbest: trial {best['trial']}, proxy mIoU {best['miou']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
+             if best else "\nno cell trained yet: every trial so far was over the budget")
+    emit({**summary, "warnings": warnings}, text, as_json)
 
 
 @click.command()

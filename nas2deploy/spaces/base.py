@@ -110,6 +110,10 @@ class SpaceEntry:
     search_defaults: dict[str, Any] = field(default_factory=dict)
     plots: Plots | None = None
     demo: DemoPlan | None = None
+    #: the space's black-box search, where it has one instead of ``make_search`` (DPC): run by
+    #: ``nas2deploy search`` with the table, the space, a progress callback and the search's
+    #: options, returning its summary
+    study: Callable[..., dict[str, Any]] | None = None
 
     def option_fields(self, scope: str) -> list[str]:
         return [o.field for o in self.options if scope in o.scope]

@@ -67,6 +67,8 @@ class FeatureCache:
     features: dict[str, np.memmap]
     labels: dict[str, np.memmap]
     classes: int
+    #: what the features were computed from (``cache_key``): caches built apart compare by it
+    key: dict[str, Any]
 
     @staticmethod
     def open(folder: str | Path) -> FeatureCache:
@@ -79,7 +81,7 @@ class FeatureCache:
                                 "build it again with the same command to finish it")
             features[split] = np.memmap(folder / f"{split}.features", np.float16, "r", shape=tuple([meta["count"], *meta["features"]]))
             labels[split] = np.memmap(folder / f"{split}.labels", np.uint8, "r", shape=tuple([meta["count"], *meta["labels"]]))
-        return FeatureCache(folder, features, labels, int(doc["classes"]))
+        return FeatureCache(folder, features, labels, int(doc["classes"]), doc["key"])
 
 
 def read_cache_doc(path: Path) -> dict[str, Any]:
@@ -113,9 +115,7 @@ def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, 
         if doc["key"] != key:
             raise UserError(f"feature cache {folder} was built from other {', '.join(_differences(doc['key'], key))}: "
                             "its features do not describe this backbone on this data; give another folder")
-    model = load_weights(net, weights)
-    assert isinstance(model, DPCModule)
-    backbone = model.backbone.eval()
+    backbone = backbone_module(net, weights).eval()
     folder.mkdir(parents=True, exist_ok=True)
     c, h, w = net.features()
     splits = {"train": data.train, "val": data.test}
@@ -130,6 +130,26 @@ def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, 
     for split, dataset in splits.items():
         _fill(split, dataset, doc, folder, backbone, batch_size, progress)
     return FeatureCache.open(folder)
+
+
+def backbone_module(net: DPCNet, weights: str | Path) -> nn.Module:
+    """``net``'s backbone at output stride 16 with the weights of ``weights``: a state dict of
+    the DPC network itself, or of its backbone as a classification chain (a backbone trained on
+    classification, the usual start; its layers keep their shapes at output stride 16, and its
+    tail is dropped). Either is checked tensor by tensor (``load_weights``)."""
+    try:
+        model = load_weights(net, weights)
+        assert isinstance(model, DPCModule)
+        return model.backbone
+    except UserError as as_network:
+        try:
+            chain = load_weights(net.backbone, weights).state_dict()
+        except UserError as as_backbone:
+            raise UserError(f"weights {weights} fit neither DPC network {net.name} ({as_network}) nor its backbone "
+                            f"{net.backbone.name} ({as_backbone})") from None
+    backbone = DPCModule(net, affine=True).backbone
+    backbone.load_state_dict({k: v for k, v in chain.items() if int(k.split(".")[0]) < len(backbone)})
+    return backbone
 
 
 @torch.no_grad()

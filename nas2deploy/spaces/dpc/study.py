@@ -1,4 +1,5 @@
-"""Black-box search of DPC cells on Optuna (issue 15, item 5; the library half, no command yet).
+"""Black-box search of DPC cells on Optuna (issue 15, item 5): ``search_cells`` is what
+``nas2deploy search --space dpc`` runs.
 
 A trial is one cell: for each branch i, its input (``b{i}_input``: -1 for the backbone's
 features, or an earlier branch) and its op (``b{i}_op``: one of the 81, named as
@@ -9,8 +10,11 @@ its predicted latency and never trained. A cell within budget is trained on the 
 
 The study lives in Optuna's storage: a journal file (a path) or any database URL Optuna accepts,
 so workers started with the same storage and study name cooperate, and running again continues
-the study. The study records the space, the table, the budget and the cache it was created for,
-and a study of other ones is refused naming the difference.
+the study. The study records the space, the table (its SHA-256), the budget and the cache (the
+hash of what its features were computed from: workers on other machines build their own) it was
+created for, and a study of other ones is refused naming the difference. A worker killed with
+SIGKILL leaves its trial running: in a database storage Optuna's heartbeat fails it, in a
+journal file the next worker on the same host does (``fail_dead_workers_trials``).
 
 Samplers: ``random`` (the paper's baseline), ``tpe`` (Optuna's TPESampler), ``nsga2`` (Optuna's
 NSGA-II on the single objective: a genetic algorithm, standing in for regularised evolution,
@@ -19,13 +23,21 @@ which Optuna's core does not ship).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nas2deploy.errors import UserError, first_line
+from nas2deploy.data import open_dataset
+from nas2deploy.fileio import claim_folder, sha256_file
 from nas2deploy.latency.table import LatencyTable
+from nas2deploy.nets import save_arch
 from nas2deploy.nets.dpc import Branch, DPCNet
-from nas2deploy.spaces.dpc.proxy import FeatureCache, train_cell
+from nas2deploy.spaces.dpc.proxy import FeatureCache, build_cache, train_cell
 from nas2deploy.spaces.dpc.space import BRANCH_CHOICES, DPCSpace
 
 SAMPLERS = ("random", "tpe", "nsga2")
@@ -52,11 +64,17 @@ def _optuna() -> Any:
     return optuna
 
 
+#: Seconds between a worker's heartbeats in a database storage, and how long a silent worker's
+#: running trial waits before another worker marks it failed (Optuna's heartbeat).
+HEARTBEAT_S, GRACE_S = 20, 60
+
+
 def storage_for(url: str) -> Any:
-    """A database URL as it is; anything else is a journal file (created where it is missing)."""
+    """A database URL with Optuna's heartbeat (a killed worker's running trial is failed by the
+    next worker after ``GRACE_S``); anything else is a journal file (created where missing)."""
     optuna = _optuna()
     if "://" in url:
-        return url
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     from optuna.storages.journal import JournalFileBackend
 
     Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +114,10 @@ def open_study(space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget
     except Exception as exc:  # storages fail in their own ways: sqlalchemy, the journal, the URL parser
         raise UserError(f"--storage {storage}: cannot open study {name} ({first_line(exc)}); give a journal file path "
                         "or a database URL that this machine reaches") from None
-    want = {"space": space.config_dict(), "table": str(table.path), "budget_ms": budget_ms, "cache": str(cache.folder)}
+    # Workers on other machines have their own caches and paths: a cache counts by what it was
+    # computed from, the table by its contents.
+    want = {"space": space.config_dict(), "table": sha256_file(table.path) if table.path else "", "budget_ms": budget_ms,
+            "cache": hashlib.sha256(json.dumps(cache.key, sort_keys=True).encode()).hexdigest()}
     have = study.user_attrs
     if not have:
         for key, value in want.items():
@@ -107,12 +128,50 @@ def open_study(space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget
     return study
 
 
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_dead_workers_trials(study: Any) -> list[int]:
+    """Mark failed the running trials of workers of this host that no longer run (a journal file
+    has no heartbeat; a worker killed with SIGKILL leaves its trial running). Trials of other
+    hosts are left to their own workers; a database storage's heartbeat covers every host."""
+    optuna = _optuna()
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get("worker", ""))
+        name, _, pid = worker.rpartition(":")
+        if name == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def run_trials(study: Any, space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget_ms: float, trials: int,
                epochs: int = 10, batch_size: int = 8, patience: int = 3) -> None:
-    """Run ``trials`` more trials of ``study`` in this process (other processes may run theirs)."""
+    """Run trials in this process until the study holds ``trials`` trials (finished, or running
+    in other workers), so that several workers share one total; the running trials of dead
+    workers on this host are marked failed first (``fail_dead_workers_trials``)."""
     optuna = _optuna()
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
+              optuna.trial.TrialState.RUNNING)
+    fail_dead_workers_trials(study)
+    if len(study.get_trials(deepcopy=False, states=states)) >= trials:
+        return
 
     def objective(trial: Any) -> float:
+        trial.set_user_attr("worker", worker_id())
         net: DPCNet = space.network(cell_of(trial, space.config.branches), f"trial-{trial.number}")
         predicted = table.predict(net).best_ms
         trial.set_user_attr("latency_ms", predicted)
@@ -123,4 +182,57 @@ def run_trials(study: Any, space: DPCSpace, table: LatencyTable, cache: FeatureC
         trial.set_user_attr("seconds", round(score.seconds, 2))
         return score.miou
 
-    study.optimize(objective, n_trials=trials)
+    # The callback counts running trials too: a worker stops when the others' running trials
+    # will make up the total, so the study ends with ``trials`` trials, none run twice.
+    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=states)])
+
+
+@dataclass(frozen=True)
+class CellSearch:
+    """What ``nas2deploy search --space dpc`` was given."""
+
+    table: str
+    weights: str
+    data: str
+    budget_ms: float
+    out: str
+    trials: int = 20  # the study's total: each worker runs until the study holds this many
+    storage: str = ""  # default: OUT/study.log (a journal file)
+    study: str = "dpc"
+    sampler: str = "random"
+    proxy_epochs: int = 10
+    seed: int = 0
+    force: bool = False  # write into an OUT that holds other files
+
+
+def search_cells(config: CellSearch, space: DPCSpace, table: LatencyTable,
+                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Cache the backbone's features in OUT/cache (once; resumed after a kill), run trials until
+    the study (joined where it exists) holds ``config.trials``, write the best cell so far as
+    OUT/best.json and return the study's summary."""
+    fastest, _ = space.latency_range(table)
+    if config.budget_ms < fastest:
+        raise UserError(f"--budget-ms {config.budget_ms:g}: the cheapest cell on this backbone is predicted at "
+                        f"{fastest:.4g} ms with table {table.name}")
+    out = claim_folder(config.out, config.force, own=("cache", "study.log", "best.json"))
+    out.mkdir(parents=True, exist_ok=True)
+    probe = space.network(tuple(BRANCH_CHOICES[:1] * space.config.branches), "cache")
+    data = open_dataset(config.data, probe.input_size, fit=probe)
+    cache = build_cache(probe, config.weights, data, config.data, out / "cache", progress=say)
+    storage = config.storage or str(out / "study.log")
+    study = open_study(space, table, cache, config.budget_ms, storage, config.study, config.sampler, config.seed)
+    run_trials(study, space, table, cache, config.budget_ms, config.trials, epochs=config.proxy_epochs)
+    optuna = _optuna()
+    states = [t.state for t in study.trials]
+    summary: dict[str, Any] = {"study": config.study, "storage": storage, "trials": len(states),
+                               "complete": states.count(optuna.trial.TrialState.COMPLETE),
+                               "pruned": states.count(optuna.trial.TrialState.PRUNED),
+                               "failed": states.count(optuna.trial.TrialState.FAIL)}
+    if summary["complete"]:
+        best = study.best_trial
+        net = space.network(cell_of(best, space.config.branches), "dpc-best").with_meta(
+            {"lut": config.table, "data": config.data, "space": "dpc", "budget_ms": config.budget_ms})
+        save_arch(net, out / "best.json")
+        summary["best"] = {"trial": best.number, "miou": best.value, "latency_ms": best.user_attrs["latency_ms"],
+                           "cell": [b.to_dict() for b in net.cell], "arch": str(out / "best.json")}
+    return summary
