@@ -18,7 +18,7 @@ import time
 import zipfile
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -130,11 +130,15 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 
 def load_weights(arch: Network, path: str | os.PathLike[str]) -> nn.Module:
-    """Build ``arch`` and load its weights, refusing anything that is not exactly its state dict:
-    a missing, extra or mis-shaped tensor is named, and so is a value that is not a dense tensor
-    of the architecture's dtype, or a floating tensor holding NaN or infinity. The file's zip
-    records are checked against their CRC-32 first, so a corrupted byte in any tensor is caught
-    before it is loaded."""
+    """Build ``arch`` and load its weights, refusing anything that is not exactly its state dict
+    (``read_state_dict``, then ``load_into``)."""
+    return load_into(arch.build(), read_state_dict(path), f"weights {path}", f"arch {arch.name}")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[Any, Any]:
+    """A weights file's state dict, read safely: the file's zip records are checked against
+    their CRC-32 first (a corrupted byte in any tensor is caught before it is loaded), then it
+    is loaded with ``weights_only``; the tensors themselves are checked by ``load_into``."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"weights {path}: no such file")
@@ -154,10 +158,16 @@ def load_weights(arch: Network, path: str | os.PathLike[str]) -> nn.Module:
         state = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # corrupt, truncated, or not a plain state dict
         raise UserError(f"weights {path}: cannot be read ({type(exc).__name__}); the file is corrupt or not a state dict") from None
-    model = arch.build()
-    own = model.state_dict()
     if not isinstance(state, dict):
         raise UserError(f"weights {path}: not a state dict")
+    return state
+
+
+def load_into(model: nn.Module, state: dict[Any, Any], source: str, target: str) -> nn.Module:
+    """Load ``state`` into ``model`` only if it is exactly its state dict: a missing, extra or
+    mis-shaped tensor is named, and so is a value that is not a dense tensor of the model's
+    dtype, or a floating tensor holding NaN or infinity."""
+    own = model.state_dict()
     problems = [f"{k} missing" for k in own if k not in state]
     problems += [f"{k!s:.60} unexpected" for k in state if k not in own]
     for key, ref in own.items():
@@ -175,6 +185,6 @@ def load_weights(arch: Network, path: str | os.PathLike[str]) -> nn.Module:
             problems.append(f"{key} holds NaN or infinite values")
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
-        raise UserError(f"weights {path} do not match arch {arch.name}: {shown}")
+        raise UserError(f"{source} do not match {target}: {shown}")
     model.load_state_dict(state)
     return model

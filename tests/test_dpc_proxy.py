@@ -112,5 +112,20 @@ def test_a_classification_backbones_weights_seed_the_cache(setup, tmp_path):
     cache = build_cache(net, tmp_path / "chain.pt", data, DATA, tmp_path / "c")
     assert cache.features["train"].shape == (12, 320, 4, 4)
     (tmp_path / "bad.pt").write_bytes(b"not weights")
-    with pytest.raises(UserError, match="fit neither DPC network dpc-64 .* nor its backbone mobilenetv2"):
+    with pytest.raises(UserError, match="bad.pt: not a PyTorch weights file"):
         build_cache(net, tmp_path / "bad.pt", data, DATA, tmp_path / "c2")
+
+
+def test_any_dpc_network_on_the_backbone_seeds_the_cache(setup, tmp_path):
+    """The published cell trained end to end gives the backbone; the cache is built for another cell."""
+    from nas2deploy.nets.dpc import Branch
+    from nas2deploy.spaces.dpc.proxy import backbone_module
+
+    tmp, net, data = setup
+    other = dataclasses.replace(net, cell=(Branch("conv1x1", -1),), name="one-branch")
+    backbone = backbone_module(other, tmp / "w.pt")
+    trained = torch.load(tmp / "w.pt", weights_only=True)
+    assert torch.equal(backbone[5].body[0].weight, trained["backbone.5.body.0.weight"])
+    torch.save({**trained, "backbone.5.body.0.weight": torch.zeros(3)}, tmp_path / "odd.pt")
+    with pytest.raises(UserError, match=r"do not match the backbone of one-branch: 5.body.0.weight \(3,\) vs"):
+        backbone_module(other, tmp_path / "odd.pt")

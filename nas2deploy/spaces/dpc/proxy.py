@@ -37,7 +37,7 @@ from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json, refuse_link, sha256_file
 from nas2deploy.nets.dpc import DPCModule, DPCNet
 from nas2deploy.objective import Score, task_loss
-from nas2deploy.train import load_weights
+from nas2deploy.train import load_into, read_state_dict
 from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, Field
 
 CACHE_FORMAT = "nas2deploy.dpc_features"
@@ -134,22 +134,18 @@ def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, 
 
 def backbone_module(net: DPCNet, weights: str | Path) -> nn.Module:
     """``net``'s backbone at output stride 16 with the weights of ``weights``: a state dict of
-    the DPC network itself, or of its backbone as a classification chain (a backbone trained on
-    classification, the usual start; its layers keep their shapes at output stride 16, and its
-    tail is dropped). Either is checked tensor by tensor (``load_weights``)."""
-    try:
-        model = load_weights(net, weights)
-        assert isinstance(model, DPCModule)
-        return model.backbone
-    except UserError as as_network:
-        try:
-            chain = load_weights(net.backbone, weights).state_dict()
-        except UserError as as_backbone:
-            raise UserError(f"weights {weights} fit neither DPC network {net.name} ({as_network}) nor its backbone "
-                            f"{net.backbone.name} ({as_backbone})") from None
+    any DPC network on this backbone (its ``backbone.*`` tensors; the cell may differ), or of
+    the backbone as a classification chain (a backbone trained on classification, the usual
+    start: its layers keep their shapes at output stride 16, and its tail is dropped). The file
+    is read safely and the tensors checked one by one (``read_state_dict``, ``load_into``)."""
+    state = read_state_dict(weights)
     backbone = DPCModule(net, affine=True).backbone
-    backbone.load_state_dict({k: v for k, v in chain.items() if int(k.split(".")[0]) < len(backbone)})
-    return backbone
+    if any(str(k).startswith("backbone.") for k in state):
+        part = {str(k).removeprefix("backbone."): v for k, v in state.items() if str(k).startswith("backbone.")}
+        return load_into(backbone, part, f"weights {weights}", f"the backbone of {net.name}")
+    layer = lambda k: int(str(k).split(".")[0]) if str(k).split(".")[0].isdigit() else -1  # noqa: E731
+    part = {k: v for k, v in state.items() if layer(k) < len(backbone)}
+    return load_into(backbone, part, f"weights {weights}", f"backbone {net.backbone.name} (a chain's layers, its tail dropped)")
 
 
 @torch.no_grad()

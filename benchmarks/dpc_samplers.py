@@ -1,0 +1,94 @@
+"""A better sampler against random search on the DPC proxy (issue 15, item 5).
+
+A backbone is trained first (the published cell end to end, ``--backbone-epochs``: a random
+backbone's features leave every cell predicting background, so no sampler could show anything),
+its features cached, then for each of ``--seeds`` seeds: a random-search study and a study of
+each other sampler, the same number of trials on that cache (every cell within the budget), in
+this process. Reported:
+each study's best proxy mIoU, and for each other sampler the number of trials it needed to reach
+the best cell random search found; target: at most half the trials (median over the seeds).
+
+    .venv/bin/python benchmarks/dpc_samplers.py [--trials 24] [--seeds 3] [--samplers tpe] [--data seg-synthetic:200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from budget_exactness import random_table
+from nas2deploy.data import open_dataset
+from nas2deploy.nets import load_arch
+from nas2deploy.nets.dpc import DPCNet
+from nas2deploy.spaces import make_space
+from nas2deploy.spaces.dpc.proxy import build_cache
+from nas2deploy.spaces.dpc.space import BRANCH_CHOICES, DPCSpace
+from nas2deploy.spaces.dpc.study import open_study, run_trials
+from nas2deploy.train import save_weights, train_arch
+
+
+
+def best_so_far(study: object) -> list[float]:
+    values = [t.value for t in sorted(study.trials, key=lambda t: t.number) if t.value is not None]  # type: ignore[attr-defined]
+    out, best = [], float("-inf")
+    for v in values:
+        best = max(best, v)
+        out.append(best)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--samplers", default="tpe")
+    ap.add_argument("--data", default="seg-synthetic:200")
+    ap.add_argument("--backbone-epochs", type=int, default=6)
+    ap.add_argument("--proxy-epochs", type=int, default=4)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = open_dataset(args.data, 128)
+        space = make_space("dpc", {"input_size": 128, "input_width": 128, "num_classes": data.num_classes})
+        assert isinstance(space, DPCSpace)
+        table = random_table(space, 0)
+        table.save(folder / "t.json")
+        budget = space.latency_range(table)[1]
+        published = load_arch("dpc-mnv2")
+        assert isinstance(published, DPCNet)
+        start = time.perf_counter()
+        trained, score = train_arch(dataclasses.replace(published.at_input(128, 128), num_classes=data.num_classes),
+                                    data, args.backbone_epochs, batch_size=8)
+        save_weights(trained, folder / "w.pt")
+        print(f"backbone: dpc-mnv2 trained end to end {args.backbone_epochs} epochs on {args.data} "
+              f"(mIoU {score:.3f}, {time.perf_counter() - start:.0f} s)", flush=True)
+        probe = space.network(tuple(BRANCH_CHOICES[:1] * space.config.branches), "cache")
+        cache = build_cache(probe, folder / "w.pt", data, args.data, folder / "cache")
+        needed: dict[str, list[int]] = {}
+        for seed in range(args.seeds):
+            curves = {}
+            for sampler in ["random", *args.samplers.split(",")]:
+                start = time.perf_counter()
+                study = open_study(space, table, cache, budget, str(folder / f"{sampler}-{seed}.log"), "s", sampler, seed)
+                run_trials(study, space, table, cache, budget, args.trials, epochs=args.proxy_epochs)
+                curves[sampler] = best_so_far(study)
+                print(f"seed {seed} {sampler:<7} best proxy mIoU {curves[sampler][-1]:.4f} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+            target = curves["random"][-1]
+            for sampler, curve in curves.items():
+                if sampler != "random":
+                    reached = next((i + 1 for i, v in enumerate(curve) if v >= target), args.trials + 1)
+                    needed.setdefault(sampler, []).append(reached)
+                    print(f"  {sampler} reached random search's best ({target:.4f}) in "
+                          f"{reached if reached <= args.trials else 'more than ' + str(args.trials)} trials", flush=True)
+        for sampler, counts in needed.items():
+            print(f"{sampler}: median {statistics.median(counts)} trials to random search's best over {args.seeds} seeds "
+                  f"(target <= {args.trials / 2:g})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
