@@ -71,9 +71,12 @@ def main() -> None:
         needed: dict[str, list[int]] = {}
         for seed in range(args.seeds):
             curves = {}
-            for sampler in ["random", *args.samplers.split(",")]:
+            for k, sampler in enumerate(["random", *args.samplers.split(",")]):
                 start = time.perf_counter()
-                study = open_study(space, table, cache, budget, str(folder / f"{sampler}-{seed}.log"), "s", sampler, seed)
+                # each sampler its own seed: TPE starts with random trials, which with the same seed
+                # would repeat random search's first cells and share its best
+                study = open_study(space, table, cache, budget, str(folder / f"{sampler}-{seed}.log"), "s", sampler,
+                                   1000 * k + seed)
                 run_trials(study, space, table, cache, budget, args.trials, epochs=args.proxy_epochs)
                 curves[sampler] = best_so_far(study)
                 print(f"seed {seed} {sampler:<7} best proxy mIoU {curves[sampler][-1]:.4f} "
