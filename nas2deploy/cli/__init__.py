@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "arch": ("inspect", "Inspect architectures (JSON files or shipped names)."),
     "profile": ("profile", "Measure every op of a search space into a latency table (resumable: rerun after a kill)."),
     "lut": ("inspect", "Inspect, merge and validate latency tables."),
-    "search": ("search", "Latency-regularised search (DenseNAS or DCNAS); writes log.jsonl, checkpoint.pt and arch.json to --out."),
+    "search": ("search", "Latency-regularised search (DenseNAS, DCNAS) or black-box search of DPC cells (--space dpc)."),
     "derive": ("search", "Derive an architecture from a search run: the most probable one, or the best under a budget."),
     "train": ("search", "Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or mIoU for segmentation."),
     "export": ("deploy", "Export ONNX (and a TensorRT engine), check accuracy on real inputs, measure latency, write a report."),

@@ -56,9 +56,10 @@ from nas2deploy.spaces import DEFAULT_SPACE
 @click.pass_context
 def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
            force: bool, as_json: bool, dist_backend: str, dist_timeout: int, **opts: Any) -> None:
-    """Latency-regularised search (DenseNAS or DCNAS): writes log.jsonl, checkpoint.pt and arch.json to --out;
-    or black-box search of DPC cells on a cached-feature proxy (--space dpc): writes the feature cache, the
-    study's journal and best.json to --out."""
+    """Latency-regularised search (DenseNAS, DCNAS) or black-box search of DPC cells (--space dpc).
+
+    The first writes log.jsonl, checkpoint.pt and arch.json to --out; the second the feature cache, the
+    study's journal and best.json."""
     from nas2deploy.spaces import get_space
 
     black_box = {k: opts.pop(k) for k in BLACK_BOX if k in opts}
