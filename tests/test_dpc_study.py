@@ -126,3 +126,12 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_not_a_running_one(setup
     states = [t.state for t in study.trials]
     assert len(states) == 4 and states[0] == optuna.trial.TrialState.FAIL
     assert states[1:] == [optuna.trial.TrialState.COMPLETE] * 3
+
+
+def test_a_database_storage_holds_a_study_too(setup, tmp_path):
+    from nas2deploy.spaces.dpc.study import open_study, run_trials
+
+    tmp, space, table, cache, budget = setup
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_trials(open_study(space, table, cache, budget, url, "db"), space, table, cache, budget, 3, epochs=1)
+    assert len(open_study(space, table, cache, budget, url, "db").trials) == 3  # another worker would see them
