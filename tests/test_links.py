@@ -116,8 +116,11 @@ def test_search_report_refuses_links(tmp_path, victim, table_path, name):
 @pytest.mark.slow
 def test_a_second_profiler_of_one_table_is_refused_at_once(tmp_path):
     out = tmp_path / "t.json"
+    # The whole small space at 200 runs an op (~7 s here): long enough that the second process
+    # (~1.5 s to start) always finds the first still profiling (a 1/12 shard, 1.3 s since the
+    # adaptive harness, sometimes finished first).
     cmd = [sys.executable, "-m", "nas2deploy", "profile", "--input-size", "32", "--width-mult", "0.5", "--num-classes", "10",
-           "--max-stack-layers", "1", "--runs", "20", "--shard", "0/12", "--out", str(out)]
+           "--max-stack-layers", "1", "--runs", "200", "--out", str(out)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not journal_path(out).exists():
