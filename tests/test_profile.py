@@ -45,7 +45,7 @@ def test_resume_after_kill_9_loses_and_repeats_nothing(tmp_path):
     out = tmp_path / "t.json"
     journal = journal_path(out)
     cmd = [sys.executable, "-m", "nas2deploy", "profile", "--input-size", "32", "--width-mult", "0.5",
-           "--num-classes", "10", "--max-stack-layers", "1", "--runs", "20", "--shard", "0/15", "--out", str(out)]
+           "--num-classes", "10", "--max-stack-layers", "1", "--runs", "200", "--shard", "0/15", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # header + reference + at least 3 ops
