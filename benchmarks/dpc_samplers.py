@@ -26,7 +26,7 @@ from nas2deploy.nets import load_arch
 from nas2deploy.nets.dpc import DPCNet
 from nas2deploy.spaces import make_space
 from nas2deploy.spaces.dpc.proxy import build_cache
-from nas2deploy.spaces.dpc.space import BRANCH_CHOICES, DPCSpace
+from nas2deploy.spaces.dpc.space import DPCSpace
 from nas2deploy.spaces.dpc.study import open_study, run_trials
 from nas2deploy.train import save_weights, train_arch
 
@@ -66,8 +66,7 @@ def main() -> None:
         save_weights(trained, folder / "w.pt")
         print(f"backbone: dpc-mnv2 trained end to end {args.backbone_epochs} epochs on {args.data} "
               f"(mIoU {score:.3f}, {time.perf_counter() - start:.0f} s)", flush=True)
-        probe = space.network(tuple(BRANCH_CHOICES[:1] * space.config.branches), "cache")
-        cache = build_cache(probe, folder / "w.pt", data, args.data, folder / "cache")
+        cache = build_cache(space.reference_net, folder / "w.pt", data, args.data, folder / "cache")
         needed: dict[str, list[int]] = {}
         for seed in range(args.seeds):
             curves = {}

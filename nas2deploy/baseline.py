@@ -62,7 +62,7 @@ def _window(table_path: str, space_name: str | None = None, space_config: dict[s
     space = space_for(config, table)
     reach = space.latency_range(table)
     if reach is None:
-        prepared = prepare(config)
+        prepared = prepare(config, table)
         return Window(prepared.config, prepared.table, prepared.space, prepared.space_search.latency_range())
     return Window(config, table, space, reach)
 

@@ -88,11 +88,13 @@ class Prepared:
         return arch.with_meta(provenance(self.config, budget_ms))
 
 
-def prepare(config: SearchConfig) -> Prepared:
+def prepare(config: SearchConfig, table: LatencyTable | None = None) -> Prepared:
+    """The config resolved, its table (``table``, where the caller has already loaded
+    ``config.table``), its space and its search."""
     config = resolve(config)
     config.check()
     entry = get_space(config.space)
-    table = load_table(config.table)
+    table = table or load_table(config.table)
     space = space_for(config, table)
     torch.manual_seed(config.seed)  # the supernet's initial weights
     space_search = entry.make_search(space, table, {**entry.search_defaults, **config.search_options})

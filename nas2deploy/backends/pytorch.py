@@ -61,7 +61,7 @@ class TorchRunner(Runner):
         self._graph: torch.cuda.CUDAGraph | None = None
         self.source = source
         if cuda_graph:
-            self._graph = self._capture(source)
+            self._graph = self._capture()
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {INPUT_NAME: self._shape}
@@ -72,7 +72,7 @@ class TorchRunner(Runner):
         return {OUTPUT_NAME: self.module(x).float().cpu().numpy()}
 
     @torch.inference_mode()
-    def _capture(self, source: str) -> torch.cuda.CUDAGraph:
+    def _capture(self) -> torch.cuda.CUDAGraph:
         """Run a few times on the runner's stream (cuDNN picks its kernels, the allocator
         settles), then capture one forward pass into a graph on the same stream.
 
@@ -89,7 +89,7 @@ class TorchRunner(Runner):
                 for _ in range(3):
                     self.module(self._input)
         except RuntimeError as exc:
-            raise UserError(f"{source}: its forward pass waits for the GPU on the host ({first_line(exc)}), so it "
+            raise UserError(f"{self.source}: its forward pass waits for the GPU on the host ({first_line(exc)}), so it "
                             "cannot be captured as a CUDA graph; time it eagerly (leave out --cuda-graph)") from None
         finally:
             torch.cuda.set_sync_debug_mode(previous)
@@ -99,7 +99,7 @@ class TorchRunner(Runner):
             with torch.cuda.graph(graph, stream=self._stream):
                 self.module(self._input)
         except RuntimeError as exc:
-            raise UserError(f"{source}: its forward pass cannot be captured as a CUDA graph ({first_line(exc)}); "
+            raise UserError(f"{self.source}: its forward pass cannot be captured as a CUDA graph ({first_line(exc)}); "
                             "time it eagerly (leave out --cuda-graph), in a new process: a failed capture can "
                             "leave this one's CUDA state unusable") from None
         return graph
@@ -126,7 +126,7 @@ class TorchRunner(Runner):
         with torch.cuda.stream(self._stream):
             host = statistics.median(cpu_time_runs(lambda: self.module(self._input), n, self._stream.synchronize))
         try:
-            graph = self._capture(self.source)
+            graph = self._capture()
         except UserError:
             return None
         kernels = statistics.median(time_on(graph.replay, n, self._stream))

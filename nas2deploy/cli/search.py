@@ -125,9 +125,8 @@ def study(ctx: click.Context, space_name: str, table: str, out: str, force: bool
     pop_options(space_name, opts, "search")  # a differentiable search's option, given here, is refused by name
     lut = load_table(table)
     space = space_for(SearchConfig(table=table, space=space_name, space_config=space_config), lut)
-    options = {"trials": black_box.get("trials") or 20, "storage": black_box.get("storage") or "",
-               "study": black_box.get("study_name") or "dpc", "sampler": black_box.get("sampler") or "random",
-               "proxy_epochs": black_box.get("proxy_epochs") or 10}
+    # the options given (the study's defaults are CellSearch's), ``--study`` under its field name
+    options = {("study" if k == "study_name" else k): v for k, v in black_box.items() if v is not None and k != "weights"}
     warnings = warn_table(lut, here=True)
     entry = get_space(space_name)
     assert entry.study is not None

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
+from nas2deploy.errors import UserError
 from nas2deploy.ops import OpSpec
 from nas2deploy.validate import NETWORK_FIX, Field
 
@@ -78,8 +79,6 @@ class Network(ABC):
     def at_input(self: N, height: int, width: int) -> N:
         """The same network for another input size, validated again as if read from a file."""
         if height != width:
-            from nas2deploy.errors import UserError
-
             raise UserError(f"a {self.kind} network takes square inputs, not {height}x{width}")
         return type(self).from_dict({**self.to_dict(), "input_size": height}, self.name)  # type: ignore[return-value]
 

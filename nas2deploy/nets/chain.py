@@ -34,9 +34,10 @@ MAX_BLOCKS = 64
 MAX_STACK = 16
 
 
-def stem_specs(input_size: int, conv: int, out: int, stride: int) -> list[OpSpec]:
-    """The chain's stem: conv3x3 (stride) to ``conv`` channels, then MBConv k3 e1 to ``out``."""
-    first = ConvBNAct(3, input_size, input_size, conv, 3, stride)
+def stem_specs(input_size: int, conv: int, out: int, stride: int, width: int | None = None) -> list[OpSpec]:
+    """The chain's stem: conv3x3 (stride) to ``conv`` channels, then MBConv k3 e1 to ``out``;
+    ``width`` for an input that is not square (a DPC backbone's)."""
+    first = ConvBNAct(3, input_size, width or input_size, conv, 3, stride)
     c, h, w = first.out_shape()
     return [first, MBConv(c, h, w, out, 3, 1, 1)]
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
@@ -48,9 +49,8 @@ from torch import nn
 
 from nas2deploy.errors import UserError
 from nas2deploy.nets.base import Network
-from nas2deploy.nets.chain import ARCH_FORMAT, ARCH_VERSION, Arch
-from nas2deploy.ops import (AtrousSep, Concat, ConvBNAct, Logits, LogitsModule, MBConv, OpSpec, PointConv, PyramidPool,
-                            candidate_layer)
+from nas2deploy.nets.chain import ARCH_FORMAT, ARCH_VERSION, Arch, stem_specs
+from nas2deploy.ops import AtrousSep, Concat, Logits, LogitsModule, MBConv, OpSpec, PointConv, PyramidPool, candidate_layer
 from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, NETWORK_FIX, Field, network_meta, network_size
 
 #: The output stride the backbone runs at, and the stride the rates below are given for.
@@ -61,8 +61,6 @@ RATES = (1, 3, 6, 9, 12, 15, 18, 21)
 GRIDS = (1, 2, 4, 8)
 BRANCH_OPS = ("conv1x1", "sep3x3", "pool")
 MAX_BRANCHES = 16
-#: The paper's Cityscapes input, whose 65 x 129 features Table 1 counts at (``figures``).
-TABLE1_INPUT = (1025, 2049)
 
 
 @dataclass(frozen=True)
@@ -104,14 +102,13 @@ class Branch:
         return PointConv(cin, h, w, filters)
 
 
-def backbone_specs(backbone: Arch, h: int, w: int, include_free: bool = False) -> list[OpSpec]:
-    """The backbone's stem and blocks (no tail) for an h x w input at ``OUTPUT_STRIDE``."""
-    first = ConvBNAct(3, h, w, backbone.stem_conv, 3, backbone.stem_stride)
-    c, fh, fw = first.out_shape()
-    specs: list[OpSpec] = [first, MBConv(c, fh, fw, backbone.stem_out, 3, 1, 1)]
+def backbone_specs(backbone: Arch, h: int, w: int) -> list[OpSpec]:
+    """The backbone's stem and blocks (no tail; skip layers included) for an h x w input at
+    ``OUTPUT_STRIDE``."""
+    specs = stem_specs(h, backbone.stem_conv, backbone.stem_out, backbone.stem_stride, width=w)
     c, fh, fw = specs[-1].out_shape()
     stride, rate = backbone.stem_stride, 1
-    for i, block in enumerate(backbone.blocks):
+    for block in backbone.blocks:
         for j, name in enumerate((block.head, *block.stack)):
             layer_stride, layer_rate = (block.stride if j == 0 else 1), rate
             if layer_stride > 1 and stride * layer_stride > OUTPUT_STRIDE:
@@ -122,8 +119,7 @@ def backbone_specs(backbone: Arch, h: int, w: int, include_free: bool = False) -
             spec = candidate_layer(name, c, fh, fw, block.out, layer_stride)
             if layer_rate > 1 and isinstance(spec, MBConv):
                 spec = dataclasses.replace(spec, dilation=layer_rate)
-            if include_free or not spec.is_free:
-                specs.append(spec)
+            specs.append(spec)
             c, fh, fw = spec.out_shape()
     if stride < OUTPUT_STRIDE:
         raise UserError(f"backbone {backbone.name or '<unnamed>'} downsamples by {stride} only: it cannot run at output "
@@ -178,8 +174,14 @@ class DPCNet(Network):
     def units(self) -> int:
         return len(self.cell)
 
+    @cached_property
+    def _backbone_layers(self) -> tuple[OpSpec, ...]:
+        """The backbone's specs, skips included: computed once (the network is frozen; every
+        prediction, summary and module of it reads them)."""
+        return tuple(backbone_specs(self.backbone, self.input_size, self.input_width))
+
     def backbone_specs(self, include_free: bool = False) -> list[OpSpec]:
-        return backbone_specs(self.backbone, self.input_size, self.input_width, include_free)
+        return [s for s in self._backbone_layers if include_free or not s.is_free]
 
     def features(self) -> tuple[int, int, int]:
         """The backbone's output F: (channels, h, w)."""

@@ -78,12 +78,13 @@ class DPCSpace(SearchSpace):
         return arch
 
     @cached_property
-    def _reference_net(self) -> DPCNet:
-        """A network of this space whose backbone and head are every network's."""
+    def reference_net(self) -> DPCNet:
+        """A network of this space (1x1 branches on the features) whose backbone, features and
+        head are every network's: what the feature cache is built for."""
         return self.network(tuple(Branch("conv1x1", -1) for _ in range(self.config.branches)), "dpc-reference")
 
     def op_specs(self) -> list[OpSpec]:
-        net = self._reference_net
+        net = self.reference_net
         c, h, w = net.features()
         branch_ops = [b.spec(cin, h, w, self.config.filters) for cin in sorted({c, self.config.filters}) for b in BRANCH_CHOICES]
         unique = {s.key: s for s in net.backbone_specs() + branch_ops + net.head_specs()}
@@ -95,7 +96,7 @@ class DPCSpace(SearchSpace):
         return {
             "branches": b,
             "ops_per_branch": len(BRANCH_CHOICES),
-            "features": list(self._reference_net.features()),
+            "features": list(self.reference_net.features()),
             "cells": round(10**cells_log10) if cells_log10 < 15 else None,
             "cells_log10": round(cells_log10, 2),
             "unique_ops": len(self.op_specs()),
@@ -113,7 +114,7 @@ class DPCSpace(SearchSpace):
         """Exact: a branch's cost depends only on its own input's width and its op, and every
         network has as many ops, so the fastest (slowest) network takes each branch's cheapest
         (dearest) input and op; its prediction is the table's, calibration included."""
-        c, h, w = self._reference_net.features()
+        c, h, w = self.reference_net.features()
         ends = []
         for pick in (min, max):
             cell = []
@@ -127,6 +128,6 @@ class DPCSpace(SearchSpace):
         return ends[0], ends[1]
 
     def reference_op(self) -> OpSpec:
-        _, h, w = self._reference_net.features()
+        _, h, w = self.reference_net.features()
         f = self.config.filters
         return AtrousSep(f, h, w, f, 6, 6)

@@ -104,7 +104,7 @@ def open_study(space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget
     """Create or join the study ``name`` in ``storage``; one created for another space, table,
     budget or cache is refused, naming what differs."""
     optuna = _optuna()
-    features = list(space.network(tuple(BRANCH_CHOICES[:1]), "probe").features())
+    features = list(space.reference_net.features())
     if list(cache.features["train"].shape[1:]) != features:
         raise UserError(f"feature cache {cache.folder} holds {'x'.join(map(str, cache.features['train'].shape[1:]))} features, "
                         f"the dpc space {space.config_dict()} reads {'x'.join(map(str, features))}: build the cache for it")
@@ -216,7 +216,7 @@ def search_cells(config: CellSearch, space: DPCSpace, table: LatencyTable,
                         f"{fastest:.4g} ms with table {table.name}")
     out = claim_folder(config.out, config.force, own=("cache", "study.log", "best.json"))
     out.mkdir(parents=True, exist_ok=True)
-    probe = space.network(tuple(BRANCH_CHOICES[:1] * space.config.branches), "cache")
+    probe = space.reference_net
     data = open_dataset(config.data, probe.input_size, fit=probe)
     cache = build_cache(probe, config.weights, data, config.data, out / "cache", progress=say)
     storage = config.storage or str(out / "study.log")
