@@ -35,7 +35,7 @@ def train_arch(
     arch: Network, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
     label_smoothing: float = 0.1, seed: int = 0, progress: Callable[[str], None] | None = None,
     device: torch.device | str = "cpu", amp: str = "off", workers: int = 0, channels_last: bool = False,
-    lr_warmup: float = 0.1,
+    lr_warmup: float = 0.1, initial: nn.Module | None = None,
 ) -> tuple[nn.Module, float]:
     """Train ``arch`` on ``data`` (augmented where the data augments: ImageFolder, Cityscapes,
     VOC) on ``device``; returns the model on the CPU and its test score.
@@ -44,12 +44,15 @@ def train_arch(
     share of the steps by a linear ramp from 1/W to 1 (W those steps). The ramp is chosen by
     measurement (500 steps of batch 64 on synthetic-small, 3 seeds): without it one large network
     diverged in one seed of three (test top-1 0.863 / 0.761 / 0.671, std 9.6 points), with a
-    50-step ramp it gave 0.791 / 0.836 / 0.829 (std 2.4); a smaller one went from std 2.6 to 1.8."""
+    50-step ramp it gave 0.791 / 0.836 / 0.829 (std 2.4); a smaller one went from std 2.6 to 1.8.
+
+    ``initial``: a module of ``arch`` to start from (a pretrained backbone, as DPC's re-ranking
+    fine-tunes); built fresh where None."""
     data.require_fit(arch)
     torch.manual_seed(seed)
     segmentation = data.task == "segmentation"
     device = torch.device(device)
-    model = arch.build().to(device)
+    model = (initial if initial is not None else arch.build()).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)  # type: ignore[call-overload]
     precision = Precision(amp, device)

@@ -64,7 +64,7 @@ def test_a_study_continues_from_its_storage_and_refuses_another_budget(setup):
     other = make_space("dpc", {**space.config_dict(), "input_size": 160, "input_width": 160})
     with pytest.raises(UserError, match="holds 320x8x8 features, the dpc space .* reads 320x10x10"):
         open_study(other, table, cache, budget, storage, "s3")
-    with pytest.raises(UserError, match="--sampler cmaes: expected one of random, tpe, nsga2"):
+    with pytest.raises(UserError, match="--sampler cmaes: expected one of random, evolution, tpe, nsga2"):
         open_study(space, table, cache, budget, storage, "s4", "cmaes")
     with pytest.raises(UserError, match=r"--storage sqlite:////nonexistent/x.db: cannot open study s5 \(.*unable to open"):
         open_study(space, table, cache, budget, "sqlite:////nonexistent/x.db", "s5")
@@ -89,14 +89,26 @@ def test_search_space_dpc_runs_and_continues_a_study_from_the_command_line(setup
     if summary["complete"]:
         best = load_arch(summary["best"]["arch"])
         assert table.predict(best).best_ms <= budget and best.meta["budget_ms"] == budget
-    result = CliRunner().invoke(cli, [*command, "--trials", "6", "--sampler", "tpe", "--json"])  # the same study, continued
+    result = CliRunner().invoke(cli, [*command, "--trials", "6", "--sampler", "evolution", "--json"])  # the same study, continued
     assert result.exit_code == 0 and json.loads(result.stdout)["trials"] == 6, result.output
+    assert "# DPC study `dpc`" in (tmp_path / "run" / "report.md").read_text()
     for extra, message in ((["--epochs", "5"], "--epochs does not apply to the dpc space's black-box search"),
                            (["--budget-ms", "1e-6"], "the cheapest cell on this backbone is predicted at")):
         result = CliRunner().invoke(cli, [*command, *extra])
         assert result.exit_code == 1 and message in result.output, result.output
     result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--trials", "3", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "--trials is an option of the dpc space's black-box search" in result.output
+    result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--measure", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "--measure is an option of the dpc space's black-box search" in result.output
+
+
+def test_no_cell_measuring_within_the_budget_is_said_with_the_fastest_measurement(setup):
+    from nas2deploy.spaces.dpc.selection import Candidate, measured_pick
+
+    tmp, space, table, cache, budget = setup
+    nets = [space.sample_arch(random.Random(i)) for i in range(2)]
+    with pytest.raises(UserError, match=r"none of the 2 trained cells measures within --budget-ms 1 .*\(the fastest 2 ms\)"):
+        measured_pick([Candidate(i, n, 0.5, 0.9) for i, n in enumerate(nets)], 1.0, lambda net: 2.0 + nets.index(net))
 
 
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_not_a_running_one(setup, tmp_path):
@@ -135,3 +147,85 @@ def test_a_database_storage_holds_a_study_too(setup, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     run_trials(open_study(space, table, cache, budget, url, "db"), space, table, cache, budget, 3, epochs=1)
     assert len(open_study(space, table, cache, budget, url, "db").trials) == 3  # another worker would see them
+
+
+def _toy_study(seed, trials):
+    """A study of 3-branch cells under regularised evolution, scored without training: the mean
+    atrous rate of the separable branches (1x1 convolutions and pooling score 0)."""
+    from nas2deploy.spaces.dpc.evolution import RegularisedEvolution
+    from nas2deploy.spaces.dpc.study import cell_of
+
+    study = optuna.create_study(direction="maximize", sampler=RegularisedEvolution(seed=seed, population=6, sample=2))
+    study.optimize(lambda t: sum(sum(b.rate) for b in cell_of(t, 3) if b.op == "sep3x3") / 126, n_trials=trials)
+    return study
+
+
+def test_regularised_evolution_mutates_one_choice_of_the_best_of_a_sample_from_the_youngest():
+    study = _toy_study(seed=3, trials=40)
+    trials = study.trials
+    for child in trials[6:]:  # after the random phase: one parameter from a member of the population
+        population = trials[child.number - 6:child.number]
+        distance = min(sum(child.params[k] != p.params[k] for k in child.params) for p in population)
+        assert distance <= 1, (child.number, child.params)
+    assert [t.params for t in _toy_study(seed=3, trials=40).trials] == [t.params for t in trials]  # reproducible
+    assert [t.params for t in _toy_study(seed=4, trials=10).trials] != [t.params for t in trials[:10]]
+    assert study.best_value > max(t.value for t in trials[:6]) + 0.1  # it climbs
+
+
+def test_a_worker_joining_a_study_does_not_redraw_the_first_workers_cells(setup):
+    from nas2deploy.spaces.dpc.study import cell_of, open_study, run_trials
+
+    tmp, space, table, cache, budget = setup
+    storage = str(tmp / "journal-join.log")
+    first = open_study(space, table, cache, budget * 100, storage, "j", "random", seed=0)
+    run_trials(first, space, table, cache, budget * 100, 3, epochs=1)
+    second = open_study(space, table, cache, budget * 100, storage, "j", "random", seed=0)  # the same command again
+    run_trials(second, space, table, cache, budget * 100, 6, epochs=1)
+    cells = [cell_of(t, 2) for t in second.trials]
+    assert len(set(cells)) == 6, cells  # with one seed for both, trials 3-5 were trials 0-2 again
+
+
+def test_the_best_cells_are_reranked_end_to_end_then_measured_until_one_fits_and_reported(setup, tmp_path):
+    import json
+
+    from nas2deploy.nets import load_arch
+    from nas2deploy.report import regenerate
+    from nas2deploy.spaces.dpc.study import CellSearch, search_cells
+
+    tmp, space, table, cache, budget = setup
+    config = CellSearch(table=str(tmp / "t.json"), weights=str(tmp / "w.pt"), data="seg-synthetic:8", budget_ms=budget * 100,
+                        out=str(tmp_path / "run"), trials=5, proxy_epochs=1, rerank=3, rerank_epochs=1, measure=True)
+    measured = []
+
+    def measure(net):  # injected: the first network measured is over the budget, the rest at their prediction
+        measured.append(net.cell)
+        return budget * 1000 if len(measured) == 1 else table.predict(net).best_ms
+
+    summary = search_cells(config, space, table, measure=measure)
+    reranked = summary["rerank"]["cells"]
+    assert len(reranked) == 3 and [r["miou"] for r in reranked] == sorted((r["miou"] for r in reranked), reverse=True)
+    assert all(0 <= r["miou"] <= 1 for r in reranked)
+    assert [(m["trial"], m["fits"]) for m in summary["measured"]] == [(reranked[0]["trial"], False), (reranked[1]["trial"], True)]
+    assert summary["best"]["trial"] == reranked[1]["trial"]  # the best re-ranked cell that measured within the budget
+    assert load_arch(tmp_path / "run" / "best.json").cell == measured[1]
+    journal = (tmp_path / "run" / "rerank.jsonl").read_text().splitlines()
+    assert len(journal) == 3
+
+    again = search_cells(config, space, table, measure=lambda net: 0.0)  # the study is complete, the re-ranking journaled
+    assert again["rerank"] == summary["rerank"] and len((tmp_path / "run" / "rerank.jsonl").read_text().splitlines()) == 3
+    report = regenerate(tmp_path / "run").read_text()
+    assert "## Re-ranked by end-to-end training" in report and f"**Chosen: trial {again['best']['trial']}**" in report
+    for png in ("trajectory.png", "pareto.png"):
+        assert (tmp_path / "run" / png).stat().st_size > 1000
+    doc = json.loads((tmp_path / "run" / "study.json").read_text())
+    doc["trial_rows"][0]["latency_ms"] = -1
+    (tmp_path / "run" / "study.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"study summary .*study.json: field trial_rows\[0\].latency_ms must be"):
+        regenerate(tmp_path / "run")
+
+
+def test_the_pareto_front_keeps_the_cells_nothing_beats_in_both():
+    from nas2deploy.report.study_report import pareto_front
+
+    points = [(1.0, 0.30, 0), (1.2, 0.28, 1), (1.1, 0.35, 2), (0.9, 0.20, 3), (1.3, 0.40, 4), (1.1, 0.33, 5)]
+    assert [p[2] for p in pareto_front(points)] == [3, 0, 2, 4]

@@ -50,8 +50,13 @@ from nas2deploy.spaces import DEFAULT_SPACE
 @click.option("--storage", help="DPC: Optuna storage shared by the workers: a journal file or a database URL "
               "(default OUT/study.log).")
 @click.option("--study", "study_name", help="DPC: the study's name (default dpc).")
-@click.option("--sampler", type=click.Choice(["random", "tpe", "nsga2"]), help="DPC: how trials are drawn (default random).")
+@click.option("--sampler", help="DPC: how trials are drawn: random (default), evolution (regularised), tpe or nsga2.")
 @click.option("--proxy-epochs", type=click.IntRange(min=1), help="DPC: epochs a cell trains on the cached features (default 10).")
+@click.option("--rerank", type=click.IntRange(min=1), help="DPC: train the study's K best cells end to end on the "
+              "pretrained backbone and keep the best (the paper re-ranked 50).")
+@click.option("--rerank-epochs", type=click.IntRange(min=1), help="DPC: epochs of each re-ranking training (default 10).")
+@click.option("--measure", is_flag=True, default=None, help="DPC: closed loop: the best cell whose network measures "
+              "within the budget on this machine (the table's backend).")
 @json_option
 @click.pass_context
 def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
@@ -102,7 +107,7 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
 
 
 #: The options only a black-box search (DPC) reads.
-BLACK_BOX = ("weights", "trials", "storage", "study_name", "sampler", "proxy_epochs")
+BLACK_BOX = ("weights", "trials", "storage", "study_name", "sampler", "proxy_epochs", "rerank", "rerank_epochs", "measure")
 #: The options only the differentiable search reads (given to a black-box search, they are refused).
 DIFFERENTIABLE = ("lam", "tau", "epochs", "warmup_epochs", "batch_size", "max_batches", "w_lr", "a_lr", "device", "amp",
                   "workers", "channels_last", "data_classes", "crop", "config_file", "resume", "dist_backend", "dist_timeout")
@@ -132,11 +137,20 @@ def study(ctx: click.Context, space_name: str, table: str, out: str, force: bool
     assert entry.study is not None
     summary = entry.study(lut, space, log, weights=black_box["weights"], data=opts.get("data") or entry.builtin_data,
                           budget_ms=opts["budget_ms"], out=out, seed=opts.get("seed", 0), force=force, **options)
+    from nas2deploy.report import regenerate
+
+    summary["report"] = str(regenerate(out))
     best = summary.get("best")
     text = (f"study {summary['study']} ({summary['storage']}): {summary['trials']} trials, {summary['complete']} trained, "
             f"{summary['pruned']} over the budget (pruned untrained), {summary['failed']} failed")
+    for r in summary.get("rerank", {}).get("cells", []):
+        text += (f"\nre-ranked: trial {r['trial']}, end to end mIoU {r['miou']:.4f} "
+                 f"(proxy {r['proxy_miou']:.4f}, {summary['rerank']['epochs']} epochs)")
+    for m in summary.get("measured", []):
+        text += f"\nmeasured: trial {m['trial']}, {m['measured_ms']:.3f} ms ({'within' if m['fits'] else 'over'} the budget)"
     text += (f"\nbest: trial {best['trial']}, proxy mIoU {best['miou']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
              if best else "\nno cell trained yet: every trial so far was over the budget")
+    text += f"\nreport: {summary['report']}"
     emit({**summary, "warnings": warnings}, text, as_json)
 
 

@@ -16,9 +16,12 @@ created for, and a study of other ones is refused naming the difference. A worke
 SIGKILL leaves its trial running: in a database storage Optuna's heartbeat fails it, in a
 journal file the next worker on the same host does (``fail_dead_workers_trials``).
 
-Samplers: ``random`` (the paper's baseline), ``tpe`` (Optuna's TPESampler), ``nsga2`` (Optuna's
-NSGA-II on the single objective: a genetic algorithm, standing in for regularised evolution,
-which Optuna's core does not ship).
+Samplers: ``random`` (the paper's baseline), ``evolution`` (regularised evolution, Real et al.
+2019: ``evolution.py``), ``tpe`` (Optuna's TPESampler), ``nsga2`` (Optuna's NSGA-II on the single
+objective). The worker that creates a study seeds its sampler with ``--seed``; a worker that joins
+one (another worker, or the command run again) mixes its host and process into the seed, so it
+does not redraw the cells the first one drew (Optuna's samplers keep their random state per
+process).
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from typing import Any, Callable
 
 from nas2deploy.errors import UserError, first_line
 from nas2deploy.data import open_dataset
-from nas2deploy.fileio import claim_folder, sha256_file
+from nas2deploy.fileio import atomic_write_json, claim_folder, sha256_file
+from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import save_arch
 from nas2deploy.nets.dpc import Branch, DPCNet
 from nas2deploy.spaces.dpc.proxy import FeatureCache, build_cache, train_cell
+from nas2deploy.spaces.dpc.selection import Candidate, as_dicts, measured_pick, rerank
 from nas2deploy.spaces.dpc.space import BRANCH_CHOICES, DPCSpace
 
-SAMPLERS = ("random", "tpe", "nsga2")
+SAMPLERS = ("random", "evolution", "tpe", "nsga2")
 
 
 def op_name(branch: Branch) -> str:
@@ -85,8 +90,18 @@ def sampler_for(name: str, seed: int) -> Any:
     optuna = _optuna()
     if name not in SAMPLERS:
         raise UserError(f"--sampler {name}: expected one of {', '.join(SAMPLERS)}")
+    if name == "evolution":
+        from nas2deploy.spaces.dpc.evolution import RegularisedEvolution
+
+        return RegularisedEvolution(seed=seed)
     return {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler,
             "nsga2": optuna.samplers.NSGAIISampler}[name](seed=seed)
+
+
+def joiner_seed(seed: int, worker: str) -> int:
+    """The sampler seed of a worker joining a study that exists: ``seed`` mixed with the worker,
+    so that it does not replay the draws of the worker that created the study."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{worker}".encode()).digest()[:4], "big")
 
 
 def cell_of(trial: Any, branches: int) -> tuple[Branch, ...]:
@@ -122,7 +137,9 @@ def open_study(space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget
     if not have:
         for key, value in want.items():
             study.set_user_attr(key, value)
-    elif (differ := [k for k in want if have.get(k) != want[k]]):
+    else:
+        study.sampler = sampler_for(sampler, joiner_seed(seed, worker_id()))
+    if have and (differ := [k for k in want if have.get(k) != want[k]]):
         raise UserError(f"study {name} in {storage} was created for another {', '.join(differ)} "
                         f"({'; '.join(f'{k}: {have.get(k)!r}' for k in differ)}); give another --study")
     return study
@@ -187,6 +204,31 @@ def run_trials(study: Any, space: DPCSpace, table: LatencyTable, cache: FeatureC
     study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=states)])
 
 
+def candidates(study: Any, space: DPCSpace) -> list[Candidate]:
+    """The study's trained cells, best proxy score first, each cell once."""
+    optuna = _optuna()
+    done = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                  key=lambda t: (-t.value, t.number))
+    found, seen = [], set()
+    for t in done:
+        cell = cell_of(t, space.config.branches)
+        if cell not in seen:
+            seen.add(cell)
+            found.append(Candidate(t.number, space.network(cell, f"trial-{t.number}"), t.value, t.user_attrs["latency_ms"]))
+    return found
+
+
+def trial_rows(study: Any, branches: int) -> list[dict[str, Any]]:
+    """Every trial of the study as the report reads it (``OUT/study.json``)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        cell = cell_of(t, branches) if len(t.params) == 2 * branches else None
+        rows.append({"number": t.number, "state": t.state.name.lower(), "miou": t.value,
+                     "latency_ms": t.user_attrs.get("latency_ms"), "worker": t.user_attrs.get("worker"),
+                     "seconds": t.user_attrs.get("seconds"), "cell": [b.to_dict() for b in cell] if cell else None})
+    return rows
+
+
 @dataclass(frozen=True)
 class CellSearch:
     """What ``nas2deploy search --space dpc`` was given."""
@@ -201,20 +243,31 @@ class CellSearch:
     study: str = "dpc"
     sampler: str = "random"
     proxy_epochs: int = 10
+    rerank: int = 0  # the top cells trained end to end (0: the proxy's best is the study's best)
+    rerank_epochs: int = 10
+    measure: bool = False  # closed loop: the best cell that measures within the budget here
     seed: int = 0
     force: bool = False  # write into an OUT that holds other files
 
 
+#: What ``search --space dpc`` writes into its OUT (``claim_folder`` lets it write there again).
+OWN = ("cache", "study.log", "best.json", "study.json", "rerank.jsonl", "rerank.jsonl.lock", "report.md",
+       "trajectory.png", "pareto.png")
+
+
 def search_cells(config: CellSearch, space: DPCSpace, table: LatencyTable,
-                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 say: Callable[[str], None] | None = None,
+                 measure: Callable[[DPCNet], float] | None = None) -> dict[str, Any]:
     """Cache the backbone's features in OUT/cache (once; resumed after a kill), run trials until
-    the study (joined where it exists) holds ``config.trials``, write the best cell so far as
-    OUT/best.json and return the study's summary."""
+    the study (joined where it exists) holds ``config.trials``, re-rank and measure its best
+    cells where asked (``selection.py``), write the chosen cell as OUT/best.json and the study's
+    trials as OUT/study.json (what ``report`` draws), and return the summary. ``measure`` times a
+    network on the table's backend (injected by tests)."""
     fastest, _ = space.latency_range(table)
     if config.budget_ms < fastest:
         raise UserError(f"--budget-ms {config.budget_ms:g}: the cheapest cell on this backbone is predicted at "
                         f"{fastest:.4g} ms with table {table.name}")
-    out = claim_folder(config.out, config.force, own=("cache", "study.log", "best.json"))
+    out = claim_folder(config.out, config.force, own=OWN)
     out.mkdir(parents=True, exist_ok=True)
     probe = space.reference_net
     data = open_dataset(config.data, probe.input_size, fit=probe)
@@ -222,17 +275,35 @@ def search_cells(config: CellSearch, space: DPCSpace, table: LatencyTable,
     storage = config.storage or str(out / "study.log")
     study = open_study(space, table, cache, config.budget_ms, storage, config.study, config.sampler, config.seed)
     run_trials(study, space, table, cache, config.budget_ms, config.trials, epochs=config.proxy_epochs)
-    optuna = _optuna()
-    states = [t.state for t in study.trials]
+    rows = trial_rows(study, space.config.branches)
+    states = [r["state"] for r in rows]
     summary: dict[str, Any] = {"study": config.study, "storage": storage, "trials": len(states),
-                               "complete": states.count(optuna.trial.TrialState.COMPLETE),
-                               "pruned": states.count(optuna.trial.TrialState.PRUNED),
-                               "failed": states.count(optuna.trial.TrialState.FAIL)}
-    if summary["complete"]:
-        best = study.best_trial
-        net = space.network(cell_of(best, space.config.branches), "dpc-best").with_meta(
+                               "complete": states.count("complete"), "pruned": states.count("pruned"),
+                               "failed": states.count("fail"), "budget_ms": config.budget_ms, "table": config.table,
+                               "space": space.config_dict(), "sampler": config.sampler, "proxy_epochs": config.proxy_epochs}
+    ranked = order = candidates(study, space)
+    if order and config.rerank:
+        reranked = rerank(order[:config.rerank], config.weights, data, cache, config.rerank_epochs, out / "rerank.jsonl", say)
+        by_trial = {c.trial: c for c in order}
+        ranked = [by_trial[r.trial] for r in reranked] + order[config.rerank:]
+        summary["rerank"] = {"epochs": config.rerank_epochs, "cells": as_dicts(reranked)}
+    if order and config.measure:
+        if measure is None:
+            settings, timing = settings_from_table(table), timing_from_table(table)
+            measure = lambda net: measure_network(settings, net, timing)  # noqa: E731
+        chosen, taken = measured_pick(ranked, config.budget_ms, measure, say)
+        summary["measured"] = as_dicts(taken)
+        ranked = [chosen]
+    if ranked:
+        best = ranked[0]
+        net = space.network(best.net.cell, "dpc-best").with_meta(
             {"lut": config.table, "data": config.data, "space": "dpc", "budget_ms": config.budget_ms})
         save_arch(net, out / "best.json")
-        summary["best"] = {"trial": best.number, "miou": best.value, "latency_ms": best.user_attrs["latency_ms"],
+        summary["best"] = {"trial": best.trial, "miou": best.proxy_miou, "latency_ms": best.latency_ms,
                            "cell": [b.to_dict() for b in net.cell], "arch": str(out / "best.json")}
+    atomic_write_json(out / "study.json", {"format": STUDY_FORMAT, "version": 1, **summary, "trial_rows": rows})
     return summary
+
+
+#: ``OUT/study.json``: the summary and every trial, what ``nas2deploy report OUT`` draws.
+STUDY_FORMAT = "nas2deploy-dpc-study"
