@@ -1,6 +1,7 @@
 """The DPC study on Optuna: cells within the budget trained on the cache, cells over it pruned
 untrained, a study continued from its storage, a study of another budget refused."""
 
+import json
 import random
 
 import pytest
@@ -229,3 +230,34 @@ def test_the_pareto_front_keeps_the_cells_nothing_beats_in_both():
 
     points = [(1.0, 0.30, 0), (1.2, 0.28, 1), (1.1, 0.35, 2), (0.9, 0.20, 3), (1.3, 0.40, 4), (1.1, 0.33, 5)]
     assert [p[2] for p in pareto_front(points)] == [3, 0, 2, 4]
+
+
+def test_a_cityscapes_layout_is_cached_and_searched_like_the_built_in_scenes(tmp_path):
+    """Issue 15's data: a Cityscapes folder (leftImg8bit / gtFine labelTrainIds) goes through the
+    cache and the study as the built-in scenes do, its 19 classes read from the layout."""
+    import numpy as np
+    from PIL import Image
+
+    from budget_exactness import random_table
+    from nas2deploy.spaces.dpc.study import CellSearch, search_cells
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cityscapes"
+    for split in ("train", "val"):
+        for i in range(3):
+            stem = f"aachen_{i:06d}_000019"
+            for folder, name, array in (("leftImg8bit", f"{stem}_leftImg8bit.png", rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)),
+                                        ("gtFine", f"{stem}_gtFine_labelTrainIds.png", rng.integers(0, 19, (64, 128), dtype=np.uint8))):
+                path = root / folder / split / "aachen" / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+    space = make_space("dpc", {"input_size": 128, "input_width": 128, "branches": 2, "filters": 16})
+    table = random_table(space, 0)
+    table.save(tmp_path / "t.json")
+    save_weights(space.backbone.build(), tmp_path / "chain.pt")
+    summary = search_cells(CellSearch(table=str(tmp_path / "t.json"), weights=str(tmp_path / "chain.pt"), data=str(root),
+                                      budget_ms=space.latency_range(table)[1], out=str(tmp_path / "run"), trials=2,
+                                      proxy_epochs=1), space, table)
+    assert summary["complete"] == 2 and 0 <= summary["best"]["miou"] <= 1
+    cache = json.loads((tmp_path / "run" / "cache" / "cache.json").read_text())
+    assert cache["classes"] == 19 and cache["splits"]["train"]["labels"] == [128, 128]
