@@ -363,12 +363,38 @@ class ResizeModule(nn.Module):
         return nn.functional.interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners)
 
 
+class AtrousDepthwise(nn.Conv2d):
+    """A depthwise kxk convolution with atrous rates and 'same' padding that skips the taps which
+    can only read padding: along an axis whose rate is at least the input's extent, every tap
+    but the middle one falls outside the input for every output pixel, so only the middle row
+    (column) of the kernel is applied, undilated and unpadded. The result is exactly the full
+    convolution's (the skipped taps multiply zeros, and receive zero gradient either way) and
+    the parameter keeps its kxk shape, so weights and keys are unchanged (it is depthwise: one
+    input channel per output channel). Why: DPC's rates reach
+    21 while a proxy's features are 8-16 pixels wide, and PyTorch's dilated depthwise backward on
+    the CPU takes about 10x the undilated one (25 against 2.4 ms for 8 x 320 x 8 x 8)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0] // 2
+        keep = [self.dilation[a] * k < x.shape[2 + a] for a in (0, 1)]  # taps at +-rate*k reach the input
+        if all(keep):
+            return super().forward(x)
+        if not any(keep):  # one tap per channel: a scale (PyTorch runs a 1x1 depthwise conv group by group)
+            return x * self.weight[:, :, k, k].reshape(1, -1, 1, 1)
+        rows = slice(None) if keep[0] else slice(k, k + 1)
+        cols = slice(None) if keep[1] else slice(k, k + 1)
+        return F.conv2d(x, self.weight[:, :, rows, cols], None, 1,
+                        tuple(int(p) if kept else 0 for p, kept in zip(self.padding, keep)),  # type: ignore[call-overload]
+                        tuple(d if kept else 1 for d, kept in zip(self.dilation, keep)), self.groups)
+
+
 def separable(cin: int, out: int, kernel: int, dilation: tuple[int, int], affine: bool) -> nn.Sequential:
-    """Depthwise kxk (atrous ``dilation`` = (rate_h, rate_w), 'same' padding) + BN + ReLU, then
-    pointwise 1x1 to ``out`` + BN + ReLU: one MobileNetV1 unit, DeepLab's separable convolution."""
+    """Depthwise kxk (atrous ``dilation`` = (rate_h, rate_w), 'same' padding; ``AtrousDepthwise``)
+    + BN + ReLU, then pointwise 1x1 to ``out`` + BN + ReLU: one MobileNetV1 unit, DeepLab's
+    separable convolution."""
     pad = (dilation[0] * (kernel // 2), dilation[1] * (kernel // 2))
     return nn.Sequential(
-        nn.Conv2d(cin, cin, kernel, 1, pad, dilation, groups=cin, bias=False), batch_norm(cin, affine), nn.ReLU(inplace=True),
+        AtrousDepthwise(cin, cin, kernel, 1, pad, dilation, groups=cin, bias=False), batch_norm(cin, affine), nn.ReLU(inplace=True),
         nn.Conv2d(cin, out, 1, bias=False), batch_norm(out, affine), nn.ReLU(inplace=True),
     )
 

@@ -99,3 +99,26 @@ def test_an_uncounted_batch_norm_computes_what_batch_norm_computes():
     counted.eval(), uncounted.eval()
     assert torch.equal(counted(x), uncounted(x))
     assert set(counted.state_dict()) == set(uncounted.state_dict())  # checkpoints load either way
+
+
+@pytest.mark.parametrize("rates,size", [((1, 1), (8, 8)), ((9, 3), (8, 8)), ((3, 21), (8, 16)), ((21, 21), (8, 8)),
+                                        ((6, 6), (6, 13)), ((2, 2), (3, 2))])
+def test_atrous_depthwise_skips_only_taps_that_read_padding(rates, size):
+    """The atrous depthwise convolution that drops the taps outside the input equals the full
+    dilated convolution, outputs and gradients (the dropped taps' gradients are zero)."""
+    import torch.nn as nn
+
+    from nas2deploy.ops import AtrousDepthwise
+
+    torch.manual_seed(0)
+    fast = AtrousDepthwise(4, 4, 3, 1, rates, rates, groups=4, bias=False)
+    full = nn.Conv2d(4, 4, 3, 1, rates, rates, groups=4, bias=False)
+    full.weight.data.copy_(fast.weight.data)
+    x = torch.randn(2, 4, *size)
+    a, b = fast(x), full(x)
+    assert a.shape == b.shape == x.shape
+    torch.testing.assert_close(a, b)
+    grad = torch.randn_like(a)
+    a.backward(grad)
+    b.backward(grad)
+    torch.testing.assert_close(fast.weight.grad, full.weight.grad)
