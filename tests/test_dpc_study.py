@@ -261,3 +261,11 @@ def test_a_cityscapes_layout_is_cached_and_searched_like_the_built_in_scenes(tmp
     assert summary["complete"] == 2 and 0 <= summary["best"]["miou"] <= 1
     cache = json.loads((tmp_path / "run" / "cache" / "cache.json").read_text())
     assert cache["classes"] == 19 and cache["splits"]["train"]["labels"] == [128, 128]
+
+
+def test_a_database_password_is_never_printed():
+    from nas2deploy.spaces.dpc.study import shown_storage
+
+    assert shown_storage("postgresql://nas:s3cr:et@db.example:5432/studies") == "postgresql://nas:***@db.example:5432/studies"
+    assert shown_storage("sqlite:///runs/dpc.db") == "sqlite:///runs/dpc.db"
+    assert shown_storage("runs/dpc/study.log") == "runs/dpc/study.log"

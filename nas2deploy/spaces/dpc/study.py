@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,11 @@ def sampler_for(name: str, seed: int) -> Any:
             "nsga2": optuna.samplers.NSGAIISampler}[name](seed=seed)
 
 
+def shown_storage(url: str) -> str:
+    """A storage as printed and written to OUT/study.json: a database URL's password masked."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 def joiner_seed(seed: int, worker: str) -> int:
     """The sampler seed of a worker joining a study that exists: ``seed`` mixed with the worker,
     so that it does not replay the draws of the worker that created the study."""
@@ -127,7 +133,7 @@ def open_study(space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget
         study = optuna.create_study(storage=storage_for(storage), study_name=name, direction="maximize",
                                     sampler=sampler_for(sampler, seed), load_if_exists=True)
     except Exception as exc:  # storages fail in their own ways: sqlalchemy, the journal, the URL parser
-        raise UserError(f"--storage {storage}: cannot open study {name} ({first_line(exc)}); give a journal file path "
+        raise UserError(f"--storage {shown_storage(storage)}: cannot open study {name} ({first_line(exc)}); give a journal file path "
                         "or a database URL that this machine reaches") from None
     # Workers on other machines have their own caches and paths: a cache counts by what it was
     # computed from, the table by its contents.
@@ -140,7 +146,7 @@ def open_study(space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget
     else:
         study.sampler = sampler_for(sampler, joiner_seed(seed, worker_id()))
     if have and (differ := [k for k in want if have.get(k) != want[k]]):
-        raise UserError(f"study {name} in {storage} was created for another {', '.join(differ)} "
+        raise UserError(f"study {name} in {shown_storage(storage)} was created for another {', '.join(differ)} "
                         f"({'; '.join(f'{k}: {have.get(k)!r}' for k in differ)}); give another --study")
     return study
 
@@ -277,7 +283,7 @@ def search_cells(config: CellSearch, space: DPCSpace, table: LatencyTable,
     run_trials(study, space, table, cache, config.budget_ms, config.trials, epochs=config.proxy_epochs)
     rows = trial_rows(study, space.config.branches)
     states = [r["state"] for r in rows]
-    summary: dict[str, Any] = {"study": config.study, "storage": storage, "trials": len(states),
+    summary: dict[str, Any] = {"study": config.study, "storage": shown_storage(storage), "trials": len(states),
                                "complete": states.count("complete"), "pruned": states.count("pruned"),
                                "failed": states.count("fail"), "budget_ms": config.budget_ms, "table": config.table,
                                "space": space.config_dict(), "sampler": config.sampler, "proxy_epochs": config.proxy_epochs}
