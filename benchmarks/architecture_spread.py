@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=4000, help="as search_vs_random.py's")
     ap.add_argument("--data", default="", help="default: the harder variant of the space's built-in data (synthetic-small:32000), or that data")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (2 on this 2-core CPU)")
     ap.add_argument("--out", default="runs/architecture_spread")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -77,7 +78,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     start = time.time()
     with exclusive(out / "benchmark.lock", "architecture_spread"):
-        journal = ScoreJournal(out / "scores.jsonl", data, recipe)
+        journal = ScoreJournal(out / "scores.jsonl", data, recipe, (spec, prepared.space.config_dict()["input_size"], args.test_images))
+        journal.fill(networks, args.seeds, args.jobs, lambda line: print(line, flush=True))
         for arch in networks:
             scores = journal.scores(arch, args.seeds)
             mean, std = spread(scores)

@@ -138,7 +138,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     spec, epochs = benchmark_training(plan, args.data, args.train_epochs)
     data = benchmark_data(spec, table_space(table).config_dict()["input_size"], args.test_images)
     recipe = Recipe(epochs, plan.train_batch, plan.train_lr, device=args.device)
-    journal = ScoreJournal(out / "scores.jsonl", data, recipe)
+    journal = ScoreJournal(out / "scores.jsonl", data, recipe, (spec, table_space(table).config_dict()["input_size"], args.test_images))
 
     def config(budget: float | None) -> SearchConfig:
         base = demo_search_config(entry, table_path, budget)
@@ -169,6 +169,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
         networks: list[tuple[str, Network]] = [("searched", found), ("closed loop", closed)]
         networks += [("random", a) for a in randoms]
         budget_rows = []
+        journal.fill([arch for _, arch in networks], args.seeds, args.jobs, lambda line: print(line, flush=True))
         for kind, arch in networks:
             scores = journal.scores(arch, args.seeds)
             mean, std = spread(scores)
@@ -227,6 +228,7 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=4000,
                     help="test images of the built-in classes (their spec's own: 1000); 0 keeps the spec's")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each (2 on this 2-core CPU)")
     ap.add_argument("--out", default="runs/search_vs_random")
     ap.add_argument("--statistics-only", action="store_true",
                     help="recompute the statistics from OUT/TASK/results.json (no search, training or measurement)")

@@ -21,7 +21,9 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from nas2deploy.data import Splits, open_dataset
 from nas2deploy.data.synthetic import RADIUS, shapes_splits
@@ -79,11 +81,32 @@ class Recipe:
         return hashlib.sha256(f"{network_body(arch.to_dict())}|{recipe}".encode()).hexdigest()[:20]
 
 
-class ScoreJournal:
-    """Test scores of (network, recipe, seed), read from and appended to ``path``."""
+#: Where a worker process keeps the data it trains on (opened once per process, by ``_open``).
+_WORKER_DATA: dict[str, Splits] = {}
 
-    def __init__(self, path: Path, data: Splits, recipe: Recipe):
-        self.path, self.data, self.recipe = path, data, recipe
+
+def _open(source: tuple[str, int, int]) -> None:
+    torch.set_num_threads(1)
+    _WORKER_DATA["data"] = benchmark_data(*source)
+
+
+def _train(arch: Network, seed: int, recipe: Recipe) -> float:
+    r = recipe
+    return train_arch(arch, _WORKER_DATA["data"], r.epochs, batch_size=r.batch_size, lr=r.lr, seed=seed, device=r.device,
+                      channels_last=r.channels_last, lr_warmup=r.lr_warmup)[1]
+
+
+class ScoreJournal:
+    """Test scores of (network, recipe, seed), read from and appended to ``path``.
+
+    ``fill`` trains what is missing in ``jobs`` processes of one thread each, each opening the
+    data from ``source`` (the arguments of ``benchmark_data``) once: the small networks of these
+    comparisons use a second thread poorly, so two one-thread trainings side by side finish
+    sooner than two two-thread trainings one after the other (``--jobs`` measures it). The
+    parent is the journal's one writer."""
+
+    def __init__(self, path: Path, data: Splits, recipe: Recipe, source: tuple[str, int, int] | None = None):
+        self.path, self.data, self.recipe, self.source = path, data, recipe, source
         self.known: dict[str, float] = {}
         if path.exists():
             for line in path.read_text().splitlines():
@@ -95,6 +118,28 @@ class ScoreJournal:
                 if 0.0 <= score <= 1.0:
                     self.known[str(row["key"])] = score
 
+    def fill(self, archs: list[Network], seeds: int, jobs: int, say: Callable[[str], None] = print) -> None:
+        """Train every (network, seed) not journaled yet, ``jobs`` at a time (1: in this process)."""
+        todo = list({self.recipe.key(a, self.data, s): (a, s) for a in archs for s in range(seeds)
+                     if self.recipe.key(a, self.data, s) not in self.known}.items())
+        if jobs <= 1 or len(todo) <= 1 or self.source is None:
+            for arch in archs:
+                self.scores(arch, seeds)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), initializer=_open, initargs=(self.source,)) as pool:
+            running = {pool.submit(_train, arch, seed, self.recipe): (key, arch, seed) for key, (arch, seed) in todo}
+            for n, done in enumerate(as_completed(running), 1):
+                key, arch, seed = running[done]
+                self.record(key, arch, seed, done.result())
+                say(f"    trained {n}/{len(todo)}: {arch.name} seed {seed}: {self.known[key]:.3f}")
+
+    def record(self, key: str, arch: Network, seed: int, score: float) -> None:
+        append_line(self.path, json.dumps({"key": key, "name": arch.name, "seed": seed, "score": score}))
+        self.known[key] = score
+
     def scores(self, arch: Network, seeds: int) -> list[float]:
         """The network's test score for seeds 0..seeds-1, training those not journaled yet."""
         out = []
@@ -102,10 +147,9 @@ class ScoreJournal:
             key = self.recipe.key(arch, self.data, seed)
             if key not in self.known:
                 r = self.recipe
-                score = train_arch(arch, self.data, r.epochs, batch_size=r.batch_size, lr=r.lr, seed=seed, device=r.device,
-                                   channels_last=r.channels_last, lr_warmup=r.lr_warmup)[1]
-                append_line(self.path, json.dumps({"key": key, "name": arch.name, "seed": seed, "score": score}))
-                self.known[key] = score
+                self.record(key, arch, seed, train_arch(arch, self.data, r.epochs, batch_size=r.batch_size, lr=r.lr, seed=seed,
+                                                        device=r.device, channels_last=r.channels_last,
+                                                        lr_warmup=r.lr_warmup)[1])
             out.append(self.known[key])
         return out
 

@@ -60,3 +60,18 @@ def test_the_default_training_is_the_harder_set_seen_once_and_given_data_keeps_t
     assert benchmark_training(plan, "synthetic-small", 0) == ("synthetic-small", plan.train_epochs)
     dcnas = demo_entry("segmentation").demo
     assert benchmark_training(dcnas, "", 0) == (dcnas.data, dcnas.train_epochs)  # no harder variant
+
+
+def test_the_journal_trains_side_by_side_in_worker_processes_and_writes_each_score_once(tmp_path):
+    source = ("synthetic:40", 32, 30)
+    data = benchmark_data(*source)
+    path = tmp_path / "scores.jsonl"
+    journal = ScoreJournal(path, data, Recipe(epochs=1, batch_size=16, lr=0.05), source)
+    archs = [tiny_network(), tiny_network().renamed("the same body")]
+    said = []
+    journal.fill(archs, 2, jobs=2, say=said.append)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert sorted(x["seed"] for x in lines) == [0, 1] and len(said) == 2  # one body: two trainings, not four
+    assert all(0 <= x["score"] <= 1 for x in lines)
+    assert journal.scores(archs[1], 2) == [next(x["score"] for x in lines if x["seed"] == s) for s in (0, 1)]
+    assert len(path.read_text().splitlines()) == 2  # nothing trained again
