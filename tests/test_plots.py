@@ -72,3 +72,23 @@ def test_the_plots_of_a_search_and_an_export_read_right(tmp_path_factory, tmp_pa
     assert not any("x10^" in t or "×10" in t for t in figures["curves.png"]["texts"])
     heights = {round(y, 3) for _, y in figures["arch.png"]["arrows"]}
     assert (len(heights) > 1) == (space == "dcnas")  # cells on a grid of scales; blocks in a chain
+
+
+def test_the_plots_of_a_dpc_study_read_right(tmp_path, figures):
+    import json
+
+    from nas2deploy.spaces.dpc.study import STUDY_FORMAT
+
+    cell = [{"op": "sep3x3", "rate": [6, 21], "input": -1}, {"op": "pool", "grid": [2, 4], "input": 0}]
+    rows = [{"number": i, "state": "pruned" if i % 4 == 3 else "complete", "miou": None if i % 4 == 3 else 0.2 + 0.01 * (i % 5),
+             "latency_ms": 30.0 + i * 0.37, "worker": "h:1", "seconds": 1.0, "cell": cell} for i in range(12)]
+    (tmp_path / "study.json").write_text(json.dumps({
+        "format": STUDY_FORMAT, "version": 1, "study": "dpc", "sampler": "evolution", "budget_ms": 33.5, "proxy_epochs": 4,
+        "trial_rows": rows, "best": {"trial": 4}}))
+    report = regenerate(tmp_path).read_text()
+    assert "9 trained, 3 over the budget (never trained)" in report and "b0(F, sep3x3_r6x21), b1(b0, pool_g2x4)" in report
+    assert {"trajectory.png", "pareto.png"} <= set(figures)
+    for name in ("trajectory.png", "pareto.png"):
+        assert figures[name]["clipped"] == [] and all(figures[name]["titles"]), name
+        assert all(x and y for x, y in figures[name]["labels"]), name
+    assert {"budget", "Pareto front", "chosen (trial 4)"} <= set(figures["pareto.png"]["legends"])

@@ -74,6 +74,7 @@ def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, fl
 
 def _plots(folder: Path, study: dict[str, Any]) -> list[str]:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     trained = [r for r in study["rows"] if r.state == "complete" and r.miou is not None and r.latency_ms is not None]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -83,6 +84,7 @@ def _plots(folder: Path, study: dict[str, Any]) -> list[str]:
         running = max(running, r.miou or 0.0)
         best.append(running)
     ax.step([r.number for r in trained], best, where="post", color="#d62728", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("proxy mIoU")
     ax.legend(fontsize=8)
@@ -94,6 +96,9 @@ def _plots(folder: Path, study: dict[str, Any]) -> list[str]:
     ax.plot([p[0] for p in points], [p[1] for p in points], "o", ms=3, color="#9a9a9a", label="trained cell")
     front = pareto_front(points)
     ax.plot([p[0] for p in front], [p[1] for p in front], "D-", ms=5, color="#1f77b4", label="Pareto front")
+    chosen = [p for p in points if p[2] == study["best"]]
+    if chosen:
+        ax.plot([chosen[0][0]], [chosen[0][1]], "*", ms=14, color="#d62728", label=f"chosen (trial {study['best']})")
     ax.axvline(study["budget_ms"], color="#cc3311", ls="--", label="budget")
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("proxy mIoU")
