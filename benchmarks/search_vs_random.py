@@ -143,7 +143,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     def config(budget: float | None) -> SearchConfig:
         base = demo_search_config(entry, table_path, budget)
         return dataclasses.replace(base, data=spec, epochs=args.search_epochs, warmup_epochs=args.warmup_epochs,
-                                   max_batches=args.max_batches, device=args.device)
+                                   max_batches=args.max_batches, device=args.device, a_lr=args.a_lr or base.a_lr)
 
     t0 = time.time()
     warm, warm_log = searched(config(None), out / "warmup", None)
@@ -220,6 +220,7 @@ def main() -> None:
     ap.add_argument("--search-epochs", type=int, default=12)
     ap.add_argument("--warmup-epochs", type=int, default=4)
     ap.add_argument("--max-batches", type=int, default=16)
+    ap.add_argument("--a-lr", type=float, default=0.0, help="the architecture's learning rate (0: the demo's)")
     ap.add_argument("--train-epochs", type=int, default=0, help="0: with the default data 1 (32,000 images seen once), else the demo's")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--random", type=int, default=5)
