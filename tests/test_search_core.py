@@ -296,6 +296,31 @@ def test_closed_loop_confirms_an_overrun_tightens_then_loosens(net):
     assert 0.8 * budget <= result.measured_ms <= budget and result.arch == measure.calls[3]
 
 
+def test_closed_loop_after_an_overrun_derives_below_the_overrunning_networks_prediction(net):
+    """A network predicted under its target but measured just over the budget: the next target
+    is its prediction scaled by the miss, so it cannot be derived again (scaling the previous
+    target kept it in a fresh ``make demo``, and the loop gave up)."""
+    from nas2deploy.search.verify import AIM, derive_measured
+    from nas2deploy.spaces.densenas.search import DenseNASSearch
+
+    _randomise(net, 7)
+    searched = DenseNASSearch(net.space, synthetic_table(net.space, seed=2))
+    searched.net.load_state_dict(net.state_dict())
+    fastest = fastest_latency(searched.latency_model)
+    budget = fastest + 0.5 * (slowest_latency(searched.latency_model) - fastest)
+    table, calls, lines = searched.latency_model.table, [], []
+
+    def measure(arch):  # the first network measures 2% over the budget, whatever its prediction
+        calls.append(arch)
+        return 1.02 * budget if len(calls) <= 2 else table.predict(arch).best_ms
+
+    result = derive_measured(searched, budget, say=lines.append, measure=measure, fill=0.5)
+    first = table.predict(calls[0]).best_ms
+    targets = [float(line.split("target ")[1].split(" ms")[0]) for line in lines]
+    assert targets[1] == pytest.approx(first * AIM / 1.02, rel=1e-3) and targets[1] < first
+    assert result.arch != calls[0] and result.measured_ms <= budget and result.rounds == 2
+
+
 def test_closed_loop_ignores_a_passing_disturbance(net):
     # one slow measurement, then the same network measures as predicted: kept, no second round
     result, budget, measure, lines = _closed_loop(net, [1.3, 1.0])
