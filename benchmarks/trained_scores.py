@@ -90,10 +90,15 @@ def _open(source: tuple[str, int, int]) -> None:
     _WORKER_DATA["data"] = benchmark_data(*source)
 
 
-def _train(arch: Network, seed: int, recipe: Recipe) -> float:
+def train_score(arch: Network, data: Splits, seed: int, recipe: Recipe) -> float:
+    """The test score of ``arch`` trained on ``data`` with ``recipe`` and ``seed``."""
     r = recipe
-    return train_arch(arch, _WORKER_DATA["data"], r.epochs, batch_size=r.batch_size, lr=r.lr, seed=seed, device=r.device,
+    return train_arch(arch, data, r.epochs, batch_size=r.batch_size, lr=r.lr, seed=seed, device=r.device,
                       channels_last=r.channels_last, lr_warmup=r.lr_warmup)[1]
+
+
+def _train(arch: Network, seed: int, recipe: Recipe) -> float:
+    return train_score(arch, _WORKER_DATA["data"], seed, recipe)
 
 
 class ScoreJournal:
@@ -120,8 +125,8 @@ class ScoreJournal:
 
     def fill(self, archs: list[Network], seeds: int, jobs: int, say: Callable[[str], None] = print) -> None:
         """Train every (network, seed) not journaled yet, ``jobs`` at a time (1: in this process)."""
-        todo = list({self.recipe.key(a, self.data, s): (a, s) for a in archs for s in range(seeds)
-                     if self.recipe.key(a, self.data, s) not in self.known}.items())
+        pairs = {self.recipe.key(a, self.data, s): (a, s) for a in archs for s in range(seeds)}  # one per body
+        todo = [(key, pair) for key, pair in pairs.items() if key not in self.known]
         if jobs <= 1 or len(todo) <= 1 or self.source is None:
             for arch in archs:
                 self.scores(arch, seeds)
@@ -146,10 +151,7 @@ class ScoreJournal:
         for seed in range(seeds):
             key = self.recipe.key(arch, self.data, seed)
             if key not in self.known:
-                r = self.recipe
-                self.record(key, arch, seed, train_arch(arch, self.data, r.epochs, batch_size=r.batch_size, lr=r.lr, seed=seed,
-                                                        device=r.device, channels_last=r.channels_last,
-                                                        lr_warmup=r.lr_warmup)[1])
+                self.record(key, arch, seed, train_score(arch, self.data, seed, self.recipe))
             out.append(self.known[key])
         return out
 

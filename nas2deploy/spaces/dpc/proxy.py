@@ -21,6 +21,8 @@ learning rate of 0.01): plain SGD with momentum 0.9 and a cosine learning rate, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -69,6 +71,11 @@ class FeatureCache:
     classes: int
     #: what the features were computed from (``cache_key``): caches built apart compare by it
     key: dict[str, Any]
+
+    @property
+    def origin(self) -> str:
+        """``key`` as one hash: what a study and a re-ranking journal record of the cache."""
+        return hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
 
     @staticmethod
     def open(folder: str | Path) -> FeatureCache:
@@ -133,13 +140,18 @@ def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, 
 
 
 def backbone_module(net: DPCNet, weights: str | Path) -> nn.Module:
-    """``net``'s backbone at output stride 16 with the weights of ``weights``: a state dict of
-    any DPC network on this backbone (its ``backbone.*`` tensors; the cell may differ), or of
-    the backbone as a classification chain (a backbone trained on classification, the usual
-    start: its layers keep their shapes at output stride 16, and its tail is dropped). The file
-    is read safely and the tensors checked one by one (``read_state_dict``, ``load_into``)."""
+    """``net``'s backbone at output stride 16 with the weights of ``weights`` (``load_backbone``)."""
+    return load_backbone(DPCModule(net, affine=True).backbone, net, weights)
+
+
+def load_backbone(backbone: nn.Sequential, net: DPCNet, weights: str | Path) -> nn.Module:
+    """Load into ``backbone`` (``net``'s, at output stride 16) the weights of ``weights``: a
+    state dict of any DPC network on this backbone (its ``backbone.*`` tensors; the cell may
+    differ), or of the backbone as a classification chain (a backbone trained on
+    classification, the usual start: its layers keep their shapes at output stride 16, and its
+    tail is dropped). The file is read safely and the tensors checked one by one
+    (``read_state_dict``, ``load_into``)."""
     state = read_state_dict(weights)
-    backbone = DPCModule(net, affine=True).backbone
     if any(str(k).startswith("backbone.") for k in state):
         part = {str(k).removeprefix("backbone."): v for k, v in state.items() if str(k).startswith("backbone.")}
         return load_into(backbone, part, f"weights {weights}", f"the backbone of {net.name}")

@@ -20,7 +20,6 @@ the ones over the budget are reported with their measurement.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -32,7 +31,7 @@ from nas2deploy.data import Splits
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import append_line, exclusive
 from nas2deploy.nets.dpc import DPCModule, DPCNet
-from nas2deploy.spaces.dpc.proxy import FeatureCache, backbone_module
+from nas2deploy.spaces.dpc.proxy import FeatureCache, load_backbone
 from nas2deploy.train import train_arch
 
 #: Fine-tuning a cell on its pretrained backbone: the proxy's batch and learning rate.
@@ -61,13 +60,12 @@ class Reranked:
 def pretrained(net: DPCNet, weights: str | Path) -> DPCModule:
     """``net`` built with its backbone's weights from ``weights`` (the cell and head fresh)."""
     model = DPCModule(net, affine=True)
-    model.backbone.load_state_dict(backbone_module(net, weights).state_dict())
+    load_backbone(model.backbone, net, weights)
     return model
 
 
 def rerank_key(cache: FeatureCache, trial: int, epochs: int) -> dict[str, Any]:
-    origin = hashlib.sha256(json.dumps(cache.key, sort_keys=True).encode()).hexdigest()
-    return {"cache": origin, "trial": trial, "epochs": epochs, "batch": RERANK_BATCH, "lr": RERANK_LR}
+    return {"cache": cache.origin, "trial": trial, "epochs": epochs, "batch": RERANK_BATCH, "lr": RERANK_LR}
 
 
 def read_reranked(path: Path) -> dict[str, dict[str, Any]]:

@@ -27,7 +27,6 @@ process).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import socket
@@ -138,7 +137,7 @@ def open_study(space: DPCSpace, table: LatencyTable, cache: FeatureCache, budget
     # Workers on other machines have their own caches and paths: a cache counts by what it was
     # computed from, the table by its contents.
     want = {"space": space.config_dict(), "table": sha256_file(table.path) if table.path else "", "budget_ms": budget_ms,
-            "cache": hashlib.sha256(json.dumps(cache.key, sort_keys=True).encode()).hexdigest()}
+            "cache": cache.origin}
     have = study.user_attrs
     if not have:
         for key, value in want.items():
