@@ -122,3 +122,43 @@ def test_atrous_depthwise_skips_only_taps_that_read_padding(rates, size):
     a.backward(grad)
     b.backward(grad)
     torch.testing.assert_close(fast.weight.grad, full.weight.grad)
+
+
+def test_an_op_kind_registered_outside_the_package_reads_back_and_unread_fields_are_refused():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from torch import nn
+
+    from nas2deploy.ops import FIELD_RULES, OP_TYPES, register_op
+
+    @dataclass(frozen=True)
+    class Shuffle(OpSpec):
+        groups: int
+        type_name: ClassVar[str] = "test_shuffle"
+
+        @property
+        def cout(self) -> int:
+            return self.cin
+
+        @property
+        def key(self) -> str:
+            return f"test_shuffle_g{self.groups}_{self._shape()}"
+
+        def build(self, affine: bool = True) -> nn.Module:
+            return nn.ChannelShuffle(self.groups)
+
+        def macs(self) -> int:
+            return 0
+
+    with pytest.raises(ValueError, match="no rule reads field"):
+        register_op(Shuffle)
+    register_op(Shuffle, groups=lambda f: f.int(1, 8))
+    try:
+        assert OpSpec.from_dict(Shuffle(8, 4, 4, 2).to_dict()) == Shuffle(8, 4, 4, 2)
+        with pytest.raises(UserError, match="groups"):
+            OpSpec.from_dict({**Shuffle(8, 4, 4, 2).to_dict(), "groups": 9})
+        with pytest.raises(ValueError, match="taken"):
+            register_op(type("Other", (Shuffle,), {}))
+    finally:
+        OP_TYPES.pop("test_shuffle"), FIELD_RULES.pop("test_shuffle")
