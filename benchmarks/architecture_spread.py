@@ -10,7 +10,7 @@ std. Target: best - worst >= 10 points while one network's seed std stays <= 2 p
 can a comparison of a searched network against random ones tell a search that chooses from one
 that does not.
 
-Trainings are journaled (``trained_scores.py``): a killed run resumes. Given the task folder of a
+Trainings are journaled (``nas2deploy.evaluation.scores``): a killed run resumes. Given the task folder of a
 ``search_vs_random.py`` run as ``--out`` (``runs/svr32k/classification``), it takes that run's table
 and trainings: the first random networks of its lower budget's window are these, trained with the
 same recipe.
@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, pooled_std, spread  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, pooled_std, spread  # noqa: E402
 
 from nas2deploy.baseline import sample_window  # noqa: E402
 from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402

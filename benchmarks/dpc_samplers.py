@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from budget_exactness import random_table
+from nas2deploy.testing import random_table
 from nas2deploy.data import open_dataset
 from nas2deploy.nets import load_arch
 from nas2deploy.nets.dpc import DPCNet

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from budget_exactness import random_table
+from nas2deploy.testing import random_table
 from nas2deploy.data import open_dataset
 from nas2deploy.spaces import make_space
 from nas2deploy.spaces.dpc.space import DPCSpace

@@ -2,7 +2,7 @@
 
 For each of the six kinds of file a user hands nas2deploy (latency tables, architectures,
 segmentation architectures, trained weights, exported ONNX models, search configurations),
-mutated copies of one valid file (``benchmarks/mutations.py``: wrong types, NaN, infinity,
+mutated copies of one valid file (``tests/support/mutations.py``: wrong types, NaN, infinity,
 negative, zero, out-of-bound values, deletions, deep nesting, truncation, flipped bits, edited
 ONNX interfaces; and benign edits) go through the functions the commands use. Every outcome must
 be an accepted valid object or a one-line refusal; *traceback* (any other exception) and
@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the mutators the fuzz test uses
 
-from mutations import KINDS, Corpus, mutate, outcome  # noqa: E402
+from support.mutations import KINDS, Corpus, mutate, outcome  # noqa: E402
 
 
 def main() -> None:

@@ -19,7 +19,7 @@
 #              512x1024 batch 8, fp32 / bf16 / bf16 channels-last, against the unoptimised port in the
 #              same process; GPU-hours of the published schedule. `step-dcnas`: the DCNAS half alone.
 #   ranks      two ranks on one GPU (gloo): the largest weight difference from one process, against
-#              the tolerance.
+#              the tolerance (tests/support/ranks.py, run by tests/test_device.py).
 #   data       data throughput: ImageNet-like JPEGs and Cityscapes-like pairs through the search's loader.
 #   latency    GPU latency tables (issue 14): the 224 space profiled eagerly (with each op's launch
 #              costs) and as graph replays at batch 1 and 32, 100 random networks and DenseNAS-A/B/C
@@ -77,9 +77,9 @@ for name in "${steps[@]}"; do
     step:1) step "search step throughput" 300 "$PY" benchmarks/search_step.py --device cuda --steps 20 --warmup 3 ;;
     step-dcnas:1) step "search step throughput, DCNAS" 120 "$PY" benchmarks/search_step.py --device cuda --space dcnas --steps 10 --warmup 2 ;;
     step:0|step-dcnas:0) step "search step throughput (CPU, small)" 120 "$PY" benchmarks/search_step.py --device cpu --small --steps 2 --warmup 1 ;;
-    ranks:1) step "two ranks on one GPU" 150 "$PY" benchmarks/rank_equality.py --device cuda ;;
-    ranks-densenas:1) step "two ranks on one GPU, DenseNAS" 90 "$PY" benchmarks/rank_equality.py --device cuda --space densenas ;;
-    ranks:0|ranks-densenas:0) step "two ranks (CPU, bit-exact)" 90 "$PY" benchmarks/rank_equality.py --device cpu ;;
+    ranks:1) step "two ranks on one GPU" 150 "$PY" -m pytest -q -s -m gpu -p no:cacheprovider tests/test_device.py -k two_ranks ;;
+    ranks-densenas:1) step "two ranks on one GPU, DenseNAS" 90 "$PY" -m pytest -q -s -m gpu -p no:cacheprovider tests/test_device.py -k "two_ranks and densenas" ;;
+    ranks:0|ranks-densenas:0) step "two ranks (CPU, bit-exact)" 90 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_distributed.py ;;
     data:1) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,4,8 --batches 4 ;;
     data:0) step "data throughput" 60 "$PY" benchmarks/data_throughput.py --workers 0,2 --batches 1 ;;
     latency:1) mkdir -p "${OUT:-/tmp/gpu-latency}"

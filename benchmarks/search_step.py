@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from budget_exactness import random_table  # noqa: E402
+from nas2deploy.testing import random_table  # noqa: E402
 
 from nas2deploy.data import Splits  # noqa: E402
 from nas2deploy.objective import task_loss  # noqa: E402

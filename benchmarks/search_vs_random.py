@@ -14,7 +14,7 @@ when the shipped table was measured on another CPU) and two budgets:
    [fill x budget, budget]);
 4. every network trained ``--seeds`` times with the same recipe (the demo's optimiser, batch and
    learning rate, channels-last; by default 32,000 images of ``synthetic-small`` seen once,
-   ``trained_scores.HARDER`` says why) and scored on the test split (top-1 on ``--test-images`` images, or
+   ``nas2deploy.evaluation.scores.HARDER`` says why) and scored on the test split (top-1 on ``--test-images`` images, or
    mIoU), and measured whole on the table's device.
 
 Statistics per budget: each network's mean and std over seeds; the random networks' mean and
@@ -26,7 +26,7 @@ p < 0.05. A PNG per space plots score against measured latency (random networks 
 std, searched points, the budget window).
 
 Searches resume from their run folders and trainings from ``OUT/TASK/scores.jsonl``
-(``trained_scores.py``): a killed benchmark picks up where it stopped, and trainings that
+(``nas2deploy.evaluation.scores``): a killed benchmark picks up where it stopped, and trainings that
 ``architecture_spread.py`` journaled with the same recipe in that file are reused.
 
     .venv/bin/python benchmarks/search_vs_random.py [--tasks classification,segmentation] [--out runs/svr]
@@ -45,8 +45,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, network_body, pooled_std, spread  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, network_body, pooled_std, spread  # noqa: E402
+from nas2deploy.evaluation.significance import compare  # noqa: E402
 
 from nas2deploy import plotting  # noqa: E402
 from nas2deploy.baseline import sample_window  # noqa: E402
@@ -60,20 +61,6 @@ from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.loop import SearchRun  # noqa: E402
 from nas2deploy.search.verify import derive_measured  # noqa: E402
 from nas2deploy.spaces import table_space  # noqa: E402
-
-
-def one_sided_tests(searched: list[float], random_means: list[float], rng: np.random.Generator) -> tuple[float | None, float]:
-    """(Mann-Whitney U p, bootstrap p) that the searched scores exceed the random networks'; the
-    U test needs scipy (not in the GPU machines' image: None there, the bootstrap decides)."""
-    try:
-        from scipy.stats import mannwhitneyu
-    except ImportError:
-        u_p = None
-    else:
-        u_p = float(mannwhitneyu(searched, random_means, alternative="greater").pvalue)
-    s, r = np.asarray(searched), np.asarray(random_means)
-    diffs = rng.choice(s, (10_000, len(s))).mean(1) - rng.choice(r, (10_000, len(r))).mean(1)
-    return u_p, float((diffs <= 0).mean())
 
 
 def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budgets: list[float], fill: float) -> str:
@@ -94,27 +81,6 @@ def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budget
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return plotting.save(fig, path)
-
-
-def compare(rows: list[dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
-    """The statistics of one budget's rows (kinds searched, closed loop, random). The closed loop
-    often keeps the table's network: each network counts once in the pooled seed std and the
-    ranking (twice counted, the searched network's own seed std would weigh double)."""
-    rand = [r for r in rows if r["kind"] == "random"]
-    rand_mean = statistics.mean(r["mean"] for r in rand)
-    distinct = list({network_body(r["arch"]): r for r in rows}.values())
-    pooled = pooled_std(distinct)
-    summary: dict[str, Any] = {"random_mean": rand_mean, "random_best": max(r["mean"] for r in rand),
-                               "random_worst": min(r["mean"] for r in rand), "pooled_seed_std": pooled, "networks": len(distinct)}
-    searched_body = network_body(next(r for r in rows if r["kind"] == "searched")["arch"])
-    for kind in ("searched", "closed loop"):
-        r = next(r for r in rows if r["kind"] == kind)
-        u_p, boot_p = one_sided_tests(r["scores"], [x["mean"] for x in rand], rng)
-        summary[kind] = {"mean": r["mean"], "rank": 1 + sum(x["mean"] > r["mean"] for x in distinct), "of": len(distinct),
-                         "same_as_searched": network_body(r["arch"]) == searched_body,
-                         "margin_in_pooled_std": (r["mean"] - rand_mean) / pooled if pooled else float("inf"),
-                         "mannwhitney_p": u_p, "bootstrap_p": boot_p}
-    return summary
 
 
 def searched(config: SearchConfig, folder: Path, warm: SearchRun | None) -> tuple[SearchRun, dict[str, Any]]:

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_exactness import random_table  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nas2deploy.testing import random_table  # noqa: E402
 
 import nas2deploy.data.synthetic as synthetic  # noqa: E402
 from nas2deploy.objective import task_loss  # noqa: E402

@@ -2,7 +2,7 @@
 
 ``--networks`` random networks of the demo's DenseNAS space (the comparisons' tight window
 does not matter here: any networks of the space), each trained with ``--seeds`` seeds on the
-comparisons' recipe (``trained_scores``: 32,000 images of ``synthetic-small`` seen once),
+comparisons' recipe (``nas2deploy.evaluation.scores``: 32,000 images of ``synthetic-small`` seen once),
 first one after the other in this process at two threads, then ``--jobs`` at a time in worker
 processes of one thread each, in one run; prints both wall times and their ratio.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training  # noqa: E402
 
 from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
 from nas2deploy.runs import space_for  # noqa: E402

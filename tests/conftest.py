@@ -7,8 +7,6 @@ runs is reduced, since tests check correctness, not speed.
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +21,6 @@ else:
     settings.register_profile("default", max_examples=25)
     settings.register_profile("thorough", max_examples=500)
     settings.load_profile("default")
-
-# benchmarks/ holds the enumerators and mutators that some tests share with the benchmarks
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
 FAST = TimingSettings(warmup_runs=2, warmup_ms=0.0, min_runs=5, min_time_ms=0.0, retries=0)
@@ -63,7 +58,7 @@ def synthetic_table(space, seed=0, calibration=None):
     """A table with distinct random latencies for every op of ``space``, so every choice matters
     (for search logic; measured tables are tested elsewhere). No device_name: a synthetic table
     is no device's, so closed-loop and prediction checks refuse it."""
-    from budget_exactness import random_table
+    from nas2deploy.testing import random_table
 
     return random_table(space, seed, calibration)
 

@@ -3,7 +3,9 @@ and it never refuses a budget that a network fits (both spaces)."""
 
 import pytest
 import torch
-from budget_exactness import check_queries, enumerate_paths, enumerate_topk, random_table, spread_supernet
+from support.oracles import check_queries, enumerate_paths, enumerate_topk, spread_supernet
+
+from nas2deploy.testing import random_table
 from conftest import synthetic_table
 
 from nas2deploy.errors import UserError

@@ -218,9 +218,10 @@ def test_two_ranks_on_one_gpu_match_one_process_within_tolerance(tmp_path, space
     """Two ranks (gloo over CUDA tensors, sharing the GPU) against one process running the same
     global batch as two micro-batches: the ranks agree exactly, the single process's weights to
     ``TOLERANCE`` (cuDNN's kernels and reduction orders differ between processes; the
-    architecture parameters are not compared: see rank_equality's docstring)."""
-    from rank_equality import TOLERANCE, compare
+    architecture parameters are not compared: see tests/support/ranks.py)."""
+    from support.ranks import TOLERANCE, compare, describe
 
     d = compare(space, "cuda", tmp_path)
+    print(describe(space, "cuda", d))
     assert d["ranks"] == 0, "ranks diverged"
     assert d["vs_single"] < TOLERANCE and d["moved"] > 0.02

@@ -169,7 +169,7 @@ def test_a_dpc_table_is_profiled_validated_and_sampled(tmp_path):
 
 
 def test_dpc_is_searched_black_box_and_says_what_it_needs(tmp_path):
-    from budget_exactness import random_table
+    from nas2deploy.testing import random_table
 
     from nas2deploy.spaces import get_space
 
@@ -188,7 +188,7 @@ def test_the_reachable_range_is_exact():
     with distinct random latencies."""
     import itertools
 
-    from budget_exactness import random_table
+    from nas2deploy.testing import random_table
 
     from nas2deploy.nets.dpc import Branch
     from nas2deploy.spaces import make_space

@@ -18,7 +18,7 @@ optuna = pytest.importorskip("optuna")  # the GPU image has no optuna
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from budget_exactness import random_table
+    from nas2deploy.testing import random_table
 
     tmp = tmp_path_factory.mktemp("study")
     data = open_dataset("seg-synthetic:8", 128)
@@ -238,7 +238,7 @@ def test_a_cityscapes_layout_is_cached_and_searched_like_the_built_in_scenes(tmp
     import numpy as np
     from PIL import Image
 
-    from budget_exactness import random_table
+    from nas2deploy.testing import random_table
     from nas2deploy.spaces.dpc.study import CellSearch, search_cells
 
     rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
 """Property-based input tests: mutated tables, archs, SegArchs, weights, ONNX models and search
-configurations (``benchmarks/mutations.py``) go through what the commands run on them; every
+configurations (``tests/support/mutations.py``) go through what the commands run on them; every
 outcome is a valid object or a one-line UserError, never another exception, and a mutation that
 breaks a rule is never accepted. Hypothesis draws the mutations; ``benchmarks/fuzz_inputs.py``
 runs a thousand of them and prints the counts. ``make test`` draws 25 per kind (the default
@@ -15,7 +15,7 @@ pytest.importorskip("hypothesis", reason="hypothesis is not installed (a bare GP
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from mutations import KINDS, Corpus, mutate, outcome
+from support.mutations import KINDS, Corpus, mutate, outcome
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,11 @@
-"""Launch costs: each op's host dispatch and kernel times, recorded by eager CUDA profiles, the
-host-bound warning they give, and the launch-pipeline model that ``benchmarks/gpu_latency.py``
-measures against the op sums (injected costs here; the GPU tests measure real ones)."""
+"""Launch costs: each op's host dispatch and kernel times, recorded by eager CUDA profiles, and the
+host-bound warning they give (injected costs here; the GPU tests measure real ones)."""
 
 import json
 
 import pytest
 import torch
 from conftest import FAST, SMALL, needs_cuda
-from gpu_latency import pipeline_ms
 
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import LaunchCosts
@@ -20,32 +18,8 @@ from nas2deploy.spaces import make_space
 SPEC = MBConv(16, 16, 16, 24, 3, 6, 2)
 
 
-def test_the_pipeline_is_bound_by_the_slower_side():
-    host_bound = [LaunchCosts(0.05, 0.01)] * 10
-    assert pipeline_ms(host_bound) == pytest.approx(10 * 0.05 + 0.01)  # the GPU waits for every op
-    gpu_bound = [LaunchCosts(0.01, 0.05)] * 10
-    assert pipeline_ms(gpu_bound) == pytest.approx(0.01 + 10 * 0.05)  # the host runs ahead
-    assert pipeline_ms([LaunchCosts(0.04, 0.03)]) == pytest.approx(0.07)  # one op: nothing overlaps
-    assert pipeline_ms([LaunchCosts(0.04, 0.03)], start=0.5) == pytest.approx(0.05)  # the host finishes last
-    mixed = [LaunchCosts(0.05, 0.01), LaunchCosts(0.01, 0.2), LaunchCosts(0.05, 0.01)]
-    assert pipeline_ms(mixed) == pytest.approx(0.05 + 0.01 + 0.2 + 0.01)  # the third op's dispatch hides under the second
-
-
-def test_the_pipeline_never_beats_either_side_alone_and_never_exceeds_both():
-    import random
-
-    rng = random.Random(0)
-    for _ in range(200):
-        costs = [LaunchCosts(rng.uniform(1e-3, 0.1), rng.uniform(1e-3, 0.1)) for _ in range(rng.randint(1, 30))]
-        got = pipeline_ms(costs)
-        host, kernels = sum(c.host_ms for c in costs), sum(c.kernel_ms for c in costs)
-        assert max(host, kernels) <= got + 1e-12 <= host + kernels + 2e-12
-        slower = [LaunchCosts(c.host_ms * 1.1, c.kernel_ms) for c in costs]
-        assert pipeline_ms(slower) >= got  # a slower op never predicts a faster network
-
-
 def test_a_table_keeps_launch_costs_and_validates_them(tmp_path, small_space):
-    from budget_exactness import random_table
+    from nas2deploy.testing import random_table
 
     table = random_table(small_space, 0)
     key = next(iter(table.entries))
@@ -98,7 +72,7 @@ def test_an_eager_cuda_profile_records_launch_costs_and_a_graph_profile_does_not
 
 
 def test_a_host_bound_eager_table_is_warned_about_and_shown(small_space):
-    from budget_exactness import random_table
+    from nas2deploy.testing import random_table
 
     from nas2deploy.latency.summary import summarize, table_warnings
 

@@ -4,7 +4,7 @@ comparison resumes without training again what it already scored."""
 import json
 import random
 
-from trained_scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, spread
+from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, spread
 
 from nas2deploy.demo import demo_entry
 from nas2deploy.spaces import make_space
@@ -36,7 +36,7 @@ def test_the_journal_trains_once_resumes_past_a_cut_line_and_keys_on_the_recipe(
 
 def test_the_comparison_counts_a_network_kept_by_the_closed_loop_once():
     import numpy as np
-    from search_vs_random import compare
+    from nas2deploy.evaluation.significance import compare
 
     def row(kind, blocks, scores):
         mean, std = spread(scores)

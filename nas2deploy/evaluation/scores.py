@@ -1,14 +1,14 @@
 """Networks trained with several seeds and scored on the test split, journaled so that a killed
-benchmark resumes (``search_vs_random.py``, ``architecture_spread.py``).
+comparison resumes (``benchmarks/search_vs_random.py``, ``benchmarks/architecture_spread.py``).
 
 Each finished training appends one JSON line to ``scores.jsonl`` in the benchmark's folder, keyed
 by the network's body (its JSON without name and meta), the training recipe, the data and the
 seed; a rerun with the same recipe reuses every line it finds and trains only what is missing. A
-line cut short by a kill is skipped. One writer: the benchmark holds ``scores.jsonl.lock``.
+line cut short by a kill is skipped. One writer: the comparison holds ``scores.jsonl.lock``.
 
 The test split can be larger than the data spec's (``test_images``): the spread of one network's
 score over seeds includes the sampling error of the test set (about 1.1 points of top-1 at 85%
-with 1000 images, 0.6 with 4000), which a benchmark asking whether seeds drown architecture
+with 1000 images, 0.6 with 4000), which a comparison asking whether seeds drown architecture
 should not add. The optimiser, batch and learning rate stay the demo's; the data and epochs are
 ``benchmark_training``'s.
 """
@@ -107,8 +107,8 @@ class ScoreJournal:
     ``fill`` trains what is missing in ``jobs`` processes of one thread each, each opening the
     data from ``source`` (the arguments of ``benchmark_data``) once: the small networks of these
     comparisons use a second thread poorly, so two one-thread trainings side by side finish
-    sooner than two two-thread trainings one after the other (``--jobs`` measures it). The
-    parent is the journal's one writer."""
+    sooner than two two-thread trainings one after the other (``benchmarks/training_jobs.py``
+    measures it). The parent is the journal's one writer."""
 
     def __init__(self, path: Path, data: Splits, recipe: Recipe, source: tuple[str, int, int] | None = None):
         self.path, self.data, self.recipe, self.source = path, data, recipe, source

@@ -1,4 +1,4 @@
-"""Run by ``rank_equality.py`` under torchrun (or alone): a tiny search whose architecture
+"""Run by ``ranks.compare`` under torchrun (or alone): a tiny search whose architecture
 parameters and weights each rank saves, so that ranks and a single-process run can be compared. On cuda
 every rank uses GPU 0 over gloo (NCCL needs a GPU per rank).
 

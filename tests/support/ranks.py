@@ -17,30 +17,26 @@ ops. Two single-process GPU runs of one search would diverge the same way (infer
 measured): only deterministic kernels make GPU searches repeatable. The ranks themselves agree exactly either way: they apply the same
 all-reduced gradients.
 
-    .venv/bin/python benchmarks/rank_equality.py [--device cpu|cuda] [--space densenas|dcnas|both]
+``tests/test_distributed.py`` checks the CPU's equality, ``tests/test_device.py`` the GPU's (run by
+``benchmarks/gpu_check.sh ranks``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from budget_exactness import random_table  # noqa: E402
-
-from nas2deploy.spaces import make_space  # noqa: E402
+from nas2deploy.spaces import make_space
+from nas2deploy.testing import random_table
 
 WORKER = str(Path(__file__).with_name("rank_worker.py"))
 SPACES: dict[str, dict[str, Any]] = {"densenas": {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1},
-          "dcnas": {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_width": 16}}
+                                     "dcnas": {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_width": 16}}
 #: The largest difference of a supernet weight allowed on a GPU between two ranks and one process
 #: after the run's steps (0 was measured on an H200; kept above 0 for GPUs whose deterministic
 #: kernels still round differently between the two shapes of launch).
@@ -78,25 +74,8 @@ def compare(space: str, device: str, folder: Path) -> dict[str, float]:
             "moved": max(float(c.abs().max()) for c in arch)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--space", choices=["densenas", "dcnas", "both"], default="both")
-    args = ap.parse_args()
-    failed = False
-    for space in (["densenas", "dcnas"] if args.space == "both" else [args.space]):
-        with tempfile.TemporaryDirectory() as tmp:
-            d = compare(space, args.device, Path(tmp))
-        allowed = 0.0 if args.device == "cpu" else TOLERANCE
-        exact = allowed == 0
-        ok = d["ranks"] == 0 and (d["vs_single"] == d["arch_vs_single"] == 0 if exact else d["vs_single"] < allowed)
-        failed |= not ok
-        print(f"{space} on {args.device}, 2 ranks vs 1 process (accumulate 2): ranks differ by {d['ranks']:.3g}; "
-              f"rank 0 vs one process: weights {d['vs_single']:.3g} (allowed {'0: bit-exact' if exact else f'{allowed:g}'}), "
-              f"architecture {d['arch_vs_single']:.3g}{' (not judged)' if not exact else ''} "
-              f"(largest architecture parameter {d['moved']:.3g}) {'ok' if ok else 'FAILED'}", flush=True)
-    sys.exit(1 if failed else 0)
-
-
-if __name__ == "__main__":
-    main()
+def describe(space: str, device: str, d: dict[str, float]) -> str:
+    """The comparison as one line (what gpu_check.sh prints)."""
+    return (f"{space} on {device}, 2 ranks vs 1 process (accumulate 2): ranks differ by {d['ranks']:.3g}; rank 0 vs one "
+            f"process: weights {d['vs_single']:.3g}, architecture {d['arch_vs_single']:.3g} (largest architecture "
+            f"parameter {d['moved']:.3g})")

@@ -7,7 +7,7 @@ whether the mutation must be refused (the oracle), and ``consume`` runs what the
 such a file (``lut show``, ``arch info``, the search's latency model, ``export``'s weight
 loading, ``bench``, ``search --config``). An outcome is *accepted* (a valid object came back
 and was used), *refused* (a ``UserError``: one line for the user) or a *traceback* (any other
-exception: a bug). Shared by ``tests/test_fuzz.py`` (hypothesis draws the seeds) and
+exception: a bug). Used by ``tests/test_fuzz.py`` (hypothesis draws the seeds) and by
 ``benchmarks/fuzz_inputs.py`` (counts over a thousand mutants).
 
 The oracle: most mutations put a value that breaks the field's rule (wrong type, NaN, infinity,
@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 
 KINDS = ("table", "arch", "segarch", "weights", "onnx", "config")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_TABLE = ROOT / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json"
 NAN, INF = float("nan"), float("inf")
 
