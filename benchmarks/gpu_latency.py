@@ -62,7 +62,7 @@ SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_laye
 
 def policy(space_config: dict, device: str, ops: int, reference_runs: int) -> None:
     """Step 1: candidate run counts against a long reference, batch 1."""
-    settings = BackendSettings(backend="torch", device=device, cuda_graph=device == "cuda")
+    settings = BackendSettings(backend="torch", device=device, options={"cuda_graph": device == "cuda"})
     specs = random.Random(0).sample(make_space("densenas", space_config).op_specs(), ops)
     reference = TimingSettings(warmup_runs=10, warmup_ms=0.0, min_runs=reference_runs, min_time_ms=0.0, retries=0)
     errors: dict[int, list[float]] = {c.min_runs: [] for c in CANDIDATES}
@@ -80,7 +80,7 @@ def policy(space_config: dict, device: str, ops: int, reference_runs: int) -> No
                 got = measure(runner, c).stats.median_ms
             costs[c.min_runs].append(time.perf_counter() - t0)
             errors[c.min_runs].append(abs(got / ref - 1))
-    print(f"timing policy: {ops} ops at batch 1, {'graph replays' if settings.cuda_graph else 'eager'} on {settings.device_name()}; "
+    print(f"timing policy: {ops} ops at batch 1, {'graph replays' if settings.options['cuda_graph'] else 'eager'} on {settings.device_name()}; "
           f"op medians {min(medians) * 1e3:.1f}-{max(medians) * 1e3:.1f} us; reference {reference_runs} runs, "
           f"repeated: median error {100 * statistics.median(floor):.2f}%, max {100 * max(floor):.2f}%")
     print(f"  {'runs':>6}{'median err':>12}{'p95 err':>10}{'s per op':>10}")
@@ -129,7 +129,7 @@ def network_record(arch: Any, settings: BackendSettings) -> dict[str, Any]:
 def aoti_record(arch: Any, settings: BackendSettings) -> dict[str, Any]:
     """One network compiled as an AOTInductor package for the settings' device and batch, timed
     by the harness; an error is recorded with its first line (the run goes on)."""
-    engine = dataclasses.replace(settings, backend="aoti", cuda_graph=False)
+    engine = dataclasses.replace(settings, backend="aoti", options={})
     start = time.perf_counter()
     try:
         with open_runner(engine, TorchModule(arch.build(), arch.input_shape, arch.name)) as runner:
@@ -206,7 +206,7 @@ def collect(space_config: dict, device: str, batches: list[int], networks: int, 
         built: dict[str, LatencyTable] = {}
         for mode in (["eager", "graph"] if device == "cuda" else ["eager"]):
             out = (dump.parent if dump else folder) / f"table_b{batch}_{mode}.json"
-            mode_settings = dataclasses.replace(settings, cuda_graph=mode == "graph")
+            mode_settings = dataclasses.replace(settings, options={"cuda_graph": mode == "graph"})
             built[mode], stats = profile_space(space, mode_settings, out, GPU, force=True)
             print(f"  batch {batch} {mode}: profile {stats.wall_s:.1f} s, {stats.remeasured} re-measured", flush=True)
         rng = random.Random(batch)

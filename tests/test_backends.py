@@ -50,10 +50,16 @@ def test_bad_settings_are_refused():
     with pytest.raises(UserError, match="valid backends: onnxruntime, torch, tensorrt, onnx-reference"):
         BackendSettings(backend="tvm")
     assert BackendSettings(backend="tensorrt").device == "cuda"
-    with pytest.raises(UserError, match="--cuda-graph captures GPU launches: it needs --device cuda .* torch, tensorrt"):
-        BackendSettings(backend="torch", cuda_graph=True)
-    with pytest.raises(UserError, match="got --backend onnxruntime --device cuda"):
-        BackendSettings(device="cuda", cuda_graph=True)
+    with pytest.raises(UserError, match="--cuda-graph captures GPU launches: it needs --device cuda .*--backend torch --device cpu"):
+        BackendSettings(backend="torch", options={"cuda_graph": True})
+    with pytest.raises(UserError, match="--cuda-graph applies to --backend torch or tensorrt only; --backend onnxruntime"):
+        BackendSettings(device="cuda", options={"cuda_graph": True})
+    with pytest.raises(UserError, match=r"--workspace-mb 0 for --backend tensorrt: expected a whole number in \[1, 1048576\]"):
+        BackendSettings(backend="tensorrt", options={"workspace_mb": 0})
+    with pytest.raises(UserError, match="no backend has an option 'fast'"):
+        BackendSettings(options={"fast": True})
+    with pytest.raises(UserError, match="--backend aoti runs fp32, not --precision fp16"):
+        BackendSettings(backend="aoti", device="cuda", precision="fp16")
 
 
 @needs_cuda
@@ -66,7 +72,7 @@ def test_torch_cuda_runner_times_with_cuda_events():
 
 @needs_cuda
 def test_torch_cuda_graph_replays_the_module_and_records_it():
-    settings = BackendSettings(backend="torch", device="cuda", cuda_graph=True)
+    settings = BackendSettings(backend="torch", device="cuda", options={"cuda_graph": True})
     assert settings.describe()["cuda_graph"] is True
     module = SPEC.build().eval()
     with open_runner(settings, TorchModule(module, (16, 16, 16))) as runner:
@@ -82,7 +88,7 @@ class HostSync(torch.nn.Module):
 
 @needs_cuda
 def test_an_op_that_cannot_be_captured_is_named_and_eager_offered():
-    settings = BackendSettings(backend="torch", device="cuda", cuda_graph=True)
+    settings = BackendSettings(backend="torch", device="cuda", options={"cuda_graph": True})
     with pytest.raises(UserError, match=r"the-op: its forward pass waits for the GPU on the host .*\(leave out --cuda-graph\)"):
         open_runner(settings, TorchModule(HostSync(), (4, 8, 8), "the-op"))
     with open_runner(BackendSettings(backend="torch", device="cuda"), TorchModule(HostSync(), (4, 8, 8))) as runner:

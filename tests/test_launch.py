@@ -46,7 +46,7 @@ def test_an_eager_cuda_runner_measures_both_sides_of_the_launch():
         costs = runner.launch_costs(20)
         assert costs is not None and costs.host_ms > 0 and costs.kernel_ms > 0
         assert len(runner.time_runs(3)) == 3  # still eager and usable after the capture
-    with open_runner(BackendSettings(backend="torch", device="cuda", cuda_graph=True), TorchModule(SPEC.build(), (16, 16, 16))) as runner:
+    with open_runner(BackendSettings(backend="torch", device="cuda", options={"cuda_graph": True}), TorchModule(SPEC.build(), (16, 16, 16))) as runner:
         assert runner.launch_costs(5) is None  # a graph's time is already its kernels'
 
 
@@ -67,7 +67,7 @@ def test_an_eager_cuda_profile_records_launch_costs_and_a_graph_profile_does_not
     space = make_space("densenas", {**SMALL, "max_stack_layers": 0})
     eager, _ = profile_space(space, BackendSettings(backend="torch", device="cuda"), tmp_path / "e.json", FAST)
     assert all(e.launch is not None and e.launch.host_ms > 0 for e in LatencyTable.load(tmp_path / "e.json").entries.values())
-    graph, _ = profile_space(space, BackendSettings(backend="torch", device="cuda", cuda_graph=True), tmp_path / "g.json", FAST)
+    graph, _ = profile_space(space, BackendSettings(backend="torch", device="cuda", options={"cuda_graph": True}), tmp_path / "g.json", FAST)
     assert all(e.launch is None for e in graph.entries.values())
 
 

@@ -101,6 +101,46 @@ def test_merge_rescales_shards_to_one_reference(small_space):
     assert merged.entries[specs[1].key].stats.median_ms == pytest.approx(0.1 + 0.01)
 
 
+def test_merge_keeps_each_entrys_launch_costs_and_attempts_on_the_common_time_base(small_space):
+    from nas2deploy.backends.timing import LaunchCosts
+
+    specs = small_space.op_specs()
+    a = _table(small_space, ref=1.0, backend="torch", device="cuda", cuda_graph=False)
+    b = _table(small_space, ref=2.0, backend="torch", device="cuda", cuda_graph=False)
+    a.entries = {s.key: Entry(s, a.entries[s.key].stats, 1, LaunchCosts(0.2, 0.05)) for s in specs[0::2]}
+    b.entries = {s.key: Entry(s, b.entries[s.key].stats, 3, LaunchCosts(0.4, 0.1)) for s in specs[1::2]}
+    merged = merge_tables([a, b])
+    assert merged.entries[specs[0].key].launch == LaunchCosts(0.2, 0.05)
+    assert merged.entries[specs[1].key].launch == LaunchCosts(0.2, 0.05)  # b ran 2x slower: halved
+    assert merged.entries[specs[1].key].attempts == 3
+
+
+def test_the_suggested_profile_command_makes_a_table_that_matches_field_for_field(small_space):
+    """Every recorded option of the table's backend that differs from that backend's default
+    reaches the command, so the table it makes merges with the old one."""
+    from nas2deploy.backends import BackendSettings
+    from nas2deploy.backends.settings import identity_fields
+    from nas2deploy.cli import cli
+    from nas2deploy.spaces import profile_command
+
+    cases = [dict(backend="onnxruntime", device="cuda", options={"ort_provider": "tensorrt", "ort_graph_level": "basic"}),
+             dict(backend="torch", device="cuda", options={"cuda_graph": True}),
+             dict(backend="tensorrt", device="cuda", precision="fp16", options={"workspace_mb": 64, "cuda_graph": True}),
+             dict(backend="onnxruntime", threads=2, batch=4, options={})]
+    for case in cases:
+        settings = BackendSettings(**case)  # type: ignore[arg-type]
+        recorded = {k: getattr(settings, k) for k in ("backend", "device", "precision", "batch", "threads")}
+        table = _table(small_space, **recorded, **settings.impl.recorded(settings))
+        command = profile_command(table, small_space, "new.json").split()[2:]
+        ctx = cli.get_command(None, "profile").make_context("profile", command)  # type: ignore[union-attr]
+        p = ctx.params
+        options = {o.name: p[o.name] for o in settings.impl.options if o.command_line}
+        again = BackendSettings(p["backend"], p["device"], p["precision"], p["batch"], p["threads"], options)
+        made = {**{k: getattr(again, k) for k in recorded}, **again.impl.recorded(again)}
+        assert all(made.get(f) == table.measurement.get(f) for f in identity_fields() if f in made), (command, made)
+        assert made == {**recorded, **settings.impl.recorded(settings)}
+
+
 def test_merge_refuses_different_settings_naming_them(small_space):
     a = _table(small_space)
     b = _table(small_space, precision="fp16", batch=8)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import HAS_TENSORRT, needs_tensorrt
 
-from nas2deploy.backends import BackendSettings
+from nas2deploy.backends import BackendSettings, TorchModule
 from nas2deploy.errors import UserError
 from nas2deploy.ops import MBConv
 
@@ -25,11 +25,11 @@ def test_missing_tensorrt_is_one_clear_line():
 @needs_tensorrt
 @pytest.mark.parametrize("precision, cuda_graph, tol", [("fp32", False, 1e-3), ("fp16", True, 5e-2)])
 def test_engine_matches_torch_and_times_with_events(tmp_path, precision, cuda_graph, tol):
-    settings = BackendSettings(backend="tensorrt", precision=precision, cuda_graph=cuda_graph,
-                               timing_cache=str(tmp_path / "cache.bin"))
+    settings = BackendSettings(backend="tensorrt", precision=precision,
+                               options={"cuda_graph": cuda_graph, "timing_cache": str(tmp_path / "cache.bin")})
     module = SPEC.build().eval()
     x = np.random.default_rng(0).standard_normal((1, 16, 16, 16)).astype(np.float32)
-    with settings.open(module, (16, 16, 16)) as runner:
+    with settings.open(TorchModule(module, (16, 16, 16))) as runner:
         got = runner.infer({"input": x})["output"]
         times = runner.time_runs(50)
     want = module(torch.from_numpy(x)).detach().numpy()

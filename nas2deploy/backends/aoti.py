@@ -35,17 +35,26 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from nas2deploy.backends.base import Artifact, Backend, ModelFile, Runner, TorchModule, cpu_name, refuse_other_platform
-from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
+from nas2deploy.backends.base import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Artifact,
+    Backend,
+    ModelFile,
+    Runner,
+    TorchModule,
+    cpu_name,
+    refuse_other_platform,
+)
 from nas2deploy.backends.pytorch import require_cuda
 from nas2deploy.backends.timing import time_on
 from nas2deploy.errors import UserError, first_line
 from nas2deploy.fileio import atomic_write_json, read_json, refuse_link
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
     from nas2deploy.backends.settings import BackendSettings
 
 INFO_FORMAT = "nas2deploy.aoti_package"
@@ -53,6 +62,8 @@ INFO_FORMAT = "nas2deploy.aoti_package"
 
 def package_platform(device: str) -> dict[str, str]:
     """What a package is bound to (see the module docstring)."""
+    import torch
+
     return {"torch": str(torch.__version__), "device": device, "machine": platform.machine(),
             "processor": torch.cuda.get_device_name() if device == "cuda" else cpu_name()}
 
@@ -66,6 +77,8 @@ def require_compiler() -> None:
 def compile_package(module: torch.nn.Module, input_shape: tuple[int, ...], device: str, path: Path) -> float:
     """Export ``module`` at ``input_shape`` (batch included), compile it into the package at
     ``path`` and record its platform beside it; returns the compile seconds."""
+    import torch
+
     require_compiler()
     if device == "cuda":
         require_cuda()
@@ -126,6 +139,8 @@ def check_loader(path: Path, device: str) -> None:
     except subprocess.TimeoutExpired:
         raise UserError(f"AOTInductor package {path}: loading it did not finish in 10 minutes; export it again") from None
     if done.returncode < 0:
+        import torch
+
         name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else str(-done.returncode)
         raise UserError(f"torch {torch.__version__} crashed ({name}) loading AOTInductor package {path} in its package loader: "
                         "this torch build cannot load AOTInductor packages on this machine (seen with torch 2.11.0+cu130 on "
@@ -137,6 +152,8 @@ class AOTIRunner(Runner):
     """Runs a compiled package on prepared device-resident inputs."""
 
     def __init__(self, path: Path, device: str, threads: int = 1):
+        import torch
+
         if device == "cuda":
             require_cuda()
         else:
@@ -154,21 +171,27 @@ class AOTIRunner(Runner):
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {INPUT_NAME: self._shape}
 
-    @torch.inference_mode()
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(feeds[INPUT_NAME])).to(self.device, torch.float32)
-        return {OUTPUT_NAME: self._model(x).float().cpu().numpy()}
+        import numpy as np
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(feeds[INPUT_NAME])).to(self.device, torch.float32)
+            return {OUTPUT_NAME: self._model(x).float().cpu().numpy()}
 
     def _run(self) -> None:
         self._model(self._input)
 
-    @torch.inference_mode()
     def time_runs(self, n: int) -> list[float]:
-        return time_on(self._run, n, self._stream)
+        import torch
+
+        with torch.inference_mode():
+            return time_on(self._run, n, self._stream)
 
 
 class AOTIBackend(Backend):
     name = "aoti"
+    precisions = ("fp32",)
     suffixes = (".pt2",)
     independent_of_torch = True  # Inductor's generated kernels, checked against eager PyTorch
     dynamic_batch = False
@@ -177,6 +200,8 @@ class AOTIBackend(Backend):
         """Part of torch; compiling also needs a C++ compiler (checked where a package is built)."""
 
     def version(self) -> str:
+        import torch
+
         return str(torch.__version__)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
@@ -197,6 +222,8 @@ class AOTIBackend(Backend):
     def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
                batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]]:
         """``model.pt2`` (and its platform, ``model.pt2.json``), compiled for the export's batch."""
+        import torch
+
         assert batch_range is None, "export refuses --dynamic-batch for this backend before any work"
         seconds = compile_package(artifact.module, (settings.batch, *artifact.input_shape), settings.device, out / "model.pt2")
         return ModelFile(out / "model.pt2"), {

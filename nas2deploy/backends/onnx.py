@@ -27,12 +27,8 @@ import warnings
 import torch
 from torch import nn
 
-from nas2deploy.backends.base import OnnxModel, TorchModule
+from nas2deploy.backends.base import INPUT_NAME, OPSET, OUTPUT_NAME, OnnxModel, TorchModule
 from nas2deploy.errors import UserError
-
-OPSET = 17
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 
 
 def export_onnx(

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from nas2deploy.backends.base import Artifact, Backend, ModelFile, OnnxModel, Runner, TorchModule, random_inputs
-from nas2deploy.backends.onnx import check_onnx, onnx_from_module
 from nas2deploy.backends.timing import cpu_time_runs
 from nas2deploy.errors import UserError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from nas2deploy.backends.settings import BackendSettings
 
 
@@ -54,6 +53,8 @@ class OnnxReferenceRunner(Runner):
             raise UserError(f"the ONNX reference evaluator cannot run {self.source}: {exc}") from None
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
+
         return {name: np.asarray(r) for name, r in zip(self._outputs, self._run(feeds))}
 
     def time_runs(self, n: int) -> list[float]:
@@ -63,6 +64,7 @@ class OnnxReferenceRunner(Runner):
 class OnnxReferenceBackend(Backend):
     name = "onnx-reference"
     devices = ("cpu",)
+    precisions = ("fp32",)
 
     def check_available(self, settings: BackendSettings) -> None:
         """Part of the onnx package, a dependency: always there."""
@@ -73,6 +75,8 @@ class OnnxReferenceBackend(Backend):
         return str(onnx.__version__)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
+        from nas2deploy.backends.onnx import check_onnx, onnx_from_module
+
         if isinstance(artifact, TorchModule):
             artifact = onnx_from_module(artifact, settings.batch)
         elif isinstance(artifact, ModelFile) and artifact.path.suffix in self.suffixes:

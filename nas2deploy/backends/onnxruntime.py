@@ -11,19 +11,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from nas2deploy.backends.base import Artifact, Backend, ModelFile, OnnxModel, Runner, TorchModule, available_cores, random_inputs
-from nas2deploy.backends.onnx import check_onnx, onnx_from_module
+from nas2deploy.backends.base import (
+    Artifact,
+    Backend,
+    BackendOption,
+    ModelFile,
+    OnnxModel,
+    Runner,
+    TorchModule,
+    available_cores,
+    random_inputs,
+)
 from nas2deploy.backends.timing import cpu_time_runs
 from nas2deploy.errors import UserError, first_line
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from nas2deploy.backends.settings import BackendSettings
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 GRAPH_LEVELS = ("all", "extended", "basic", "disabled")
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 def import_onnxruntime() -> Any:
@@ -76,13 +84,16 @@ def session_from_onnx(model: bytes, provider: str = "cpu", threads: int | None =
 class OnnxRuntimeRunner(Runner):
 
     def __init__(self, session: Any, batch: int = 1, device: str = "cpu", device_id: int = 0, source: str = "model"):
+        import numpy as np
+
         ort = import_onnxruntime()
+        dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
         self.session, self.source, self.device = session, source, device
         self._shapes = {}
         self._dtypes = {}
         for node in session.get_inputs():
             self._shapes[node.name] = tuple(d if isinstance(d, int) else batch for d in node.shape)
-            self._dtypes[node.name] = _DTYPES.get(node.type, np.float32)
+            self._dtypes[node.name] = dtypes.get(node.type, np.float32)
         self._binding = session.io_binding()
         for name, array in random_inputs(self._shapes).items():
             value = ort.OrtValue.ortvalue_from_numpy(array.astype(self._dtypes[name]), device, device_id)
@@ -114,7 +125,12 @@ class OnnxRuntimeRunner(Runner):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    own_settings = ("ort_provider", "ort_graph_level")
+    options = (
+        BackendOption("ort_provider", "str", None, "ONNX Runtime execution provider [default: the device's].",
+                      choices=tuple(PROVIDERS), identity=True),
+        BackendOption("ort_graph_level", "str", "all", "ONNX Runtime graph optimisation level.", choices=GRAPH_LEVELS,
+                      identity=True),
+    )
 
     def check_available(self, settings: BackendSettings) -> None:
         import_onnxruntime()
@@ -124,15 +140,20 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def provider(settings: BackendSettings) -> str:
-        return settings.ort_provider or settings.device
+        return str(settings.options["ort_provider"] or settings.device)
 
     def recorded(self, settings: BackendSettings) -> dict[str, Any]:
-        return {"ort_provider": self.provider(settings), "ort_graph_level": settings.ort_graph_level}
+        """The provider the session runs on (the device's where none was named)."""
+        return {**super().recorded(settings), "ort_provider": self.provider(settings)}
 
     def prepare(self, settings: BackendSettings, artifact: TorchModule) -> OnnxModel:
+        from nas2deploy.backends.onnx import onnx_from_module
+
         return onnx_from_module(artifact, settings.batch, settings.precision)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
+        from nas2deploy.backends.onnx import check_onnx
+
         if isinstance(artifact, TorchModule):
             artifact = self.prepare(settings, artifact)
         elif isinstance(artifact, ModelFile) and artifact.path.suffix in self.suffixes:
@@ -140,5 +161,6 @@ class OnnxRuntimeBackend(Backend):
         if not isinstance(artifact, OnnxModel):
             raise UserError(f"{artifact.source}: ONNX Runtime runs ONNX models ({', '.join(self.suffixes)} files)")
         provider = self.provider(settings)
-        session = session_from_onnx(artifact.data, provider, settings.threads, settings.ort_graph_level, source=artifact.source)
+        session = session_from_onnx(artifact.data, provider, settings.threads, settings.options["ort_graph_level"],
+                                    source=artifact.source)
         return OnnxRuntimeRunner(session, settings.batch, "cpu" if provider == "cpu" else "cuda", source=artifact.source)

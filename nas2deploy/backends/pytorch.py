@@ -11,22 +11,33 @@ differ by the launch cost of every kernel, which is why a table records which it
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import nn
-
-from nas2deploy.backends.base import Artifact, Backend, Runner, TorchModule, available_cores
-from nas2deploy.backends.onnx import INPUT_NAME, OUTPUT_NAME
+from nas2deploy.backends.base import (
+    CUDA_GRAPH,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Artifact,
+    Backend,
+    Runner,
+    TorchModule,
+    available_cores,
+    refuse_cuda_graph_off_gpu,
+)
 from nas2deploy.backends.timing import LaunchCosts, cpu_time_runs, time_on
 from nas2deploy.errors import UserError, first_line
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
     from nas2deploy.backends.settings import BackendSettings
 
 
 def require_cuda() -> None:
+    import torch
+
     if not torch.cuda.is_available():
         raise UserError(
             "no CUDA GPU is visible to torch (torch.cuda.is_available() is False): the cuda device needs an "
@@ -47,6 +58,8 @@ class TorchRunner(Runner):
         cuda_graph: bool = False,
         source: str = "model",
     ):
+        import torch
+
         if device == "cuda":
             require_cuda()
         self.device = torch.device(device)
@@ -66,12 +79,13 @@ class TorchRunner(Runner):
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {INPUT_NAME: self._shape}
 
-    @torch.inference_mode()
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(feeds[INPUT_NAME]).to(self.device, self.dtype)
-        return {OUTPUT_NAME: self.module(x).float().cpu().numpy()}
+        import torch
 
-    @torch.inference_mode()
+        with torch.inference_mode():
+            x = torch.from_numpy(feeds[INPUT_NAME]).to(self.device, self.dtype)
+            return {OUTPUT_NAME: self.module(x).float().cpu().numpy()}
+
     def _capture(self) -> torch.cuda.CUDAGraph:
         """Run a few times on the runner's stream (cuDNN picks its kernels, the allocator
         settles), then capture one forward pass into a graph on the same stream.
@@ -81,11 +95,13 @@ class TorchRunner(Runner):
         the capture starts: a capture that fails half-way leaves torch's CUDA random-number state
         in capture mode (seen on an H200: every later ``torch.randn`` on the GPU failed), so the
         process could not go on to time the op eagerly."""
+        import torch
+
         assert self._stream is not None, "a CUDA graph needs the cuda device (checked by the settings)"
         previous = torch.cuda.get_sync_debug_mode()
         try:
             torch.cuda.set_sync_debug_mode("error")
-            with torch.cuda.stream(self._stream):
+            with torch.inference_mode(), torch.cuda.stream(self._stream):
                 for _ in range(3):
                     self.module(self._input)
         except RuntimeError as exc:
@@ -96,7 +112,7 @@ class TorchRunner(Runner):
         self._stream.synchronize()
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, stream=self._stream):
+            with torch.inference_mode(), torch.cuda.graph(graph, stream=self._stream):
                 self.module(self._input)
         except RuntimeError as exc:
             raise UserError(f"{self.source}: its forward pass cannot be captured as a CUDA graph ({first_line(exc)}); "
@@ -110,26 +126,30 @@ class TorchRunner(Runner):
         else:
             self.module(self._input)
 
-    @torch.inference_mode()
     def time_runs(self, n: int) -> list[float]:
-        return time_on(self._run, n, self._stream)
+        import torch
 
-    @torch.inference_mode()
+        with torch.inference_mode():
+            return time_on(self._run, n, self._stream)
+
     def launch_costs(self, n: int) -> LaunchCosts | None:
         """Eager on CUDA: the median host dispatch time of a run, and the median replay time of
         the run captured as a CUDA graph (its kernels without launch gaps). The capture happens
         here, after the eager timing, so it never changes what the eager runs measured; a
         forward pass that cannot be captured (it waits for the GPU on the host, which the
         capture's warm-up refuses before capturing) has no launch costs: None."""
+        import torch
+
         if self._stream is None or self._graph is not None:
             return None
-        with torch.cuda.stream(self._stream):
+        with torch.inference_mode(), torch.cuda.stream(self._stream):
             host = statistics.median(cpu_time_runs(lambda: self.module(self._input), n, self._stream.synchronize))
         try:
             graph = self._capture()
         except UserError:
             return None
-        kernels = statistics.median(time_on(graph.replay, n, self._stream))
+        with torch.inference_mode():
+            kernels = statistics.median(time_on(graph.replay, n, self._stream))
         return LaunchCosts(round(host, 6), round(kernels, 6))
 
 
@@ -137,16 +157,17 @@ class TorchBackend(Backend):
     name = "torch"
     suffixes = ()
     independent_of_torch = False  # it is the accuracy reference itself
-    captures_cuda_graphs = True
+    options = (CUDA_GRAPH,)
 
     def check_available(self, settings: BackendSettings) -> None:
         """Part of torch itself (a CUDA device is checked by the settings)."""
 
-    def recorded(self, settings: BackendSettings) -> dict[str, Any]:
-        """Whether the times are graph replays (kernels only) or eager launches."""
-        return {"cuda_graph": settings.cuda_graph}
+    def check_options(self, settings: BackendSettings) -> None:
+        refuse_cuda_graph_off_gpu(settings)
 
     def version(self) -> str:
+        import torch
+
         return str(torch.__version__)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
@@ -154,4 +175,4 @@ class TorchBackend(Backend):
             raise UserError(f"{artifact.source}: --backend torch runs PyTorch modules, not model files; "
                             "use onnxruntime or tensorrt")
         return TorchRunner(artifact.module, (settings.batch, *artifact.input_shape), settings.device, settings.precision,
-                           settings.threads, settings.cuda_graph, artifact.source)
+                           settings.threads, settings.options["cuda_graph"], artifact.source)

@@ -24,12 +24,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
 from nas2deploy.backends.base import (
+    CUDA_GRAPH,
     Artifact,
     Backend,
+    BackendOption,
     EngineModel,
     ModelFile,
     OnnxModel,
@@ -37,13 +36,15 @@ from nas2deploy.backends.base import (
     TorchModule,
     refuse_other_platform,
 )
-from nas2deploy.backends.onnx import check_onnx, export_onnx
 from nas2deploy.backends.pytorch import require_cuda
 from nas2deploy.backends.timing import cuda_time_runs
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
     from nas2deploy.backends.settings import BackendSettings
 
 INSTALL_HINT = (
@@ -158,6 +159,7 @@ def engine_platform() -> dict[str, str]:
     tactics chosen for one GPU model are wrong (or invalid) on another."""
     require_tensorrt()
     import tensorrt as trt
+    import torch
 
     major, minor = torch.cuda.get_device_capability()
     return {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
@@ -193,6 +195,7 @@ class TensorRTRunner(Runner):
     def __init__(self, engine: bytes, batch: int = 1, cuda_graph: bool = False, source: str = "engine"):
         require_tensorrt()
         import tensorrt as trt
+        import torch
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -227,11 +230,15 @@ class TensorRTRunner(Runner):
                 self._launch()
 
     def _dtype(self, name: str) -> torch.dtype:
+        import numpy as np
         import tensorrt as trt
+        import torch
 
         return torch.from_numpy(np.empty(0, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
 
     def _launch(self) -> None:
+        import torch
+
         if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
             raise UserError("TensorRT execute_async_v3 failed; its log above says why")
 
@@ -245,6 +252,9 @@ class TensorRTRunner(Runner):
         return {name: tuple(t.shape) for name, t in self.inputs.items()}
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
+        import torch
+
         with torch.cuda.stream(self.stream):
             for name, tensor in self.inputs.items():
                 tensor.copy_(torch.from_numpy(np.ascontiguousarray(feeds[name])).to(tensor.dtype))
@@ -270,8 +280,12 @@ class TensorRTBackend(Backend):
     devices = ("cuda",)
     suffixes = (".engine", ".onnx")
     uses_precision = True
-    captures_cuda_graphs = True
-    own_settings = ("workspace_mb",)
+    options = (
+        BackendOption("workspace_mb", "int", 1024, "TensorRT builder workspace limit (MB).", low=1, high=2**20),
+        CUDA_GRAPH,
+        BackendOption("timing_cache", "str", None, "The shared timing cache's file (the command chooses it).",
+                      recorded=False, command_line=False),
+    )
 
     def check_available(self, settings: BackendSettings) -> None:
         require_tensorrt()  # TensorRT first, then the GPU
@@ -279,16 +293,17 @@ class TensorRTBackend(Backend):
     def version(self) -> str:
         return tensorrt_version()
 
-    def recorded(self, settings: BackendSettings) -> dict[str, Any]:
-        return {"workspace_mb": settings.workspace_mb, "cuda_graph": settings.cuda_graph}
-
     def prepare(self, settings: BackendSettings, artifact: TorchModule) -> OnnxModel:
         """The ONNX graph the engine is built from: fp16 comes from an fp16 graph (TensorRT 11
         is strongly typed)."""
+        from nas2deploy.backends.onnx import export_onnx
+
         return OnnxModel(export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision),
                          artifact.source)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
+        from nas2deploy.backends.onnx import check_onnx
+
         if isinstance(artifact, ModelFile):
             if artifact.path.suffix == ".engine":
                 artifact = EngineModel(load_engine(artifact.path), artifact.source)
@@ -299,17 +314,20 @@ class TensorRTBackend(Backend):
         if isinstance(artifact, TorchModule):
             artifact = self.prepare(settings, artifact)
         if isinstance(artifact, OnnxModel):
-            cache = _timing_caches.setdefault(settings.timing_cache or "", SharedTimingCache(settings.timing_cache))
-            artifact = EngineModel(build_engine(artifact.data, settings.precision, settings.workspace_mb, cache,
+            path = settings.options["timing_cache"]
+            cache = _timing_caches.setdefault(path or "", SharedTimingCache(path))
+            artifact = EngineModel(build_engine(artifact.data, settings.precision, settings.options["workspace_mb"], cache,
                                                 source=artifact.source), artifact.source)
-        return TensorRTRunner(artifact.data, settings.batch, settings.cuda_graph, source=artifact.source)
+        return TensorRTRunner(artifact.data, settings.batch, settings.options["cuda_graph"], source=artifact.source)
 
     def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
                batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]]:
         """``model.engine`` (and its platform, ``model.engine.json``), built with a timing cache kept in
         the export folder, from an ONNX graph of the engine's precision."""
+        from nas2deploy.backends.onnx import export_onnx
+
         graph = export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision, batch_range is not None)
-        engine = build_engine(graph, settings.precision, settings.workspace_mb, SharedTimingCache(out / "timing.cache"),
+        engine = build_engine(graph, settings.precision, settings.options["workspace_mb"], SharedTimingCache(out / "timing.cache"),
                               batch_range, source="model.onnx")
         save_engine(out / "model.engine", engine)
         return EngineModel(engine, "model.engine"), {"file": "model.engine", "precision": settings.precision,

@@ -11,8 +11,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from nas2deploy.backends import BACKENDS, DEVICES, ONNX_CHECKER, PRECISIONS
-from nas2deploy.backends.onnxruntime import PROVIDERS
+from nas2deploy.backends import BACKENDS, ONNX_CHECKER, declared_options, known_devices, known_precisions
 from nas2deploy.cli import VERBOSITY
 from nas2deploy.errors import UserError
 from nas2deploy.spaces import SPACES, all_options, space_overrides
@@ -174,24 +173,69 @@ def pop_options(name: str, options: dict[str, Any], scope: str) -> dict[str, Any
 
 
 
-def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed([
-        click.option("--backend", type=click.Choice(list(BACKENDS)), default=ONNX_CHECKER, show_default=True),
-        click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-                     help="Where torch / ONNX Runtime run (TensorRT always uses cuda)."),
-        click.option("--ort-provider", type=click.Choice(list(PROVIDERS)), default=None,
-                     help="ONNX Runtime execution provider (default: the device's)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True),
-        click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True),
-        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="CPU threads, pinned and recorded in the table."),
-        click.option("--cuda-graph", is_flag=True, help="torch / TensorRT on cuda: time graph replays (kernels only, as a "
-                     "graph-launched engine runs) instead of eager launches; recorded in the table."),
-        click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
-                     help="TensorRT builder workspace limit."),
-    ]):
-        f = opt(f)
-    return f
+class DeclaredCommand(click.Command):
+    """A command some of whose options are declared by what is registered (a backend's options),
+    made when the command runs or shows its help, so that a backend registered after this module
+    was imported (a plugin, a test) brings its own flags. ``declared(ctx, args)`` makes them from
+    the command's arguments (a search's ``--space``) and the registry as it is then."""
+
+    def __init__(self, *args: Any, declared: Callable[[click.Context, list[str]], list[click.Parameter]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.declared = declared
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGS] = list(args)
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        help_option = self.get_help_option(ctx)
+        if _DECLARED not in ctx.meta:  # made once per invocation: parsing and help read the same objects
+            ctx.meta[_DECLARED] = self.declared(ctx, ctx.meta.get(_ARGS, []))
+        return [p for p in params if p is not help_option] + ctx.meta[_DECLARED] + ([help_option] if help_option else [])
+
+
+_ARGS, _DECLARED = "nas2deploy.args", "nas2deploy.declared"
+
+
+def declared_command(declared: Callable[[click.Context, list[str]], list[click.Parameter]]) -> Callable[..., Any]:
+    """``click.command()`` for a ``DeclaredCommand`` whose extra options ``declared`` makes."""
+    return click.command(cls=DeclaredCommand, declared=declared)
+
+
+def backend_params(several: bool = False, batch: bool = True) -> list[click.Parameter]:
+    """The flags of where and how a model runs: ``--backend`` (repeatable with ``several``),
+    ``--device``, ``--precision``, ``--batch`` (unless the command has its own), ``--threads``, and
+    every registered backend's own options (``Backend.options``), each declared once."""
+    params: list[click.Parameter] = [
+        click.Option(["--backend", "backends" if several else "backend"], type=click.Choice(list(BACKENDS)),
+                     multiple=several, default=(ONNX_CHECKER,) if several else ONNX_CHECKER, show_default=True,
+                     help="Backends to deploy and measure (repeat for several)." if several else "Where the model runs."),
+        click.Option(["--device"], type=click.Choice(list(known_devices())), default="cpu", show_default=True,
+                     help="The device of the backend (TensorRT always uses cuda)."),
+        click.Option(["--precision"], type=click.Choice(list(known_precisions())), default="fp32", show_default=True),
+        *([click.Option(["--batch"], type=click.IntRange(min=1), default=1, show_default=True)] if batch else []),
+        click.Option(["--threads"], type=click.IntRange(min=1), default=1, show_default=True,
+                     help="CPU threads, pinned and recorded in tables."),
+    ]
+    for name, option in declared_options().items():
+        if not option.command_line:
+            continue
+        users = ", ".join(b.name for b in BACKENDS.values() if option in b.options)
+        helps = f"{option.help} [--backend {users}]"
+        if option.kind == "flag":
+            params.append(click.Option([option.flag, name], is_flag=True, default=False, help=helps))
+        else:
+            kind: click.ParamType = click.Choice(list(option.choices)) if option.choices else \
+                click.IntRange(min=option.low, max=option.high) if option.kind == "int" else click.STRING
+            params.append(click.Option([option.flag, name], type=kind, default=option.default,
+                                       show_default=option.default is not None, help=helps))
+    return params
+
+
+def pop_backend_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The registered backends' own options among a command's parameters, popped from ``given``."""
+    return {name: given.pop(name) for name in list(declared_options()) if name in given}
 
 
 def force_option(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,30 +7,34 @@ from typing import Any
 
 import click
 
-from nas2deploy.backends import BackendSettings
-from nas2deploy.backends.timing import TimingSettings
-from nas2deploy.cli.common import (SpaceName, backend_options, emit, force_option, json_option, parse_shard, pop_options,
-                                   progress_bar, space_options, warn_table)
-from nas2deploy.spaces import DEFAULT_SPACE, make_space
+from nas2deploy.cli.common import (SpaceName, backend_params, declared_command, emit, force_option, json_option,
+                                   parse_shard, pop_backend_options, pop_options, progress_bar, space_options, warn_table)
+from nas2deploy.spaces import DEFAULT_SPACE
 
 
-@click.command()
+@declared_command(lambda ctx, args: backend_params())
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
 @space_options("space")
-@backend_options
 @click.option("--runs", type=click.IntRange(min=1), default=None,
               help="Minimum timed runs per op [default: 20 on a CPU, then more until the median is pinned down; 30 on a GPU].")
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Table to write (JSON).")
 @force_option
 @json_option
-def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool, as_json: bool, **backend: Any) -> None:
+def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool, as_json: bool, backend: str,
+            device: str, precision: str, batch: int, threads: int, **rest: Any) -> None:
     """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
+    from nas2deploy.backends import BackendSettings
+    from nas2deploy.backends.timing import TimingSettings
     from nas2deploy.latency.profile import journal_path, profile_space
+    from nas2deploy.spaces import make_space
 
-    sp = make_space(space_name, pop_options(space_name, backend, "space"))
-    # one timing cache beside the table, for the backends that keep one (TensorRT)
-    settings = BackendSettings(**backend, timing_cache=str(Path(out).with_suffix(".timing-cache")))
+    options = pop_backend_options(rest)
+    sp = make_space(space_name, pop_options(space_name, rest, "space"))
+    settings = BackendSettings(backend, device, precision, batch, threads, options)
+    if any(o.name == "timing_cache" for o in settings.impl.options):  # one timing cache beside the table
+        settings = BackendSettings(backend, device, precision, batch, threads,
+                                   {**options, "timing_cache": str(Path(out).with_suffix(".timing-cache"))})
     resuming = journal_path(out).exists()
     with progress_bar(f"profiling {Path(out).name}") as progress:
         table, stats = profile_space(sp, settings, out, TimingSettings.for_device(settings.device, runs),

@@ -90,7 +90,9 @@ class ExportOptions:
     reference_samples: int = 4
     lut: str | None = None
     budget_ms: float | None = None
-    workspace_mb: int = 1024
+    threads: int = 1
+    #: Options of the backends by name (``Backend.options``): each backend takes those it declares.
+    backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     force: bool = False
     #: Fail (after writing the folder) when a backend measures above the budget.
     strict: bool = False
@@ -131,8 +133,12 @@ def refuse_unused_options(o: ExportOptions) -> None:
         building = [name for name, b in BACKENDS.items() if b.uses_precision]
         raise UserError(f"--precision {o.precision} shapes only what builds at a precision (--backend {' or '.join(building)}); "
                         f"{chosen} runs the fp32 graph: leave --precision out")
-    if o.workspace_mb != ExportOptions.workspace_mb and not any("workspace_mb" in b.own_settings for b in impls):
-        raise UserError(f"--workspace-mb limits the TensorRT builder; {chosen} builds no engine: leave it out")
+    for name, value in o.backend_options.items():
+        readers = [b for b in BACKENDS.values() if any(opt.name == name and value != opt.default for opt in b.options)]
+        if readers and not any(b in impls for b in readers):
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} applies to --backend {' or '.join(b.name for b in readers)} only; {chosen} would "
+                            f"ignore it: leave {flag} out")
     if o.data and o.images:
         raise UserError("--images and --data both name the accuracy check's inputs: give one")
 
@@ -178,9 +184,10 @@ class Exporter:
         """Where and how ``backend`` runs the export: the options' device and batch, and their
         precision when the backend builds at a precision (TensorRT), else fp32."""
         o, impl = self.options, BACKENDS[backend]
-        settings = BackendSettings(backend=backend, device=o.device, batch=o.batch,
-                                   precision=o.precision if impl.uses_precision else "fp32")
-        return dataclasses.replace(settings, workspace_mb=o.workspace_mb) if "workspace_mb" in impl.own_settings else settings
+        own = {opt.name for opt in impl.options}
+        return BackendSettings(backend=backend, device=o.device, batch=o.batch, threads=o.threads,
+                               precision=o.precision if impl.uses_precision else "fp32",
+                               options={k: v for k, v in o.backend_options.items() if k in own})
 
     def run(self) -> dict[str, Any]:
         o = self.options

@@ -25,11 +25,10 @@ def settings_from_table(table: LatencyTable) -> BackendSettings:
     m = table.measurement
     if not m:
         raise UserError(f"latency table {table.name}: no measurement metadata")
-    keys = ("backend", "device", "precision", "batch", "threads", "ort_provider", "ort_graph_level", "workspace_mb", "cuda_graph")
     if m.get("device_name") is None:
         raise UserError(f"latency table {table.name} records no device (a synthetic or hand-made table): "
                         "no measurement can be compared with it; profile the device")
-    settings = BackendSettings(**{k: m[k] for k in keys if k in m})
+    settings = BackendSettings.from_measurement(m)
     settings.check_available()  # before naming the device: a CUDA table on a machine without one
     here = settings.device_name()
     if m.get("device_name") != here:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from nas2deploy.nets import Network
+from nas2deploy.backends.settings import identity_fields, measurement_rules
 from nas2deploy.backends.timing import LaunchCosts, TimingSettings, TimingStats
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_json, check_format, read_json
@@ -40,11 +41,6 @@ TABLE_FORMAT = "nas2deploy.latency_table"
 TABLE_VERSION = 2
 #: The versions this release reads.
 READABLE_VERSIONS = (1, 2)
-#: Measurement fields that must agree before two tables may be merged or compared.
-MATCH_FIELDS = (
-    "backend", "backend_version", "device", "device_name", "ort_provider", "ort_graph_level",
-    "precision", "batch", "threads", "cuda_graph", "onnx_opset",
-)
 
 
 @dataclass(frozen=True)
@@ -142,8 +138,9 @@ class LatencyTable:
         return dict(self.meta.get("measurement", {}))
 
     def differing_fields(self, other: LatencyTable) -> list[str]:
+        """The measurement fields (``backends.settings.identity_fields``) on which the two differ."""
         mine, theirs = self.measurement, other.measurement
-        return [f for f in MATCH_FIELDS if mine.get(f) != theirs.get(f)]
+        return [f for f in identity_fields() if mine.get(f) != theirs.get(f)]
 
     def describe_fields(self, fields: Iterable[str], other: LatencyTable) -> str:
         mine, theirs = {**self.meta, **self.measurement}, {**other.meta, **other.measurement}
@@ -255,20 +252,6 @@ TABLE_FIX = "profile the table again (nas2deploy profile) or restore the file"
 MAX_ENTRIES = 100_000
 
 
-def _measurement_rules() -> dict[str, Callable[[Field], Any]]:
-    from nas2deploy.backends import BACKENDS, DEVICES, PRECISIONS
-    from nas2deploy.backends.onnxruntime import GRAPH_LEVELS, PROVIDERS
-
-    text = lambda f: f.str(max_len=1024)  # noqa: E731
-    return {
-        "backend": lambda f: f.str(BACKENDS), "device": lambda f: f.str(DEVICES), "precision": lambda f: f.str(PRECISIONS),
-        "batch": lambda f: f.int(1, 65536), "threads": lambda f: f.int(1, 4096), "ort_provider": lambda f: f.str(tuple(PROVIDERS)),
-        "ort_graph_level": lambda f: f.str(GRAPH_LEVELS), "workspace_mb": lambda f: f.int(1, 2**20), "cuda_graph": lambda f: f.bool(),
-        "device_name": text, "backend_version": text, "torch_version": text, "onnx_opset": lambda f: f.int(1, 1000),
-        "nas2deploy_version": text,
-    }
-
-
 def read_meta(meta: Field) -> dict[str, Any]:
     """The table's metadata; the fields that later steps read are typed, the rest pass through."""
     out = dict(meta.object())
@@ -276,7 +259,7 @@ def read_meta(meta: Field) -> dict[str, Any]:
     required = ("backend", "device", "precision", "batch", "threads")  # what the table measured
     for key in required:
         measurement[key]
-    rules = _measurement_rules()
+    rules = measurement_rules()
     out["measurement"] = {k: rules[k](v) if k in rules and (k in required or v.value is not None) else v.value
                           for k, v in measurement.items()}
     timing = meta.get("timing")
@@ -335,7 +318,8 @@ def merge_tables(tables: list[LatencyTable]) -> LatencyTable:
     """Union of shard tables measured under the same settings.
 
     Each input's entries are rescaled by the ratio of the first table's reference-op latency to
-    its own, so shards measured at different moments (or on twin machines) share one time base.
+    its own, so shards measured at different moments (or on twin machines) share one time base;
+    every time of an entry scales alike (its statistics and its launch costs), its attempts stay.
     """
     if not tables:
         raise UserError("lut merge needs at least one input table")
@@ -349,13 +333,8 @@ def merge_tables(tables: list[LatencyTable]) -> LatencyTable:
             )
         factor = (base.reference_ms / t.reference_ms) if base.reference_ms and t.reference_ms else 1.0
         for key, e in t.entries.items():
-            s = e.stats
-            scaled = TimingStats(
-                s.median_ms * factor, s.mean_ms * factor, s.p90_ms * factor, s.p99_ms * factor,
-                s.min_ms * factor, s.std_ms * factor, s.cov, s.runs,
-                None if s.mad_ms is None else s.mad_ms * factor, s.ci_rel,
-            )
-            entries.setdefault(key, Entry(e.spec, scaled, e.attempts))
+            entries.setdefault(key, Entry(e.spec, e.stats.scaled(factor), e.attempts,
+                                          e.launch.scaled(factor) if e.launch else None))
     meta = dict(base.meta)
     meta.update(shard=None, merged_from=[t.name for t in tables], created=now_iso())
     return LatencyTable(meta, entries, base.reference)

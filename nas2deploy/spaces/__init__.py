@@ -95,21 +95,33 @@ def table_space(table: LatencyTable) -> SearchSpace:
 
 def profile_command(table: LatencyTable, space: SearchSpace, out: str) -> str:
     """The command that measures ``space`` under ``table``'s settings into ``out`` (with
-    ``--force`` when ``out`` is the table itself: the complete table replaces it)."""
+    ``--force`` when ``out`` is the table itself: the complete table replaces it). Every option of
+    the table's backend that it recorded, and that differs from what the backend records by
+    default, is given, so the new table matches the old one field for field."""
+    from nas2deploy.backends import BACKENDS, BackendSettings
+
     m = table.measurement
-    parts = ["nas2deploy profile", f"--space {space.name}", f"--backend {m.get('backend', 'onnxruntime')}",
-             f"--device {m.get('device', 'cpu')}", f"--precision {m.get('precision', 'fp32')}", f"--batch {m.get('batch', 1)}",
-             f"--threads {m.get('threads', 1)}"]
-    parts += ["--cuda-graph"] if m.get("cuda_graph") else []
+    backend = str(m.get("backend", "onnxruntime"))
+    parts = ["nas2deploy profile", f"--space {space.name}", f"--backend {backend}", f"--device {m.get('device', 'cpu')}",
+             f"--precision {m.get('precision', 'fp32')}", f"--batch {m.get('batch', 1)}", f"--threads {m.get('threads', 1)}"]
+    impl = BACKENDS.get(backend)
+    if impl is not None:
+        plain = impl.recorded(BackendSettings(backend, str(m.get("device", "cpu"))))
+        for declared in impl.options:
+            value = m.get(declared.name)
+            if not declared.command_line or declared.name not in m or value == plain.get(declared.name):
+                continue
+            parts += _typed(declared.flag, declared.kind, value)
     config = space.config_dict()
     for option in get_space(space.name).options:
         if "space" in option.scope and config.get(option.field) is not None:
-            value = config[option.field]
-            if option.kind != "flag":
-                parts.append(f"{option.flag} {value}")
-            elif value:
-                parts.append(option.flag)
+            parts += _typed(option.flag, option.kind, config[option.field])
     return " ".join([*parts, f"--out {out}"] + (["--force"] if table.path is not None and Path(out) == table.path else []))
+
+
+def _typed(flag: str, kind: str, value: Any) -> list[str]:
+    """An option as typed on the command line: a set flag alone, any other option with its value."""
+    return ([flag] if value else []) if kind == "flag" else [f"{flag} {value}"]
 
 
 def missing_ops_advice(table: LatencyTable, missing: list[str]) -> str:
