@@ -38,7 +38,8 @@ from nas2deploy.objective import LABEL, METRIC
 from nas2deploy.runs import start_search
 from nas2deploy.search.config import SearchConfig
 from nas2deploy.search.verify import derive_measured
-from nas2deploy.spaces import SPACES, make_space, table_space
+from nas2deploy.spaces import SPACES, make_space
+from nas2deploy.spaces.tables import table_space
 from nas2deploy.train import train_arch
 
 

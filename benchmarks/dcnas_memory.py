@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from nas2deploy.spaces.dcnas.supernet import CHANNEL_FRACTION, PATH_SAMPLES
+from nas2deploy.spaces.dcnas import CHANNEL_FRACTION, PATH_SAMPLES
 
 #: glibc returns every block of 64 KiB or more to the system when it is freed, so the process's
 #: resident size follows the live tensors and its high-water mark is the step's peak memory

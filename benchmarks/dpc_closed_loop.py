@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas2deploy.spaces import load_table, make_space  # noqa: E402
+from nas2deploy.spaces import make_space  # noqa: E402
+from nas2deploy.spaces.tables import load_table  # noqa: E402
 from nas2deploy.spaces.dpc.space import DPCSpace  # noqa: E402
 from nas2deploy.train import save_weights  # noqa: E402
 

@@ -27,7 +27,8 @@ from nas2deploy.backends.timing import measure
 from nas2deploy.latency.device import settings_from_table, timing_from_table
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.validate import fidelity, validate_table
-from nas2deploy.spaces import load_table, make_space
+from nas2deploy.spaces import make_space
+from nas2deploy.spaces.tables import load_table
 from nas2deploy.spaces.dpc.proxy import cell_model
 from nas2deploy.spaces.dpc.space import DPCSpace
 

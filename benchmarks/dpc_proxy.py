@@ -32,7 +32,7 @@ from nas2deploy.nets import load_arch
 from nas2deploy.nets.dpc import DPCNet
 from nas2deploy.spaces import make_space
 from nas2deploy.spaces.dpc.proxy import build_cache, train_cell
-from nas2deploy.spaces.dpc.selection import RERANK_BATCH, RERANK_LR, pretrained
+from nas2deploy.spaces.dpc.study import RERANK_BATCH, RERANK_LR, pretrained
 from nas2deploy.spaces.dpc.space import DPCSpace
 from nas2deploy.train import save_weights, train_arch
 

@@ -27,7 +27,8 @@ from nas2deploy.nets.dpc import DPCNet
 from nas2deploy.spaces import make_space
 from nas2deploy.spaces.dpc.proxy import build_cache
 from nas2deploy.spaces.dpc.space import DPCSpace
-from nas2deploy.spaces.dpc.study import open_study, run_trials
+from nas2deploy.search.blackbox.study import open_study, run_trials
+from nas2deploy.spaces.dpc.study import DPCCells, ProxyEvaluator
 from nas2deploy.train import save_weights, train_arch
 
 
@@ -67,6 +68,7 @@ def main() -> None:
         print(f"backbone: dpc-mnv2 trained end to end {args.backbone_epochs} epochs on {args.data} "
               f"(mIoU {score:.3f}, {time.perf_counter() - start:.0f} s)", flush=True)
         cache = build_cache(space.reference_net, folder / "w.pt", data, args.data, folder / "cache")
+        proxy, cells = ProxyEvaluator(cache, data, str(folder / "w.pt"), args.proxy_epochs), DPCCells()
         needed: dict[str, list[int]] = {}
         for seed in range(args.seeds):
             curves = {}
@@ -74,9 +76,9 @@ def main() -> None:
                 start = time.perf_counter()
                 # each sampler its own seed: TPE starts with random trials, which with the same seed
                 # would repeat random search's first cells and share its best
-                study = open_study(space, table, cache, budget, str(folder / f"{sampler}-{seed}.log"), "s", sampler,
+                study = open_study(space, table, proxy, budget, str(folder / f"{sampler}-{seed}.log"), "s", sampler,
                                    1000 * k + seed)
-                run_trials(study, space, table, cache, budget, args.trials, epochs=args.proxy_epochs)
+                run_trials(study, cells, space, table, proxy, budget, args.trials)
                 curves[sampler] = best_so_far(study)
                 print(f"seed {seed} {sampler:<7} best proxy mIoU {curves[sampler][-1]:.4f} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)

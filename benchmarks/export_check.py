@@ -32,7 +32,8 @@ from nas2deploy.deploy.export import Exporter, ExportOptions
 from nas2deploy.spaces.densenas.derive import derive_under_budget, fastest_latency
 from nas2deploy.spaces.densenas.latency_model import LatencyModel
 from nas2deploy.spaces.densenas.supernet import DenseNASSupernet
-from nas2deploy.spaces import load_table, make_space, table_space
+from nas2deploy.spaces import make_space
+from nas2deploy.spaces.tables import load_table, table_space
 from nas2deploy.spaces.densenas.space import DenseNASSpace
 from nas2deploy.train import save_weights, train_arch
 

@@ -60,7 +60,7 @@ from nas2deploy.runs import start_search  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.loop import SearchRun  # noqa: E402
 from nas2deploy.search.verify import derive_measured  # noqa: E402
-from nas2deploy.spaces import table_space  # noqa: E402
+from nas2deploy.spaces.tables import table_space  # noqa: E402
 
 
 def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budgets: list[float], fill: float) -> str:

@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         table = demo_table(entry, Path(tmp), lambda line: None)
         config = demo_search_config(entry, str(table.path), None)
-        space = space_for(config, table)
+        space = space_for(table, config.space, config.space_config)
         rng = random.Random(0)
         archs = [space.sample_arch(rng) for _ in range(args.networks)]
         spec, epochs = benchmark_training(entry.demo, "", 0)

@@ -24,7 +24,8 @@ from nas2deploy.nets import Network, save_arch
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.runs import prepare, resolve, space_for
 from nas2deploy.search.config import SearchConfig, provenance
-from nas2deploy.spaces import SearchSpace, load_table, table_space
+from nas2deploy.spaces.base import SearchSpace
+from nas2deploy.spaces.tables import load_table, table_space
 
 #: Draws per requested network before sampling gives up (a window holding 1 network in 10^4
 #: draws still yields 5 networks most of the time).
@@ -59,7 +60,7 @@ def _window(table_path: str, space_name: str | None = None, space_config: dict[s
     if space_name is not None and space_name != name:
         raise UserError(f"latency table {table_path} was profiled for space {name!r}, not {space_name!r}")
     config = resolve(SearchConfig(table=table_path, space=name, space_config=dict(space_config or {})))
-    space = space_for(config, table)
+    space = space_for(table, name, config.space_config)
     reach = space.latency_range(table)
     if reach is None:
         prepared = prepare(config, table)

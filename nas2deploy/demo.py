@@ -33,7 +33,8 @@ from nas2deploy.search.config import SearchConfig, provenance
 from nas2deploy.search.distributed import compute_device
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.search.verify import derive_measured
-from nas2deploy.spaces import SPACES, SpaceEntry, load_table, make_space, table_space
+from nas2deploy.spaces import SPACES, SpaceEntry, make_space
+from nas2deploy.spaces.tables import load_table, table_space
 from nas2deploy.train import save_weights, train_arch
 
 

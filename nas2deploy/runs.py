@@ -1,11 +1,13 @@
-"""Search runs from their configuration: one preparation path for starting a search and for
-re-opening a finished one (``derive``, ``report``, the demo).
+"""Searches from what the user asked: one preparation path for starting a supernet search and
+for re-opening a finished one (``derive``, ``report``, the demo), and one for a black-box study.
 
 ``prepare`` resolves a ``SearchConfig`` against the registry (the space's built-in data, its
 options checked), loads the table, builds the space the table was profiled for with the
-config's overrides (the table must cover it), seeds torch and makes the space's search.
-``start_search`` adds the data and hands everything to a ``SearchRun``; ``open_run`` rebuilds the
-space's search from a run folder's checkpoint, without the data.
+config's overrides (the table must cover it), seeds torch and makes the space's search: a
+``SearchSetup``. ``start_search`` adds the data and hands everything to a ``SearchRun``;
+``open_run`` rebuilds the space's search from a run folder's checkpoint, without the data.
+``start_study`` does the same for a space searched trial by trial and runs its study
+(``search/blackbox``).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from nas2deploy.data import open_dataset
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
+from nas2deploy.search.blackbox.study import StudyConfig
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.config import SearchConfig, parse_crop, provenance
 from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, join_process_group, compute_device
 from nas2deploy.search.interface import SpaceSearch
 from nas2deploy.search.loop import SearchRun
 from nas2deploy.search.run_folder import RunFolder
-from nas2deploy.spaces import SearchSpace, SpaceEntry, get_space, load_table, make_space, require_covers, space_overrides
-from nas2deploy.spaces.base import SpaceOption
+from nas2deploy.spaces import SpaceEntry, get_space, make_space, space_overrides
+from nas2deploy.spaces.base import SearchSpace
+from nas2deploy.spaces.tables import load_table, require_covers
+from nas2deploy.spaces.entry import SpaceOption
 from nas2deploy.validate import Field
 
 
@@ -37,6 +42,8 @@ def _option_value(option: SpaceOption, value: Any, where: str) -> Any:
     f = Field(value, where, "give a valid value", option.field)
     if option.kind == "flag":
         return f.bool()
+    if option.kind == "str":
+        return f.str(max_len=4096)
     low, high = option.low if option.low is not None else -1e18, option.high if option.high is not None else 1e18
     return f.int(int(low), int(min(high, 2**31))) if option.kind == "int" else f.number(low, high)
 
@@ -55,18 +62,18 @@ def resolve(config: SearchConfig) -> SearchConfig:
     return dataclasses.replace(config, data=config.data or entry.builtin_data, search_options=search_options)
 
 
-def space_for(config: SearchConfig, table: LatencyTable) -> SearchSpace:
-    """The space a search explores: the table's, with the config's overrides; the table must cover it."""
+def space_for(table: LatencyTable, name: str, overrides: dict[str, Any]) -> SearchSpace:
+    """The space a search explores: the table's, with ``overrides``; the table must cover it."""
     space_meta = table.meta.get("space", {})
-    if space_meta.get("name") != config.space:
-        raise UserError(f"latency table {config.table} was profiled for space {space_meta.get('name')!r}, not {config.space!r}")
-    space = make_space(config.space, {**space_meta.get("config", {}), **config.space_config})
+    if space_meta.get("name") != name:
+        raise UserError(f"latency table {table.name} was profiled for space {space_meta.get('name')!r}, not {name!r}")
+    space = make_space(name, {**space_meta.get("config", {}), **overrides})
     require_covers(table, space)
     return space
 
 
 @dataclass
-class Prepared:
+class SearchSetup:
     """A resolved configuration and what it searches: the table, the space and its search."""
 
     config: SearchConfig
@@ -88,20 +95,20 @@ class Prepared:
         return arch.with_meta(provenance(self.config, budget_ms))
 
 
-def prepare(config: SearchConfig, table: LatencyTable | None = None) -> Prepared:
+def prepare(config: SearchConfig, table: LatencyTable | None = None) -> SearchSetup:
     """The config resolved, its table (``table``, where the caller has already loaded
     ``config.table``), its space and its search."""
     config = resolve(config)
     config.check()
     entry = get_space(config.space)
     table = table or load_table(config.table)
-    space = space_for(config, table)
+    space = space_for(table, config.space, config.space_config)
     torch.manual_seed(config.seed)  # the supernet's initial weights
     space_search = entry.make_search(space, table, {**entry.search_defaults, **config.search_options})
     if not space_search.expected_floor() > 0:  # log of the expected latency would be NaN
         raise UserError(f"latency table {config.table}: its calibration (offset_ms {table.offset_ms:g}) lets the "
                         "expected latency fall to 0 ms or below; run `nas2deploy lut validate` again")
-    return Prepared(config, entry, table, space, space_search)
+    return SearchSetup(config, entry, table, space, space_search)
 
 
 def start_search(config: SearchConfig, run_dir: str | Path, resume: bool = False,
@@ -133,7 +140,7 @@ def start_search(config: SearchConfig, run_dir: str | Path, resume: bool = False
                      device)
 
 
-def open_run(run_dir: str | Path) -> Prepared:
+def open_run(run_dir: str | Path) -> SearchSetup:
     """A finished (or interrupted) run's search, rebuilt from its checkpoint without the data."""
     state = RunFolder(run_dir).load_checkpoint()
     prepared = prepare(SearchConfig(**state["config"]))
@@ -143,3 +150,39 @@ def open_run(run_dir: str | Path) -> Prepared:
         raise UserError(f"run {run_dir}: checkpoint.pt does not fit the space of table {prepared.config.table}; "
                         "was the table replaced?") from None
     return prepared
+
+
+def study_options(entry: SpaceEntry, given: dict[str, Any]) -> dict[str, Any]:
+    """The space's study options: those given, typed by their declaration, the rest at their
+    defaults; a required one missing, or one the space lacks, is refused by name."""
+    declared = {o.field: o for o in entry.scoped("study")}
+    for name in given:
+        if name not in declared:
+            raise UserError(f"--{name.replace('_', '-')} does not apply to the {entry.name} space's study")
+    options = {}
+    for name, option in declared.items():
+        value = given.get(name)
+        if value is None and option.required:
+            raise UserError(f"the {entry.name} search needs {option.flag}: {option.help}")
+        options[name] = option.default if value is None else _option_value(option, value, f"the {entry.name} study's options")
+    return options
+
+
+def start_study(config: StudyConfig, space_name: str, space_config: dict[str, Any] | None = None,
+                say: Callable[[str], None] | None = None, measure: Callable[[Network], float] | None = None) -> dict[str, Any]:
+    """A black-box study of ``config`` on space ``space_name`` (the table's space narrowed by
+    ``space_config``), run in this process until the study holds its trials (``run_study``);
+    its summary. ``measure`` times a network on the table's device (tests inject it)."""
+    from nas2deploy.search.blackbox.study import run_study
+
+    entry = get_space(space_name)
+    adapter = entry.study
+    if adapter is None:
+        raise UserError(f"the {space_name} space is searched by its supernet, not trial by trial: leave out the study's options")
+    overrides = space_overrides(space_name, dict(space_config or {}), "space")
+    options = study_options(entry, config.options)
+    table = load_table(config.table)
+    space = space_for(table, space_name, overrides)
+    config = dataclasses.replace(config, data=config.data or entry.builtin_data, options=options,
+                                 study=config.study or space_name)
+    return run_study(config, adapter, space, table, say, measure)

@@ -10,7 +10,7 @@ from nas2deploy.backends.timing import TimingStats
 from nas2deploy.latency.table import Calibration, Entry, LatencyTable
 
 if TYPE_CHECKING:
-    from nas2deploy.spaces import SearchSpace
+    from nas2deploy.spaces.base import SearchSpace
 
 
 def random_table(space: SearchSpace, seed: int, calibration: Calibration | None = None) -> LatencyTable:

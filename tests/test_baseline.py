@@ -9,7 +9,7 @@ from conftest import saved_table
 from nas2deploy.baseline import reachable_ms, sample_window
 from nas2deploy.cli import cli
 from nas2deploy.nets import load_arch
-from nas2deploy.spaces import load_table
+from nas2deploy.spaces.tables import load_table
 
 SHAPES = {"densenas": {"input_size": 32, "width_mult": 0.25, "num_classes": 10, "max_stack_layers": 1},
           "dcnas": {"input_size": 64, "layers": 4, "base_width": 8, "num_classes": 6, "head_width": 16}}

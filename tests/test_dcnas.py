@@ -105,7 +105,7 @@ def test_space_info_cli():
     info = json.loads(result.stdout)
     assert info["cells"] == 13 and info["mixed_ops"] == 13 and info["config"]["layers"] == 4
     result = runner.invoke(cli, ["space", "info", "densenas", "--layers", "3"])
-    assert result.exit_code == 2 and "--layers does not apply to the densenas space" in result.output
+    assert result.exit_code == 2 and "--layers is an option of the dcnas space, not of densenas's" in result.output
 
 
 def test_built_in_scenes_are_deterministic_with_ignore_boundaries():

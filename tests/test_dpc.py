@@ -178,8 +178,8 @@ def test_dpc_is_searched_black_box_and_says_what_it_needs(tmp_path):
     result = CliRunner().invoke(cli, ["search", "--space", "dpc", "--lut", str(tmp_path / "t.json"), "--budget-ms", "5",
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-    assert "the dpc search needs --weights (the backbone's) and --budget-ms" in result.output
-    with pytest.raises(UserError, match="the dpc space has no differentiable search"):  # the supernet path refuses
+    assert "the dpc search needs --weights: weights of the backbone" in result.output
+    with pytest.raises(UserError, match="the dpc space has no supernet search: it is searched trial by trial"):
         get_space("dpc").make_search(tiny_dpc(), table, {})
 
 

@@ -1,5 +1,6 @@
-"""The DPC study on Optuna: cells within the budget trained on the cache, cells over it pruned
-untrained, a study continued from its storage, a study of another budget refused."""
+"""The DPC study on the black-box search: cells within the budget trained on the cache, cells over
+it pruned untrained, a study continued from its storage, a study of another budget refused,
+several workers, re-ranking, the closed loop and the report."""
 
 import json
 import random
@@ -31,15 +32,23 @@ def setup(tmp_path_factory):
     table = random_table(space, 0)
     table.save(tmp / "t.json")
     predictions = sorted(table.predict(space.sample_arch(random.Random(i))).best_ms for i in range(40))
-    return tmp, space, table, cache, predictions[20]
+    from nas2deploy.spaces.dpc.study import ProxyEvaluator
+
+    return tmp, space, table, ProxyEvaluator(cache, data, str(tmp / "w.pt"), epochs=1), predictions[20]
+
+
+def cells():
+    from nas2deploy.spaces.dpc.study import DPCCells
+
+    return DPCCells()
 
 
 def test_cells_over_the_budget_are_pruned_untrained_and_the_rest_scored(setup):
-    from nas2deploy.spaces.dpc.study import open_study, run_trials
+    from nas2deploy.search.blackbox.study import open_study, run_trials
 
     tmp, space, table, cache, budget = setup
     study = open_study(space, table, cache, budget, str(tmp / "journal.log"), "s1", "random", seed=1)
-    run_trials(study, space, table, cache, budget, trials=8, epochs=1, batch_size=4)
+    run_trials(study, cells(), space, table, cache, budget, trials=8)
     states = {t.state for t in study.trials}
     assert len(study.trials) == 8 and states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     for t in study.trials:
@@ -50,21 +59,21 @@ def test_cells_over_the_budget_are_pruned_untrained_and_the_rest_scored(setup):
 
 
 def test_a_study_continues_from_its_storage_and_refuses_another_budget(setup):
-    from nas2deploy.spaces.dpc.study import open_study, run_trials
+    from nas2deploy.search.blackbox.study import open_study, run_trials
 
     tmp, space, table, cache, budget = setup
     storage = str(tmp / "journal2.log")
-    run_trials(open_study(space, table, cache, budget, storage, "s2", "tpe"), space, table, cache, budget, 3, epochs=1)
+    run_trials(open_study(space, table, cache, budget, storage, "s2", "tpe"), cells(), space, table, cache, budget, 3)
     again = open_study(space, table, cache, budget, storage, "s2", "tpe")  # another process would do the same
-    run_trials(again, space, table, cache, budget, 5, epochs=1)  # up to 5 in all: 2 more
+    run_trials(again, cells(), space, table, cache, budget, 5)  # up to 5 in all: 2 more
     assert len(again.trials) == 5
-    run_trials(again, space, table, cache, budget, 5, epochs=1)  # the study is complete: nothing runs
+    run_trials(again, cells(), space, table, cache, budget, 5)  # the study is complete: nothing runs
     assert len(again.trials) == 5
     with pytest.raises(UserError, match=r"study s2 in .* was created for another budget_ms \(budget_ms: "):
         open_study(space, table, cache, budget * 2, storage, "s2")
     other = make_space("dpc", {**space.config_dict(), "input_size": 160, "input_width": 160})
-    with pytest.raises(UserError, match="holds 320x8x8 features, the dpc space .* reads 320x10x10"):
-        open_study(other, table, cache, budget, storage, "s3")
+    with pytest.raises(UserError, match=r"study s2 in .* was created for another space"):
+        open_study(other, table, cache, budget, storage, "s2")
     with pytest.raises(UserError, match="--sampler cmaes: expected one of random, evolution, tpe, nsga2"):
         open_study(space, table, cache, budget, storage, "s4", "cmaes")
     with pytest.raises(UserError, match=r"--storage sqlite:////nonexistent/x.db: cannot open study s5 \(.*unable to open"):
@@ -92,23 +101,27 @@ def test_search_space_dpc_runs_and_continues_a_study_from_the_command_line(setup
         assert table.predict(best).best_ms <= budget and best.meta["budget_ms"] == budget
     result = CliRunner().invoke(cli, [*command, "--trials", "6", "--sampler", "evolution", "--json"])  # the same study, continued
     assert result.exit_code == 0 and json.loads(result.stdout)["trials"] == 6, result.output
-    assert "# DPC study `dpc`" in (tmp_path / "run" / "report.md").read_text()
-    for extra, message in ((["--epochs", "5"], "--epochs does not apply to the dpc space's black-box search"),
-                           (["--budget-ms", "1e-6"], "the cheapest cell on this backbone is predicted at")):
-        result = CliRunner().invoke(cli, [*command, *extra])
-        assert result.exit_code == 1 and message in result.output, result.output
+    assert "# dpc study `dpc`" in (tmp_path / "run" / "report.md").read_text()
+    result = CliRunner().invoke(cli, [*command, "--epochs", "5"])
+    assert result.exit_code == 2 and "--epochs is an option of the search of the densenas and dcnas space, not of dpc's" \
+        in result.output, result.output
+    result = CliRunner().invoke(cli, [*command, "--budget-ms", "1e-6"])
+    assert result.exit_code == 1 and "the fastest network of the dpc space is predicted at" in result.output, result.output
+    result = CliRunner().invoke(cli, ["search", "--space", "dpc", "--lut", str(tmp / "t.json"), "--budget-ms", str(budget),
+                                      "--out", str(tmp_path / "y")])
+    assert result.exit_code == 1 and "the dpc search needs --weights" in result.output, result.output
     result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--trials", "3", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 1 and "--trials is an option of the dpc space's black-box search" in result.output
+    assert result.exit_code == 2 and "--trials is an option of the search of the dpc space, not of densenas's" in result.output
     result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--measure", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 1 and "--measure is an option of the dpc space's black-box search" in result.output
+    assert result.exit_code == 2 and "--measure is an option of the search of the dpc space" in result.output
 
 
 def test_no_cell_measuring_within_the_budget_is_said_with_the_fastest_measurement(setup):
-    from nas2deploy.spaces.dpc.selection import Candidate, measured_pick
+    from nas2deploy.search.blackbox.selection import Candidate, measured_pick
 
     tmp, space, table, cache, budget = setup
     nets = [space.sample_arch(random.Random(i)) for i in range(2)]
-    with pytest.raises(UserError, match=r"none of the 2 trained cells measures within --budget-ms 1 .*\(the fastest 2 ms\)"):
+    with pytest.raises(UserError, match=r"none of the 2 trained networks measures within --budget-ms 1 .*\(the fastest 2 ms\)"):
         measured_pick([Candidate(i, n, 0.5, 0.9) for i, n in enumerate(nets)], 1.0, lambda net: 2.0 + nets.index(net))
 
 
@@ -120,7 +133,7 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_not_a_running_one(setup
     import subprocess
     import sys
 
-    from nas2deploy.spaces.dpc.study import open_study, run_trials
+    from nas2deploy.search.blackbox.study import open_study, run_trials
 
     tmp, space, table, cache, budget = setup
     storage = str(tmp_path / "journal.log")
@@ -135,29 +148,30 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_not_a_running_one(setup
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # what the killed worker left
-    run_trials(study, space, table, cache, budget * 100, 4, epochs=1)
+    run_trials(study, cells(), space, table, cache, budget * 100, 4)
     states = [t.state for t in study.trials]
     assert len(states) == 4 and states[0] == optuna.trial.TrialState.FAIL
     assert states[1:] == [optuna.trial.TrialState.COMPLETE] * 3
 
 
 def test_a_database_storage_holds_a_study_too(setup, tmp_path):
-    from nas2deploy.spaces.dpc.study import open_study, run_trials
+    from nas2deploy.search.blackbox.study import open_study, run_trials
 
     tmp, space, table, cache, budget = setup
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    run_trials(open_study(space, table, cache, budget, url, "db"), space, table, cache, budget, 3, epochs=1)
+    run_trials(open_study(space, table, cache, budget, url, "db"), cells(), space, table, cache, budget, 3)
     assert len(open_study(space, table, cache, budget, url, "db").trials) == 3  # another worker would see them
 
 
 def _toy_study(seed, trials):
     """A study of 3-branch cells under regularised evolution, scored without training: the mean
     atrous rate of the separable branches (1x1 convolutions and pooling score 0)."""
-    from nas2deploy.spaces.dpc.evolution import RegularisedEvolution
-    from nas2deploy.spaces.dpc.study import cell_of
+    from nas2deploy.search.blackbox.evolution import RegularisedEvolution
 
+    space = make_space("dpc", {"input_size": 128, "input_width": 128, "branches": 3})
     study = optuna.create_study(direction="maximize", sampler=RegularisedEvolution(seed=seed, population=6, sample=2))
-    study.optimize(lambda t: sum(sum(b.rate) for b in cell_of(t, 3) if b.op == "sep3x3") / 126, n_trials=trials)
+    study.optimize(lambda t: sum(sum(b.rate) for b in cells().suggest(t, space, "t").cell if b.op == "sep3x3") / 126,
+                   n_trials=trials)
     return study
 
 
@@ -174,16 +188,16 @@ def test_regularised_evolution_mutates_one_choice_of_the_best_of_a_sample_from_t
 
 
 def test_a_worker_joining_a_study_does_not_redraw_the_first_workers_cells(setup):
-    from nas2deploy.spaces.dpc.study import cell_of, open_study, run_trials
+    from nas2deploy.search.blackbox.study import open_study, run_trials
 
     tmp, space, table, cache, budget = setup
     storage = str(tmp / "journal-join.log")
     first = open_study(space, table, cache, budget * 100, storage, "j", "random", seed=0)
-    run_trials(first, space, table, cache, budget * 100, 3, epochs=1)
+    run_trials(first, cells(), space, table, cache, budget * 100, 3)
     second = open_study(space, table, cache, budget * 100, storage, "j", "random", seed=0)  # the same command again
-    run_trials(second, space, table, cache, budget * 100, 6, epochs=1)
-    cells = [cell_of(t, 2) for t in second.trials]
-    assert len(set(cells)) == 6, cells  # with one seed for both, trials 3-5 were trials 0-2 again
+    run_trials(second, cells(), space, table, cache, budget * 100, 6)
+    drawn = [cells().suggest(t, space, "t").cell for t in second.trials]
+    assert len(set(drawn)) == 6, drawn  # with one seed for both, trials 3-5 were trials 0-2 again
 
 
 def test_the_best_cells_are_reranked_end_to_end_then_measured_until_one_fits_and_reported(setup, tmp_path):
@@ -191,18 +205,21 @@ def test_the_best_cells_are_reranked_end_to_end_then_measured_until_one_fits_and
 
     from nas2deploy.nets import load_arch
     from nas2deploy.report import regenerate
-    from nas2deploy.spaces.dpc.study import CellSearch, search_cells
+    from nas2deploy.runs import start_study
+    from nas2deploy.search.blackbox.study import StudyConfig
 
     tmp, space, table, cache, budget = setup
-    config = CellSearch(table=str(tmp / "t.json"), weights=str(tmp / "w.pt"), data="seg-synthetic:8", budget_ms=budget * 100,
-                        out=str(tmp_path / "run"), trials=5, proxy_epochs=1, rerank=3, rerank_epochs=1, measure=True)
+    config = StudyConfig(table=str(tmp / "t.json"), data="seg-synthetic:8", budget_ms=budget * 100, out=str(tmp_path / "run"),
+                         trials=5, rerank=3, rerank_epochs=1, measure=True,
+                         options={"weights": str(tmp / "w.pt"), "proxy_epochs": 1})
+    overrides: dict = {}  # the table's space
     measured = []
 
     def measure(net):  # injected: the first network measured is over the budget, the rest at their prediction
         measured.append(net.cell)
         return budget * 1000 if len(measured) == 1 else table.predict(net).best_ms
 
-    summary = search_cells(config, space, table, measure=measure)
+    summary = start_study(config, "dpc", overrides, measure=measure)
     reranked = summary["rerank"]["cells"]
     assert len(reranked) == 3 and [r["miou"] for r in reranked] == sorted((r["miou"] for r in reranked), reverse=True)
     assert all(0 <= r["miou"] <= 1 for r in reranked)
@@ -212,7 +229,7 @@ def test_the_best_cells_are_reranked_end_to_end_then_measured_until_one_fits_and
     journal = (tmp_path / "run" / "rerank.jsonl").read_text().splitlines()
     assert len(journal) == 3
 
-    again = search_cells(config, space, table, measure=lambda net: 0.0)  # the study is complete, the re-ranking journaled
+    again = start_study(config, "dpc", overrides, measure=lambda net: 0.0)  # the study is complete, the re-ranking journaled
     assert again["rerank"] == summary["rerank"] and len((tmp_path / "run" / "rerank.jsonl").read_text().splitlines()) == 3
     report = regenerate(tmp_path / "run").read_text()
     assert "## Re-ranked by end-to-end training" in report and f"**Chosen: trial {again['best']['trial']}**" in report
@@ -233,13 +250,14 @@ def test_the_pareto_front_keeps_the_cells_nothing_beats_in_both():
 
 
 def test_a_cityscapes_layout_is_cached_and_searched_like_the_built_in_scenes(tmp_path):
-    """Issue 15's data: a Cityscapes folder (leftImg8bit / gtFine labelTrainIds) goes through the
+    """A Cityscapes folder (leftImg8bit / gtFine labelTrainIds) goes through the
     cache and the study as the built-in scenes do, its 19 classes read from the layout."""
     import numpy as np
     from PIL import Image
 
+    from nas2deploy.runs import start_study
+    from nas2deploy.search.blackbox.study import StudyConfig
     from nas2deploy.testing import random_table
-    from nas2deploy.spaces.dpc.study import CellSearch, search_cells
 
     rng = np.random.default_rng(0)
     root = tmp_path / "cityscapes"
@@ -255,16 +273,16 @@ def test_a_cityscapes_layout_is_cached_and_searched_like_the_built_in_scenes(tmp
     table = random_table(space, 0)
     table.save(tmp_path / "t.json")
     save_weights(space.backbone.build(), tmp_path / "chain.pt")
-    summary = search_cells(CellSearch(table=str(tmp_path / "t.json"), weights=str(tmp_path / "chain.pt"), data=str(root),
-                                      budget_ms=space.latency_range(table)[1], out=str(tmp_path / "run"), trials=2,
-                                      proxy_epochs=1), space, table)
+    summary = start_study(StudyConfig(table=str(tmp_path / "t.json"), data=str(root), budget_ms=space.latency_range(table)[1],
+                                      out=str(tmp_path / "run"), trials=2,
+                                      options={"weights": str(tmp_path / "chain.pt"), "proxy_epochs": 1}), "dpc")
     assert summary["complete"] == 2 and 0 <= summary["best"]["miou"] <= 1
     cache = json.loads((tmp_path / "run" / "cache" / "cache.json").read_text())
     assert cache["classes"] == 19 and cache["splits"]["train"]["labels"] == [128, 128]
 
 
 def test_a_database_password_is_never_printed():
-    from nas2deploy.spaces.dpc.study import shown_storage
+    from nas2deploy.search.blackbox.storage import shown_storage
 
     assert shown_storage("postgresql://nas:s3cr:et@db.example:5432/studies") == "postgresql://nas:***@db.example:5432/studies"
     assert shown_storage("sqlite:///runs/dpc.db") == "sqlite:///runs/dpc.db"

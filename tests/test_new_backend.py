@@ -74,14 +74,14 @@ def run(*args: str, code: int = 0) -> str:
 @pytest.mark.slow
 def test_a_backend_defined_outside_the_package_profiles_exports_and_benches(tmp_path, spinning):
     from nas2deploy.latency.table import LatencyTable
-    from nas2deploy.spaces import profile_command
+    from nas2deploy.spaces.tables import profile_command
 
     assert "--ort-spin" in run("profile", "--help") and "[--backend ort-spin]" in run("export", "--help")
     table = tmp_path / "spin.json"
     run("profile", *TINY, "--backend", "ort-spin", "--ort-spin", "--runs", "5", "--shard", "0/40", "--out", str(table))
     loaded = LatencyTable.load(table)
     assert loaded.measurement["backend"] == "ort-spin" and loaded.measurement["ort_spin"] is True
-    from nas2deploy.spaces import table_space
+    from nas2deploy.spaces.tables import table_space
 
     assert "--backend ort-spin" in profile_command(loaded, table_space(loaded), "x.json").split(" --space")[1]
     assert "--ort-spin" in profile_command(loaded, table_space(loaded), "x.json")
@@ -104,7 +104,8 @@ def test_a_backend_defined_outside_the_package_profiles_exports_and_benches(tmp_
 
 
 def test_an_installed_packages_backend_is_registered_through_its_entry_point(tmp_path, monkeypatch):
-    from nas2deploy.backends.registry import ENTRY_POINTS, load_entry_points
+    from nas2deploy.backends.registry import ENTRY_POINTS, register_backend
+    from nas2deploy.plugins import load_entry_points
 
     (tmp_path / "spin_plugin.py").write_text(textwrap.dedent(f"""
         import sys
@@ -117,7 +118,7 @@ def test_an_installed_packages_backend_is_registered_through_its_entry_point(tmp
     (dist / "entry_points.txt").write_text(f"[{ENTRY_POINTS}]\nort-spin = spin_plugin:SpinningOnnxRuntime\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        load_entry_points()
+        load_entry_points(ENTRY_POINTS, Backend, register_backend)
         assert type(BACKENDS["ort-spin"]).__name__ == "SpinningOnnxRuntime"
         assert BackendSettings("ort-spin", options={"ort_spin": True}).describe()["ort_spin"] is True
     finally:

@@ -1,11 +1,16 @@
-"""A new search space is one package plus one registration: a toy space defined here, and
-registered here, goes through profile, search, derive, report and export without a line of
-nas2deploy changed.
+"""A new search space is one package plus one registration: two toy spaces defined here, and
+registered here, go through profile, search, report and export without a line of nas2deploy
+changed.
 
-The toy: a MBConv chain of ``layers`` blocks of one layer each, every layer choosing between
-k3e3 and k5e3 (the first with stride 2), priced by its own table. Its search adapter is the
-smallest honest one: a supernet of mixed ops, expected latency softmax(alpha) . costs, and
+The supernet toy: a MBConv chain of ``layers`` blocks of one layer each, every layer choosing
+between k3e3 and k5e3 (the first with stride 2), priced by its own table. Its search adapter is
+the smallest honest one: a supernet of mixed ops, expected latency softmax(alpha) . costs, and
 derivation by enumerating the 2^layers networks.
+
+The black-box toy (``toybox``) brings its own op kind and network kind: a chain of separable
+convolutions, each layer choosing its kernel and its activation, searched trial by trial on the
+black-box search; a network within the budget is scored by a short training on the built-in
+shapes, its one study option the training's epochs.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -25,12 +30,17 @@ from torch import nn
 from nas2deploy import plotting
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
-from nas2deploy.nets import load_arch
+from nas2deploy.data import open_dataset
+from nas2deploy.nets import Network, load_arch, register_kind
 from nas2deploy.nets.chain import Arch, Block, stem_specs, tail_specs
-from nas2deploy.ops import OpSpec, candidate_layer
+from nas2deploy.ops import Classifier, ConvBNAct, OpSpec, candidate_layer, register_op
+from nas2deploy.search.blackbox.space import BlackBoxSpace, Evaluator, TrialScore
 from nas2deploy.search.budget import DEFAULT_FILL, check_budget
 from nas2deploy.search.interface import entropy
-from nas2deploy.spaces import SPACES, SearchSpace, SpaceEntry, register
+from nas2deploy.spaces import SPACES, SpaceEntry, SpaceOption, SpaceParts, register
+from nas2deploy.spaces.base import SearchSpace
+from nas2deploy.train import train_arch
+from nas2deploy.validate import Field
 
 OPS = ("k3e3", "k5e3")
 WIDTH, TAIL = 16, 64
@@ -180,8 +190,8 @@ def toy_plots(run, searched: ToySearch, table) -> list[str]:
                              "softmax(alpha)", "probability")]
 
 
-TOY = SpaceEntry(name="toy", task="classification", config_class=ToyConfig, make=ToySpace, make_search=ToySearch,
-                 builtin_data="synthetic", plots=toy_plots)
+TOY = SpaceEntry(name="toy", task="classification", builtin_data="synthetic",
+                 parts=lambda: SpaceParts(ToyConfig, ToySpace, ToySearch, toy_plots))
 
 
 @pytest.fixture
@@ -222,6 +232,199 @@ def test_a_registered_toy_space_goes_through_every_command(tmp_path, toy_registe
     assert report["passed"] and report["budget_ms"] == budget
 
 
+# -- the black-box toy: its own op kind, network kind, space and study ----------------------------
+@dataclass(frozen=True)
+class ToyConv(OpSpec):
+    """Depthwise kxk (stride) + BN + activation, then pointwise to ``out`` + BN + activation."""
+
+    out: int
+    kernel: int
+    stride: int
+    act: str
+
+    type_name: ClassVar[str] = "toy_sepconv"
+
+    @property
+    def cout(self) -> int:
+        return self.out
+
+    @property
+    def key(self) -> str:
+        return f"toy_sepconv_k{self.kernel}_s{self.stride}_{self.act}_{self._shape()}_o{self.out}"
+
+    def build(self, affine: bool = True) -> nn.Module:
+        act = {"relu": nn.ReLU, "hardswish": nn.Hardswish}[self.act]
+        return nn.Sequential(nn.Conv2d(self.cin, self.cin, self.kernel, self.stride, self.kernel // 2, groups=self.cin,
+                                       bias=False), nn.BatchNorm2d(self.cin, affine=affine), act(),
+                             nn.Conv2d(self.cin, self.out, 1, bias=False), nn.BatchNorm2d(self.out, affine=affine), act())
+
+    def macs(self) -> int:
+        _, ho, wo = self.out_shape()
+        return ho * wo * self.cin * (self.kernel**2 + self.out)
+
+    def params(self) -> int:
+        return self.cin * (self.kernel**2 + 2 + self.out) + 2 * self.out
+
+
+register_op(ToyConv, act=lambda f: f.str(("relu", "hardswish")))
+CHOICES = ((3, "relu"), (3, "hardswish"), (5, "relu"), (5, "hardswish"))
+
+
+@dataclass(frozen=True)
+class ToyNet(Network):
+    input_size: int
+    num_classes: int
+    layers: tuple[tuple[int, str], ...]
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    kind: ClassVar[str] = "toy-chain"
+    task: ClassVar[str] = "classification"
+    unit: ClassVar[str] = "layers"
+
+    def op_specs(self, include_free: bool = False) -> list[OpSpec]:
+        specs: list[OpSpec] = [ConvBNAct(3, self.input_size, self.input_size, 16, 3, 1)]
+        for i, (kernel, act) in enumerate(self.layers):
+            c, h, w = specs[-1].out_shape()
+            specs.append(ToyConv(c, h, w, WIDTH, kernel, 2 if i == 0 else 1, act))
+        return specs + [Classifier(*specs[-1].out_shape(), self.num_classes)]
+
+    def groups(self) -> list[tuple[str, list[OpSpec]]]:
+        return [(f"op {i}", [s]) for i, s in enumerate(self.op_specs())]
+
+    def build(self, affine: bool = True) -> nn.Module:
+        return nn.Sequential(*[s.build(affine) for s in self.op_specs()])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": "nas2deploy.arch", "version": 1, "kind": self.kind, "name": self.name, "input_size": self.input_size,
+                "num_classes": self.num_classes, "layers": [list(x) for x in self.layers], "meta": self.meta}
+
+    @classmethod
+    def from_field(cls, doc: Field) -> ToyNet:
+        layers = tuple((x[0].int(choices=(3, 5)), x[1].str(("relu", "hardswish"))) for x in
+                       (layer.list(min_len=2, max_len=2) for layer in doc["layers"].list(max_len=8)))
+        return ToyNet(doc["input_size"].int(32, 64), doc["num_classes"].int(1, 100), layers,
+                      doc["name"].str() if doc.has("name") else "", dict(doc["meta"].object()) if doc.has("meta") else {})
+
+    def units(self) -> int:
+        return len(self.layers)
+
+
+register_kind(ToyNet)
+
+
+@dataclass(frozen=True)
+class ToyBoxConfig:
+    input_size: int = 32
+    num_classes: int = 10
+    layers: int = 3
+
+
+class ToyBoxSpace(SearchSpace):
+    name = "toybox"
+
+    def __init__(self, config: ToyBoxConfig):
+        self.config = config
+
+    def network(self, layers: tuple[tuple[int, str], ...], name: str) -> ToyNet:
+        return ToyNet(self.config.input_size, self.config.num_classes, layers, name)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def op_specs(self) -> list[OpSpec]:
+        specs = [s for choice in CHOICES for s in self.network((choice,) * self.config.layers, "all").op_specs()]
+        return list({s.key: s for s in specs}.values())
+
+    def counts(self) -> dict[str, Any]:
+        return {"layers": self.config.layers, "architectures": len(CHOICES) ** self.config.layers}
+
+    def sample_arch(self, rng: random.Random) -> ToyNet:
+        return self.network(tuple(rng.choice(CHOICES) for _ in range(self.config.layers)), "sampled")
+
+    def reference_op(self) -> OpSpec:
+        return self.network((CHOICES[0],) * 2, "ref").op_specs()[2]
+
+    def latency_range(self, table) -> tuple[float, float]:
+        """Exact: every layer's shapes are fixed, so the ends take each layer's cheapest (dearest) choice."""
+        ends = [self.network(tuple(min(CHOICES, key=lambda c: table.latency(self.network((c,) * n, "x").op_specs()[n]))
+                                   if pick == "min" else
+                                   max(CHOICES, key=lambda c: table.latency(self.network((c,) * n, "x").op_specs()[n]))
+                                   for n in range(1, self.config.layers + 1)), "end") for pick in ("min", "max")]
+        return table.predict(ends[0]).best_ms, table.predict(ends[1]).best_ms
+
+
+class ShortTraining(Evaluator):
+    def __init__(self, data, epochs: int):
+        self.data, self.epochs, self.identity = data, epochs, {"data": data.name, "epochs": epochs}
+
+    def score(self, net, seed: int) -> TrialScore:
+        return TrialScore(train_arch(net, self.data, self.epochs, batch_size=16, seed=seed)[1], {"epochs": self.epochs})
+
+    def train_end_to_end(self, net, epochs: int, seed: int) -> float:
+        return train_arch(net, self.data, epochs, batch_size=16, seed=seed)[1]
+
+
+class ToyBoxStudy(BlackBoxSpace):
+    score_label = "top-1 after a short training"
+
+    def suggest(self, trial, space, name: str) -> ToyNet:
+        return space.network(tuple(CHOICES[trial.suggest_categorical(f"l{i}", list(range(len(CHOICES))))]
+                                   for i in range(space.config.layers)), name)
+
+    def cell(self, net) -> list[list[Any]]:
+        return [list(layer) for layer in net.layers]
+
+    def describe(self, cell) -> str:
+        return ", ".join(f"k{k}/{act}" for k, act in cell)
+
+    def prepare(self, space, table, config, out, say) -> ShortTraining:
+        return ShortTraining(open_dataset(config.data, space.config.input_size), config.options["train_epochs"])
+
+
+TOYBOX = SpaceEntry(name="toybox", task="classification", builtin_data="synthetic:64", searched_by="trials",
+                    parts=lambda: SpaceParts(ToyBoxConfig, ToyBoxSpace, study=ToyBoxStudy()),
+                    options=(SpaceOption("layers", "int", "separable layers (3)", low=1, high=8),
+                             SpaceOption("train_epochs", "int", "epochs a network trains before it is scored", ("study",),
+                                         low=1, default=1)))
+
+
+@pytest.mark.slow
+def test_a_registered_black_box_space_with_its_own_ops_is_profiled_searched_reported_and_exported(tmp_path):
+    pytest.importorskip("optuna")
+    register(TOYBOX)
+    try:
+        runner = CliRunner()
+
+        def run(*args: str, code: int = 0) -> str:
+            result = runner.invoke(cli, list(args))
+            assert result.exit_code == code, result.output
+            return result.stdout if "--json" in args else result.output
+
+        table = tmp_path / "toybox.json"
+        assert "--train-epochs" in run("search", "--space", "toybox", "--help")
+        assert f"wrote {table}: 10 ops" in run("profile", "--space", "toybox", "--runs", "5", "--out", str(table))
+        assert "toy_sepconv_k5_s2_hardswish_i16x32x32_o16" in json.loads(table.read_text())["entries"]  # its own op
+        fastest, slowest = ToyBoxSpace(ToyBoxConfig()).latency_range(_load(table))
+        budget = f"{(fastest + slowest) / 2:.4f}"
+        out = tmp_path / "study"
+        summary = json.loads(run("search", "--space", "toybox", "--lut", str(table), "--budget-ms", budget, "--trials", "6",
+                                 "--sampler", "evolution", "--rerank", "2", "--rerank-epochs", "1", "--out", str(out), "--json"))
+        assert summary["trials"] == 6 and summary["complete"] + summary["pruned"] == 6 and summary["complete"] >= 2
+        best = load_arch(out / "best.json")
+        assert isinstance(best, ToyNet) and _load(table).predict(best).best_ms <= float(budget)
+        report = (out / "report.md").read_text()
+        assert "# toybox study `toybox`" in report and "top-1 after a short training" in report
+        assert summary["best"]["cell"] == [list(x) for x in best.layers] and ", k" in report.split("Chosen")[1]
+        exported = tmp_path / "export"
+        run("export", "--arch", str(out / "best.json"), "--samples", "4", "--out", str(exported))
+        assert json.loads((exported / "report.json").read_text())["passed"]
+        assert "is an option of the search of the densenas and dcnas" in run(
+            "search", "--space", "toybox", "--lut", str(table), "--budget-ms", budget, "--epochs", "3", "--out", str(out), code=2)
+    finally:
+        SPACES.pop("toybox")
+
+
 def test_an_unregistered_space_is_refused_by_name(tmp_path):
     result = CliRunner().invoke(cli, ["space", "info", "toy"])
     assert result.exit_code == 2 and "'toy' is not one of" in result.output
@@ -232,6 +435,6 @@ def test_an_unregistered_space_is_refused_by_name(tmp_path):
 
 
 def _load(path):
-    from nas2deploy.spaces import load_table
+    from nas2deploy.spaces.tables import load_table
 
     return load_table(path)

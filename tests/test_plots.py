@@ -77,14 +77,15 @@ def test_the_plots_of_a_search_and_an_export_read_right(tmp_path_factory, tmp_pa
 def test_the_plots_of_a_dpc_study_read_right(tmp_path, figures):
     import json
 
-    from nas2deploy.spaces.dpc.study import STUDY_FORMAT
+    from nas2deploy.search.blackbox.study import STUDY_FORMAT
 
     cell = [{"op": "sep3x3", "rate": [6, 21], "input": -1}, {"op": "pool", "grid": [2, 4], "input": 0}]
     rows = [{"number": i, "state": "pruned" if i % 4 == 3 else "complete", "miou": None if i % 4 == 3 else 0.2 + 0.01 * (i % 5),
              "latency_ms": 30.0 + i * 0.37, "worker": "h:1", "seconds": 1.0, "cell": cell} for i in range(12)]
     (tmp_path / "study.json").write_text(json.dumps({
-        "format": STUDY_FORMAT, "version": 1, "study": "dpc", "sampler": "evolution", "budget_ms": 33.5, "proxy_epochs": 4,
-        "trial_rows": rows, "best": {"trial": 4}}))
+        "format": STUDY_FORMAT, "version": 1, "study": "dpc", "sampler": "evolution", "budget_ms": 33.5,
+        "space_name": "dpc", "options": {"proxy_epochs": 4}, "score_label": "proxy mIoU", "trial_rows": rows,
+        "best": {"trial": 4}}))
     report = regenerate(tmp_path).read_text()
     assert "9 trained, 3 over the budget (never trained)" in report and "b0(F, sep3x3_r6x21), b1(b0, pool_g2x4)" in report
     assert {"trajectory.png", "pareto.png"} <= set(figures)

@@ -75,9 +75,13 @@ def test_a_release_dpc_study_reports_and_opens(release):
     run("report", "study-dpc")
     report = (release / "study-dpc" / "report.md").read_text()
     assert "8 trials: 7 trained, 1 over the budget" in report and "Chosen: trial 0" in report
-    from nas2deploy.spaces.dpc.study import _optuna, candidates, storage_for
+    from nas2deploy.search.blackbox.storage import open_storage_study
+    from nas2deploy.search.blackbox.study import ranked_candidates
+    from nas2deploy.spaces import get_space
 
-    study = _optuna().load_study(study_name="dpc", storage=storage_for("study-dpc/study.log"))
+    study = open_storage_study("study-dpc/study.log", "dpc")
     assert [t.state.name for t in study.get_trials()] == EXPECTED["study_states"]
     space = make_space("dpc", json.loads((release / "study-dpc" / "study.json").read_text())["space"])
-    assert [c.trial for c in candidates(study, space)] == EXPECTED["study_candidates"]
+    adapter = get_space("dpc").study
+    assert adapter is not None
+    assert [c.trial for c in ranked_candidates(study, adapter, space)] == EXPECTED["study_candidates"]

@@ -48,7 +48,7 @@ def test_round_trip(tmp_path, small_space):
 
 
 def test_missing_entries_name_keys_count_and_the_fix(small_space, tmp_path):
-    from nas2deploy.spaces import load_table
+    from nas2deploy.spaces.tables import load_table
 
     table = _table(small_space)
     arch = small_space.sample_arch(random.Random(0))
@@ -121,7 +121,7 @@ def test_the_suggested_profile_command_makes_a_table_that_matches_field_for_fiel
     from nas2deploy.backends import BackendSettings
     from nas2deploy.backends.settings import identity_fields
     from nas2deploy.cli import cli
-    from nas2deploy.spaces import profile_command
+    from nas2deploy.spaces.tables import profile_command
 
     cases = [dict(backend="onnxruntime", device="cuda", options={"ort_provider": "tensorrt", "ort_graph_level": "basic"}),
              dict(backend="torch", device="cuda", options={"cuda_graph": True}),

@@ -1,10 +1,8 @@
 """The backends nas2deploy knows, by name: each module's backend, registered here, and any that
-an installed package names under the entry-point group ``nas2deploy.backends`` (a class or
-factory returning a ``Backend``); ``register_backend`` adds one at run time (a test, a script)."""
+an installed package names under the entry-point group ``nas2deploy.backends`` (a ``Backend``, or
+a class or factory that makes one); ``register_backend`` adds one at run time (a test, a script)."""
 
 from __future__ import annotations
-
-from importlib.metadata import entry_points
 
 from nas2deploy.backends.aoti import AOTIBackend
 from nas2deploy.backends.base import Backend, BackendOption
@@ -12,7 +10,7 @@ from nas2deploy.backends.onnx_reference import OnnxReferenceBackend
 from nas2deploy.backends.onnxruntime import OnnxRuntimeBackend
 from nas2deploy.backends.pytorch import TorchBackend
 from nas2deploy.backends.tensorrt import TensorRTBackend
-from nas2deploy.errors import UserError
+from nas2deploy.plugins import load_entry_points
 
 BACKENDS: dict[str, Backend] = {}
 #: The implementation whose fp32 CPU outputs are the accuracy reference of every export.
@@ -37,18 +35,6 @@ def register_backend(backend: Backend) -> Backend:
     return backend
 
 
-def load_entry_points() -> None:
-    """Register the backends of installed packages (a package that fails to load is named)."""
-    for point in entry_points(group=ENTRY_POINTS):
-        try:
-            found = point.load()()
-        except Exception as exc:  # a plugin's import error is its own, and must not hide the others
-            raise UserError(f"the backend {point.name!r} of package {point.value} does not load: {exc}") from None
-        if not isinstance(found, Backend):
-            raise UserError(f"entry point {point.name!r} ({point.value}) gives {type(found).__name__}, not a Backend")
-        register_backend(found)
-
-
 def declared_options() -> dict[str, BackendOption]:
     """Every registered backend's options by name (backends that share one declare it alike)."""
     return {o.name: o for b in BACKENDS.values() for o in b.options}
@@ -65,4 +51,4 @@ def known_precisions() -> tuple[str, ...]:
 
 for _backend in (OnnxRuntimeBackend(), TorchBackend(), TensorRTBackend(), OnnxReferenceBackend(), AOTIBackend()):
     register_backend(_backend)
-load_entry_points()
+load_entry_points(ENTRY_POINTS, Backend, register_backend)

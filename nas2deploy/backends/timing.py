@@ -41,23 +41,12 @@ class TimingSettings:
 
     @staticmethod
     def for_device(device: str, min_runs: int | None = None) -> TimingSettings:
-        """The harness for a device, ``min_runs`` overriding its run count.
-
-        CPU (``CPU``, issue 17): the fixed harness above spent 59 s on the 224 space on the 2-core
-        Xeon, re-measuring 325 of 390 ops for a CoV above 10% that a few interrupted runs cause
-        while the median stood still (median CI 0.7%). The adaptive harness stops when the
-        median's 95% interval is within ``target_ci``; 1% / 0.85% / 0.75% gave 19 / 29 / 31 s
-        with 67 / 78 / 79% of the wall in timed runs (``benchmarks/profile_speed.py``, helper
-        on); 0.9% is the choice: inside the 30 s target with room for this machine's ~10% drift
-        between runs, the centre pinned to under 1%. CUDA (``GPU``): ops take 20-40 us at batch 1 (graph replays on
-        an H200), where the fixed costs of the CPU harness (10 warm-up runs and 20 ms, 100 runs and
-        50 ms, up to two retries) made a profile of the 224 space take 38-49 s. Measured on an H200
-        (``benchmarks/gpu_latency.py``, 30 ops against 1000-run references that repeat within
-        0.04%): 10 / 30 / 100 runs give median errors of 1.4 / 1.5 / 1.1% and 95th percentiles of
-        3.3 / 3.5 / 2.9%, so what is left is the difference between two builds of one op, not
-        the run count; building, capturing and timing an op costs 3.5-6.4 ms. With 3 warm-up
-        runs, at least 30 timed runs and 1 ms, and one retry, the whole space profiled in 2.1 s
-        (graph, batch 1) to 4.4 s (eager, batch 32)."""
+        """The harness for a device, ``min_runs`` overriding its run count. A CPU's (``CPU``)
+        times until the median's 95% interval is within 0.9% of it: a few interrupted runs make
+        the runs' CoV useless there while the median stands still. A GPU's (``GPU``) is light: its
+        ops take tens of microseconds, and past 30 runs what is left is the difference between two
+        builds of one op, not the run count. ``benchmarks/README.md`` gives the measurements
+        behind both (``benchmarks/profile_speed.py``, ``benchmarks/gpu_latency.py``)."""
         base = GPU if device == "cuda" else CPU
         return base if min_runs is None else replace(base, min_runs=min_runs)
 

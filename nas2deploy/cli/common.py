@@ -14,7 +14,7 @@ import click
 from nas2deploy.backends import BACKENDS, ONNX_CHECKER, declared_options, known_devices, known_precisions
 from nas2deploy.cli import VERBOSITY
 from nas2deploy.errors import UserError
-from nas2deploy.spaces import SPACES, all_options, space_overrides
+from nas2deploy.spaces import DEFAULT_SPACE, SPACES, SpaceOption, all_options, space_overrides
 
 
 class Finite(click.FloatRange):
@@ -140,26 +140,44 @@ class SpaceName(click.ParamType):
         return value
 
 
-def space_options(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Every option of ``scope`` that a registered space declares ("space": its configuration;
-    "search": its search; "derive": its derivation), unset by default: an unset option takes the
-    space's own default, and one the chosen space lacks is refused by name."""
+def space_option(option: SpaceOption, helps: str | None = None) -> click.Option:
+    """A space's option as a click option, unset by default: an unset option takes the space's
+    own default (its configuration's, its search's or its study's)."""
+    helps = helps or option.help + (" [required]" if option.required else "") + (
+        f" [default: {option.default}]" if option.default is not None else "")
+    if option.kind == "flag":
+        return click.Option([option.flag, option.field], is_flag=True, default=None, help=helps)
+    kind: click.ParamType = click.STRING if option.kind == "str" else click.IntRange(
+        min=int(option.low) if option.low is not None else None,
+        max=int(option.high) if option.high is not None else None) if option.kind == "int" \
+        else Finite(min=option.low, max=option.high, min_open=option.low == 0)
+    return click.Option([option.flag, option.field], type=kind, default=None, help=helps)
 
-    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        for field_name, declared in reversed(list(all_options(scope).items())):
-            option = declared[0][1]
-            helps = "; ".join(f"{space}: {o.help}" for space, o in declared)
-            if option.kind == "flag":
-                f = click.option(option.flag, field_name, is_flag=True, default=None, help=helps)(f)
-                continue
-            kind: click.ParamType = click.STRING if option.kind == "str" else click.IntRange(
-                min=int(option.low) if option.low is not None else None,
-                max=int(option.high) if option.high is not None else None) if option.kind == "int" \
-                else Finite(min=option.low, max=option.high, min_open=option.low == 0)
-            f = click.option(option.flag, field_name, type=kind, default=None, help=helps)(f)
-        return f
 
-    return decorate
+def space_params(name: str, *scopes: str) -> list[click.Parameter]:
+    """The options of space ``name`` of any of ``scopes`` (an unknown space has none: the
+    command's ``--space`` says so)."""
+    return [space_option(o) for o in SPACES[name].scoped(*scopes)] if name in SPACES else []
+
+
+def every_space_params(scope: str) -> list[click.Parameter]:
+    """The options of ``scope`` of every registered space (a command that learns its space later:
+    ``derive`` reads it from the run), each once, its help naming the spaces that take it."""
+    return [space_option(declared[0][1], "; ".join(f"{space}: {o.help}" for space, o in declared))
+            for declared in all_options(scope).values()]
+
+
+def chosen_space(args: list[str], positional: bool = False) -> str:
+    """The space a command's arguments name: ``--space NAME`` (or ``--space=NAME``), or with
+    ``positional`` its first argument; else the default space."""
+    for i, arg in enumerate(args):
+        if arg == "--space" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--space="):
+            return arg.split("=", 1)[1]
+    if positional:
+        return next((a for a in args if not a.startswith("-")), DEFAULT_SPACE)
+    return DEFAULT_SPACE
 
 
 def pop_options(name: str, options: dict[str, Any], scope: str) -> dict[str, Any]:
@@ -172,20 +190,26 @@ def pop_options(name: str, options: dict[str, Any], scope: str) -> dict[str, Any
         raise click.UsageError(str(exc)) from None
 
 
-
 class DeclaredCommand(click.Command):
     """A command some of whose options are declared by what is registered (a backend's options),
     made when the command runs or shows its help, so that a backend registered after this module
     was imported (a plugin, a test) brings its own flags. ``declared(ctx, args)`` makes them from
     the command's arguments (a search's ``--space``) and the registry as it is then."""
 
-    def __init__(self, *args: Any, declared: Callable[[click.Context, list[str]], list[click.Parameter]], **kwargs: Any):
+    def __init__(self, *args: Any, declared: Callable[[click.Context, list[str]], list[click.Parameter]],
+                 foreign: Callable[[str, list[str]], str | None] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.declared = declared
+        self.declared, self.foreign = declared, foreign
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_ARGS] = list(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:  # an option of another space or search: say whose it is
+            said = self.foreign(exc.option_name, ctx.meta[_ARGS]) if self.foreign else None
+            if said is None:
+                raise
+            raise click.UsageError(said, ctx) from None
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         params = super().get_params(ctx)
@@ -198,9 +222,25 @@ class DeclaredCommand(click.Command):
 _ARGS, _DECLARED = "nas2deploy.args", "nas2deploy.declared"
 
 
-def declared_command(declared: Callable[[click.Context, list[str]], list[click.Parameter]]) -> Callable[..., Any]:
-    """``click.command()`` for a ``DeclaredCommand`` whose extra options ``declared`` makes."""
-    return click.command(cls=DeclaredCommand, declared=declared)
+def declared_command(declared: Callable[[click.Context, list[str]], list[click.Parameter]],
+                     foreign: Callable[[str, list[str]], str | None] | None = None, **settings: Any) -> Callable[..., Any]:
+    """``click.command()`` for a ``DeclaredCommand`` whose extra options ``declared`` makes, and
+    ``foreign`` explains when one of another space is given."""
+    return click.command(cls=DeclaredCommand, declared=declared, foreign=foreign, **settings)
+
+
+def foreign_space_option(scopes: tuple[str, ...], positional: bool = False) -> Callable[[str, list[str]], str | None]:
+    """What to say of an option the chosen space lacks but another registered space takes."""
+
+    def explain(flag: str, args: list[str]) -> str | None:
+        chosen = chosen_space(args, positional)
+        owners = [e.name for e in SPACES.values() if e.name != chosen and any(o.flag == flag for o in e.scoped(*scopes))]
+        if not owners:
+            return None
+        return f"{flag} is an option of the {' and '.join(owners)} space, not of {chosen}'s" + (
+            "" if positional else f" (give --space {owners[0]}, or leave it out)")
+
+    return explain
 
 
 def backend_params(several: bool = False, batch: bool = True) -> list[click.Parameter]:
@@ -255,25 +295,36 @@ def parse_shard(value: str) -> tuple[int, int]:
 
 
 
-def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Which part of the data, and how it is cropped."""
-    f = click.option("--crop", default="", help="Segmentation training crops HxW (e.g. 512x1024); "
-                     "default: square at the input size.")(f)
-    return click.option("--data-classes", type=click.IntRange(min=0), default=0, show_default=True,
-                        help="Keep the first N classes of an ImageFolder (DenseNAS: 100 of ImageNet); 0: all.")(f)
+def data_params() -> list[click.Parameter]:
+    """Which part of an image folder, and how it is cropped."""
+    return [click.Option(["--data-classes"], type=click.IntRange(min=0), default=0, show_default=True,
+                         help="Keep the first N classes of an ImageFolder (DenseNAS: 100 of ImageNet); 0: all."),
+            click.Option(["--crop"], default="", help="Segmentation training crops HxW (e.g. 512x1024); default: square at "
+                         "the input size.")]
 
 
-def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
+#: The devices torch computes on when it trains (a search, ``train``, the demo).
+COMPUTE_DEVICES = ("cpu", "cuda")
+
+
+def compute_params() -> list[click.Parameter]:
     """Where a search or a training runs, and how fast."""
-    for option in reversed([
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-                     help="cuda: under torchrun, each rank on cuda:LOCAL_RANK."),
-        click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
-                     help="Mixed-precision forward passes (fp16 with gradient scaling)."),
-        click.option("--workers", type=click.IntRange(min=0, max=256), default=0, show_default=True,
-                     help="Processes decoding the data."),
-        click.option("--channels-last", is_flag=True, help="Images in channels-last memory order."),
-    ]):
-        f = option(f)
-    return f
+    return [click.Option(["--device"], type=click.Choice(COMPUTE_DEVICES), default="cpu", show_default=True,
+                         help="cuda: under torchrun, each rank on cuda:LOCAL_RANK."),
+            click.Option(["--amp"], type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True,
+                         help="Mixed-precision forward passes (fp16 with gradient scaling)."),
+            click.Option(["--workers"], type=click.IntRange(min=0, max=256), default=0, show_default=True,
+                         help="Processes decoding the data."),
+            click.Option(["--channels-last"], is_flag=True, help="Images in channels-last memory order.")]
 
+
+def with_params(make: Callable[[], list[click.Parameter]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator adding the parameters ``make`` gives to a command defined with ``click.command``."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        params = getattr(f, "__click_params__", [])
+        params.extend(reversed(make()))  # click reverses decorator-added parameters
+        f.__click_params__ = params  # type: ignore[attr-defined]
+        return f
+
+    return decorate

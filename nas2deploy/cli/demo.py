@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nas2deploy.cli.common import device_options, emit, json_option, log
+from nas2deploy.cli.common import compute_params, emit, json_option, log, with_params
 from nas2deploy.spaces import SPACES
 
 
@@ -17,7 +17,7 @@ from nas2deploy.spaces import SPACES
 @click.option("--task", type=click.Choice(sorted({e.task for e in SPACES.values() if e.demo})), default="classification",
               show_default=True, help="The demo of the space that searches this task: "
               + ", ".join(f"{e.task}: {e.name} on {e.demo.data}" for e in SPACES.values() if e.demo) + ".")
-@device_options
+@with_params(compute_params)
 @json_option
 def demo(out: str | None, export_dir: str | None, task: str, device: str, amp: str, workers: int,
          channels_last: bool, as_json: bool) -> None:

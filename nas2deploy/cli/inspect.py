@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, emit, force_option, json_option, pop_options, progress_bar,
-                                   space_options, warn_table)
+from nas2deploy.cli.common import (POSITIVE, DeclaredCommand, Finite, SpaceName, chosen_space, emit, force_option,
+                                   foreign_space_option, json_option, pop_options, progress_bar, space_params, warn_table)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_file, claim_folder
 from nas2deploy.search.budget import DEFAULT_FILL
@@ -22,9 +22,13 @@ def space() -> None:
     """Inspect search spaces."""
 
 
-@space.command("info")
+def own_space_params(ctx: click.Context, args: list[str]) -> list[click.Parameter]:
+    """The configuration options of the space a ``space`` command names."""
+    return space_params(chosen_space(args, positional=True), "space")
+
+
+@space.command("info", cls=DeclaredCommand, declared=own_space_params, foreign=foreign_space_option(("space",), True))
 @click.argument("name", metavar="SPACE", type=SpaceName())
-@space_options("space")
 @json_option
 def space_info(name: str, as_json: bool, **cfg: Any) -> None:
     """Counts of a search space's graph: nodes, edges, mixed ops, paths, ops to profile, architectures."""
@@ -35,7 +39,7 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
     emit({"space": name, "config": sp.config_dict(), **counts}, text, as_json)
 
 
-@space.command("sample")
+@space.command("sample", cls=DeclaredCommand, declared=own_space_params, foreign=foreign_space_option(("space",), True))
 @click.argument("name", metavar="SPACE", type=SpaceName())
 @click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the space.")
 @click.option("--budget-ms", type=POSITIVE, required=True, help="Upper end of the latency window.")
@@ -46,7 +50,6 @@ def space_info(name: str, as_json: bool, **cfg: Any) -> None:
 @click.option("--max-tries", type=click.IntRange(min=1), help="Draws before giving up (default 20000 per network).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for random-NNN.json.")
 @force_option
-@space_options("space")
 @json_option
 def space_sample(name: str, table: str, budget_ms: float, fill: float, count: int, seed: int, max_tries: int | None,
                  out: str, force: bool, as_json: bool, **cfg: Any) -> None:
@@ -104,7 +107,7 @@ def arch_info(arch_ref: str, lut_path: str | None, size: str | None, as_json: bo
     network's context module counted as the DPC paper's Table 1 counts it."""
     from nas2deploy.latency.network_summary import arch_summary, summary_lines
     from nas2deploy.nets import load_arch
-    from nas2deploy.spaces import load_table
+    from nas2deploy.spaces.tables import load_table
 
     network, resize = load_arch(arch_ref), input_size(size)
     if resize is not None:
@@ -159,7 +162,7 @@ def lut_merge(out: str, inputs: tuple[str, ...], force: bool, as_json: bool) -> 
 def lut_validate(table_path: str, samples: int, seed: int, across_range: bool, as_json: bool) -> None:
     """Measure random networks end to end, report prediction error, store the calibration."""
     from nas2deploy.latency.validate import validate_table
-    from nas2deploy.spaces import load_table, table_space
+    from nas2deploy.spaces.tables import load_table, table_space
 
     table = load_table(table_path)
     with progress_bar(f"validating {Path(table_path).name}") as progress:

@@ -7,14 +7,15 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (SpaceName, backend_params, declared_command, emit, force_option, json_option,
-                                   parse_shard, pop_backend_options, pop_options, progress_bar, space_options, warn_table)
+from nas2deploy.cli.common import (SpaceName, backend_params, chosen_space, declared_command, emit, force_option,
+                                   foreign_space_option, json_option, parse_shard, pop_backend_options, pop_options,
+                                   progress_bar, space_params, warn_table)
 from nas2deploy.spaces import DEFAULT_SPACE
 
 
-@declared_command(lambda ctx, args: backend_params())
+@declared_command(lambda ctx, args: space_params(chosen_space(args), "space") + backend_params(),
+                  foreign_space_option(("space",)))
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
-@space_options("space")
 @click.option("--runs", type=click.IntRange(min=1), default=None,
               help="Minimum timed runs per op [default: 20 on a CPU, then more until the median is pinned down; 30 on a GPU].")
 @click.option("--shard", default="0/1", show_default=True, help="Measure only every n-th op starting at i (i/n).")

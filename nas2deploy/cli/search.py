@@ -1,4 +1,11 @@
-"""``search``, ``derive`` and ``train``: find a network under a budget, take it out of the run, train it."""
+"""``search``, ``derive`` and ``train``: find a network under a budget, take it out of the run, train it.
+
+``search`` takes the options of the space it searches (``--space``): a space searched by its
+supernet takes the gradient search's options and its own configuration and search options; a
+space searched trial by trial takes the black-box study's options and its own configuration and
+study options. ``search --space NAME --help`` lists exactly those; an option of another space is
+refused naming whose it is.
+"""
 
 from __future__ import annotations
 
@@ -8,77 +15,118 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, data_options, device_options, emit, force_option,
-                                   json_option, log, pop_options, space_options, warn_table)
+from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, chosen_space, compute_params, data_params,
+                                   declared_command, emit, every_space_params, force_option, json_option, log,
+                                   pop_options, space_params, warn_table, with_params)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_file
 from nas2deploy.search.budget import DEFAULT_FILL
-from nas2deploy.spaces import DEFAULT_SPACE
+from nas2deploy.search.config import SearchConfig
+from nas2deploy.spaces import DEFAULT_SPACE, SPACES
+
+_DEFAULTS = SearchConfig(table="")
 
 
-@click.command()
+def supernet_params() -> list[click.Parameter]:
+    """The gradient search's options (``SearchConfig`` fields; a ``--config`` file fills the rest)."""
+    d = _DEFAULTS
+    return [
+        click.Option(["--lambda", "lam"], type=Finite(min=0, max=1e3), default=d.lam, show_default=True,
+                     help="Weight of the latency term."),
+        click.Option(["--tau"], type=Finite(min=1, min_open=True, max=1e6), default=d.tau, show_default=True,
+                     help="Base of the latency term's logarithm."),
+        click.Option(["--epochs"], type=click.IntRange(min=1), default=d.epochs, show_default=True),
+        click.Option(["--warmup-epochs"], type=click.IntRange(min=0), default=d.warmup_epochs, show_default=True),
+        click.Option(["--batch-size"], type=click.IntRange(min=1), default=d.batch_size, show_default=True),
+        click.Option(["--max-batches"], type=click.IntRange(min=0), default=d.max_batches, show_default=True,
+                     help="Cap per pass (0: all)."),
+        click.Option(["--w-lr"], type=Finite(min=0, min_open=True, max=10), default=d.w_lr, show_default=True),
+        click.Option(["--a-lr"], type=Finite(min=0, min_open=True, max=10), default=d.a_lr, show_default=True),
+        *compute_params(), *data_params(),
+        click.Option(["--dist-backend"], type=click.Choice(["auto", "nccl", "gloo"]), default="auto", show_default=True,
+                     help="Under torchrun: auto is nccl on cuda, gloo on cpu; gloo lets ranks share one GPU."),
+        click.Option(["--dist-timeout"], type=click.IntRange(min=10), default=300, show_default=True,
+                     help="Seconds a rank waits for the others before failing (a dead rank, a lost network)."),
+        click.Option(["--config", "config_file"], type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields."),
+        click.Option(["--resume"], is_flag=True, help="Continue the run in --out from its checkpoint."),
+    ]
+
+
+def study_params() -> list[click.Parameter]:
+    """The black-box study's options (``search.blackbox.StudyConfig``)."""
+    from nas2deploy.search.blackbox.storage import SAMPLERS
+
+    return [
+        click.Option(["--trials"], type=click.IntRange(min=1), default=20, show_default=True,
+                     help="The study's trials in all: each worker runs trials until the study holds this many."),
+        click.Option(["--storage"], help="Optuna storage shared by the workers: a journal file or a database URL "
+                     "[default: OUT/study.log]."),
+        click.Option(["--study", "study_name"], help="The study's name [default: the space's]."),
+        click.Option(["--sampler"], type=click.Choice(SAMPLERS), default="random", show_default=True,
+                     help="How trials are drawn: random, regularised evolution, TPE or NSGA-II."),
+        click.Option(["--rerank"], type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Train the study's K best networks end to end and keep the best."),
+        click.Option(["--rerank-epochs"], type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Epochs of each re-ranking training."),
+        click.Option(["--measure"], is_flag=True, help="Closed loop: the best network that measures within the budget "
+                     "on this machine (the table's backend)."),
+    ]
+
+
+def params_of(name: str) -> list[click.Parameter]:
+    """The options of space ``name``'s search: its search's and its own (an unknown space has
+    none: ``--space`` refuses it)."""
+    entry = SPACES.get(name)
+    if entry is None:
+        return []
+    if entry.searched_by == "trials":
+        return study_params() + space_params(name, "space", "study")
+    return supernet_params() + space_params(name, "space", "search")
+
+
+def foreign_search_option(flag: str, args: list[str]) -> str | None:
+    """Whose search an option is, when the chosen space's is not."""
+    chosen = chosen_space(args)
+    owners = [name for name in SPACES if name != chosen and any(flag in p.opts for p in params_of(name))]
+    if not owners:
+        return None
+    return (f"{flag} is an option of the search of the {' and '.join(owners)} space, not of {chosen}'s "
+            f"(nas2deploy search --space {chosen} --help lists its options)")
+
+
+@declared_command(lambda ctx, args: params_of(chosen_space(args)), foreign_search_option,
+                  epilog="The options after --json are those of the space searched: nas2deploy search --space NAME --help "
+                         "lists the options of another space.")
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
 @click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
-@click.option("--data", default="", help="DenseNAS: 'synthetic' (default), 'synthetic-small' (harder), a CIFAR-10 binary folder or an ImageFolder; "
-              "DCNAS: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
-@click.option("--budget-ms", type=POSITIVE, help="Latency budget: lambda adapts so the expected latency settles here.")
-@click.option("--lambda", "lam", type=Finite(min=0, max=1e3), default=0.15, show_default=True, help="Weight of the latency term.")
-@click.option("--tau", type=Finite(min=1, min_open=True, max=1e6), default=15.0, show_default=True,
-              help="Base of the latency term's logarithm.")
-@click.option("--epochs", type=click.IntRange(min=1), default=150, show_default=True)
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--max-batches", type=click.IntRange(min=0), default=0, show_default=True, help="Cap per pass (0: all).")
-@click.option("--w-lr", type=Finite(min=0, min_open=True, max=10), default=0.036, show_default=True)
-@click.option("--a-lr", type=Finite(min=0, min_open=True, max=10), default=3e-4, show_default=True)
+@click.option("--data", default="", help="DenseNAS: 'synthetic' (default), 'synthetic-small' (harder), a CIFAR-10 binary "
+              "folder or an ImageFolder; DCNAS and DPC: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
+@click.option("--budget-ms", type=POSITIVE, help="Latency budget (a supernet search: lambda adapts so the expected latency "
+              "settles here; a study: networks predicted over it are never trained).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@space_options("search")
-@space_options("space")
-@device_options
-@data_options
-@click.option("--dist-backend", type=click.Choice(["auto", "nccl", "gloo"]), default="auto", show_default=True,
-              help="Under torchrun: auto is nccl on cuda, gloo on cpu; gloo lets ranks share one GPU.")
-@click.option("--dist-timeout", type=click.IntRange(min=10), default=300, show_default=True,
-              help="Seconds a rank waits for the others before failing (a dead rank, a lost network).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON file of SearchConfig fields.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (runs/NAME).")
 @click.option("--force", is_flag=True, help="Start in a folder that holds other files or another search (replacing it).")
-@click.option("--weights", help="DPC: weights of the backbone (a classification chain) or of a DPC network.")
-@click.option("--trials", type=click.IntRange(min=1), help="DPC: the study's trials in all: each worker runs trials "
-              "until the study holds this many (default 20).")
-@click.option("--storage", help="DPC: Optuna storage shared by the workers: a journal file or a database URL "
-              "(default OUT/study.log).")
-@click.option("--study", "study_name", help="DPC: the study's name (default dpc).")
-@click.option("--sampler", help="DPC: how trials are drawn: random (default), evolution (regularised), tpe or nsga2.")
-@click.option("--proxy-epochs", type=click.IntRange(min=1), help="DPC: epochs a cell trains on the cached features (default 10).")
-@click.option("--rerank", type=click.IntRange(min=1), help="DPC: train the study's K best cells end to end on the "
-              "pretrained backbone and keep the best (the paper re-ranked 50).")
-@click.option("--rerank-epochs", type=click.IntRange(min=1), help="DPC: epochs of each re-ranking training (default 10).")
-@click.option("--measure", is_flag=True, default=None, help="DPC: closed loop: the best cell whose network measures "
-              "within the budget on this machine (the table's backend).")
 @json_option
 @click.pass_context
-def search(ctx: click.Context, space_name: str, table: str, config_file: str | None, resume: bool, out: str,
-           force: bool, as_json: bool, dist_backend: str, dist_timeout: int, **opts: Any) -> None:
+def search(ctx: click.Context, space_name: str, table: str, out: str, force: bool, as_json: bool, **opts: Any) -> None:
     """Latency-regularised search (DenseNAS, DCNAS) or black-box search of DPC cells (--space dpc).
 
-    The first writes log.jsonl, checkpoint.pt and arch.json to --out; the second the feature cache, the
-    study's journal and best.json."""
-    from nas2deploy.spaces import get_space
+    The first writes log.jsonl, checkpoint.pt and arch.json to --out; the second the study's
+    journal, study.json, best.json and a report."""
+    if SPACES[space_name].searched_by == "trials":
+        study(space_name, table, out, force, as_json, opts)
+    else:
+        supernet_search(ctx, space_name, table, out, force, as_json, opts)
 
-    black_box = {k: opts.pop(k) for k in BLACK_BOX if k in opts}
-    if get_space(space_name).study is not None:
-        study(ctx, space_name, table, out, force, as_json, black_box, opts)
-        return
-    given = [k for k, v in black_box.items() if v is not None]
-    if given:
-        raise UserError(f"--{given[0].replace('_', '-')} is an option of the dpc space's black-box search, not of "
-                        f"the {space_name} search")
+
+def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, force: bool, as_json: bool,
+                    opts: dict[str, Any]) -> None:
+    """``search`` for a space searched by its supernet: the gradient loop, resumable."""
     from nas2deploy.runs import start_search
-    from nas2deploy.search.config import SearchConfig
     from nas2deploy.search.distributed import leave_process_group
 
+    dist_backend, dist_timeout, config_file, resume = (opts.pop(k) for k in ("dist_backend", "dist_timeout", "config_file",
+                                                                              "resume"))
     # Options are named as SearchConfig fields (the space's under space_config and search_options);
     # a --config file fills what the command line leaves out.
     space_config = pop_options(space_name, opts, "space")
@@ -106,62 +154,46 @@ def search(ctx: click.Context, space_name: str, table: str, config_file: str | N
              f"derived architecture: {derived} (predicted {predicted:.3f} ms)", as_json)
 
 
-#: The options only a black-box search (DPC) reads.
-BLACK_BOX = ("weights", "trials", "storage", "study_name", "sampler", "proxy_epochs", "rerank", "rerank_epochs", "measure")
-#: The options only the differentiable search reads (given to a black-box search, they are refused).
-DIFFERENTIABLE = ("lam", "tau", "epochs", "warmup_epochs", "batch_size", "max_batches", "w_lr", "a_lr", "device", "amp",
-                  "workers", "channels_last", "data_classes", "crop", "config_file", "resume", "dist_backend", "dist_timeout")
-
-
-def study(ctx: click.Context, space_name: str, table: str, out: str, force: bool, as_json: bool,
-          black_box: dict[str, Any], opts: dict[str, Any]) -> None:
-    """``search`` for a space searched black-box (DPC): its options, then the space's own study."""
-    from nas2deploy.runs import space_for
-    from nas2deploy.search.config import SearchConfig
-    from nas2deploy.spaces import get_space, load_table
-
-    given = [name for name in DIFFERENTIABLE if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
-    if given:
-        raise UserError(f"--{given[0].replace('_', '-').replace('lam', 'lambda')} does not apply to the {space_name} space's "
-                        "black-box search")
-    if not black_box.get("weights") or opts.get("budget_ms") is None:
-        raise UserError(f"the {space_name} search needs --weights (the backbone's) and --budget-ms")
-    space_config = pop_options(space_name, opts, "space")
-    pop_options(space_name, opts, "search")  # a differentiable search's option, given here, is refused by name
-    lut = load_table(table)
-    space = space_for(SearchConfig(table=table, space=space_name, space_config=space_config), lut)
-    # the options given (the study's defaults are CellSearch's), ``--study`` under its field name
-    options = {("study" if k == "study_name" else k): v for k, v in black_box.items() if v is not None and k != "weights"}
-    warnings = warn_table(lut, here=True)
-    entry = get_space(space_name)
-    assert entry.study is not None
-    summary = entry.study(lut, space, log, weights=black_box["weights"], data=opts.get("data") or entry.builtin_data,
-                          budget_ms=opts["budget_ms"], out=out, seed=opts.get("seed", 0), force=force, **options)
+def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opts: dict[str, Any]) -> None:
+    """``search`` for a space searched trial by trial: its black-box study (``runs.start_study``)."""
     from nas2deploy.report import regenerate
+    from nas2deploy.runs import start_study, study_options
+    from nas2deploy.search.blackbox.study import StudyConfig
+    from nas2deploy.spaces.tables import load_table
 
+    if opts.get("budget_ms") is None:
+        raise UserError(f"the {space_name} search needs --budget-ms: networks predicted over it are never trained")
+    space_config = pop_options(space_name, opts, "space")
+    options = {o.field: opts.pop(o.field) for o in SPACES[space_name].scoped("study") if opts.get(o.field) is not None}
+    study_options(SPACES[space_name], options)  # a missing or bad option is said before any work
+    config = StudyConfig(table=table, data=opts["data"], budget_ms=opts["budget_ms"], out=out, trials=opts["trials"],
+                         storage=opts["storage"] or "", study=opts["study_name"] or "", sampler=opts["sampler"],
+                         rerank=opts["rerank"], rerank_epochs=opts["rerank_epochs"], measure=opts["measure"],
+                         seed=opts["seed"], force=force, options=options)
+    warnings = warn_table(load_table(table), here=True)
+    summary = start_study(config, space_name, space_config, log)
     summary["report"] = str(regenerate(out))
-    best = summary.get("best")
+    best, label = summary.get("best"), summary["score_label"]
     text = (f"study {summary['study']} ({summary['storage']}): {summary['trials']} trials, {summary['complete']} trained, "
             f"{summary['pruned']} over the budget (pruned untrained), {summary['failed']} failed")
     for r in summary.get("rerank", {}).get("cells", []):
-        text += (f"\nre-ranked: trial {r['trial']}, end to end mIoU {r['miou']:.4f} "
-                 f"(proxy {r['proxy_miou']:.4f}, {summary['rerank']['epochs']} epochs)")
+        text += (f"\nre-ranked: trial {r['trial']}, end to end {r['miou']:.4f} "
+                 f"({label} {r['proxy_miou']:.4f}, {summary['rerank']['epochs']} epochs)")
     for m in summary.get("measured", []):
         text += f"\nmeasured: trial {m['trial']}, {m['measured_ms']:.3f} ms ({'within' if m['fits'] else 'over'} the budget)"
-    text += (f"\nbest: trial {best['trial']}, proxy mIoU {best['miou']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
-             if best else "\nno cell trained yet: every trial so far was over the budget")
+    text += (f"\nbest: trial {best['trial']}, {label} {best['miou']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
+             if best else "\nno network trained yet: every trial so far was over the budget")
     text += f"\nreport: {summary['report']}"
     emit({**summary, "warnings": warnings}, text, as_json)
 
 
-@click.command()
+@declared_command(lambda ctx, args: every_space_params("derive"))
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--budget-ms", type=POSITIVE, help="Most probable architecture whose predicted latency fits.")
 @click.option("--fill", type=Finite(min=0, max=1), default=DEFAULT_FILL, show_default=True,
               help="With --budget-ms: use at least this share of the budget (0: the most probable that fits).")
 @click.option("--measure", "measured", is_flag=True,
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
-@space_options("derive")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @force_option
 @json_option
@@ -206,8 +238,7 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
 @click.option("--lr-warmup", type=Finite(min=0, max=1), default=0.1, show_default=True,
               help="Share of the steps over which the learning rate ramps up linearly.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@device_options
-@data_options
+@with_params(lambda: compute_params() + data_params())
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
 @force_option
 @json_option
@@ -215,8 +246,8 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
           force: bool, as_json: bool, device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
     """Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or
     mIoU for segmentation."""
-    from nas2deploy.nets import load_arch
     from nas2deploy.data import open_dataset
+    from nas2deploy.nets import load_arch
     from nas2deploy.objective import LABEL, METRIC
     from nas2deploy.search.config import parse_crop
     from nas2deploy.search.distributed import compute_device

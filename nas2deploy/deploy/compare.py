@@ -2,7 +2,7 @@
 feeds the same inputs to every runner, ``compare_outputs`` only measures how far apart two
 outputs are and whether that passes.
 
-Thresholds by precision (issue 4):
+Thresholds by precision:
 
 - fp32: element-wise ``|candidate - reference| <= atol + rtol * |reference|`` with
   atol = rtol = 1e-4 (numpy's ``allclose`` rule), and every top-1 class the same.
@@ -15,7 +15,7 @@ Thresholds by precision (issue 4):
 Besides pass or fail the report gives the smallest tolerance that would have passed
 (``min_tolerance``: the smallest t with ``|d| <= t + t * |reference|`` everywhere), so a user can
 see how much room is left, and the error relative to the output scale (the largest
-``|reference|``), which is what the issue's fidelity target reads.
+``|reference|``), by which export fidelity is judged.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from nas2deploy.data import Splits, open_dataset
 from nas2deploy.data.synthetic import RADIUS, shapes_splits
 from nas2deploy.fileio import append_line
 from nas2deploy.nets import Network
-from nas2deploy.spaces.base import DemoPlan
+from nas2deploy.spaces.entry import DemoPlan
 from nas2deploy.train import train_arch
 
 

@@ -4,8 +4,9 @@
 MBConv chain for classification), ``cells`` (``SegArch``, DCNAS cells for segmentation) and ``dpc``
 (``DPCNet``, a chain backbone with a dense prediction cell, for segmentation).
 Files written before the field existed carry no ``kind``; their ``task`` decides (segmentation:
-cells, else chain), so they keep loading. Shipped architectures are JSON files in ``archs/``,
-loaded by name (``mobilenetv2``, ``densenas-a`` ...).
+cells, else chain), so they keep loading. ``register_kind`` adds a kind (a search space that
+builds networks of its own). Shipped architectures are JSON files in ``archs/``, loaded by name
+(``mobilenetv2``, ``densenas-a`` ...).
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ KINDS: dict[str, type[Network]] = {cls.kind: cls for cls in (Arch, SegArch, DPCN
 _LEGACY = {"classification": "chain", "segmentation": "cells"}
 #: Named architectures shipped with the package, one JSON file each (networks are data).
 ARCH_DIR = Path(__file__).parent / "archs"
+
+
+def register_kind(cls: type[Network]) -> type[Network]:
+    """Make network class ``cls`` readable from architecture files by its ``kind``."""
+    if KINDS.get(cls.kind, cls) is not cls:
+        raise ValueError(f"network kind {cls.kind!r} is taken by {KINDS[cls.kind].__name__}")
+    KINDS[cls.kind] = cls
+    return cls
 
 
 def named_archs() -> list[str]:
@@ -59,4 +68,5 @@ def save_arch(arch: Network, path: str | os.PathLike[str]) -> None:
     atomic_write_json(path, arch.to_dict())
 
 
-__all__ = ["KINDS", "Arch", "DPCNet", "Network", "SegArch", "load_arch", "named_archs", "network_from_field", "save_arch"]
+__all__ = ["KINDS", "Arch", "DPCNet", "Network", "SegArch", "load_arch", "named_archs", "network_from_field", "register_kind",
+           "save_arch"]

@@ -1,8 +1,8 @@
 """Reports for people: markdown summaries with PNG plots, for export folders and search runs.
 
 ``write_export_report`` is called by ``export``; ``regenerate`` is ``nas2deploy report DIR``,
-which rebuilds the plots and the markdown of each kind of folder (an export, a search run, a DPC
-study) from the JSON it holds.
+which rebuilds the plots and the markdown of each kind of folder (an export, a search run, a
+black-box study such as DPC's) from the JSON it holds.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from nas2deploy.errors import UserError
 
 
 def regenerate(folder: str | Path) -> Path:
-    """Rebuild ``report.md`` and its plots for an export folder, a search run or a DPC study;
+    """Rebuild ``report.md`` and its plots for an export folder, a search run or a black-box study;
     returns the report."""
     path = Path(folder)
     if not path.is_dir():
@@ -35,5 +35,5 @@ def regenerate(folder: str | Path) -> Path:
         from nas2deploy.report.search_report import write_search_report
 
         return write_search_report(path)
-    raise UserError(f"report {path}: neither an export folder (report.json), a search run (log.jsonl) nor a DPC study "
+    raise UserError(f"report {path}: neither an export folder (report.json), a search run (log.jsonl) nor a study "
                     "(study.json)")

@@ -2,23 +2,20 @@
 and move the target until the measured latency lies in ``[fill * budget, budget]``.
 
 A budget-constrained optimum tends to pick the ops whose isolated timing flatters them most, so
-its measured latency can exceed a prediction that is accurate on random networks (seen here: +6%
-for the network derived under the tightest of three budgets, on a table whose calibrated median
-error is 1.1%). Where the table's device is at hand, measuring settles it: each round scales the
-derivation target by ``AIM * budget / measured``, which converges in one or two rounds. After a
-network measured over the budget it is the network's own prediction that is scaled, not the
-target: a network predicted well under its target but measured over the budget would otherwise
-fit the scaled target again and be derived again (seen in a fresh ``make demo``: predicted
-0.285 ms under a 0.298 ms target, measured 0.305 ms; the target scaled to 0.286 ms kept it, and
-the loop gave up). ``AIM``
-(0.98) aims 2% under the budget: a network whose latency is proportional to the target would
-otherwise land exactly on the budget after one round, and timing noise (2-3% here) would decide.
-A measurement over the budget is repeated and the lower median kept: a passing disturbance (seen
-here: +7% on one measurement of a network that measured under budget minutes before and after)
-would otherwise send the derivation to a needlessly smaller network. A network that fits but
-measures under the window (the table over-predicting it) moves the target up the same way, so
-the network uses the budget it was given; the largest one measured within the budget is
-returned when the rounds run out or the network stops changing.
+its measured latency can exceed a prediction that is accurate on random networks (a few percent
+over on the tightest budgets). Where the table's device is at hand, measuring settles it: each
+round scales the derivation target by ``AIM * budget / measured``, which converges in one or two
+rounds. After a network measured over the budget it is the network's own prediction that is
+scaled, not the target: a network predicted well under its target but measured over the budget
+would otherwise fit the scaled target again and be derived again, and the loop would stop with
+nothing new to measure. ``AIM`` (0.98) aims 2% under the budget: a network whose latency is
+proportional to the target would otherwise land exactly on the budget after one round, and
+timing noise (2-3% on a CPU) would decide. A measurement over the budget is repeated and the
+lower median kept: a passing disturbance would otherwise send the derivation to a needlessly
+smaller network. A network that fits but measures under the window (the table over-predicting
+it) moves the target up the same way, so the network uses the budget it was given; the largest
+one measured within the budget is returned when the rounds run out or the network stops
+changing.
 """
 
 from __future__ import annotations

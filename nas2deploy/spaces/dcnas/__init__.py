@@ -4,23 +4,35 @@
 modules (path sampling) and mixture layers (channel sampling); ``latency_model.py`` its
 differentiable expected latency; ``derive.py`` top-k, Viterbi and the exact budget derivation;
 ``search.py`` what the search loop runs each step; ``plots.py`` the report's heatmaps. ``ENTRY``
-registers all of it under the name ``dcnas``.
+registers all of it under the name ``dcnas``; the modules are imported when the space is first
+used.
 """
 
 from __future__ import annotations
 
-from nas2deploy.spaces.base import DemoPlan, SpaceEntry, SpaceOption
-from nas2deploy.spaces.dcnas.plots import search_plots
-from nas2deploy.spaces.dcnas.search import SEARCH_DEFAULTS, DCNASSearch
-from nas2deploy.spaces.dcnas.space import DCNASConfig, DCNASSpace
+from typing import Any
+
+from nas2deploy.spaces.entry import DemoPlan, SpaceEntry, SpaceOption, SpaceParts
+
+#: Connections run per cell and step (DCNAS's path sampling), the share of a cell's channels
+#: through the candidate ops (its channel sampling), and top-k derivation rather than Viterbi.
+PATH_SAMPLES, CHANNEL_FRACTION = 2, 0.25
+SEARCH_DEFAULTS: dict[str, Any] = {"path_samples": PATH_SAMPLES, "channel_fraction": CHANNEL_FRACTION, "viterbi": False}
+
+
+def parts() -> SpaceParts:
+    from nas2deploy.spaces.dcnas.plots import search_plots
+    from nas2deploy.spaces.dcnas.search import DCNASSearch
+    from nas2deploy.spaces.dcnas.space import DCNASConfig, DCNASSpace
+
+    return SpaceParts(DCNASConfig, DCNASSpace, DCNASSearch, search_plots)  # type: ignore[arg-type]
+
 
 ENTRY = SpaceEntry(
     name="dcnas",
     task="segmentation",
-    config_class=DCNASConfig,
-    make=DCNASSpace,
-    make_search=DCNASSearch,
     builtin_data="seg-synthetic",
+    parts=parts,
     options=(
         SpaceOption("input_size", "int", "input resolution (512)", low=64),
         SpaceOption("num_classes", "int", "segmentation classes (19)", low=1),
@@ -35,7 +47,6 @@ ENTRY = SpaceEntry(
                     ("search", "derive")),
     ),
     search_defaults=SEARCH_DEFAULTS,
-    plots=search_plots,  # type: ignore[arg-type]
     # 64 px scenes, a 6-layer grid of widths 32..256 (21 cells, 129 connections): the same shape
     # of search at a size a CPU runs in about a minute (32 ops to profile).
     demo=DemoPlan(

@@ -22,10 +22,10 @@ from nas2deploy.search.interface import entropy
 import nas2deploy.spaces.dcnas.derive as derivation
 from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel
 from nas2deploy.spaces.dcnas.space import DCNASSpace
-from nas2deploy.spaces.dcnas.supernet import CHANNEL_FRACTION, PATH_SAMPLES, DCNASSupernet, PathSample
+from nas2deploy.spaces.dcnas import SEARCH_DEFAULTS
+from nas2deploy.spaces.dcnas.supernet import DCNASSupernet, PathSample
 
 #: The search options of the space and their defaults (the CLI's --path-samples, ...).
-SEARCH_DEFAULTS: dict[str, Any] = {"path_samples": PATH_SAMPLES, "channel_fraction": CHANNEL_FRACTION, "viterbi": False}
 
 
 class DCNASSearch:

@@ -10,8 +10,8 @@ weighs the inputs, its mixture layer chooses an op among ``ops`` (separable 3x3,
 default). The output block is fixed: the last layer's cells resized to 1/4, concatenated, the
 segmentation head.
 
-What the paper leaves open and this space fixes (documented choices, measured in the
-benchmarks of issue 5): the transforms above, a single separable unit per op, ``head_width``
+What the paper leaves open and this space fixes (documented choices, measured by the
+benchmarks under ``benchmarks/``): the transforms above, a single separable unit per op, ``head_width``
 128, bilinear resizing with align_corners False everywhere (the key says so; FasterSeg's table
 timed nearest while its network used bilinear), and derivation keeping the ``derive_inputs``
 (2) strongest inputs per cell, so ``architectures`` counts the networks that rule can return.

@@ -34,11 +34,10 @@ from torch import nn
 
 from nas2deploy.nets.cells import STEM, cell_op
 from nas2deploy.ops import uncount_batch_norms
+from nas2deploy.spaces.dcnas import CHANNEL_FRACTION, PATH_SAMPLES
 from nas2deploy.spaces.dcnas.space import DCNASSpace
 
 ALPHA_INIT = 1e-3
-PATH_SAMPLES = 2
-CHANNEL_FRACTION = 0.25
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

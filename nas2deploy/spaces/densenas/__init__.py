@@ -3,25 +3,35 @@
 ``space.py`` the space and its configuration; ``supernet.py`` the supernet with alpha and beta;
 ``latency_model.py`` its differentiable expected latency; ``derive.py`` Viterbi and budget
 derivation; ``search.py`` what the search loop runs each step; ``plots.py`` the report's
-heatmaps. ``ENTRY`` registers all of it under the name ``densenas``.
+heatmaps. ``ENTRY`` registers all of it under the name ``densenas``; the modules are imported
+when the space is first used.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from nas2deploy.spaces.base import DemoPlan, SpaceEntry, SpaceOption
-from nas2deploy.spaces.densenas.plots import search_plots
-from nas2deploy.spaces.densenas.search import SEARCH_DEFAULTS, DenseNASSearch
-from nas2deploy.spaces.densenas.space import DenseNASConfig, DenseNASSpace
+from nas2deploy.spaces.entry import DemoPlan, SpaceEntry, SpaceOption, SpaceParts
+
+#: The search options and their defaults: candidates share the largest one's weights unless
+#: ``separate_op_weights`` (as published).
+SEARCH_DEFAULTS: dict[str, Any] = {"separate_op_weights": False}
+
+
+def parts() -> SpaceParts:
+    from nas2deploy.spaces.densenas.plots import search_plots
+    from nas2deploy.spaces.densenas.search import DenseNASSearch
+    from nas2deploy.spaces.densenas.space import DenseNASConfig, DenseNASSpace
+
+    return SpaceParts(DenseNASConfig, DenseNASSpace, DenseNASSearch, search_plots)  # type: ignore[arg-type]
+
 
 ENTRY = SpaceEntry(
     name="densenas",
     task="classification",
-    config_class=DenseNASConfig,
-    make=DenseNASSpace,
-    make_search=DenseNASSearch,
     builtin_data="synthetic",
+    parts=parts,
     options=(
         SpaceOption("input_size", "int", "input resolution (224: ImageNet strides; below 128: CIFAR strides)", low=32),
         SpaceOption("width_mult", "float", "scale every width (multiples of 8)", low=0, high=4),
@@ -31,7 +41,6 @@ ENTRY = SpaceEntry(
                     "candidates share the largest one's weights)", ("search",)),
     ),
     search_defaults=SEARCH_DEFAULTS,
-    plots=search_plots,  # type: ignore[arg-type]
     # The demo's space has no stacking layers: with one per block the supernet is twice as deep
     # and its argmax network stayed at 13-16% top-1 after 150 weight steps, without them it
     # reaches 39% (benchmarks/supernet_learning.py); the search still chooses every block's route

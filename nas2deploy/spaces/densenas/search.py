@@ -18,6 +18,7 @@ from nas2deploy.nets import Network
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.interface import entropy
 from nas2deploy.search.sampling import argmax_ops, on_device, rebalance_, sample_ops
+from nas2deploy.spaces.densenas import SEARCH_DEFAULTS
 from nas2deploy.spaces.densenas.derive import derive_argmax, derive_under_budget, fastest_latency, slowest_latency
 from nas2deploy.spaces.densenas.latency_model import LatencyModel
 from nas2deploy.spaces.densenas.space import DenseNASSpace
@@ -26,7 +27,6 @@ from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, OpChoice
 
 #: ``separate_op_weights``: the published independent candidate weights instead of shared ones
 #: (``supernet.py`` says why sharing is the default).
-SEARCH_DEFAULTS: dict[str, Any] = {"separate_op_weights": False}
 
 
 class DenseNASSearch:

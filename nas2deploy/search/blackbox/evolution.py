@@ -1,20 +1,21 @@
-"""Regularised (aging) evolution as an Optuna sampler: ``--sampler evolution`` of the DPC search.
+"""Regularised (aging) evolution as an Optuna sampler: ``--sampler evolution`` of a black-box search.
 
 Real et al. (2019, "Regularized evolution for image classifier architecture search",
 Algorithm 1): the population is the ``population`` most recent trained models; each new model is
 a mutation of the best of ``sample`` models drawn from it at random, and the oldest model leaves
 the population when a new one joins (aging, not the worst: a model must keep being rediscovered
-to stay). Until the study holds ``population`` trained cells, cells are drawn uniformly.
+to stay). Until the study holds ``population`` trained networks, networks are drawn uniformly.
 
 Mapped onto a study: the population is the last ``population`` COMPLETE trials by trial number
-(a cell over the budget is pruned untrained and never joins it, so the budget shapes the
+(a network over the budget is pruned untrained and never joins it, so the budget shapes the
 population as the paper's accuracy did); a mutation changes one parameter of the parent, chosen
-uniformly among the cell's ``2B`` (a branch's input or its op), to another of its values, chosen
-uniformly. The population lives in the storage, so workers sharing a study evolve one population.
+uniformly among its choices (a DPC cell's: each branch's input and op), to another of its values,
+chosen uniformly. The population lives in the storage, so workers sharing a study evolve one
+population.
 
 Choices where the paper is silent or sized for 20,000 models: ``population`` 12 and ``sample`` 3
-(the paper's S/P of 1/4, scaled to studies of tens to hundreds of trials; ``dpc_samplers.py``
-measures them against random search). Every trial's randomness comes from ``(seed, trial
+(the paper's S/P of 1/4, scaled to studies of tens to hundreds of trials;
+``benchmarks/dpc_samplers.py`` measures them against random search). Every trial's randomness comes from ``(seed, trial
 number)`` alone, so a study is reproducible from its trials and two workers never share a draw.
 """
 

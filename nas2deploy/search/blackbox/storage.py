@@ -1,0 +1,108 @@
+"""Where a black-box study lives and who works on it: Optuna's storages (a journal file, or any
+database URL Optuna accepts, with its heartbeat), the workers' identities and the running trials
+that dead workers left, and the samplers that draw trials.
+
+A worker killed with SIGKILL leaves its trial running: in a database storage Optuna's heartbeat
+fails it after ``GRACE_S``; a journal file has no heartbeat, so the next worker on the same host
+fails the trials of its host's dead workers (``fail_dead_workers_trials``). The worker that
+creates a study seeds its sampler with ``--seed``; a worker that joins one (another worker, or
+the command run again) mixes its host and process into the seed (``joiner_seed``), so that it does
+not redraw the networks the first one drew (Optuna's samplers keep their random state per
+process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from nas2deploy.errors import UserError
+
+#: Seconds between a worker's heartbeats in a database storage, and how long a silent worker's
+#: running trial waits before another worker marks it failed (Optuna's heartbeat).
+HEARTBEAT_S, GRACE_S = 20, 60
+SAMPLERS = ("random", "evolution", "tpe", "nsga2")
+
+
+def optuna_module() -> Any:
+    """Optuna, quiet (its per-trial log lines would drown the command's own)."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("the black-box search runs on Optuna: pip install 'nas2deploy[search]' (or pip install optuna)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def storage_for(url: str) -> Any:
+    """A database URL with Optuna's heartbeat (a killed worker's running trial is failed by the
+    next worker after ``GRACE_S``); anything else is a journal file (created where missing)."""
+    optuna = optuna_module()
+    if "://" in url:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def open_storage_study(url: str, name: str) -> Any:
+    """An existing study of a storage, as it is (for reading it: no sampler, no checks)."""
+    return optuna_module().load_study(study_name=name, storage=storage_for(url))
+
+
+def shown_storage(url: str) -> str:
+    """A storage as printed and written to OUT/study.json: a database URL's password masked."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def sampler_for(name: str, seed: int) -> Any:
+    optuna = optuna_module()
+    if name not in SAMPLERS:
+        raise UserError(f"--sampler {name}: expected one of {', '.join(SAMPLERS)}")
+    if name == "evolution":
+        from nas2deploy.search.blackbox.evolution import RegularisedEvolution
+
+        return RegularisedEvolution(seed=seed)
+    return {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler,
+            "nsga2": optuna.samplers.NSGAIISampler}[name](seed=seed)
+
+
+def joiner_seed(seed: int, worker: str) -> int:
+    """The sampler seed of a worker joining a study that exists: ``seed`` mixed with the worker,
+    so that it does not replay the draws of the worker that created the study."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{worker}".encode()).digest()[:4], "big")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_dead_workers_trials(study: Any) -> list[int]:
+    """Mark failed the running trials of workers of this host that no longer run (a journal file
+    has no heartbeat; a worker killed with SIGKILL leaves its trial running). Trials of other
+    hosts are left to their own workers; a database storage's heartbeat covers every host."""
+    optuna = optuna_module()
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get("worker", ""))
+        name, _, pid = worker.rpartition(":")
+        if name == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

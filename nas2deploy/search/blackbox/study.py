@@ -1,0 +1,203 @@
+"""A black-box study on Optuna: ``run_study`` is what ``nas2deploy search`` runs for a space
+searched trial by trial (``runs.start_study``).
+
+A trial is one network, drawn by the space (``BlackBoxSpace.suggest``). The latency budget is a
+hard constraint checked on the table before anything is trained: a network predicted over the
+budget is recorded as pruned with its predicted latency and never scored. A network within the
+budget is scored by the space's evaluator and its score is the trial's value.
+
+The study lives in Optuna's storage (``storage.py``): workers started with the same storage and
+study name cooperate, and running again continues the study. The study records the space, the
+table (its SHA-256), the budget and the evaluator's identity it was created for, and a study of
+other ones is refused naming the difference.
+
+After the trials, the best networks may be re-ranked by end-to-end training and measured on the
+table's device until one fits (``selection.py``); the chosen network is written as
+``OUT/best.json`` and every trial as ``OUT/study.json``, which ``nas2deploy report OUT`` draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nas2deploy.errors import UserError, first_line
+from nas2deploy.fileio import atomic_write_json, claim_folder, sha256_file
+from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table
+from nas2deploy.latency.table import LatencyTable
+from nas2deploy.nets import Network, save_arch
+from nas2deploy.search.blackbox.selection import Candidate, as_dicts, measured_pick, rerank
+from nas2deploy.search.blackbox.space import BlackBoxSpace, Evaluator
+from nas2deploy.search.blackbox.storage import (
+    fail_dead_workers_trials,
+    joiner_seed,
+    optuna_module,
+    sampler_for,
+    shown_storage,
+    storage_for,
+    worker_id,
+)
+
+#: ``OUT/study.json``: the summary and every trial, what ``nas2deploy report OUT`` draws.
+STUDY_FORMAT, STUDY_VERSION = "nas2deploy.study", 1
+#: What ``search`` writes into its OUT (``claim_folder`` lets it write there again), besides the
+#: space's own files (``BlackBoxSpace.own_files``).
+OWN = ("study.log", "best.json", "study.json", "rerank.jsonl", "rerank.jsonl.lock", "report.md", "trajectory.png",
+       "pareto.png")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What ``nas2deploy search`` was given for a space searched trial by trial."""
+
+    table: str
+    data: str
+    budget_ms: float
+    out: str
+    trials: int = 20  # the study's total: each worker runs until the study holds this many
+    storage: str = ""  # default: OUT/study.log (a journal file)
+    study: str = ""  # default: the space's name
+    sampler: str = "random"
+    rerank: int = 0  # the top networks trained end to end (0: the study's best is its best)
+    rerank_epochs: int = 10
+    measure: bool = False  # closed loop: the best network that measures within the budget here
+    seed: int = 0
+    force: bool = False  # write into an OUT that holds other files
+    #: The space's own study options (``SpaceOption`` scope "study"), at their defaults where not given.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def open_study(space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms: float, storage: str, name: str,
+               sampler: str = "random", seed: int = 0) -> Any:
+    """Create or join the study ``name`` in ``storage``; one created for another space, table,
+    budget or evaluator is refused, naming what differs."""
+    optuna = optuna_module()
+    try:
+        study = optuna.create_study(storage=storage_for(storage), study_name=name, direction="maximize",
+                                    sampler=sampler_for(sampler, seed), load_if_exists=True)
+    except UserError:
+        raise
+    except Exception as exc:  # storages fail in their own ways: sqlalchemy, the journal, the URL parser
+        raise UserError(f"--storage {shown_storage(storage)}: cannot open study {name} ({first_line(exc)}); give a journal file path "
+                        "or a database URL that this machine reaches") from None
+    # Workers on other machines have their own paths: a table counts by its contents, an
+    # evaluator by what it computes from.
+    want = {"space": space.config_dict(), "table": sha256_file(table.path) if table.path else "", "budget_ms": budget_ms,
+            **evaluator.identity}
+    have = study.user_attrs
+    if not have:
+        for key, value in want.items():
+            study.set_user_attr(key, value)
+    else:
+        study.sampler = sampler_for(sampler, joiner_seed(seed, worker_id()))
+    if have and (differ := [k for k in want if have.get(k) != want[k]]):
+        raise UserError(f"study {name} in {shown_storage(storage)} was created for another {', '.join(differ)} "
+                        f"({'; '.join(f'{k}: {have.get(k)!r}' for k in differ)}); give another --study")
+    return study
+
+
+def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms: float,
+               trials: int) -> None:
+    """Run trials in this process until the study holds ``trials`` trials (finished, or running
+    in other workers), so that several workers share one total; the running trials of dead
+    workers on this host are marked failed first (``fail_dead_workers_trials``)."""
+    optuna = optuna_module()
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
+              optuna.trial.TrialState.RUNNING)
+    fail_dead_workers_trials(study)
+    if len(study.get_trials(deepcopy=False, states=states)) >= trials:
+        return
+
+    def objective(trial: Any) -> float:
+        trial.set_user_attr("worker", worker_id())
+        net = adapter.suggest(trial, space, f"trial-{trial.number}")
+        predicted = table.predict(net).best_ms
+        trial.set_user_attr("latency_ms", predicted)
+        if predicted > budget_ms:  # the hard constraint: never scored
+            raise optuna.TrialPruned(f"predicted {predicted:.4g} ms > budget {budget_ms:.4g} ms")
+        scored = evaluator.score(net, seed=trial.number)
+        for key, value in scored.attrs.items():
+            trial.set_user_attr(key, value)
+        return scored.value
+
+    # The callback counts running trials too: a worker stops when the others' running trials
+    # will make up the total, so the study ends with ``trials`` trials, none run twice.
+    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=states)])
+
+
+def ranked_candidates(study: Any, adapter: BlackBoxSpace, space: Any) -> list[Candidate]:
+    """The study's scored networks, best score first, each network once."""
+    optuna = optuna_module()
+    done = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                  key=lambda t: (-t.value, t.number))
+    found, seen = [], set()
+    for t in done:
+        net = adapter.suggest(t, space, f"trial-{t.number}")
+        body = net.renamed("")
+        if body not in seen:
+            seen.add(body)
+            found.append(Candidate(t.number, net, t.value, t.user_attrs["latency_ms"]))
+    return found
+
+
+def trial_rows(study: Any, adapter: BlackBoxSpace, space: Any) -> list[dict[str, Any]]:
+    """Every trial of the study as the report reads it (``OUT/study.json``)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        try:
+            cell = adapter.cell(adapter.suggest(t, space, f"trial-{t.number}"))
+        except ValueError:  # a trial that failed before it drew all its choices
+            cell = None
+        rows.append({"number": t.number, "state": t.state.name.lower(), "miou": t.value,
+                     "latency_ms": t.user_attrs.get("latency_ms"), "worker": t.user_attrs.get("worker"),
+                     "seconds": t.user_attrs.get("seconds"), "cell": cell})
+    return rows
+
+
+def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: LatencyTable,
+              say: Callable[[str], None] | None = None, measure: Callable[[Network], float] | None = None) -> dict[str, Any]:
+    """Prepare the space's evaluator in OUT (once; resumed after a kill), run trials until the
+    study (joined where it exists) holds ``config.trials``, re-rank and measure its best networks
+    where asked, write the chosen network as OUT/best.json and the study's trials as
+    OUT/study.json, and return the summary. ``measure`` times a network on the table's backend
+    (injected by tests)."""
+    reach = space.latency_range(table)
+    if reach is not None and config.budget_ms < reach[0]:
+        raise UserError(f"--budget-ms {config.budget_ms:g}: the fastest network of the {space.name} space is predicted at "
+                        f"{reach[0]:.4g} ms with table {table.name}")
+    out = claim_folder(config.out, config.force, own=OWN + adapter.own_files)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluator = adapter.prepare(space, table, config, out, say)
+    storage, name = config.storage or str(out / "study.log"), config.study or space.name
+    study = open_study(space, table, evaluator, config.budget_ms, storage, name, config.sampler, config.seed)
+    run_trials(study, adapter, space, table, evaluator, config.budget_ms, config.trials)
+    rows = trial_rows(study, adapter, space)
+    states = [r["state"] for r in rows]
+    summary: dict[str, Any] = {"study": name, "storage": shown_storage(storage), "trials": len(states),
+                               "complete": states.count("complete"), "pruned": states.count("pruned"),
+                               "failed": states.count("fail"), "budget_ms": config.budget_ms, "table": config.table,
+                               "space_name": space.name, "space": space.config_dict(), "sampler": config.sampler,
+                               "options": config.options, "score_label": adapter.score_label}
+    ranked = order = ranked_candidates(study, adapter, space)
+    if order and config.rerank:
+        reranked = rerank(order[:config.rerank], evaluator, config.rerank_epochs, out / "rerank.jsonl", say)
+        by_trial = {c.trial: c for c in order}
+        ranked = [by_trial[r.trial] for r in reranked] + order[config.rerank:]
+        summary["rerank"] = {"epochs": config.rerank_epochs, "cells": as_dicts(reranked)}
+    if order and config.measure:
+        if measure is None:
+            settings, timing = settings_from_table(table), timing_from_table(table)
+            measure = lambda net: measure_network(settings, net, timing)  # noqa: E731
+        chosen, taken = measured_pick(ranked, config.budget_ms, measure, say)
+        summary["measured"] = as_dicts(taken)
+        ranked = [chosen]
+    if ranked:
+        best = ranked[0]
+        net = best.net.renamed(f"{space.name}-best").with_meta(
+            {"lut": config.table, "data": config.data, "space": space.name, "budget_ms": config.budget_ms})
+        save_arch(net, out / "best.json")
+        summary["best"] = {"trial": best.trial, "miou": best.score, "latency_ms": best.latency_ms,
+                           "cell": adapter.cell(net), "arch": str(out / "best.json")}
+    atomic_write_json(out / "study.json", {"format": STUDY_FORMAT, "version": STUDY_VERSION, **summary, "trial_rows": rows})
+    return summary
