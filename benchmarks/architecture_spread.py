@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, pooled_std, spread  # noqa: E402
 
-from nas2deploy.baseline import sample_window  # noqa: E402
+from nas2deploy.random_networks import sample_window  # noqa: E402
 from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
 from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402

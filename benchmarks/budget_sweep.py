@@ -31,13 +31,13 @@ from pathlib import Path
 from nas2deploy.backends import BackendSettings
 from nas2deploy.data import open_dataset
 from nas2deploy.demo import demo_entry, demo_search_config
-from nas2deploy.latency.device import DriftTracker, measure_network, settings_from_table, timing_from_table
+from nas2deploy.latency.measure import DriftTracker, measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.profile import profile_space
-from nas2deploy.latency.validate import validate_table
+from nas2deploy.latency.fidelity import validate_table
 from nas2deploy.objective import LABEL, METRIC
 from nas2deploy.runs import start_search
 from nas2deploy.search.config import SearchConfig
-from nas2deploy.search.verify import derive_measured
+from nas2deploy.search.closed_loop import derive_measured
 from nas2deploy.spaces import SPACES, make_space
 from nas2deploy.spaces.tables import table_space
 from nas2deploy.train import train_arch

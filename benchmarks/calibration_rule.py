@@ -18,7 +18,7 @@ from typing import Callable
 
 from nas2deploy.latency.calibration import _TERMS, MIN_CALIBRATION_SAMPLES, Sample, _least_squares, fit_calibration, unphysical
 from nas2deploy.latency.table import Calibration, LatencyTable
-from nas2deploy.latency.validate import fidelity
+from nas2deploy.latency.fidelity import fidelity
 
 Fit = Callable[[list[Sample], float | None], Calibration]
 

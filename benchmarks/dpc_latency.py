@@ -24,9 +24,9 @@ from pathlib import Path
 
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import measure
-from nas2deploy.latency.device import settings_from_table, timing_from_table
+from nas2deploy.latency.measure import settings_from_table, timing_from_table
 from nas2deploy.latency.profile import profile_space
-from nas2deploy.latency.validate import fidelity, validate_table
+from nas2deploy.latency.fidelity import fidelity, validate_table
 from nas2deploy.spaces import make_space
 from nas2deploy.spaces.tables import load_table
 from nas2deploy.spaces.dpc.proxy import cell_model

@@ -51,7 +51,7 @@ from nas2deploy.fileio import atomic_write_json
 from nas2deploy.latency.calibration import Sample, cross_validated
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import fidelity, shipped_networks
+from nas2deploy.latency.fidelity import fidelity, shipped_networks
 from nas2deploy.nets import Network
 from nas2deploy.ops import OpSpec
 from nas2deploy.spaces import make_space

@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas2deploy.latency.device import DriftTracker, measure_network, settings_from_table, timing_from_table
-from nas2deploy.latency.validate import fidelity
+from nas2deploy.latency.measure import DriftTracker, measure_network, settings_from_table, timing_from_table
+from nas2deploy.latency.fidelity import fidelity
 from nas2deploy.spaces.tables import load_table, table_space
 
 CLI = [sys.executable, "-m", "nas2deploy"]

@@ -37,7 +37,7 @@ from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.latency.profile import ProfileStats, profile_space
 from nas2deploy.latency.summary import table_warnings
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import validate_table
+from nas2deploy.latency.fidelity import validate_table
 from nas2deploy.spaces import make_space
 
 

@@ -50,16 +50,16 @@ from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, b
 from nas2deploy.evaluation.significance import compare  # noqa: E402
 
 from nas2deploy import plotting  # noqa: E402
-from nas2deploy.baseline import sample_window  # noqa: E402
+from nas2deploy.random_networks import sample_window  # noqa: E402
 from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
 from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
-from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table  # noqa: E402
+from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table  # noqa: E402
 from nas2deploy.nets import Network  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
 from nas2deploy.runs import start_search  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.loop import SearchRun  # noqa: E402
-from nas2deploy.search.verify import derive_measured  # noqa: E402
+from nas2deploy.search.closed_loop import derive_measured  # noqa: E402
 from nas2deploy.spaces.tables import table_space  # noqa: E402
 
 

@@ -21,10 +21,10 @@ from nas2deploy.data import open_dataset
 from nas2deploy.deploy.export import Exporter, ExportOptions
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_folder
-from nas2deploy.latency.device import settings_from_table
+from nas2deploy.latency.measure import settings_from_table
 from nas2deploy.latency.profile import profile_space
 from nas2deploy.latency.table import LatencyTable
-from nas2deploy.latency.validate import validate_table
+from nas2deploy.latency.fidelity import validate_table
 from nas2deploy.nets import save_arch
 from nas2deploy.objective import LABEL, METRIC
 from nas2deploy.report import regenerate
@@ -32,7 +32,7 @@ from nas2deploy.runs import prepare, start_search
 from nas2deploy.search.config import SearchConfig, provenance
 from nas2deploy.search.distributed import compute_device
 from nas2deploy.search.run_folder import RunFolder
-from nas2deploy.search.verify import derive_measured
+from nas2deploy.search.closed_loop import derive_measured
 from nas2deploy.spaces import SPACES, SpaceEntry, make_space
 from nas2deploy.spaces.tables import load_table, table_space
 from nas2deploy.train import save_weights, train_arch

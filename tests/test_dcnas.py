@@ -265,7 +265,7 @@ def test_profile_and_validate_a_dcnas_table_with_onnx_runtime(tmp_path):
 
     from nas2deploy.backends import BackendSettings
     from nas2deploy.latency.profile import profile_space
-    from nas2deploy.latency.validate import validate_table
+    from nas2deploy.latency.fidelity import validate_table
 
     space = make_space("dcnas", TINY)
     table, _ = profile_space(space, BackendSettings(), tmp_path / "dcnas.json", FAST)

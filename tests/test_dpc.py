@@ -153,7 +153,7 @@ def test_a_dpc_table_is_profiled_validated_and_sampled(tmp_path):
     (random cells measured whole), and random networks of a latency window."""
     from nas2deploy.backends import BackendSettings
     from nas2deploy.latency.profile import profile_space
-    from nas2deploy.latency.validate import validate_table
+    from nas2deploy.latency.fidelity import validate_table
     from conftest import FAST
 
     space = tiny_dpc()

@@ -268,7 +268,7 @@ class ScriptedMeasure:
 
 def _closed_loop(net, factors, budget_share=0.5, **kw):
     from nas2deploy.spaces.densenas.search import DenseNASSearch
-    from nas2deploy.search.verify import derive_measured
+    from nas2deploy.search.closed_loop import derive_measured
 
     _randomise(net, 7)
     searched = DenseNASSearch(net.space, synthetic_table(net.space, seed=2))
@@ -300,7 +300,7 @@ def test_closed_loop_after_an_overrun_derives_below_the_overrunning_networks_pre
     """A network predicted under its target but measured just over the budget: the next target
     is its prediction scaled by the miss, so it cannot be derived again (scaling the previous
     target kept it in a fresh ``make demo``, and the loop gave up)."""
-    from nas2deploy.search.verify import AIM, derive_measured
+    from nas2deploy.search.closed_loop import AIM, derive_measured
     from nas2deploy.spaces.densenas.search import DenseNASSearch
 
     _randomise(net, 7)
@@ -348,7 +348,7 @@ def test_measured_derivation_runs_on_this_machine(tmp_path):
     from nas2deploy.backends import BackendSettings
     from nas2deploy.latency.profile import profile_space
     from nas2deploy.spaces.densenas.search import DenseNASSearch
-    from nas2deploy.search.verify import derive_measured
+    from nas2deploy.search.closed_loop import derive_measured
 
     space = make_space("densenas", TINY)
     table, _ = profile_space(space, BackendSettings(), tmp_path / "t.json", FAST)
@@ -367,7 +367,7 @@ def test_measured_derivation_runs_on_this_machine(tmp_path):
 
 def test_measured_derivation_needs_the_tables_device(net):
     from nas2deploy.spaces.densenas.search import DenseNASSearch
-    from nas2deploy.search.verify import derive_measured
+    from nas2deploy.search.closed_loop import derive_measured
 
     with pytest.raises(UserError, match="records no device"):
         derive_measured(DenseNASSearch(net.space, synthetic_table(net.space)), 100.0)

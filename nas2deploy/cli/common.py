@@ -70,7 +70,7 @@ def warn_table(table: Any, raw_ms: float | None = None, here: bool = False) -> l
     """Warn about what a user of ``table`` should know (``table_warnings``), a prediction of
     ``raw_ms`` that extrapolates its calibration, and with ``here`` a table this machine cannot
     measure against; the warnings, for ``--json``."""
-    from nas2deploy.latency.device import settings_from_table
+    from nas2deploy.latency.measure import settings_from_table
     from nas2deploy.latency.summary import extrapolation_warning, table_warnings
 
     lines = table_warnings(table)

@@ -56,7 +56,7 @@ def space_sample(name: str, table: str, budget_ms: float, fill: float, count: in
     """Random networks of a latency window: the space's sampler, kept where the prediction fits.
     Space options narrow the table's space as they narrow a search's (draw from the space
     the search searched)."""
-    from nas2deploy.baseline import sample_window, write_sample
+    from nas2deploy.random_networks import sample_window, write_sample
 
     claim_folder(out, force)
     sample = sample_window(table, budget_ms, fill, count, seed, max_tries, space_name=name,
@@ -161,7 +161,7 @@ def lut_merge(out: str, inputs: tuple[str, ...], force: bool, as_json: bool) -> 
 @json_option
 def lut_validate(table_path: str, samples: int, seed: int, across_range: bool, as_json: bool) -> None:
     """Measure random networks end to end, report prediction error, store the calibration."""
-    from nas2deploy.latency.validate import validate_table
+    from nas2deploy.latency.fidelity import validate_table
     from nas2deploy.spaces.tables import load_table, table_space
 
     table = load_table(table_path)

@@ -204,7 +204,7 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
     from nas2deploy.nets import save_arch
     from nas2deploy.runs import open_run
     from nas2deploy.search.config import provenance
-    from nas2deploy.search.verify import derive_measured
+    from nas2deploy.search.closed_loop import derive_measured
 
     if measured and budget_ms is None:
         raise UserError("--measure needs --budget-ms")

@@ -57,7 +57,7 @@ from nas2deploy.fileio import (
     read_json,
     sha256_file,
 )
-from nas2deploy.latency.device import DriftTracker, settings_from_table, timing_from_table
+from nas2deploy.latency.measure import DriftTracker, settings_from_table, timing_from_table
 from nas2deploy.latency.network_summary import arch_summary
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network, save_arch

@@ -7,7 +7,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from nas2deploy.latency.device import timing_from_table
+from nas2deploy.latency.measure import timing_from_table
 from nas2deploy.latency.table import LatencyTable
 
 #: Below this many validated networks a calibration is warned about as resting on few samples.

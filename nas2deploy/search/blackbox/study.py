@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from nas2deploy.errors import UserError, first_line
 from nas2deploy.fileio import atomic_write_json, claim_folder, sha256_file
-from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table
+from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network, save_arch
 from nas2deploy.search.blackbox.selection import Candidate, as_dicts, measured_pick, rerank

@@ -8,7 +8,7 @@ from nas2deploy.errors import UserError
 from nas2deploy.latency.profile import ProfileStats, measure_spec, profile_space
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.latency.calibration import Sample, cross_validated, fit_calibration
-from nas2deploy.latency.validate import kendall_tau, validate_table
+from nas2deploy.latency.fidelity import kendall_tau, validate_table
 
 
 def test_kendall_tau_known_values():
@@ -65,7 +65,7 @@ def test_validate_stores_a_calibration_only_where_it_beats_the_raw_sum(tmp_path,
     """Measurements equal to the op sum except one network at ``outlier`` x: with none, the fit
     (scale 1) is exact and stored; with one, every fold that trains on it mispredicts the exact
     networks, so out of sample the fit errs more than the raw sum and is refused."""
-    import nas2deploy.latency.validate as validate
+    import nas2deploy.latency.fidelity as validate
     from conftest import synthetic_table
 
     table = synthetic_table(small_space)
@@ -108,7 +108,7 @@ def test_validate_measures_the_shipped_networks_the_table_covers(tmp_path):
     measured whole and reported apart, with the same drift and calibration as the sample."""
     from conftest import synthetic_table
 
-    from nas2deploy.latency.validate import shipped_networks
+    from nas2deploy.latency.fidelity import shipped_networks
     from nas2deploy.spaces import make_space
 
     space = make_space("densenas", {})
@@ -141,7 +141,7 @@ def test_a_richer_calibration_is_kept_only_where_it_predicts_held_out_networks_b
 def test_across_range_spreads_the_networks_over_the_latency_range():
     from conftest import synthetic_table
 
-    from nas2deploy.latency.validate import across_range
+    from nas2deploy.latency.fidelity import across_range
     from nas2deploy.spaces import make_space
 
     space = make_space("densenas", {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1})

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from nas2deploy.errors import UserError
-from nas2deploy.latency.device import measure_network, settings_from_table, timing_from_table
+from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
 from nas2deploy.search.budget import DEFAULT_FILL

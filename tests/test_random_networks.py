@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import saved_table
 
-from nas2deploy.baseline import reachable_ms, sample_window
+from nas2deploy.random_networks import reachable_ms, sample_window
 from nas2deploy.cli import cli
 from nas2deploy.nets import load_arch
 from nas2deploy.spaces.tables import load_table

@@ -2,7 +2,7 @@
 
 ``validate_table`` draws random architectures of the table's space (the caller passes the
 space's sampler), builds each whole, measures it end to end with the table's backend and harness
-(``latency/device.py``), and compares with the table's prediction. The shipped architectures
+(``latency/measure.py``), and compares with the table's prediction. The shipped architectures
 whose every op the table holds (DenseNAS-A/B/C in the 224 space) are measured too and reported
 apart: they are what people deploy, and a random sample can validate while they miss (seen on an
 H200: random networks within 10%, DenseNAS-A/C 25-28% off). Drift cancels: before each
@@ -26,7 +26,7 @@ from nas2deploy.backends.timing import TimingSettings
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_file
 from nas2deploy.latency.calibration import Sample, cross_validated, fit_calibration, unphysical
-from nas2deploy.latency.device import DriftTracker, measure_network, settings_from_table, timing_from_table
+from nas2deploy.latency.measure import DriftTracker, measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import Calibration, LatencyTable, now_iso
 from nas2deploy.nets import Network, load_arch, named_archs
 
