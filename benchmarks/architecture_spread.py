@@ -1,4 +1,4 @@
-"""Does architecture matter more than the seed on the built-in benchmark? (issue 13, item 3)
+"""Does architecture matter more than the seed on the built-in benchmark?
 
 ``--networks`` random networks of one latency window of the demo's space (``nas2deploy space
 sample``'s sampler, rejection to [fill x budget, budget]; the budget ``--share`` of the way from

@@ -1,7 +1,7 @@
 """How the calibration's choice of terms changes out-of-sample fidelity, on the validation records
 stored in latency tables (no measurement: the same records, two rules).
 
-- ``richest``: the rule before issue 14 (the richest physical term set: scale + offset +
+- ``richest``: the earlier rule (the richest physical term set: scale + offset +
   per-op, else scale + offset, else scale), reconstructed here as the baseline;
 - ``held-out``: ``calibration.fit_calibration`` (the physical term set with the lowest held-out
   error; a richer set only where it is strictly better).

@@ -1,7 +1,7 @@
 """Peak memory and step time of the DCNAS supernet: the full supernet, path-level sampling, and
 path plus channel-level sampling, at the same batch and resolution.
 
-Target (issue 5): path + channel sampling at least 4x lower peak memory than the full supernet,
+Target: path + channel sampling at least 4x lower peak memory than the full supernet,
 and a faster step. Each mode runs in two processes of its own: one for memory, one for time.
 Peak memory is the process's maximum resident size above its level before the supernet is
 built, so it holds the weights, their gradients and momentum, the batch and the activations;
@@ -15,7 +15,7 @@ with momentum.
 
 The default size is a search-like one, where activations outweigh the ~200 MB of weights and
 momentum that every mode holds; at 128x128, batch 4 (``--input-size 128 --batch 4``, ~1 min)
-that fixed part is most of the peak and the ratio is lower (both are in the README).
+that fixed part is most of the peak and the ratio is lower (both are in benchmarks/README.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # Every GPU check of nas2deploy, in one call, from a clean copy of the repository on a machine with
 # one NVIDIA GPU, no network and a stock PyTorch (no TensorRT, no onnxruntime-gpu, no optuna or
 # hypothesis): the package runs from the source tree. Each figure is printed with its name; the
-# README's verified-where table quotes them. Budget: under 8 minutes on an H100/H200 (measured
+# verified-where table in benchmarks/README.md quotes them. Budget: under 8 minutes on an H100/H200 (measured
 # on an H200: tests 35-58 s, ranks 67 s, data 33 s; latency: profiles 13 s and 106 networks 63 s
 # at batch 1, 18 s and 86 s at batch 32, plus the AOTInductor packages; step: DenseNAS over 200 s,
 # DCNAS 51 s, so `step` is named on its own).
@@ -10,7 +10,7 @@
 #     bash benchmarks/gpu_check.sh                  # on the GPU machine: tests ranks data latency
 #     bash benchmarks/gpu_check.sh tests latency    # only the steps named
 #     bash benchmarks/gpu_check.sh                  # on a CPU: says so, runs the CPU-sized code paths
-#     bash benchmarks/gpu_check.sh search-vs-random # a call of its own: issue 13's comparison
+#     bash benchmarks/gpu_check.sh search-vs-random # a call of its own: searched against random networks
 #
 # Steps (each bounded by `timeout`, so one hung step cannot eat the budget):
 #   tests      the GPU tests (pytest -m gpu): CUDA search + resume + checkpoint read on the CPU, both
@@ -21,7 +21,7 @@
 #   ranks      two ranks on one GPU (gloo): the largest weight difference from one process, against
 #              the tolerance (tests/support/ranks.py, run by tests/test_device.py).
 #   data       data throughput: ImageNet-like JPEGs and Cityscapes-like pairs through the search's loader.
-#   latency    GPU latency tables (issue 14): the 224 space profiled eagerly (with each op's launch
+#   latency    GPU latency tables: the 224 space profiled eagerly (with each op's launch
 #              costs) and as graph replays at batch 1 and 32, 100 random networks and DenseNAS-A/B/C
 #              measured eagerly with their host and graph times, the latency models' fidelity, then
 #              AOTInductor packages for 60 s per batch (stopping at the first that fails: the GPU

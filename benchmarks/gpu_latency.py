@@ -1,4 +1,4 @@
-"""GPU latency tables with the torch backend (issue 14): eager launches against CUDA-graph
+"""GPU latency tables with the torch backend: eager launches against CUDA-graph
 replays, the harness's run counts for microsecond ops, and how well a table's op sum predicts
 whole networks, random and published.
 
@@ -92,7 +92,7 @@ def policy(space_config: dict, device: str, ops: int, reference_runs: int) -> No
 
 def pipeline_ms(costs: list[LaunchCosts], start: float = 1.0) -> float:
     """The launch-pipeline model of an eager GPU network (measured against the op sums here, and
-    not better: see the README). Eager PyTorch is two workers in a row: the host dispatches each
+    not better: see benchmarks/README.md). Eager PyTorch is two workers in a row: the host dispatches each
     op's kernels (``host_ms``) and the GPU runs them in order (``kernel_ms``), idle when the host
     is behind; a network's time is the finish time of that two-stage flow shop over its ops in
     execution order, the GPU starting an op once it finished the previous one and the host has

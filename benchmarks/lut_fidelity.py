@@ -1,6 +1,6 @@
 """How well a latency table predicts whole networks, in the same run and in a later process.
 
-Targets (issue 2), ONNX Runtime CPU fp32 batch 1:
+Targets, ONNX Runtime CPU fp32 batch 1:
 - calibrated prediction on 100 random architectures measured in the same run: >= 95% within
   10%, median absolute error <= 4%, Kendall tau >= 0.9 (raw figures reported too);
 - a table built in one process predicts networks measured in another process minutes later

@@ -1,5 +1,5 @@
 """How fast a whole search space is profiled, where the wall time goes, and what the table is
-worth, before and after issue 17, in one run on one machine.
+worth, with the fixed-run-count harness and the adaptive one, in one run on one machine.
 
 Three profiles of the same space, one after the other:
 
@@ -16,7 +16,7 @@ Three profiles of the same space, one after the other:
 Printed per profile: the wall, the share of timed runs, warm-up, export + session and the rest,
 the ops re-measured, the median CoV and confidence interval, the reference op's drift, and the
 table's fidelity on the same ``--networks`` random networks (``lut validate``: raw and
-calibrated within 10%, Kendall tau). Targets (issue 17): the 224 space on ONNX Runtime CPU in at
+calibrated within 10%, Kendall tau). Targets: the 224 space on ONNX Runtime CPU in at
 most 30 s, at least 70% inside timed runs, calibrated within 10% >= 99% and tau >= 0.95.
 With ``--load``, a CPU-bound process runs beside every step (the loaded-machine target).
 

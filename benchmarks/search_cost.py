@@ -1,6 +1,6 @@
 """Step time and peak memory of the DenseNAS supernet: one sampled op per mixed op vs all ops.
 
-Target (issue 3): single-op sampling at least 4x lower peak memory and at least 4x faster steps
+Target: single-op sampling at least 4x lower peak memory and at least 4x faster steps
 than evaluating every candidate, at the same batch. Each mode runs in its own process, so peak
 memory (the process's max RSS above its level once the supernet and data exist) is its own;
 step times are medians over the timed steps after one warm-up step.

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, network_body, pooled_std, spread  # noqa: E402
+from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, spread  # noqa: E402
 from nas2deploy.evaluation.significance import compare  # noqa: E402
 
 from nas2deploy import plotting  # noqa: E402

@@ -1,5 +1,5 @@
 """Does anything learn within a CPU's minutes? The built-in data and the DenseNAS supernet, each
-against what it replaced, measured in one run (issue 13: the demo's supernet stayed at chance).
+against what it replaced, measured in one run (with the earlier classes and weights the demo's supernet stayed at chance).
 
 1. **Data**: one network of the small space (a fixed random draw, affine BN, as deployed) trained
    for ``--steps`` SGD steps (batch 32, lr 0.05 cosine, label smoothing 0.1) on the built-in
@@ -56,7 +56,7 @@ def quarters(n: int) -> str:
 
 
 def previous_render(index: int, size: int, seed: int) -> tuple[np.ndarray, int]:
-    """The built-in classes as drawn before issue 13: radius 15-45% of the image, stripe
+    """The built-in classes as first drawn: radius 15-45% of the image, stripe
     frequencies in cycles per shape (fine periods down to 1.4 px: aliased at 32 px), foreground
     colour pairs drawn independently (often nearly equal: stripes invisible)."""
     rng = np.random.default_rng([seed, index])

@@ -1,4 +1,4 @@
-"""The README's command sequence as a new user types it, in a fresh folder (issue 16's walkthrough):
+"""The documented command sequence as a new user types it, in a fresh folder:
 both demos back to back, then the chain by hand on a small space: profile, lut show / validate,
 search, derive, train, export, bench, report; each command in its own process with ``--json``
 where it has a result. Checked: every exit status, that every result parses as one JSON object
@@ -27,7 +27,7 @@ SMALL = ["--input-size", "32", "--width-mult", "0.5", "--num-classes", "10", "--
 
 
 def steps(skip_demos: bool) -> list[tuple[list[str], bool]]:
-    """(arguments, whether the command prints a JSON result with --json) in the README's order."""
+    """(arguments, whether the command prints a JSON result with --json) in the documented order."""
     demos = [] if skip_demos else [(["demo", "--json"], True), (["demo", "--task", "segmentation", "--json"], True),
                                    (["bench", "export/demo/classification/model.onnx", "--json"], True)]
     return [

@@ -1,4 +1,4 @@
-"""Hints that work (issue 16, item 6): a command an error message suggests is run as written and
+"""Hints that work: a command an error message suggests is run as written and
 must be a valid next step, not another error."""
 
 import random

@@ -1,5 +1,5 @@
 """No option is silently ignored: every combination in which an option would have no effect is
-refused before any work, with one line naming the option and what to do (issue 16)."""
+refused before any work, with one line naming the option and what to do."""
 
 import pytest
 from click.testing import CliRunner

@@ -1,5 +1,5 @@
 """One rule for every output, checked before the work: not a link, writable, and not an existing
-file or a non-empty folder unless --force (issue 16, item 1). Each refusal is one line naming the
+file or a non-empty folder unless --force. Each refusal is one line naming the
 output and leaves what was there untouched."""
 
 import json

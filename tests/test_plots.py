@@ -1,5 +1,5 @@
-"""Every plot of both demos' reports, rendered and read back as matplotlib measures it (issue 16,
-item 5): no text outside the figure, a title on every panel, labelled axes, probabilities on
+"""Every plot of both demos' reports, rendered and read back as matplotlib measures it: no text
+outside the figure, a title on every panel, labelled axes, probabilities on
 0..1 with the uniform value marked, the budget in every latency plot, a cell network drawn as a
 graph (its arrows leave the chain)."""
 

@@ -1,4 +1,4 @@
-"""Supernet, expected latency and derivation of the DenseNAS search (issue 3 core)."""
+"""Supernet, expected latency and derivation of the DenseNAS search."""
 
 import math
 import random

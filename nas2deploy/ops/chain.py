@@ -13,7 +13,7 @@ from torch import nn
 
 from nas2deploy.errors import UserError
 from nas2deploy.ops.base import OpSpec, register_op
-from nas2deploy.ops.layers import batch_norm, conv_bn
+from nas2deploy.ops.layers import conv_bn
 
 
 class MBConvModule(nn.Module):

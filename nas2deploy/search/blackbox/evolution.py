@@ -15,8 +15,9 @@ population.
 
 Choices where the paper is silent or sized for 20,000 models: ``population`` 12 and ``sample`` 3
 (the paper's S/P of 1/4, scaled to studies of tens to hundreds of trials;
-``benchmarks/dpc_samplers.py`` measures them against random search). Every trial's randomness comes from ``(seed, trial
-number)`` alone, so a study is reproducible from its trials and two workers never share a draw.
+``benchmarks/dpc.py samplers`` measures them against random search). Every trial's randomness
+comes from ``(seed, trial number)`` alone, so a study is reproducible from its trials and two
+workers never share a draw.
 """
 
 from __future__ import annotations

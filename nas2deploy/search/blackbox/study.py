@@ -19,7 +19,6 @@ table's device until one fits (``selection.py``); the chosen network is written 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from nas2deploy.errors import UserError, first_line

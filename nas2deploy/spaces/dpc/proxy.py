@@ -213,7 +213,7 @@ def train_cell(net: DPCNet, cache: FeatureCache, epochs: int = 10, batch_size: i
     The training loss is computed at the logits' own resolution, against the labels sampled
     where the logits' pixels fall (``label_grid``), unless ``full_resolution``: resizing the
     logits to the input and back-propagating through it was most of a trial's time (measured
-    by ``benchmarks/dpc_proxy.py``, both ways); validation always scores full-resolution masks."""
+    by ``benchmarks/dpc.py proxy``, both ways); validation always scores full-resolution masks."""
     if cache.classes != net.num_classes:
         raise UserError(f"feature cache {cache.folder} holds {cache.classes}-class labels, the cell predicts {net.num_classes}")
     torch.manual_seed(seed)
