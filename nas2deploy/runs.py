@@ -124,9 +124,7 @@ def start_search(config: SearchConfig, run_dir: str | Path, resume: bool = False
     device = compute_device(config.device)  # before the data: a missing GPU is said at once
     join_process_group(device, dist_backend, dist_timeout_s)
     size, classes = (prepared.space.config_dict()[k] for k in ("input_size", "num_classes"))
-    data = open_dataset(config.data, size, config.data_classes, parse_crop(config.crop))
-    if data.task != space_search.task:
-        raise UserError(f"the {config.space} space searches {space_search.task} networks, data {config.data} is {data.task} data")
+    data = open_dataset(config.data, size, config.data_classes, parse_crop(config.crop), task=space_search.task)
     if data.image_size != size:
         raise UserError(f"the search space has {size}px inputs but data {config.data} has {data.image_size}px images: "
                         f"search with a table profiled with --input-size {data.image_size}")

@@ -101,7 +101,7 @@ def test_search_is_deterministic_resumes_and_logs_miou(tmp_path, table_path):
 
 
 def test_dcnas_search_refuses_the_wrong_data_and_budget(tmp_path, table_path):
-    with pytest.raises(UserError, match="searches segmentation networks, data synthetic:200 is classification data"):
+    with pytest.raises(UserError, match=r"data synthetic:200 is classification data \(the built-in shapes\), not segmentation data"):
         start_search(config(table_path, data="synthetic:200"), tmp_path / "a")
     with pytest.raises(UserError, match="below the fastest network of this space"):
         start_search(config(table_path, budget_ms=0.5), tmp_path / "b")

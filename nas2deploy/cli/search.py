@@ -100,7 +100,8 @@ def foreign_search_option(flag: str, args: list[str]) -> str | None:
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
 @click.option("--lut", "table", type=click.Path(dir_okay=False), required=True, help="Latency table of the target device.")
 @click.option("--data", default="", help="DenseNAS: 'synthetic' (default), 'synthetic-small' (harder), a CIFAR-10 binary "
-              "folder or an ImageFolder; DCNAS and DPC: 'seg-synthetic' (default), a Cityscapes or a PASCAL VOC folder.")
+              "folder or an ImageFolder (CIFAR-10 as image files: train/ and test/); DCNAS and DPC: 'seg-synthetic' "
+              "(default), a Cityscapes, PASCAL VOC or CamVid folder.")
 @click.option("--budget-ms", type=POSITIVE, help="Latency budget (a supernet search: lambda adapts so the expected latency "
               "settles here; a study: networks predicted over it are never trained).")
 @click.option("--seed", type=int, default=0, show_default=True)

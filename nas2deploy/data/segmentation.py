@@ -1,5 +1,5 @@
-"""Segmentation data: a built-in dataset generated in code, and the Cityscapes and PASCAL VOC
-layouts (the metrics, mIoU and pixel accuracy, are in ``nas2deploy.objective``).
+"""Segmentation data: a built-in dataset generated in code, and the Cityscapes, PASCAL VOC and
+CamVid layouts (the metrics, mIoU and pixel accuracy, are in ``nas2deploy.objective``).
 
 Built-in (``seg-synthetic`` / ``seg-synthetic:N``): 1-3 objects per image, each one of five
 shapes (the classes 1-5; 0 is background) at a random scale (8-45% of the image side), position
@@ -10,9 +10,18 @@ resolution, large ones need context, so where a network keeps resolution and how
 change the mIoU. Sample i is a pure function of (seed, i).
 
 Every dataset yields ``(image, mask)``: a float (3, H, W) tensor and an int64 (H, W) mask. The
-built-in data is normalised as the built-in classification data ((x - 0.5) / 0.25); Cityscapes
-and VOC files are decoded lazily, in the search's worker processes, with DeepLab's scale-jitter
-random crops for training (``nas2deploy.data.transforms``).
+built-in data is normalised as the built-in classification data ((x - 0.5) / 0.25); Cityscapes,
+VOC and CamVid files are decoded lazily, in the search's worker processes, with DeepLab's
+scale-jitter random crops for training (``nas2deploy.data.transforms``).
+
+CamVid (SegNet's 11-class split: ``train/``, ``val/``, ``test/`` frames with ``trainannot/``,
+``valannot/``, ``testannot/`` label maps, 11 = void, ignored): the training images are ``train/``
+and ``val/`` (468 frames; a search carves its architecture and validation splits out of them),
+the test split is ``test/`` (233 frames). Networks take square inputs: a frame's shorter side is
+scaled to the input size (192 for half resolution: 360 x 480 frames become 192 x 256) and
+training draws scale jitter, square crops and flips; evaluation takes the centre square. Every
+label map is read once when the folder is opened, so a label outside 0..11 or a missing map is
+refused, naming the file, before any training.
 """
 
 from __future__ import annotations
@@ -26,12 +35,13 @@ from torch.utils.data import Dataset
 
 from nas2deploy.data.splits import Splits
 from nas2deploy.data.synthetic import SHAPES, _shape_mask
-from nas2deploy.data.transforms import draw_rng, segmentation_pair
+from nas2deploy.data.transforms import draw_rng, image_size, read_labels, segmentation_pair
 from nas2deploy.errors import UserError
 from nas2deploy.objective import IGNORE
 
 CITYSCAPES_CLASSES = 19
 VOC_CLASSES = 21
+CAMVID_CLASSES, CAMVID_VOID = 11, 11
 
 
 def render_scene(index: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,14 +95,15 @@ class SegmentationFiles(Dataset):
     the network's input size, centre crop), ``get(i, draw)`` a training draw (scale jitter, random
     crop, flip; ``nas2deploy.data.transforms``). Masks are checked as they are decoded."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], size: int, crop: tuple[int, int], classes: int):
-        self.pairs, self.size, self.crop, self.classes = pairs, size, crop, classes
+    def __init__(self, pairs: list[tuple[Path, Path]], size: int, crop: tuple[int, int], classes: int,
+                 void: int | None = None):
+        self.pairs, self.size, self.crop, self.classes, self.void = pairs, size, crop, classes, void
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def _pair(self, i: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = segmentation_pair(*self.pairs[i], self.size, self.crop, self.classes, rng)
+        image, mask = segmentation_pair(*self.pairs[i], self.size, self.crop, self.classes, rng, self.void)
         return torch.from_numpy(image), torch.from_numpy(mask)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,3 +178,31 @@ def open_voc(root: Path, size: int, crop: tuple[int, int] | None = None) -> Spli
         return pairs, f"data {listing}: lists no images"
 
     return _layout(root, size, crop, VOC_CLASSES, "voc", find)
+
+
+def open_camvid(root: Path, size: int, crop: tuple[int, int] | None = None) -> Splits:
+    """SegNet's CamVid layout (module docstring): ``SPLIT/NAME.jpg`` (or ``.png``) with
+    ``SPLITannot/NAME.png`` for the splits train, val and test."""
+
+    def pairs(split: str) -> list[tuple[Path, Path]]:
+        images = _require_dir(root / split, f"CamVid frames, {split}/")
+        labels = _require_dir(root / f"{split}annot", f"CamVid label maps of {split}/, {split}annot/")
+        found = []
+        for image in sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+            mask = labels / f"{image.stem}.png"
+            if not mask.exists():
+                raise UserError(f"data {mask}: missing label map for {image.name} (CamVid layout: {split}annot/NAME.png)")
+            found.append((image, mask))
+        if not found:
+            raise UserError(f"data {images}: no frames (.jpg, .png) in it")
+        return found
+
+    train, test = pairs("train") + pairs("val"), pairs("test")
+    for image, mask in train + test:  # every label map, before any training
+        label_map, _ = read_labels(mask, CAMVID_CLASSES, CAMVID_VOID)
+        if label_map.size != (frame := image_size(image)):
+            raise UserError(f"mask {mask}: {label_map.size[0]}x{label_map.size[1]} but its frame {image.name} is "
+                            f"{frame[0]}x{frame[1]}; label maps must have their frame's size")
+    return Splits(SegmentationFiles(train, size, crop or (size, size), CAMVID_CLASSES, CAMVID_VOID),
+                  SegmentationFiles(test, size, (size, size), CAMVID_CLASSES, CAMVID_VOID), CAMVID_CLASSES, size,
+                  f"camvid:{root}", task="segmentation")

@@ -4,7 +4,10 @@
 Classification follows the standard ImageNet recipe (as timm and torchvision): training takes a
 random-resized crop (area 8-100% of the image, aspect ratio 3/4-4/3, ten tries then a centre
 crop) resized to ``size`` and flipped with probability 1/2; evaluation resizes the shorter side to
-``size / 0.875`` (256 for 224) and takes the centre ``size`` x ``size``.
+``size / 0.875`` (256 for 224) and takes the centre ``size`` x ``size``. Small inputs (below 128
+px, where the DenseNAS space takes CIFAR strides) follow the CIFAR recipe instead (DARTS, DenseNAS'
+CIFAR runs): the image resized to ``size`` x ``size``, padded by 4 black pixels on each side, a
+random ``size`` crop of that and a flip with probability 1/2; evaluation is the resized image.
 
 Segmentation follows DeepLab's Cityscapes recipe: the image is scaled by ``base`` (the network's
 input size over the image's shorter side: 0.5 for Cityscapes' 1024x2048 at 512) times a factor
@@ -13,8 +16,10 @@ is smaller: zeros after normalisation, ``IGNORE`` in the mask) and flipped with 
 evaluation scales by ``base`` and takes the centre crop. Only the cropped region is resized (PIL's
 ``box``), so a 512x1024 crop costs one decode and one crop-sized resize.
 
-Real images are normalised by the ImageNet mean and standard deviation, the statistics every
-pretrained backbone and deployment pipeline uses; the built-in synthetic data keeps its own.
+Real images are normalised by a per-channel mean and standard deviation: ImageNet's, the
+statistics every pretrained backbone and deployment pipeline uses, for ImageNet-sized inputs;
+the training images' own (computed by the loader) for small inputs, as CIFAR recipes do. The
+built-in synthetic data keeps its own.
 """
 
 from __future__ import annotations
@@ -30,8 +35,14 @@ from nas2deploy.objective import IGNORE
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 EVAL_CROP = 0.875  # 224 / 256
 SCALE_JITTER = (0.5, 2.0)
+#: Below this input size classification takes the CIFAR recipe (the DenseNAS space's CIFAR strides).
+SMALL_INPUT = 128
+CIFAR_PAD = 4
+#: A per-channel (mean, std) normalisation.
+Stats = tuple[np.ndarray, np.ndarray]
 
 
 def open_image(path: Path, rgb: bool = True) -> Any:
@@ -45,10 +56,30 @@ def open_image(path: Path, rgb: bool = True) -> Any:
         raise UserError(f"data {path}: cannot read the image ({exc})") from None
 
 
-def normalise(rgb: Any) -> np.ndarray:
-    """A PIL RGB image as a (3, H, W) float32 array in ImageNet normalisation."""
+def image_size(path: Path) -> tuple[int, int]:
+    """An image file's (width, height), read from its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"data {path}: cannot read the image ({exc})") from None
+
+
+def normalise(rgb: Any, stats: Stats = IMAGENET) -> np.ndarray:
+    """A PIL RGB image as a (3, H, W) float32 array, normalised by ``stats`` (ImageNet's by default)."""
     arr = np.asarray(rgb, dtype=np.float32) / 255
-    return ((arr - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+    return ((arr - stats[0]) / stats[1]).transpose(2, 0, 1).copy()
+
+
+def channel_stats(paths: list[Path], size: int) -> Stats:
+    """The per-channel mean and standard deviation of ``paths`` resized to ``size`` (in [0, 1])."""
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(open_image(p).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float64) / 255
+                       for p in paths]).reshape(-1, 3)
+    return pixels.mean(0).astype(np.float32), np.maximum(pixels.std(0), 1e-3).astype(np.float32)
 
 
 def random_resized_box(width: int, height: int, rng: np.random.Generator,
@@ -69,47 +100,68 @@ def random_resized_box(width: int, height: int, rng: np.random.Generator,
     return left, top, left + w, top + h
 
 
-def classification_train(path: Path, size: int, rng: np.random.Generator) -> np.ndarray:
+def classification_train(path: Path, size: int, rng: np.random.Generator, stats: Stats = IMAGENET) -> np.ndarray:
     from PIL import Image
 
     im = open_image(path)
-    width, height = im.size
-    box = random_resized_box(width, height, rng)
-    out = im.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    if size < SMALL_INPUT:  # the CIFAR recipe: resized, padded by 4 black pixels, a random crop
+        padded = Image.new("RGB", (size + 2 * CIFAR_PAD, size + 2 * CIFAR_PAD))
+        padded.paste(im.resize((size, size), Image.Resampling.BILINEAR) if im.size != (size, size) else im,
+                     (CIFAR_PAD, CIFAR_PAD))
+        left, top = (int(x) for x in rng.integers(0, 2 * CIFAR_PAD + 1, size=2))
+        out = padded.crop((left, top, left + size, top + size))
+    else:
+        width, height = im.size
+        out = im.resize((size, size), Image.Resampling.BILINEAR, box=random_resized_box(width, height, rng))
     if rng.random() < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return normalise(out)
+    return normalise(out, stats)
 
 
-def classification_eval(path: Path, size: int) -> np.ndarray:
+def classification_eval(path: Path, size: int, stats: Stats = IMAGENET) -> np.ndarray:
     from PIL import Image
 
     im = open_image(path)
+    if size < SMALL_INPUT:  # the CIFAR recipe: the whole image at the input size
+        return normalise(im.resize((size, size), Image.Resampling.BILINEAR) if im.size != (size, size) else im, stats)
     width, height = im.size
     scale = size / EVAL_CROP / min(width, height)
     w, h = max(size, round(width * scale)), max(size, round(height * scale))
     left, top = (w - size) / 2 / scale, (h - size) / 2 / scale  # the centre crop, in the file's pixels
     box = (left, top, left + size / scale, top + size / scale)
-    return normalise(im.resize((size, size), Image.Resampling.BILINEAR, box=box))
+    return normalise(im.resize((size, size), Image.Resampling.BILINEAR, box=box), stats)
 
 
-def segmentation_pair(image_path: Path, mask_path: Path, size: int, crop: tuple[int, int], classes: int,
-                      rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-    """The (image, mask) of a training draw (``rng``) or of evaluation (``rng`` None)."""
-    from PIL import Image
-
-    im = open_image(image_path)
+def read_labels(mask_path: Path, classes: int, void: int | None = None) -> tuple[Any, np.ndarray]:
+    """A label map (PIL image) and its labels, ``void`` made ``IGNORE``; a label outside the
+    classes (and ``IGNORE``) is refused naming the file."""
     mask = open_image(mask_path, rgb=False)
-    if mask.size != im.size:
-        raise UserError(f"mask {mask_path}: {mask.size[0]}x{mask.size[1]} but its image {image_path.name} is "
-                        f"{im.size[0]}x{im.size[1]}; masks must have their image's size")
     if mask.mode not in ("P", "L"):
         mask = mask.convert("L")
     labels = np.asarray(mask)
+    if void is not None:
+        labels = np.where(labels == void, IGNORE, labels).astype(np.uint8)
     bad = np.unique(labels[(labels >= classes) & (labels != IGNORE)])
     if bad.size:
-        raise UserError(f"mask {mask_path}: labels {', '.join(map(str, bad[:5]))} outside 0..{classes - 1} "
+        allowed = f"0..{classes - 1}" + (f", {void} = void" if void is not None else "")
+        raise UserError(f"mask {mask_path}: labels {', '.join(map(str, bad[:5]))} outside {allowed} "
                         f"(and {IGNORE} = ignore); use train IDs")
+    return mask, labels
+
+
+def segmentation_pair(image_path: Path, mask_path: Path, size: int, crop: tuple[int, int], classes: int,
+                      rng: np.random.Generator | None, void: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The (image, mask) of a training draw (``rng``) or of evaluation (``rng`` None); a label
+    equal to ``void`` is ignored."""
+    from PIL import Image
+
+    im = open_image(image_path)
+    mask, labels = read_labels(mask_path, classes, void)
+    if mask.size != im.size:
+        raise UserError(f"mask {mask_path}: {mask.size[0]}x{mask.size[1]} but its image {image_path.name} is "
+                        f"{im.size[0]}x{im.size[1]}; masks must have their image's size")
+    if void is not None:
+        mask = Image.fromarray(labels)
     width, height = im.size
     scale = size / min(width, height)
     if rng is not None:
