@@ -98,7 +98,7 @@ def demo_table(entry: SpaceEntry, out: Path, say: Callable[[str], None]) -> Late
 
 
 def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None], task: str = "classification",
-             device: str = "cpu", amp: str = "off", workers: int = 0, channels_last: bool = False) -> dict[str, float]:
+             device: str = "cpu", amp: str = "off", workers: int = 0, channels_last: bool = True) -> dict[str, float]:
     """The whole chain; the search and the training run on ``device`` (the table and the export
     measure the CPU the demo profiles)."""
     entry = demo_entry(task)

@@ -34,7 +34,7 @@ from nas2deploy.objective import evaluate, task_loss
 def train_arch(
     arch: Network, data: Splits, epochs: int, batch_size: int = 64, lr: float = 0.05, weight_decay: float = 4e-5,
     label_smoothing: float = 0.1, seed: int = 0, progress: Callable[[str], None] | None = None,
-    device: torch.device | str = "cpu", amp: str = "off", workers: int = 0, channels_last: bool = False,
+    device: torch.device | str = "cpu", amp: str = "off", workers: int = 0, channels_last: bool = True,
     lr_warmup: float = 0.1, initial: nn.Module | None = None,
 ) -> tuple[nn.Module, float]:
     """Train ``arch`` on ``data`` (augmented where the data augments: ImageFolder, Cityscapes,

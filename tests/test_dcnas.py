@@ -159,7 +159,7 @@ def test_cityscapes_layout_and_its_errors(tmp_path):
     _png(gt, np.zeros((20, 80), dtype=np.uint8))
     with pytest.raises(UserError, match="masks must have their image's size"):
         open_dataset(str(tmp_path), 64).test[1]
-    with pytest.raises(UserError, match="--crop 64x128: only Cityscapes and VOC"):
+    with pytest.raises(UserError, match="--crop 64x128: only Cityscapes, VOC and CamVid"):
         open_dataset("seg-synthetic:8", 64, crop=(64, 128))
     gt.unlink()
     with pytest.raises(UserError, match="missing label file"):
@@ -300,7 +300,7 @@ def test_segmentation_network_trains_exports_and_is_checked_per_pixel(tmp_path):
                                  "--batch-size", "8", "--out", str(tmp_path / "w.pt")])
     assert result.exit_code == 0 and "mIoU" in result.output, result.output
     result = runner.invoke(cli, ["train", "--arch", str(tmp_path / "seg.json"), "--data", "synthetic:20", "--out", str(tmp_path / "x.pt")])
-    assert result.exit_code == 1 and "is a segmentation network" in result.output
+    assert result.exit_code == 1 and "data synthetic:20 is classification data (the built-in shapes), not segmentation" in result.output
     out = tmp_path / "export"
     result = runner.invoke(cli, ["export", "--arch", str(tmp_path / "seg.json"), "--weights", str(tmp_path / "w.pt"),
                                  "--data", "seg-synthetic:16", "--samples", "4", "--out", str(out)])

@@ -35,7 +35,7 @@ UNUSED = [
     (["train", "--arch", "densenas-a", "--data-classes", "5", "--out", "{tmp}/w.pt"],
      "--data-classes 5: only an ImageFolder tree has classes to choose"),
     (["train", "--arch", "densenas-a", "--crop", "64x64", "--out", "{tmp}/w.pt"],
-     "--crop 64x64: only Cityscapes and VOC folders are cropped"),
+     "--crop 64x64: only Cityscapes, VOC and CamVid folders are cropped"),
     (["export", "--arch", "densenas-a", "--backend", "aoti", "--dynamic-batch", "--out", "{tmp}/e"],
      "--backend aoti builds for one batch: leave out --dynamic-batch"),
 ]

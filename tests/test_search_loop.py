@@ -176,6 +176,18 @@ def test_resuming_a_finished_search_reports_its_network(tmp_path, table_path):
     assert "derived architecture:" in again.output and "nan" not in again.output.lower()
 
 
+def test_resume_takes_the_runs_own_options_and_refuses_a_different_one(tmp_path, table_path):
+    runner = CliRunner()
+    out = str(tmp_path / "r")
+    first = ["search", "--lut", table_path, "--data", "synthetic:200", "--epochs", "2", "--warmup-epochs", "1",
+             "--batch-size", "16", "--max-batches", "1", "--no-channels-last", "--seed", "3", "--out", out]
+    assert runner.invoke(cli, first).exit_code == 0
+    again = runner.invoke(cli, ["search", "--lut", table_path, "--resume", "--out", out])  # nothing else repeated
+    assert again.exit_code == 0 and "derived architecture:" in again.output, again.output
+    other = runner.invoke(cli, ["search", "--lut", table_path, "--resume", "--w-lr", "0.1", "--out", out])
+    assert other.exit_code == 1 and "different configuration" in other.output and "w_lr" in other.output
+
+
 def test_a_run_written_before_space_options_were_nested_still_opens(tmp_path, table_path):
     """Earlier releases stored the space's options at the top level of the config (every search
     option at its default, for every space); such a run re-opens, derives and resumes."""

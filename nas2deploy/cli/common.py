@@ -315,7 +315,9 @@ def compute_params() -> list[click.Parameter]:
                          help="Mixed-precision forward passes (fp16 with gradient scaling)."),
             click.Option(["--workers"], type=click.IntRange(min=0, max=256), default=0, show_default=True,
                          help="Processes decoding the data."),
-            click.Option(["--channels-last"], is_flag=True, help="Images in channels-last memory order.")]
+            click.Option(["--channels-last/--no-channels-last"], default=True, show_default=True,
+                         help="Images and weights in channels-last memory order (oneDNN's faster kernels: about 1.5x "
+                         "faster steps on a CPU).")]
 
 
 def with_params(make: Callable[[], list[click.Parameter]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -129,10 +129,12 @@ def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, f
     dist_backend, dist_timeout, config_file, resume = (opts.pop(k) for k in ("dist_backend", "dist_timeout", "config_file",
                                                                               "resume"))
     # Options are named as SearchConfig fields (the space's under space_config and search_options);
-    # a --config file fills what the command line leaves out.
+    # a --config file, or with --resume the run's own config.json, fills what the command line leaves out.
     space_config = pop_options(space_name, opts, "space")
     search_options = pop_options(space_name, opts, "search")
-    fields = SearchConfig.from_file(config_file) if config_file else {}
+    saved = Path(out) / "config.json"
+    fields = SearchConfig.from_file(config_file) if config_file else \
+        SearchConfig.from_file(saved, saved_run=True) if resume and saved.is_file() else {}
     for name, value in opts.items():
         if name not in fields or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
             fields[name] = value

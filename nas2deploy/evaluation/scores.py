@@ -107,7 +107,7 @@ class ScoreJournal:
     ``fill`` trains what is missing in ``jobs`` processes of one thread each, each opening the
     data from ``source`` (the arguments of ``benchmark_data``) once: the small networks of these
     comparisons use a second thread poorly, so two one-thread trainings side by side finish
-    sooner than two two-thread trainings one after the other (``benchmarks/training_jobs.py``
+    sooner than two two-thread trainings one after the other (``benchmarks/training_speed.py``
     measures it). The parent is the journal's one writer."""
 
     def __init__(self, path: Path, data: Splits, recipe: Recipe, source: tuple[str, int, int] | None = None):
