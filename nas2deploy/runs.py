@@ -27,7 +27,7 @@ from nas2deploy.search.blackbox.study import StudyConfig
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.config import SearchConfig, parse_crop, provenance
 from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, join_process_group, compute_device
-from nas2deploy.search.interface import SpaceSearch
+from nas2deploy.search.interface import OneShotSearch, SpaceSearch
 from nas2deploy.search.loop import SearchRun
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.spaces import SpaceEntry, get_space, make_space, space_overrides
@@ -105,6 +105,9 @@ def prepare(config: SearchConfig, table: LatencyTable | None = None) -> SearchSe
     space = space_for(table, config.space, config.space_config)
     torch.manual_seed(config.seed)  # the supernet's initial weights
     space_search = entry.make_search(space, table, {**entry.search_defaults, **config.search_options})
+    if config.strategy == "evolution" and not isinstance(space_search, OneShotSearch):
+        raise UserError(f"the {config.space} space's supernet runs no single networks: --strategy evolution is not "
+                        "available for it; search it with --strategy gradient")
     if not space_search.expected_floor() > 0:  # log of the expected latency would be NaN
         raise UserError(f"latency table {config.table}: its calibration (offset_ms {table.offset_ms:g}) lets the "
                         "expected latency fall to 0 ms or below; run `nas2deploy lut validate` again")
@@ -184,3 +187,34 @@ def start_study(config: StudyConfig, space_name: str, space_config: dict[str, An
     config = dataclasses.replace(config, data=config.data or entry.builtin_data, options=options,
                                  study=config.study or space_name)
     return run_study(config, adapter, space, table, say, measure)
+
+
+def evolve(setup: SearchSetup, run_dir: str | Path, budget_ms: float, out: str | Path, trials: int = 200,
+           sampler: str = "spos", fill: float = DEFAULT_FILL, storage: str = "", study: str = "", measure: bool = False,
+           force: bool = False, say: Callable[[str], None] | None = None,
+           measured: Callable[[Network], float] | None = None) -> dict[str, Any]:
+    """The evolution strategy's search of a one-shot run's trained supernet (``open_run``) under
+    ``budget_ms``: a black-box study in ``out`` whose trials are networks of the space, pruned
+    outside [fill x budget, budget] on the table and scored by their inherited weights
+    (``search/oneshot.py``); its summary (the chosen network in ``out``/best.json)."""
+    from nas2deploy.fileio import sha256_file
+    from nas2deploy.search.blackbox.study import run_study
+    from nas2deploy.search.oneshot import Holdout, InheritedScore, OneShotStudy
+
+    config, search = setup.config, setup.space_search
+    if config.strategy != "evolution" or not isinstance(search, OneShotSearch):
+        raise UserError(f"run {run_dir} searched by {config.strategy}: it has no one-shot supernet to evolve networks from")
+    device = compute_device(config.device)
+    search.net.to(device)
+    if config.channels_last:
+        search.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    size = setup.space.config_dict()["input_size"]
+    data = open_dataset(config.data, size, config.data_classes, parse_crop(config.crop), task=search.task)
+    identity = {"supernet": sha256_file(Path(run_dir) / "checkpoint.pt"), "val_fraction": config.val_fraction,
+                "seed": config.seed}
+    evaluator = InheritedScore(search, data, Holdout.of(config, data), config.batch_size, device, config.channels_last,
+                               identity)
+    study_config = StudyConfig(table=config.table, data=config.data, budget_ms=budget_ms, out=str(out), trials=trials,
+                               storage=storage, study=study, sampler=sampler, measure=measure, seed=config.seed,
+                               force=force, fill=fill)
+    return run_study(study_config, OneShotStudy(search, evaluator, search.task), setup.space, setup.table, say, measured)

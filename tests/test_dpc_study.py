@@ -74,7 +74,7 @@ def test_a_study_continues_from_its_storage_and_refuses_another_budget(setup):
     other = make_space("dpc", {**space.config_dict(), "input_size": 160, "input_width": 160})
     with pytest.raises(UserError, match=r"study s2 in .* was created for another space"):
         open_study(other, table, cache, budget, storage, "s2")
-    with pytest.raises(UserError, match="--sampler cmaes: expected one of random, evolution, tpe, nsga2"):
+    with pytest.raises(UserError, match="--sampler cmaes: expected one of random, evolution, spos, tpe, nsga2"):
         open_study(space, table, cache, budget, storage, "s4", "cmaes")
     with pytest.raises(UserError, match=r"--storage sqlite:////nonexistent/x.db: cannot open study s5 \(.*unable to open"):
         open_study(space, table, cache, budget, "sqlite:////nonexistent/x.db", "s5")
@@ -111,9 +111,11 @@ def test_search_space_dpc_runs_and_continues_a_study_from_the_command_line(setup
                                       "--out", str(tmp_path / "y")])
     assert result.exit_code == 1 and "the dpc search needs --weights" in result.output, result.output
     result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--trials", "3", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "--trials is an option of the search of the dpc space, not of densenas's" in result.output
+    assert result.exit_code == 2 and "--trials is an option of the densenas search's evolution strategy" in result.output
     result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--measure", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "--measure is an option of the search of the dpc space" in result.output
+    assert result.exit_code == 2 and "--measure is an option of the densenas search's evolution strategy" in result.output
+    result = CliRunner().invoke(cli, ["search", "--lut", str(tmp / "t.json"), "--proxy-epochs", "3", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--proxy-epochs is an option of the search of the dpc space" in result.output
 
 
 def test_no_cell_measuring_within_the_budget_is_said_with_the_fastest_measurement(setup):

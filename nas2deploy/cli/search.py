@@ -21,7 +21,8 @@ from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, chosen_space, co
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_file
 from nas2deploy.search.budget import DEFAULT_FILL
-from nas2deploy.search.config import SearchConfig
+from nas2deploy.search.blackbox.storage import SAMPLERS
+from nas2deploy.search.config import STRATEGIES, SearchConfig
 from nas2deploy.spaces import DEFAULT_SPACE, SPACES
 
 _DEFAULTS = SearchConfig(table="")
@@ -52,41 +53,69 @@ def supernet_params() -> list[click.Parameter]:
     ]
 
 
-def study_params() -> list[click.Parameter]:
+def study_params(trials: int = 20, sampler: str = "random", rerank: bool = True) -> list[click.Parameter]:
     """The black-box study's options (``search.blackbox.StudyConfig``)."""
     from nas2deploy.search.blackbox.storage import SAMPLERS
 
     return [
-        click.Option(["--trials"], type=click.IntRange(min=1), default=20, show_default=True,
+        click.Option(["--trials"], type=click.IntRange(min=1), default=trials, show_default=True,
                      help="The study's trials in all: each worker runs trials until the study holds this many."),
         click.Option(["--storage"], help="Optuna storage shared by the workers: a journal file or a database URL "
-                     "[default: OUT/study.log]."),
+                     "[default: the study folder's study.log]."),
         click.Option(["--study", "study_name"], help="The study's name [default: the space's]."),
-        click.Option(["--sampler"], type=click.Choice(SAMPLERS), default="random", show_default=True,
-                     help="How trials are drawn: random, regularised evolution, TPE or NSGA-II."),
-        click.Option(["--rerank"], type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Train the study's K best networks end to end and keep the best."),
-        click.Option(["--rerank-epochs"], type=click.IntRange(min=1), default=10, show_default=True,
-                     help="Epochs of each re-ranking training."),
+        click.Option(["--sampler"], type=click.Choice(SAMPLERS), default=sampler, show_default=True,
+                     help="How trials are drawn: random, regularised evolution, SPOS's evolution (top-k parents, "
+                     "mutation, crossover), TPE or NSGA-II."),
+        *([click.Option(["--rerank"], type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Train the study's K best networks end to end and keep the best."),
+           click.Option(["--rerank-epochs"], type=click.IntRange(min=1), default=10, show_default=True,
+                        help="Epochs of each re-ranking training.")] if rerank else []),
         click.Option(["--measure"], is_flag=True, help="Closed loop: the best network that measures within the budget "
                      "on this machine (the table's backend)."),
     ]
 
 
-def params_of(name: str) -> list[click.Parameter]:
-    """The options of space ``name``'s search: its search's and its own (an unknown space has
-    none: ``--space`` refuses it)."""
+#: The supernet search's options that only the gradient strategy reads (alpha and beta's).
+GRADIENT_ONLY = ("lam", "tau", "a_lr", "warmup_epochs")
+
+
+def params_of(name: str, strategy: str = "gradient") -> list[click.Parameter]:
+    """The options of space ``name``'s search with ``strategy``: its search's and its own (an
+    unknown space has none: ``--space`` refuses it)."""
     entry = SPACES.get(name)
     if entry is None:
         return []
     if entry.searched_by == "trials":
         return study_params() + space_params(name, "space", "study")
-    return supernet_params() + space_params(name, "space", "search")
+    chosen = [click.Option(["--strategy"], type=click.Choice(STRATEGIES), default="gradient", show_default=True,
+                           help="gradient: alpha and beta learn beside the weights (as published); evolution: single-path "
+                           "one-shot, the supernet trained on uniformly drawn networks, then an evolutionary search of "
+                           "the budget's window scored by inherited weights (search --strategy evolution --help).")]
+    if strategy != "evolution":
+        return chosen + supernet_params() + space_params(name, "space", "search")
+    return chosen + [p for p in supernet_params() if p.name not in GRADIENT_ONLY] + study_params(200, "spos", rerank=False) + [
+        click.Option(["--fill"], type=Finite(min=0, max=1), default=DEFAULT_FILL, show_default=True,
+                     help="The window's lower end as a share of the budget: networks predicted below it are not scored.")
+    ] + space_params(name, "space", "search")
+
+
+def chosen_strategy(args: list[str]) -> str:
+    for i, arg in enumerate(args):
+        if arg == "--strategy" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--strategy="):
+            return arg.split("=", 1)[1]
+    return "gradient"
 
 
 def foreign_search_option(flag: str, args: list[str]) -> str | None:
-    """Whose search an option is, when the chosen space's is not."""
-    chosen = chosen_space(args)
+    """Whose search an option is, when the chosen space's (and strategy's) is not."""
+    chosen, strategy = chosen_space(args), chosen_strategy(args)
+    if SPACES.get(chosen) is not None and SPACES[chosen].searched_by == "supernet":
+        other = "gradient" if strategy == "evolution" else "evolution"
+        if any(flag in p.opts for p in params_of(chosen, other)):
+            return (f"{flag} is an option of the {chosen} search's {other} strategy, not of its {strategy} strategy "
+                    f"(nas2deploy search --space {chosen} --strategy {strategy} --help lists its options)")
     owners = [name for name in SPACES if name != chosen and any(flag in p.opts for p in params_of(name))]
     if not owners:
         return None
@@ -94,7 +123,7 @@ def foreign_search_option(flag: str, args: list[str]) -> str | None:
             f"(nas2deploy search --space {chosen} --help lists its options)")
 
 
-@declared_command(lambda ctx, args: params_of(chosen_space(args)), foreign_search_option,
+@declared_command(lambda ctx, args: params_of(chosen_space(args), chosen_strategy(args)), foreign_search_option,
                   epilog="The options after --json are those of the space searched: nas2deploy search --space NAME --help "
                          "lists the options of another space.")
 @click.option("--space", "space_name", type=SpaceName(), default=DEFAULT_SPACE, show_default=True)
@@ -122,12 +151,16 @@ def search(ctx: click.Context, space_name: str, table: str, out: str, force: boo
 
 def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, force: bool, as_json: bool,
                     opts: dict[str, Any]) -> None:
-    """``search`` for a space searched by its supernet: the gradient loop, resumable."""
+    """``search`` for a space searched by its supernet: the gradient loop, resumable; with
+    ``--strategy evolution`` the one-shot supernet's training, then its evolutionary search."""
     from nas2deploy.runs import start_search
     from nas2deploy.search.distributed import leave_process_group
 
     dist_backend, dist_timeout, config_file, resume = (opts.pop(k) for k in ("dist_backend", "dist_timeout", "config_file",
                                                                               "resume"))
+    evolution = {k: opts.pop(k) for k in ("trials", "storage", "study_name", "sampler", "measure", "fill") if k in opts}
+    if opts["strategy"] == "evolution" and opts.get("budget_ms") is None:
+        raise UserError("--strategy evolution searches the networks of a budget's window: give --budget-ms")
     # Options are named as SearchConfig fields (the space's under space_config and search_options);
     # a --config file, or with --resume the run's own config.json, fills what the command line leaves out.
     space_config = pop_options(space_name, opts, "space")
@@ -147,14 +180,27 @@ def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, f
     warnings = warn_table(run.table, here=True) if run.rank == 0 else []
     run.run()
     leave_process_group()
-    if run.rank == 0:
-        from nas2deploy.nets import load_arch
+    if run.rank != 0:
+        return
+    from nas2deploy.nets import load_arch, save_arch
 
-        derived = Path(out) / "arch.json"
-        predicted = run.table.predict(load_arch(derived)).best_ms
-        last = json.loads((Path(out) / "log.jsonl").read_text().splitlines()[-1])
-        emit({"run": out, "arch": str(derived), "predicted_ms": predicted, "last_epoch": last, "warnings": warnings},
-             f"derived architecture: {derived} (predicted {predicted:.3f} ms)", as_json)
+    derived = Path(out) / "arch.json"
+    if run.config.strategy == "evolution":
+        from nas2deploy.runs import evolve, open_run
+
+        assert run.config.budget_ms is not None
+        summary = evolve(open_run(out), out, run.config.budget_ms, Path(out) / "evolution", evolution["trials"],
+                         evolution["sampler"], evolution["fill"], evolution["storage"] or "", evolution["study_name"] or "",
+                         evolution["measure"], say=log)
+        if "best" not in summary:
+            raise UserError(f"no network of the window [{evolution['fill']:g} x {run.config.budget_ms:g} ms, "
+                            f"{run.config.budget_ms:g} ms] was drawn in {summary['trials']} trials: widen it (--fill) or "
+                            "give more --trials")
+        save_arch(load_arch(summary["best"]["arch"]).renamed(Path(out).name), derived)
+    predicted = run.table.predict(load_arch(derived)).best_ms
+    last = json.loads((Path(out) / "log.jsonl").read_text().splitlines()[-1])
+    emit({"run": out, "arch": str(derived), "predicted_ms": predicted, "last_epoch": last, "warnings": warnings},
+         f"derived architecture: {derived} (predicted {predicted:.3f} ms)", as_json)
 
 
 def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opts: dict[str, Any]) -> None:
@@ -197,17 +243,19 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
               help="With --budget-ms: use at least this share of the budget (0: the most probable that fits).")
 @click.option("--measure", "measured", is_flag=True,
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
+@click.option("--trials", type=click.IntRange(min=1), help="An evolution run: the evolutionary search's trials [default: 200].")
+@click.option("--sampler", type=click.Choice(SAMPLERS), help="An evolution run: how its trials are drawn [default: spos].")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @force_option
 @json_option
 @click.pass_context
-def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, out: str,
-           force: bool, as_json: bool, **opts: Any) -> None:
+def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, trials: int | None,
+           sampler: str | None, out: str, force: bool, as_json: bool, **opts: Any) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
-    from nas2deploy.nets import save_arch
-    from nas2deploy.runs import open_run
-    from nas2deploy.search.config import provenance
+    from nas2deploy.nets import load_arch, save_arch
+    from nas2deploy.runs import evolve, open_run
     from nas2deploy.search.closed_loop import derive_measured
+    from nas2deploy.search.config import provenance
 
     if measured and budget_ms is None:
         raise UserError("--measure needs --budget-ms")
@@ -217,7 +265,21 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
     run = open_run(run_dir)
     options = {**run.derive_options, **pop_options(run.config.space, opts, "derive")}
     name = Path(out).stem
-    if measured and budget_ms is not None:
+    evolution = run.config.strategy == "evolution"
+    if not evolution and (trials or sampler):
+        raise UserError(f"--{'trials' if trials else 'sampler'} steers the evolutionary search of a run searched with "
+                        f"--strategy evolution; run {run_dir} searched by gradient: leave it out")
+    if evolution and budget_ms is None:
+        raise UserError(f"run {run_dir} is a one-shot supernet (--strategy evolution): a network is derived by an "
+                        "evolutionary search of a budget's window; give --budget-ms")
+    if evolution and budget_ms is not None:
+        summary = evolve(run, run_dir, budget_ms, Path(run_dir) / f"evolution-{budget_ms:g}ms", trials or 200,
+                         sampler or "spos", fill, measure=measured, say=log)
+        if "best" not in summary:
+            raise UserError(f"no network of the window [{fill:g} x {budget_ms:g} ms, {budget_ms:g} ms] was drawn in "
+                            f"{summary['trials']} trials: widen it (--fill) or give more --trials")
+        arch = load_arch(summary["best"]["arch"]).renamed(name)
+    elif measured and budget_ms is not None:
         found = derive_measured(run.space_search, budget_ms, name=name, say=log, fill=fill, **options).arch
         arch = found.with_meta(provenance(run.config, budget_ms))
     else:

@@ -38,30 +38,40 @@ class TrialRow:
 
 
 def read_study(path: Path) -> dict[str, Any]:
-    """``study.json``, its fields checked (the trials as ``TrialRow``, each network described by
-    its space's registered study)."""
+    """``study.json``, its fields checked (the trials as ``TrialRow``, each network in words: the
+    row's ``label``, or for a file that records none, as its space's registered study describes
+    its ``cell``)."""
     doc = read_json(path, "study summary")
     legacy = isinstance(doc, dict) and doc.get("format") == DPC_STUDY_FORMAT
     check_format(doc, path, DPC_STUDY_FORMAT if legacy else STUDY_FORMAT, 1, "study summary")
     f = Field(doc, f"study summary {path}", "search again to rewrite it")
     space = "dpc" if legacy else f["space_name"].str()
-    adapter = get_space(space).study
-    if adapter is None:
-        raise UserError(f"study summary {path}: the {space} space has no black-box study to describe its networks")
+
+    def label(row: Field) -> str:
+        if row.has("label"):
+            return row["label"].str(max_len=4096)
+        cell = row.get("cell")
+        if not cell:
+            return "-"
+        adapter = get_space(space).study
+        if adapter is None:
+            raise UserError(f"study summary {path}: its trials record no label, and the {space} space has no "
+                            "black-box study to describe their networks; search again to rewrite it")
+        return adapter.describe(cell.value)
+
     options = {"proxy_epochs": f["proxy_epochs"].int(1, 10**6)} if legacy else {
         k: _option(v) for k, v in f["options"].items(max_len=64)}
     rows = []
     for t in f["trial_rows"].list(max_len=10**6):
-        cell = t.get("cell")
         rows.append(TrialRow(
             t["number"].int(0, 10**9), t["state"].str(STATES),
             miou.number(0, 1) if (miou := t.get("miou")) else None,
             ms.number(0, 1e9) if (ms := t.get("latency_ms")) else None,
-            adapter.describe(cell.value) if cell else "-"))
+            label(t)))
     rerank = f.get("rerank")
-    label = "proxy mIoU" if legacy else f["score_label"].str(max_len=64)
+    score_label = "proxy mIoU" if legacy else f["score_label"].str(max_len=64)
     return {"study": f["study"].str(), "sampler": f["sampler"].str(), "budget_ms": f["budget_ms"].number(0, 1e9, lo_open=True),
-            "space": space, "label": label, "options": options, "rows": rows,
+            "space": space, "label": score_label, "options": options, "rows": rows,
             "best": f["best"]["trial"].int(0, 10**9) if f.has("best") else None,
             "rerank": [(r["trial"].int(0, 10**9), r["proxy_miou"].number(0, 1), r["miou"].number(0, 1))
                        for r in rerank["cells"].list(max_len=10**4)] if rerank else [],

@@ -64,6 +64,11 @@ class SearchConfig:
     #: Segmentation training crops "HxW" (e.g. 512x1024 from Cityscapes' 1024x2048); "": square
     #: at the input size.
     crop: str = ""
+    #: How the architecture is searched: "gradient" (alpha and beta learn beside the weights, as
+    #: DenseNAS and DCNAS publish) or "evolution" (single-path one-shot: the supernet's weights
+    #: train on uniformly drawn networks, then an evolutionary search scores networks of the
+    #: budget's window by their inherited weights: ``search/oneshot.py``).
+    strategy: str = "gradient"
     #: Overrides of the space configuration the table was profiled with (absent: the table's).
     space_config: dict[str, Any] = field(default_factory=dict)
     #: The options of the space's search (absent: the space's defaults).
@@ -108,7 +113,7 @@ class SearchConfig:
         """The same rules for a config built from command-line options, and the one rule across
         fields: some epoch must search the architecture (warm-up epochs train weights only)."""
         SearchConfig.read(Field(asdict(self), "search options", "give a valid value"))
-        if self.warmup_epochs >= self.epochs:
+        if self.strategy == "gradient" and self.warmup_epochs >= self.epochs:
             raise UserError(f"--epochs {self.epochs} with --warmup-epochs {self.warmup_epochs}: every epoch would be "
                             "weight warm-up and no architecture would be searched; give more --epochs than --warmup-epochs")
 
@@ -116,6 +121,7 @@ class SearchConfig:
         return asdict(self)
 
 
+STRATEGIES = ("gradient", "evolution")
 #: The rule of each SearchConfig field (``nas2deploy.validate``); None is allowed for OPTIONAL.
 CONFIG_RULES: dict[str, Callable[[Field], Any]] = {
     "table": lambda f: f.str(max_len=4096), "data": lambda f: f.str(max_len=4096), "space": lambda f: f.str(),
@@ -132,6 +138,7 @@ CONFIG_RULES: dict[str, Callable[[Field], Any]] = {
     "device": lambda f: f.str(("cpu", "cuda")), "amp": lambda f: f.str(("off", "bf16", "fp16")),
     "workers": lambda f: f.int(0, 256), "channels_last": lambda f: f.bool(),
     "data_classes": lambda f: f.int(0, 10**6), "crop": lambda f: _crop_rule(f),
+    "strategy": lambda f: f.str(STRATEGIES),
     # the space checks the members (nas2deploy.runs)
     "space_config": lambda f: dict(f.object()), "search_options": lambda f: dict(f.object()),
 }

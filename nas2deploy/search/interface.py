@@ -9,7 +9,7 @@ Each space implements it in its own package (``spaces/<name>/search.py``).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -49,6 +49,37 @@ class SpaceSearch(Protocol):
     def latency_range(self) -> tuple[float, float]: ...
     def derive(self, name: str, budget_ms: float | None = None, fill: float = ..., **options: Any) -> Network: ...
     def entropies(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class OneShotSearch(SpaceSearch, Protocol):
+    """A space's search that also runs single networks of its supernet (the evolution strategy:
+    ``search/oneshot.py``). A network is a *route* (the space's own value) that the supernet's
+    ``forward`` runs alone, with the supernet's weights."""
+
+    def single_path(self, generator: torch.Generator) -> Any:
+        """A route drawn as the space's sampler draws a network."""
+        ...
+
+    def suggest_route(self, trial: Any) -> Any:
+        """The route a black-box trial draws (``trial.suggest_categorical``), or a finished trial holds."""
+        ...
+
+    def route_params(self, route: Any) -> dict[str, Any]:
+        """The trial parameters that make ``suggest_route`` draw ``route``."""
+        ...
+
+    def route_network(self, route: Any, name: str) -> Network:
+        """The network of ``route``, recording the route in its ``meta``."""
+        ...
+
+    def route_of(self, net: Network) -> Any:
+        """The route a network recorded (``route_network``), checked against the space."""
+        ...
+
+    def describe_route(self, doc: Any) -> str:
+        """A recorded route in words."""
+        ...
 
 
 def entropy(logits: torch.Tensor) -> float:

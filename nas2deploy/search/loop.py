@@ -16,6 +16,11 @@ from the checkpoint and refuses a different configuration, naming the fields. Ru
 batch order and op sampling come from generators seeded by (seed, epoch) and (seed, step), so a
 CPU run repeats bit for bit.
 
+With ``strategy="evolution"`` (single-path one-shot, Guo et al. 2020) the loop trains the
+supernet's weights only: every step runs one network drawn uniformly (the space's
+``single_path``), no architecture pass; the per-epoch score is that of one fixed random network
+on the validation split. What it trains is searched afterwards (``search/oneshot.py``).
+
 Under torch.distributed (``torchrun``), every rank draws the same batches and ops; rank r takes
 rows r, r + world, ... of each global batch, and gradients of weights and architecture
 parameters are averaged over ranks before each step, so the ranks stay identical.
@@ -42,7 +47,7 @@ from nas2deploy.nets import Network
 from nas2deploy.objective import LABEL, METRIC, Score, task_loss
 from nas2deploy.search.config import SearchConfig, provenance
 from nas2deploy.search.distributed import process_group_errors
-from nas2deploy.search.interface import SpaceSearch
+from nas2deploy.search.interface import OneShotSearch, SpaceSearch
 from nas2deploy.search.loss import BudgetController, latency_loss
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.search.sampling import step_generator
@@ -132,7 +137,12 @@ class SearchRun:
         self.step = 0  # every step (seeds the op sampling)
         self.w_step = 0  # weight steps (drive the cosine schedule)
         self.steps_per_epoch = len(self.samplers["train"])
-        self.costs: dict[str, list[float]] = {"warmup": [], "search": []}  # epoch seconds, for the ETA
+        self.costs: dict[str, list[float]] = {"warmup": [], "search": [], "single-path": []}  # epoch seconds (ETA)
+        self.one_shot = config.strategy == "evolution"
+        #: The fixed network whose score the one-shot supernet's epochs report (``runs.prepare``
+        #: refuses the strategy for a space whose search runs no single networks).
+        self.probe = space_search.single_path(step_generator(config.seed, -1)) \
+            if self.one_shot and isinstance(space_search, OneShotSearch) else None
         if resume:
             self._resume()
         elif self.rank == 0:
@@ -217,7 +227,10 @@ class SearchRun:
         return loss
 
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor, score: Score, warm: bool) -> torch.Tensor:
-        choice = self.space_search.weight_choice(warm, step_generator(self.config.seed, self.step))
+        generator = step_generator(self.config.seed, self.step)
+        search = self.space_search
+        choice = search.single_path(generator) if isinstance(search, OneShotSearch) and self.one_shot \
+            else search.weight_choice(warm, generator)
         for group in self.w_opt.param_groups:
             group["lr"] = self._lr()
         self.w_step += 1
@@ -242,7 +255,7 @@ class SearchRun:
         """The score on the validation split of the supernet restricted to what derivation keeps
         (DenseNAS: the argmax ops; DCNAS: each cell's strongest connections)."""
         self.net.eval()
-        choice = self.space_search.eval_choice()
+        choice = self.probe if self.one_shot else self.space_search.eval_choice()
         score = Score(self.task, self.classes, self.device)
         self.data_wait = 0.0
         for x, y in self._batches("val", 2, augment=False):
@@ -253,6 +266,8 @@ class SearchRun:
     # -- the run --------------------------------------------------------------------------------
     def derive(self) -> Network:
         budget, name = self.config.budget_ms, self.folder.path.name
+        if self.one_shot and isinstance(self.space_search, OneShotSearch):  # the network the epochs score: a
+            return self.space_search.route_network(self.probe, "probe")  # one-shot run derives by evolution
         arch: Network | None = None
         if budget is not None:
             try:
@@ -277,7 +292,7 @@ class SearchRun:
         arch = None
         while self.epoch < min(self.config.epochs, until or self.config.epochs):
             start = time.perf_counter()
-            warm = self.epoch < self.config.warmup_epochs
+            warm = self.one_shot or self.epoch < self.config.warmup_epochs
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             with out_of_memory(self.device, self.config.batch_size, self.config.accumulate, self.config.amp):
@@ -288,7 +303,7 @@ class SearchRun:
             metric = METRIC[self.task]
             record = {
                 "epoch": self.epoch + 1,
-                "phase": "warmup" if warm else "search",
+                "phase": "single-path" if self.one_shot else "warmup" if warm else "search",
                 "metric": metric,
                 "train_loss": round(weight_pass["loss"], 5), f"train_{metric}": round(weight_pass["score"], 4),
                 "arch_loss": None if arch_pass is None else round(arch_pass["loss"], 5),
@@ -312,14 +327,18 @@ class SearchRun:
                 self.folder.save_checkpoint(self._state())
             self.costs[record["phase"]].append(record["wall_s"])
             self.progress(self._progress_line(record))
-        if self.rank == 0 and self.epoch == self.config.epochs:
+        if self.rank == 0 and self.epoch == self.config.epochs and not self.one_shot:
             self.folder.save_arch(arch or self.derive())  # derived already, unless resumed at the end
         return record
 
     def eta_s(self) -> float:
         """Seconds left: the remaining warm-up epochs at the warm-up epochs' mean time, the
         remaining search epochs (an architecture and a weight pass each, so slower) at theirs;
-        a phase not yet seen is estimated from the other (a search epoch as twice a warm-up)."""
+        a phase not yet seen is estimated from the other (a search epoch as twice a warm-up). A
+        one-shot run's epochs are all single-path weight epochs."""
+        if self.one_shot:
+            done = self.costs["single-path"]
+            return (self.config.epochs - self.epoch) * (sum(done) / len(done) if done else 0.0)
         warm_left = max(0, self.config.warmup_epochs - self.epoch)
         search_left = self.config.epochs - self.epoch - warm_left
         mean = {k: sum(v) / len(v) for k, v in self.costs.items() if v}
@@ -369,7 +388,7 @@ class SearchRun:
                             f"({type(exc).__name__}); it is corrupt or from another version: search again") from None
         self.epoch, self.step, self.w_step = state["epoch"], state["step"], state["w_step"]
         self.controller.load(state["lambda"])
-        self.costs = state.get("costs", self.costs)
+        self.costs = {**self.costs, **state.get("costs", {})}
         saved_device = state.get("device", "cpu")
         if saved_device != self.device.type:  # the checkpoint is read onto the CPU and moved: say so
             self.progress(f"--resume: run {self.folder.path} was searched on {saved_device}; its checkpoint "

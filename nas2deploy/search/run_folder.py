@@ -97,8 +97,10 @@ class RunFolder:
         if doc.has("device"):  # runs written before --device searched on the CPU
             doc["device"].str(("cpu", "cuda"))
         if doc.has("costs"):
-            for phase in ("warmup", "search"):
-                for cost in doc["costs"][phase].list(max_len=100_000):
+            for phase, costs in doc["costs"].items(max_len=8):
+                if phase not in ("warmup", "search", "single-path"):
+                    raise costs.error("is not a phase of a search (warmup, search, single-path)", shown=False)
+                for cost in costs.list(max_len=100_000):
                     cost.number(0, 1e9)
         if not isinstance(state["net"], dict) or not all(
                 isinstance(v, torch.Tensor) and (not v.is_floating_point() or bool(torch.isfinite(v).all()))

@@ -76,3 +76,9 @@ class BlackBoxSpace(ABC):
     def prepare(self, space: Any, table: LatencyTable, config: StudyConfig, out: Path,
                 say: Callable[[str], None] | None) -> Evaluator:
         """What scores this study's networks, made once before its trials (resumable after a kill)."""
+
+    def initial_trials(self, space: Any, table: LatencyTable, config: StudyConfig, count: int) -> list[dict[str, Any]]:
+        """The parameters of up to ``count`` networks a new study starts from (queued before any
+        trial is drawn), or none: a space whose networks rarely fall in the budget's window by
+        chance draws its first population inside it, as single-path one-shot search does."""
+        return []

@@ -25,7 +25,7 @@ from nas2deploy.errors import UserError
 #: Seconds between a worker's heartbeats in a database storage, and how long a silent worker's
 #: running trial waits before another worker marks it failed (Optuna's heartbeat).
 HEARTBEAT_S, GRACE_S = 20, 60
-SAMPLERS = ("random", "evolution", "tpe", "nsga2")
+SAMPLERS = ("random", "evolution", "spos", "tpe", "nsga2")
 
 
 def optuna_module() -> Any:
@@ -64,10 +64,10 @@ def sampler_for(name: str, seed: int) -> Any:
     optuna = optuna_module()
     if name not in SAMPLERS:
         raise UserError(f"--sampler {name}: expected one of {', '.join(SAMPLERS)}")
-    if name == "evolution":
-        from nas2deploy.search.blackbox.evolution import RegularisedEvolution
+    if name in ("evolution", "spos"):
+        from nas2deploy.search.blackbox.evolution import RegularisedEvolution, SposEvolution
 
-        return RegularisedEvolution(seed=seed)
+        return RegularisedEvolution(seed=seed) if name == "evolution" else SposEvolution(seed=seed)
     return {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler,
             "nsga2": optuna.samplers.NSGAIISampler}[name](seed=seed)
 

@@ -38,6 +38,9 @@ from nas2deploy.search.blackbox.storage import (
     worker_id,
 )
 
+#: Networks a new study starts from where its space draws them (``BlackBoxSpace.initial_trials``):
+#: SPOS's population.
+INITIAL_POPULATION = 50
 #: ``OUT/study.json``: the summary and every trial, what ``nas2deploy report OUT`` draws.
 STUDY_FORMAT, STUDY_VERSION = "nas2deploy.study", 1
 #: What ``search`` writes into its OUT (``claim_folder`` lets it write there again), besides the
@@ -61,6 +64,9 @@ class StudyConfig:
     rerank: int = 0  # the top networks trained end to end (0: the study's best is its best)
     rerank_epochs: int = 10
     measure: bool = False  # closed loop: the best network that measures within the budget here
+    #: The window's lower end as a share of the budget: networks predicted below it are pruned
+    #: unscored too (0: every network within the budget is scored).
+    fill: float = 0.0
     seed: int = 0
     force: bool = False  # write into an OUT that holds other files
     #: The space's own study options (``SpaceOption`` scope "study"), at their defaults where not given.
@@ -97,7 +103,7 @@ def open_study(space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms:
 
 
 def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms: float,
-               trials: int) -> None:
+               trials: int, fill: float = 0.0) -> None:
     """Run trials in this process until the study holds ``trials`` trials (finished, or running
     in other workers), so that several workers share one total; the running trials of dead
     workers on this host are marked failed first (``fail_dead_workers_trials``)."""
@@ -115,6 +121,8 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
         trial.set_user_attr("latency_ms", predicted)
         if predicted > budget_ms:  # the hard constraint: never scored
             raise optuna.TrialPruned(f"predicted {predicted:.4g} ms > budget {budget_ms:.4g} ms")
+        if predicted < fill * budget_ms:  # under the window the user asked for
+            raise optuna.TrialPruned(f"predicted {predicted:.4g} ms < {fill:g} x budget {budget_ms:.4g} ms")
         scored = evaluator.score(net, seed=trial.number)
         for key, value in scored.attrs.items():
             trial.set_user_attr(key, value)
@@ -150,7 +158,8 @@ def trial_rows(study: Any, adapter: BlackBoxSpace, space: Any) -> list[dict[str,
             cell = None
         rows.append({"number": t.number, "state": t.state.name.lower(), "miou": t.value,
                      "latency_ms": t.user_attrs.get("latency_ms"), "worker": t.user_attrs.get("worker"),
-                     "seconds": t.user_attrs.get("seconds"), "cell": cell})
+                     "seconds": t.user_attrs.get("seconds"), "cell": cell,
+                     "label": adapter.describe(cell) if cell is not None else "-"})
     return rows
 
 
@@ -170,13 +179,17 @@ def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: La
     evaluator = adapter.prepare(space, table, config, out, say)
     storage, name = config.storage or str(out / "study.log"), config.study or space.name
     study = open_study(space, table, evaluator, config.budget_ms, storage, name, config.sampler, config.seed)
-    run_trials(study, adapter, space, table, evaluator, config.budget_ms, config.trials)
+    if not study.get_trials(deepcopy=False):  # a new study: the space's first population, if it gives one
+        for params in adapter.initial_trials(space, table, config, min(config.trials, INITIAL_POPULATION)):
+            study.enqueue_trial(params)
+    run_trials(study, adapter, space, table, evaluator, config.budget_ms, config.trials, config.fill)
     rows = trial_rows(study, adapter, space)
     states = [r["state"] for r in rows]
     summary: dict[str, Any] = {"study": name, "storage": shown_storage(storage), "trials": len(states),
                                "complete": states.count("complete"), "pruned": states.count("pruned"),
                                "failed": states.count("fail"), "budget_ms": config.budget_ms, "table": config.table,
                                "space_name": space.name, "space": space.config_dict(), "sampler": config.sampler,
+                               "fill": config.fill,
                                "options": config.options, "score_label": adapter.score_label}
     ranked = order = ranked_candidates(study, adapter, space)
     if order and config.rerank:
@@ -194,7 +207,7 @@ def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: La
     if ranked:
         best = ranked[0]
         net = best.net.renamed(f"{space.name}-best").with_meta(
-            {"lut": config.table, "data": config.data, "space": space.name, "budget_ms": config.budget_ms})
+            {**best.net.meta, "lut": config.table, "data": config.data, "space": space.name, "budget_ms": config.budget_ms})
         save_arch(net, out / "best.json")
         summary["best"] = {"trial": best.trial, "miou": best.score, "latency_ms": best.latency_ms,
                            "cell": adapter.cell(net), "arch": str(out / "best.json")}

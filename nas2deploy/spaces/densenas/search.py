@@ -7,6 +7,7 @@ ops. Derivation: argmax ops on the Viterbi path, or the best under a budget (``d
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from nas2deploy.search.sampling import argmax_ops, on_device, rebalance_, sample
 from nas2deploy.spaces.densenas import SEARCH_DEFAULTS
 from nas2deploy.spaces.densenas.derive import derive_argmax, derive_under_budget, fastest_latency, slowest_latency
 from nas2deploy.spaces.densenas.latency_model import LatencyModel
-from nas2deploy.spaces.densenas.space import DenseNASSpace
+from nas2deploy.spaces.densenas.space import HEAD_OPS, STACK_OPS, DenseNASSpace, Route
 from nas2deploy.spaces.densenas.supernet import DenseNASSupernet, OpChoice
 
 
@@ -101,3 +102,53 @@ class DenseNASSearch:
             values["alpha_entropy"] = (head * heads + values["alpha_stack_entropy"] * stacks) / (heads + stacks)
         values["beta_entropy"] = sum(entropy(net.beta[s]) for s in net.out_slices.values()) / len(net.out_slices)
         return values
+
+    # -- one-shot: single paths of the supernet (the evolution strategy) -------------------------
+    def single_path(self, generator: torch.Generator) -> Route:
+        """A network drawn as the space's sampler draws one (``sample_route``), seeded by ``generator``."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return self.net.space.sample_route(random.Random(seed))
+
+    def suggest_route(self, trial: Any) -> Route:
+        """The network a black-box trial draws: from the stem, each visited block's next block
+        (``n{i}_next``), then that block's head op (``n{j}_head``) and stacking ops (``n{j}_stack{l}``)."""
+        space = self.net.space
+        edges, heads, stacks = [], [], []
+        node = 0
+        while node != space.tail_node:
+            nexts = [e.dst for e in space.out_edges(node)]
+            dst = trial.suggest_categorical(f"n{node}_next", nexts)
+            edges.append(next(e for e in space.out_edges(node) if e.dst == dst))
+            node = dst
+            if node != space.tail_node:
+                heads.append(trial.suggest_categorical(f"n{node}_head", list(HEAD_OPS)))
+                stacks.append(tuple(trial.suggest_categorical(f"n{node}_stack{l}", list(STACK_OPS))
+                                    for l in range(space.stack_layers[node])))
+        return Route(tuple(edges), tuple(heads), tuple(stacks))
+
+    def route_params(self, route: Route) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        blocks = iter(zip(route.heads, route.stacks))
+        for edge in route.edges:
+            params[f"n{edge.src}_next"] = edge.dst
+            if edge.dst != self.net.space.tail_node:
+                head, stack = next(blocks)
+                params[f"n{edge.dst}_head"] = head
+                params.update({f"n{edge.dst}_stack{l}": op for l, op in enumerate(stack)})
+        return params
+
+    def route_network(self, route: Route, name: str) -> Network:
+        """The Arch of ``route``, recording the route (``meta.route``) it runs as in the supernet."""
+        arch = self.net.space.route_arch(route, name)
+        return arch.with_meta({**arch.meta, "route": route.to_dict()})
+
+    def route_of(self, net: Network) -> Route:
+        return self.net.space.route_from_dict(net.meta.get("route"), f"network {net.name}: meta.route")
+
+    def describe_route(self, doc: Any) -> str:
+        """A route as read back from a study: its blocks' widths and ops (``24:k3e6+k5e3``)."""
+        route = self.net.space.route_from_dict(doc)
+        widths = self.net.space.widths
+        return " ".join(f"{widths[e.dst]}:{'+'.join([h, *stack])}"
+                        for e, h, stack in zip([e for e in route.edges if e.dst != self.net.space.tail_node],
+                                               route.heads, route.stacks))

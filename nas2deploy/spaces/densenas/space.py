@@ -74,6 +74,23 @@ class Edge:
     stride: int
 
 
+@dataclass(frozen=True)
+class Route:
+    """One network of the space as its choices: the block path (its edges, the tail's included),
+    each visited block's head op and its stacking ops. What ``sample_route`` draws, what the
+    supernet runs alone (a single-path step, the inherited weights of one network), what
+    ``make_arch`` turns into an Arch, and, as ``to_dict``, what a one-shot search records of a
+    network it found (an Arch alone does not say which supernet blocks it came from: widths
+    rounded to multiples of 8 can repeat)."""
+
+    edges: tuple[Edge, ...]
+    heads: tuple[str, ...]
+    stacks: tuple[tuple[str, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": [e.dst for e in self.edges], "heads": list(self.heads), "stacks": [list(s) for s in self.stacks]}
+
+
 class DenseNASSpace(SearchSpace):
     name = "densenas"
 
@@ -182,7 +199,7 @@ class DenseNASSpace(SearchSpace):
         return Arch(cfg.input_size, cfg.num_classes, self.widths[0], self.widths[0], cfg.reductions[0], tuple(blocks),
                     self.widths[self.tail_node], name)
 
-    def sample_arch(self, rng: random.Random) -> Arch:
+    def sample_route(self, rng: random.Random) -> Route:
         """Path uniform over out-edges, ops uniform per layer."""
         path, heads, stacks = [], [], []
         node = 0
@@ -193,4 +210,32 @@ class DenseNASSpace(SearchSpace):
             if node != self.tail_node:
                 stacks.append(tuple(rng.choice(STACK_OPS) for _ in range(self.stack_layers[node])))
                 heads.append(rng.choice(HEAD_OPS))
-        return self.make_arch(tuple(path), heads, stacks, "sampled")
+        return Route(tuple(path), tuple(heads), tuple(stacks))
+
+    def sample_arch(self, rng: random.Random) -> Arch:
+        return self.route_arch(self.sample_route(rng), "sampled")
+
+    def route_arch(self, route: Route, name: str) -> Arch:
+        return self.make_arch(route.edges, list(route.heads), list(route.stacks), name)
+
+    def route_from_dict(self, doc: Any, source: str = "a route") -> Route:
+        """A ``Route.to_dict`` read back, every choice checked against the space."""
+        from nas2deploy.validate import Field
+
+        f = Field(doc, source, "search again")
+        nodes = [n.int(1, self.tail_node) for n in f["nodes"].list(min_len=1, max_len=self.tail_node)]
+        heads = [h.str(HEAD_OPS) for h in f["heads"].list(max_len=self.tail_node)]
+        stacks = [tuple(op.str(STACK_OPS) for op in layer.list(max_len=3)) for layer in f["stacks"].list(max_len=self.tail_node)]
+        edges, node = [], 0
+        for dst in nodes:
+            edge = next((e for e in self.out_edges(node) if e.dst == dst), None)
+            if edge is None:
+                raise f["nodes"].error(f"holds no edge {node} -> {dst} of the space", shown=False)
+            edges.append(edge)
+            node = dst
+        visited = [e.dst for e in edges if e.dst != self.tail_node]
+        if node != self.tail_node or len(heads) != len(visited) or \
+                [len(s) for s in stacks] != [self.stack_layers[n] for n in visited]:
+            raise f.error("is not a route of the space (its path must reach the tail, with a head op and the stacking ops "
+                          "of every block it visits)", shown=False)
+        return Route(tuple(edges), tuple(heads), tuple(stacks))

@@ -9,6 +9,8 @@
   (as published), so the latency model and the supernet cannot disagree about what an op is.
 - Each forward pass runs the ops that ``OpChoice`` names for each mixed op, weighted by the
   softmax of their alphas: one op (weight steps), two ops (architecture steps), or all of them.
+  Given a ``Route`` instead, it runs that one network alone with the supernet's weights (a
+  single-path step of the one-shot search, or a network scored by its inherited weights).
 - Candidate weights (our choice; the search option ``separate_op_weights`` restores the
   published independent candidates): the MBConv candidates of one mixed op share one set of
   weights, as in once-for-all and BigNAS: ``kXeY`` uses the first ``Cin * Y`` expanded channels
@@ -33,7 +35,7 @@ from torch import nn
 
 from nas2deploy.ops import MBConv, OpSpec, Skip, batch_norm, uncount_batch_norms
 from nas2deploy.search.sampling import on_device
-from nas2deploy.spaces.densenas.space import DenseNASSpace, Edge
+from nas2deploy.spaces.densenas.space import HEAD_OPS, STACK_OPS, DenseNASSpace, Edge, Route
 
 ALPHA_INIT = 1e-3
 
@@ -175,9 +177,11 @@ class DenseNASSupernet(nn.Module):
     def edge_index(self, edge: Edge) -> int:
         return self.space.edges.index(edge)
 
-    def forward(self, x: torch.Tensor, choice: OpChoice) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, choice: OpChoice | Route) -> torch.Tensor:
         """No host synchronisation: the sampled indices are read on the host (CPU tensors), the
         weights gathered on the device from one copy of them."""
+        if isinstance(choice, Route):
+            return self.forward_route(x, choice)
         space = self.space
         device = self.alpha_head.device
         # one unbind per tensor rather than an indexing op per row: each op is a host launch on a GPU
@@ -206,3 +210,19 @@ class DenseNASSupernet(nn.Module):
         final = outs[space.tail_node]
         assert final is not None
         return self.classifier(final)
+
+    def forward_route(self, x: torch.Tensor, route: Route) -> torch.Tensor:
+        """The one network ``route`` names, run with the supernet's weights: each block on its
+        path through the head layer of the edge it arrives by and its stacking layers, the
+        ops the route chose (no architecture weights: a single path is exactly one network)."""
+        y = self.stem(x)
+        blocks = iter(zip(route.heads, route.stacks))
+        for edge in route.edges:
+            if edge.dst == self.space.tail_node:
+                y = self.tail_branches[self.tail_row[edge]](y)
+                continue
+            head, stack = next(blocks)
+            y = cast(Mixture, self.heads[self.head_row[edge]]).run(y, HEAD_OPS.index(head))
+            for r, op in zip(self.stack_rows.get(edge.dst, []), stack):
+                y = cast(Mixture, self.stacks[r]).run(y, STACK_OPS.index(op))
+        return self.classifier(y)
