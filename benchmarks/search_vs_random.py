@@ -4,21 +4,25 @@ For each space (DenseNAS on the harder built-in shapes, ``synthetic-small:32000`
 built-in scenes; the demo's spaces and tables: ``nas2deploy.demo.demo_table`` profiles one here
 when the shipped table was measured on another CPU) and two budgets:
 
-1. one search per budget (budget mode, lambda adapting), the weight warm-up shared by the two
-   (as the DenseNAS paper does for its latency sweep); the log's alpha/beta entropy and expected
-   latency at the warm-up's end and at the last epoch are printed;
-2. the searched networks: ``derive --budget-ms`` on the table (``searched``) and in closed loop
+1. the gradient strategy: one search per budget (budget mode, lambda adapting), the weight
+   warm-up shared by the two (as the DenseNAS paper does for its latency sweep); the log's
+   alpha/beta entropy and expected latency at the warm-up's end and at the last epoch are printed;
+   its networks: ``derive --budget-ms`` on the table (``searched``) and in closed loop
    (``derive --measure``: measured to fit, ``closed loop``);
+2. with ``--strategies gradient,evolution``, the evolution strategy too (``search --strategy
+   evolution``): one single-path supernet trained for as many weight epochs as a gradient search
+   has, then ``--trials`` networks per budget scored by inherited weights (``evolution``);
 3. ``--random`` networks from the same window of the same space the search searched (``nas2deploy
    space sample`` with the search's space options: the space's sampler, rejection to
    [fill x budget, budget]);
 4. every network trained ``--seeds`` times with the same recipe (the demo's optimiser, batch and
    learning rate, channels-last; by default 32,000 images of ``synthetic-small`` seen once,
-   ``nas2deploy.evaluation.scores.HARDER`` says why) and scored on the test split (top-1 on ``--test-images`` images, or
-   mIoU), and measured whole on the table's device.
+   ``nas2deploy.evaluation.scores.HARDER`` says why; a data folder: the demo's epochs on
+   ``--train-images`` of its training images) and scored on the test split (top-1 on
+   ``--test-images`` images, or mIoU), and measured whole on the table's device.
 
 Statistics per budget: each network's mean and std over seeds; the random networks' mean and
-the pooled seed std; the searched networks' rank among all; a one-sided Mann-Whitney U test of
+the pooled seed std; each searched network's rank among all; a one-sided Mann-Whitney U test of
 the searched network's seed scores against the random networks' mean scores (alternative:
 greater); a bootstrap of the difference of means (10,000 resamples of random networks and of the
 searched network's seeds). The target: searched mean >= random mean + 2 pooled seed stds, and
@@ -30,6 +34,8 @@ Searches resume from their run folders and trainings from ``OUT/TASK/scores.json
 ``architecture_spread.py`` journaled with the same recipe in that file are reused.
 
     .venv/bin/python benchmarks/search_vs_random.py [--tasks classification,segmentation] [--out runs/svr]
+    .venv/bin/python benchmarks/search_vs_random.py --tasks classification --data DIR/cifar10 --train-images 10000 \
+        --strategies gradient,evolution --random 8 --seeds 2 --jobs 2 --out runs/svr-cifar
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, spread  # noqa: E402
-from nas2deploy.evaluation.significance import compare  # noqa: E402
+from nas2deploy.evaluation.significance import SEARCHED, compare  # noqa: E402
 
 from nas2deploy import plotting  # noqa: E402
 from nas2deploy.random_networks import sample_window  # noqa: E402
@@ -55,7 +61,8 @@ from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: 
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table  # noqa: E402
 from nas2deploy.nets import Network  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
-from nas2deploy.runs import start_search  # noqa: E402
+from nas2deploy.runs import evolve, open_run, start_search  # noqa: E402
+from nas2deploy.nets import load_arch  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.loop import SearchRun  # noqa: E402
 from nas2deploy.search.closed_loop import derive_measured  # noqa: E402
@@ -66,9 +73,11 @@ def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budget
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colours = {"random": "#9a9a9a", "searched": "#d62728", "closed loop": "#1f77b4"}
-    for kind in ("random", "searched", "closed loop"):
+    colours = {"random": "#9a9a9a", "searched": "#d62728", "closed loop": "#1f77b4", "evolution": "#ff7f0e"}
+    for kind in colours:
         pts = [r for r in rows if r["kind"] == kind]
+        if not pts:
+            continue
         ax.errorbar([p["measured_ms"] for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
                     fmt="o" if kind == "random" else "D", color=colours[kind], alpha=0.7 if kind == "random" else 1,
                     label=kind, capsize=2, ms=4 if kind == "random" else 7)
@@ -101,9 +110,10 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     table_path = str(table.path)
     metric = LABEL[METRIC[task]]
     spec, epochs = benchmark_training(plan, args.data, args.train_epochs)
-    data = benchmark_data(spec, table_space(table).config_dict()["input_size"], args.test_images)
+    source = (spec, table_space(table).config_dict()["input_size"], args.test_images, args.train_images)
+    data = benchmark_data(*source)
     recipe = Recipe(epochs, plan.train_batch, plan.train_lr, device=args.device)
-    journal = ScoreJournal(out / "scores.jsonl", data, recipe, (spec, table_space(table).config_dict()["input_size"], args.test_images))
+    journal = ScoreJournal(out / "scores.jsonl", data, recipe, source)
 
     def config(budget: float | None) -> SearchConfig:
         base = demo_search_config(entry, table_path, budget)
@@ -112,6 +122,12 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
 
     t0 = time.time()
     warm, warm_log = searched(config(None), out / "warmup", None)
+    one_shot = None
+    if "evolution" in args.strategies:
+        t1 = time.time()
+        one_shot = dataclasses.replace(config(None), strategy="evolution", warmup_epochs=0)
+        start_search(one_shot, out / "one-shot", resume=(out / "one-shot" / "checkpoint.pt").exists()).run()
+        print(f"{entry.name}: single-path supernet, {one_shot.epochs} epochs in {time.time() - t1:.0f} s", flush=True)
     fastest, slowest = warm.space_search.latency_range()
     shares = [float(s) for s in args.shares.split(",")]
     budgets = [round(fastest + s * (slowest - fastest), 4) for s in shares]
@@ -132,6 +148,10 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
                                 space_config=run.config.space_config).networks
         search_s = time.time() - t1
         networks: list[tuple[str, Network]] = [("searched", found), ("closed loop", closed)]
+        if one_shot is not None:
+            study = evolve(open_run(out / "one-shot"), out / "one-shot", budget, out / f"evolution-{budget}",
+                           trials=args.trials, say=lambda line: print("  " + line, flush=True))
+            networks.append(("evolution", load_arch(study["best"]["arch"]).renamed(f"evolution-{budget}")))
         networks += [("random", a) for a in randoms]
         budget_rows = []
         journal.fill([arch for _, arch in networks], args.seeds, args.jobs, lambda line: print(line, flush=True))
@@ -166,12 +186,14 @@ def report(results: dict[str, Any]) -> None:
         print(f"  budget {b['budget_ms']:.3f} ms: random {metric} mean {b['random_mean']:.3f} "
               f"(best {b['random_best']:.3f}, worst {b['random_worst']:.3f}), pooled seed std {b['pooled_seed_std']:.3f}; "
               f"search {b['search_s']:.0f} s, argmax {b['argmax']}, E[lat] {b['expected_ms']:.3f} ms; {ent}")
-        for kind in ("searched", "closed loop"):
+        for kind in SEARCHED:
+            if kind not in b:
+                continue
             s = b[kind]
             test_p = s["mannwhitney_p"] if s["mannwhitney_p"] is not None else s["bootstrap_p"]
             verdict = "beats" if s["margin_in_pooled_std"] >= 2 and test_p < 0.05 else "does not beat"
             u_test = f"{s['mannwhitney_p']:.3f}" if s["mannwhitney_p"] is not None else "n/a (no scipy)"
-            same = " (the searched network)" if kind == "closed loop" and s.get("same_as_searched") else ""
+            same = " (the searched network)" if kind != "searched" and s.get("same_as_searched") else ""
             print(f"    {kind:<12} {metric} {s['mean']:.3f}{same}, rank {s['rank']}/{s['of']}, "
                   f"{s['margin_in_pooled_std']:+.2f} pooled stds, Mann-Whitney p {u_test}, "
                   f"bootstrap p {s['bootstrap_p']:.3f}: {verdict} random (target: +2 stds, p < 0.05)")
@@ -187,6 +209,10 @@ def main() -> None:
     ap.add_argument("--max-batches", type=int, default=16)
     ap.add_argument("--a-lr", type=float, default=0.0, help="the architecture's learning rate (0: the demo's)")
     ap.add_argument("--train-epochs", type=int, default=0, help="0: with the default data 1 (32,000 images seen once), else the demo's")
+    ap.add_argument("--strategies", default="gradient", type=lambda v: v.split(","),
+                    help="gradient, or gradient,evolution: the evolution strategy's network beside the gradient's")
+    ap.add_argument("--trials", type=int, default=200, help="networks the evolution strategy scores per budget")
+    ap.add_argument("--train-images", type=int, default=0, help="a data folder's training images each network trains on (0: all)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--random", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)

@@ -4,6 +4,8 @@ comparison resumes without training again what it already scored."""
 import json
 import random
 
+import pytest
+
 from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, spread
 
 from nas2deploy.demo import demo_entry
@@ -75,3 +77,37 @@ def test_the_journal_trains_side_by_side_in_worker_processes_and_writes_each_sco
     assert all(0 <= x["score"] <= 1 for x in lines)
     assert journal.scores(archs[1], 2) == [next(x["score"] for x in lines if x["seed"] == s) for s in (0, 1)]
     assert len(path.read_text().splitlines()) == 2  # nothing trained again
+
+
+def test_a_training_subset_is_seeded_names_itself_and_keeps_the_training_draws():
+    whole = benchmark_data("synthetic:40", 32, 0)
+    part = benchmark_data("synthetic:40", 32, 0, train_images=10)
+    again = benchmark_data("synthetic:40", 32, 0, train_images=10)
+    assert len(part.train) == 10 and part.name == f"{whole.name}+train10" and len(part.test) == len(whole.test)
+    x, y = part.train[3]
+    x2, y2 = again.train[3]
+    assert y == y2 and (x == x2).all()  # the same images every time: a journal's key stays valid
+    assert part.train.indices == sorted(set(part.train.indices)) and max(part.train.indices) < len(whole.train)
+    assert benchmark_data("synthetic:40", 32, 0, train_images=10_000).name == whole.name  # no subset to take
+
+
+def test_rank_agreement_finds_a_ranking_and_its_reverse_and_bounds_its_uncertainty():
+    import numpy as np
+    from nas2deploy.evaluation.significance import rank_agreement
+
+    rng = np.random.default_rng(0)
+    truth = list(range(12))
+    same = rank_agreement([2 * t + 1 for t in truth], truth, rng, resamples=500)
+    assert same["kendall_tau"] == pytest.approx(1) and same["spearman_rho"] == pytest.approx(1) and same["networks"] == 12
+    reverse = rank_agreement([-t for t in truth], truth, rng, resamples=500)
+    assert reverse["kendall_tau"] == pytest.approx(-1)
+    noisy = rank_agreement(list(rng.permutation(12).astype(float)), truth, rng, resamples=500)
+    low, high = noisy["kendall_tau_ci95"]
+    assert low < noisy["kendall_tau"] < high and high - low > 0.3  # twelve shuffled networks prove little
+
+
+def test_a_margin_without_seed_noise_keeps_its_sign():
+    from nas2deploy.evaluation.significance import margin
+
+    assert margin(0.02, 0.01) == pytest.approx(2)
+    assert margin(-0.02, 0.0) == float("-inf") and margin(0.02, 0.0) == float("inf") and margin(0.0, 0.0) == 0.0

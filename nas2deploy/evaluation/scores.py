@@ -51,13 +51,36 @@ def benchmark_training(plan: DemoPlan, data: str, epochs: int) -> tuple[str, int
     return spec, epochs or default_epochs
 
 
-def benchmark_data(spec: str, image_size: int, test_images: int) -> Splits:
+def benchmark_data(spec: str, image_size: int, test_images: int, train_images: int = 0) -> Splits:
     """``open_dataset(spec)``, the built-in classes with their test split enlarged to
     ``test_images`` (0: the spec's own; its images are the first of the larger split); other
-    data keeps its own test split."""
+    data keeps its own test split. ``train_images`` (0: all) keeps a seeded subset of the
+    training images (a real set's comparison sized to a CPU's hours; the name says so)."""
     if test_images and spec.partition(":")[0] in RADIUS:
-        return dataclasses.replace(shapes_splits(spec, image_size, test_images), name=f"{spec}+test{test_images}")
-    return open_dataset(spec, image_size)
+        data = dataclasses.replace(shapes_splits(spec, image_size, test_images), name=f"{spec}+test{test_images}")
+    else:
+        data = open_dataset(spec, image_size)
+    if train_images and train_images < len(data.train):  # type: ignore[arg-type]
+        keep = sorted(torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:train_images].tolist())  # type: ignore[arg-type]
+        data = dataclasses.replace(data, train=_Indexed(data.train, keep), name=f"{data.name}+train{train_images}")
+    return data
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """A subset of a dataset that keeps its training draws (``get``: ``data.batches`` augments
+    through it) as well as its evaluation view."""
+
+    def __init__(self, dataset: Any, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
+
+    def get(self, i: int, draw: int) -> Any:
+        return self.dataset.get(self.indices[i], draw) if hasattr(self.dataset, "get") else self.dataset[self.indices[i]]
 
 
 def network_body(arch: dict[str, Any]) -> str:
@@ -85,7 +108,7 @@ class Recipe:
 _WORKER_DATA: dict[str, Splits] = {}
 
 
-def _open(source: tuple[str, int, int]) -> None:
+def _open(source: tuple[Any, ...]) -> None:
     torch.set_num_threads(1)
     _WORKER_DATA["data"] = benchmark_data(*source)
 
@@ -110,7 +133,7 @@ class ScoreJournal:
     sooner than two two-thread trainings one after the other (``benchmarks/training_speed.py``
     measures it). The parent is the journal's one writer."""
 
-    def __init__(self, path: Path, data: Splits, recipe: Recipe, source: tuple[str, int, int] | None = None):
+    def __init__(self, path: Path, data: Splits, recipe: Recipe, source: tuple[Any, ...] | None = None):
         self.path, self.data, self.recipe, self.source = path, data, recipe, source
         self.known: dict[str, float] = {}
         if path.exists():

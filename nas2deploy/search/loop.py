@@ -29,6 +29,7 @@ parameters are averaged over ranks before each step, so the ranks stay identical
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -49,6 +50,7 @@ from nas2deploy.search.config import SearchConfig, provenance
 from nas2deploy.search.distributed import process_group_errors
 from nas2deploy.search.interface import OneShotSearch, SpaceSearch
 from nas2deploy.search.loss import BudgetController, latency_loss
+from nas2deploy.search.oneshot import CALIBRATION, recalibrate
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.search.sampling import step_generator
 from nas2deploy.train import Precision, out_of_memory
@@ -253,9 +255,16 @@ class SearchRun:
     @torch.no_grad()
     def evaluate(self) -> float:
         """The score on the validation split of the supernet restricted to what derivation keeps
-        (DenseNAS: the argmax ops; DCNAS: each cell's strongest connections)."""
-        self.net.eval()
+        (DenseNAS: the argmax ops; DCNAS: each cell's strongest connections); of a one-shot run,
+        the probe network's with its batch norms recalibrated first, as the study scores networks
+        (the running statistics of a single-path supernet mix every network's)."""
         choice = self.probe if self.one_shot else self.space_search.eval_choice()
+        if self.one_shot:
+            batches = self._batches("train", 3, augment=False)
+            calibration = [x for x, _ in itertools.islice(batches, math.ceil(CALIBRATION / self.config.batch_size))]
+            with self.precision.autocast():
+                recalibrate(self.net, lambda x: self.net(x, choice), calibration)
+        self.net.eval()
         score = Score(self.task, self.classes, self.device)
         self.data_wait = 0.0
         for x, y in self._batches("val", 2, augment=False):
@@ -354,12 +363,13 @@ class SearchRun:
             speed += f", {record['arch_images_per_s']:.0f} arch"
         if record["gpu_memory_mb"] is not None:
             speed += f", {record['gpu_memory_mb'] / 1024:.1f} GB"
-        return (
-            f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train {label} {record[f'train_{metric}']:.3f}, "
-            f"val {label} {record[f'val_{metric}_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
-            f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms ({speed}; epoch {record['wall_s']:.1f} s, "
-            f"ETA {self.eta_s() / 60:.1f} min)"
-        )
+        scores = f"epoch {record['epoch']}/{self.config.epochs} {record['phase']}: train {label} {record[f'train_{metric}']:.3f}, "
+        if self.one_shot:
+            scores += f"probe network's val {label} {record[f'val_{metric}_argmax']:.3f} ({record['derived_ms']:.3f} ms)"
+        else:
+            scores += (f"val {label} {record[f'val_{metric}_argmax']:.3f}, expected {record['expected_ms']:.3f} ms, "
+                       f"lambda {record['lambda']:.4g}, derived {record['derived_ms']:.3f} ms")
+        return scores + f" ({speed}; epoch {record['wall_s']:.1f} s, ETA {self.eta_s() / 60:.1f} min)"
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
