@@ -281,6 +281,8 @@ def test_a_cityscapes_layout_is_cached_and_searched_like_the_built_in_scenes(tmp
     assert summary["complete"] == 2 and 0 <= summary["best"]["miou"] <= 1
     cache = json.loads((tmp_path / "run" / "cache" / "cache.json").read_text())
     assert cache["classes"] == 19 and cache["splits"]["train"]["labels"] == [128, 128]
+    # cells are scored on a part of the training images; the three test images are never read
+    assert cache["splits"]["train"]["count"] + cache["splits"]["val"]["count"] == 3 and cache["splits"]["val"]["count"] == 1
 
 
 def test_a_database_password_is_never_printed():

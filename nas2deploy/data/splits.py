@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch.utils.data import Dataset, Subset
 
@@ -47,7 +50,24 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
     return order[n_val:], order[:n_val]
 
 
-def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
-    """``split_indices`` as two subsets of ``dataset``."""
+class Part(Subset):
+    """Some of a dataset's samples that keep its training draws (``get(i, draw)``, which the
+    batch loader augments through) beside its evaluation view (``part[i]``)."""
+
+    def get(self, i: int, draw: int) -> Any:
+        get = getattr(self.dataset, "get", None)
+        return get(self.indices[i], draw) if get is not None else self.dataset[self.indices[i]]
+
+
+def split_train_val(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Part, Part]:
+    """``split_indices`` as two parts of ``dataset``."""
     train, val = split_indices(len(dataset), val_fraction, seed)  # type: ignore[arg-type]
-    return Subset(dataset, train), Subset(dataset, val)
+    return Part(dataset, train), Part(dataset, val)
+
+
+def validation_splits(data: Splits, val_fraction: float, seed: int) -> Splits:
+    """``data`` as a search that chooses by score must see it: the training images split
+    (``split_indices``) into what trains and a validation part that takes the place of the test
+    split, so that the test images are scored only for the final networks."""
+    train, val = split_train_val(data.train, val_fraction, seed)
+    return dataclasses.replace(data, train=train, test=val, name=f"{data.name}[validation {val_fraction:g}]")

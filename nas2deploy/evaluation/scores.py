@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from nas2deploy.data import Splits, open_dataset
+from nas2deploy.data.splits import Part
 from nas2deploy.data.synthetic import RADIUS, shapes_splits
 from nas2deploy.fileio import append_line
 from nas2deploy.nets import Network
@@ -62,25 +63,8 @@ def benchmark_data(spec: str, image_size: int, test_images: int, train_images: i
         data = open_dataset(spec, image_size)
     if train_images and train_images < len(data.train):  # type: ignore[arg-type]
         keep = sorted(torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:train_images].tolist())  # type: ignore[arg-type]
-        data = dataclasses.replace(data, train=_Indexed(data.train, keep), name=f"{data.name}+train{train_images}")
+        data = dataclasses.replace(data, train=Part(data.train, keep), name=f"{data.name}+train{train_images}")
     return data
-
-
-class _Indexed(torch.utils.data.Dataset):
-    """A subset of a dataset that keeps its training draws (``get``: ``data.batches`` augments
-    through it) as well as its evaluation view."""
-
-    def __init__(self, dataset: Any, indices: list[int]):
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.dataset[self.indices[i]]
-
-    def get(self, i: int, draw: int) -> Any:
-        return self.dataset.get(self.indices[i], draw) if hasattr(self.dataset, "get") else self.dataset[self.indices[i]]
 
 
 def network_body(arch: dict[str, Any]) -> str:

@@ -5,7 +5,9 @@ A trial is one cell: for each branch i, its input (``b{i}_input``: -1 for the ba
 features, or an earlier branch) and its op (``b{i}_op``: one of the 81, named as ``conv1x1``,
 ``sep3x3_r6x21``, ``pool_g2x4``). Before the trials, the backbone's features on the data are
 cached in ``OUT/cache`` from the study's ``--weights`` (resumed after a kill); a cell within the
-budget is trained on them (``proxy.train_cell``) and its validation mIoU is the trial's value.
+budget is trained on them (``proxy.train_cell``) and its validation mIoU is the trial's value:
+the validation part is ``VALIDATION_FRACTION`` of the training images (a seeded split), so the
+test split is scored only for the final networks (the paper held out Cityscapes' validation set).
 The study records what the cache was computed from, so workers on other machines, each with its
 own cache, cooperate, and a study continued with other weights or data is refused. Re-ranking
 fine-tunes a whole network from the pretrained backbone (the cell from scratch) at the proxy's
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nas2deploy.data import Splits, open_dataset
+from nas2deploy.data.splits import validation_splits
 from nas2deploy.errors import UserError
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
@@ -29,6 +32,10 @@ from nas2deploy.spaces.dpc.proxy import FeatureCache, build_cache, load_backbone
 from nas2deploy.spaces.dpc.space import BRANCH_CHOICES, DPCSpace
 from nas2deploy.train import train_arch
 from nas2deploy.validate import Field
+
+#: The share of the training images the proxy and re-ranking score cells on (the search loop's
+#: default architecture split: DenseNAS's 80 / 20), split with seed 0 so every worker caches the same.
+VALIDATION_FRACTION = 0.2
 
 #: Fine-tuning a cell on its pretrained backbone: the proxy's batch and learning rate.
 RERANK_BATCH, RERANK_LR = 8, 0.02
@@ -107,8 +114,9 @@ class DPCCells(BlackBoxSpace):
         assert isinstance(space, DPCSpace)
         weights = config.options["weights"]
         probe = space.reference_net
-        data = open_dataset(config.data, probe.input_size, fit=probe)
-        cache = build_cache(probe, weights, data, config.data, out / "cache", progress=say)
+        data = validation_splits(open_dataset(config.data, probe.input_size, fit=probe), VALIDATION_FRACTION, seed=0)
+        cache = build_cache(probe, weights, data, f"{config.data}[validation {VALIDATION_FRACTION:g}]", out / "cache",
+                            progress=say)
         features = list(probe.features())
         if list(cache.features["train"].shape[1:]) != features:
             raise UserError(f"feature cache {cache.folder} holds {'x'.join(map(str, cache.features['train'].shape[1:]))} "
