@@ -58,7 +58,7 @@ def resolve(config: SearchConfig) -> SearchConfig:
     given = space_overrides(config.space, config.search_options, "search")
     options = {o.field: o for o in entry.options}
     search_options = {k: _option_value(options[k], v, f"search options of the {entry.name} space")
-                      for k, v in given.items() if v != entry.search_defaults.get(k)}
+                      for k, v in given.items() if v != entry.defaults_for(config.strategy).get(k)}
     return dataclasses.replace(config, data=config.data or entry.builtin_data, search_options=search_options)
 
 
@@ -104,10 +104,13 @@ def prepare(config: SearchConfig, table: LatencyTable | None = None) -> SearchSe
     table = table or load_table(config.table)
     space = space_for(table, config.space, config.space_config)
     torch.manual_seed(config.seed)  # the supernet's initial weights
-    space_search = entry.make_search(space, table, {**entry.search_defaults, **config.search_options})
-    if config.strategy == "evolution" and not isinstance(space_search, OneShotSearch):
-        raise UserError(f"the {config.space} space's supernet runs no single networks: --strategy evolution is not "
-                        "available for it; search it with --strategy gradient")
+    space_search = entry.make_search(space, table, {**entry.defaults_for(config.strategy), **config.search_options})
+    if config.strategy == "evolution":
+        if not isinstance(space_search, OneShotSearch):
+            raise UserError(f"the {config.space} space's supernet runs no single networks: --strategy evolution is not "
+                            "available for it; search it with --strategy gradient")
+        if (why := space_search.one_shot_refusal()) is not None:
+            raise UserError(f"--strategy evolution: {why}")
     if not space_search.expected_floor() > 0:  # log of the expected latency would be NaN
         raise UserError(f"latency table {config.table}: its calibration (offset_ms {table.offset_ms:g}) lets the "
                         "expected latency fall to 0 ms or below; run `nas2deploy lut validate` again")

@@ -217,6 +217,9 @@ def test_a_registered_toy_space_goes_through_every_command(tmp_path, toy_registe
     out = run("search", "--space", "toy", "--lut", str(table), "--data", "synthetic:200", "--epochs", "2",
               "--warmup-epochs", "1", "--batch-size", "16", "--max-batches", "2", "--a-lr", "0.05", "--out", str(run_dir))
     assert "epoch 2/2 search" in out and (run_dir / "arch.json").exists()
+    refused = runner.invoke(cli, ["search", "--space", "toy", "--lut", str(table), "--strategy", "evolution",
+                                  "--budget-ms", "1", "--out", str(tmp_path / "one-shot")])
+    assert refused.exit_code == 1 and "supernet runs no single networks" in refused.output  # a space without routes
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert log[-1]["alpha_entropy"] < np.log(len(OPS))  # the architecture step moved alpha
     space, priced = ToySpace(ToyConfig()), _load(table)

@@ -135,9 +135,82 @@ def test_the_evolution_strategy_runs_from_the_command_line(tmp_path_factory, tmp
     assert refused.exit_code == 1 and "run searched with --strategy evolution" in refused.output
 
 
-def test_a_space_whose_supernet_runs_no_single_networks_is_refused_before_any_work(tmp_path_factory, tmp_path):
-    table = saved_table(tmp_path_factory, "dcnas", {"input_size": 64, "layers": 3, "base_width": 8, "num_classes": 6})
-    result = CliRunner().invoke(cli, ["search", "--space", "dcnas", "--lut", table, "--strategy", "evolution",
-                                      "--budget-ms", "5", "--out", str(tmp_path / "d")])
-    assert result.exit_code == 1 and "supernet runs no single networks" in result.output
+SEG = {"input_size": 64, "layers": 3, "base_width": 8, "num_classes": 6}
+
+
+def test_a_route_through_the_dcnas_supernet_computes_its_network_with_the_supernets_weights():
+    from nas2deploy.spaces.dcnas.supernet import DCNASSupernet
+
+    space = make_space("dcnas", SEG)
+    torch.manual_seed(0)
+    supernet = DCNASSupernet(space, channel_fraction=1.0).eval()
+    for m in supernet.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    route = space.sample_route(random.Random(3))
+    network = space.make_arch(route, "r").build().eval()
+    network.stem.load_state_dict(supernet.stem.state_dict(), strict=False)  # the supernet's BN has no affine terms
+    for cell in route:
+        key, start = f"{cell.layer}_{cell.scale}", supernet.slices[cell.node].start
+        for t, src in zip(network.transforms[key], cell.inputs):
+            t.load_state_dict(supernet.transforms[start + space.inputs[cell.node].index(src)].state_dict(), strict=False)
+        chosen = supernet.mixtures[supernet.index[cell.node]].candidates[space.config.ops.index(cell.op)]
+        network.ops[key].load_state_dict(chosen.state_dict(), strict=False)
+    network.resizes.load_state_dict(supernet.resizes.state_dict(), strict=False)
+    network.head.load_state_dict(supernet.head.state_dict(), strict=False)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(supernet(x, route), network(x), atol=1e-5)
+
+
+def test_a_dcnas_route_is_drawn_by_a_trial_recorded_and_read_back_and_a_bad_one_is_named():
+    optuna = pytest.importorskip("optuna")
+    from nas2deploy.errors import UserError
+    from nas2deploy.spaces.dcnas.search import DCNASSearch
+    from nas2deploy.testing import random_table
+
+    space = make_space("dcnas", SEG)
+    search = DCNASSearch(space, random_table(space, 0), {"channel_fraction": 1.0})
+    assert search.one_shot_refusal() is None
+    assert "--channel-fraction 1" in DCNASSearch(space, random_table(space, 0)).one_shot_refusal()
+    for seed in range(5):
+        route = search.single_path(torch.Generator().manual_seed(seed))
+        assert search.suggest_route(optuna.trial.FixedTrial(search.route_params(route))) == route
+        net = search.route_network(route, "n")
+        assert search.route_of(json_round_trip(net)) == route and "cells" in search.describe_route(net.meta["route"])
+    doc = net.meta["route"]
+    with pytest.raises(UserError, match="not a route of the space"):
+        space.route_from_dict(doc[1:] if doc[0][0] == 0 else doc[:-1])  # a cell missing: a network it is not
+    with pytest.raises(UserError, match="distinct candidate inputs"):
+        space.route_from_dict([[0, 0, "sep3", [[1, 0]]]])
+
+
+def json_round_trip(net):
+    from nas2deploy.nets import network_from_field
+    from nas2deploy.validate import Field
+
+    return network_from_field(Field(json.loads(json.dumps(net.to_dict())), "arch n", "fix it"))
+
+
+@pytest.mark.slow
+def test_dcnas_searches_by_evolution_at_full_width_and_refuses_a_share_of_the_channels(tmp_path_factory, tmp_path):
+    pytest.importorskip("optuna")
+    from nas2deploy.spaces.tables import load_table
+
+    table = saved_table(tmp_path_factory, "dcnas", SEG)
+    space = make_space("dcnas", SEG)
+    predicted = sorted(load_table(table).predict(space.sample_arch(random.Random(i))).best_ms for i in range(200))
+    budget = round(predicted[120], 4)
+    common = ["search", "--space", "dcnas", "--lut", table, "--data", "seg-synthetic:24", "--batch-size", "4",
+              "--max-batches", "2", "--strategy", "evolution", "--budget-ms", str(budget)]
+    refused = CliRunner().invoke(cli, [*common, "--channel-fraction", "0.25", "--out", str(tmp_path / "d")])
+    assert refused.exit_code == 1 and "--channel-fraction 1" in refused.output
     assert not (tmp_path / "d" / "checkpoint.pt").exists()
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, [*common, "--epochs", "1", "--fill", "0.7", "--trials", "8", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    arch = json.loads((run / "arch.json").read_text())
+    assert arch["task"] == "segmentation" and 0.7 * budget <= load_table(table).predict(
+        space.make_arch(space.route_from_dict(arch["meta"]["route"]), "a")).best_ms <= budget
+    study = json.loads((run / "evolution" / "study.json").read_text())
+    assert study["trials"] == 8 and study["score_label"] == "inherited miou"

@@ -57,6 +57,11 @@ class OneShotSearch(SpaceSearch, Protocol):
     ``search/oneshot.py``). A network is a *route* (the space's own value) that the supernet's
     ``forward`` runs alone, with the supernet's weights."""
 
+    def one_shot_refusal(self) -> str | None:
+        """Why this supernet, as its options built it, cannot run single networks (naming the
+        option to change), or None."""
+        ...
+
     def single_path(self, generator: torch.Generator) -> Any:
         """A route drawn as the space's sampler draws a network."""
         ...

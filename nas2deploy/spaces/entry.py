@@ -97,10 +97,17 @@ class SpaceEntry:
     options: tuple[SpaceOption, ...] = ()
     #: the supernet search's options and their defaults (``search`` and ``derive`` scoped options)
     search_defaults: dict[str, Any] = field(default_factory=dict)
+    #: the defaults the evolution strategy changes (DCNAS: full-width candidates, which single
+    #: networks of the supernet need)
+    one_shot_defaults: dict[str, Any] = field(default_factory=dict)
     demo: DemoPlan | None = None
     #: whether the space is searched by a supernet (``search`` runs the gradient loop) or trial by
     #: trial (``search`` runs its black-box study); known without importing the parts
     searched_by: str = "supernet"
+
+    def defaults_for(self, strategy: str) -> dict[str, Any]:
+        """The search options' defaults under ``strategy`` (gradient or evolution)."""
+        return {**self.search_defaults, **(self.one_shot_defaults if strategy == "evolution" else {})}
 
     def option_fields(self, scope: str) -> list[str]:
         return [o.field for o in self.options if scope in o.scope]

@@ -41,12 +41,14 @@ ENTRY = SpaceEntry(
         SpaceOption("max_back", "int", "earlier layers a cell may take inputs from (0: all)", low=0),
         SpaceOption("derive_inputs", "int", "strongest inputs each derived cell keeps (2)", low=1),
         SpaceOption("path_samples", "int", "connections run per cell and step (0: all; default 2)", ("search",), low=0),
-        SpaceOption("channel_fraction", "float", "share of a cell's channels through the candidate ops (0.25)", ("search",),
+        SpaceOption("channel_fraction", "float", "share of a cell's channels through the candidate ops (0.25; 1 with "
+                    "--strategy evolution)", ("search",),
                     low=0, high=1),
         SpaceOption("viterbi", "flag", "derive the single best scale path instead of each cell's top inputs",
                     ("search", "derive")),
     ),
     search_defaults=SEARCH_DEFAULTS,
+    one_shot_defaults={"channel_fraction": 1.0},
     # 64 px scenes, a 6-layer grid of widths 32..256 (21 cells, 129 connections): the same shape
     # of search at a size a CPU runs in about a minute (32 ops to profile).
     demo=DemoPlan(

@@ -186,6 +186,44 @@ class DCNASSpace(SearchSpace):
         cells = tuple(Cell(l, s, ops[(l, s)], chosen[(l, s)]) for l, s in self.cells if (l, s) in alive)
         return self.make_arch(cells, name)
 
+    def sample_route(self, rng: random.Random) -> tuple[Cell, ...]:
+        """The cells of a network drawn as ``sample_arch`` draws it: a route of the supernet."""
+        return self.sample_arch(rng).cells
+
+    def route_from_dict(self, doc: Any, source: str = "a route") -> tuple[Cell, ...]:
+        """A route (``[[layer, scale, op, [[layer, scale], ...]], ...]``, the cells of a network in
+        order) read back, every choice checked against the space: cells of its grid, its ops, 1 to
+        ``derive_inputs`` distinct candidate inputs each, and exactly the cells that feed the
+        output block (what ``arch_from`` keeps)."""
+        from nas2deploy.validate import Field
+
+        f = Field(doc, source, "search again")
+        chosen, ops = {}, {}
+        for item in f.list(min_len=1, max_len=len(self.cells)):
+            layer, scale, op, inputs = item.list(min_len=4, max_len=4)
+            cell = (layer.int(0, self.config.layers - 1), scale.int(0, SCALES - 1))
+            if cell not in self.inputs:
+                raise item.error(f"names cell {list(cell)}, which is not in the {self.config.layers}-layer grid", shown=False)
+            pairs: list[tuple[int, int]] = []
+            for pair in inputs.list(min_len=1, max_len=self.config.derive_inputs):
+                src_layer, src_scale = pair.list(min_len=2, max_len=2)
+                pairs.append((src_layer.int(-1, self.config.layers), src_scale.int(0, SCALES - 1)))
+            if len(set(pairs)) != len(pairs) or any(p not in self.inputs[cell] for p in pairs):
+                raise inputs.error(f"must be distinct candidate inputs of cell {list(cell)}", shown=False)
+            chosen[cell], ops[cell] = tuple(sorted(pairs)), op.str(self.config.ops)
+        try:
+            cells = self.arch_from(chosen, ops, "route").cells
+        except KeyError:
+            cells = ()
+        if {c.node for c in cells} != set(chosen):
+            raise f.error("is not a route of the space (its cells must be exactly those that feed the output block, "
+                          "each with its inputs)", shown=False)
+        return cells
+
+    @staticmethod
+    def route_to_dict(route: tuple[Cell, ...]) -> list[Any]:
+        return [[c.layer, c.scale, c.op, [list(i) for i in c.inputs]] for c in route]
+
     def reference_op(self) -> OpSpec:
         w, h = self.config.scale_widths[1], self.side(1)
         return SepConv(w, h, h, w, 5)

@@ -28,11 +28,13 @@ BN is affine-free during the search, as in DenseNAS.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
-from nas2deploy.nets.cells import STEM, cell_op
+from nas2deploy.errors import UserError
+from nas2deploy.nets.cells import STEM, Cell, cell_op
 from nas2deploy.ops import uncount_batch_norms
 from nas2deploy.spaces.dcnas import CHANNEL_FRACTION, PATH_SAMPLES
 from nas2deploy.spaces.dcnas.space import DCNASSpace
@@ -98,6 +100,7 @@ class DCNASSupernet(nn.Module):
             start += len(ins)
         self.transforms = nn.ModuleList(transforms)
         self.mixtures = nn.ModuleList([MixtureLayer(space, cell, channel_fraction) for cell in self.cells])
+        self.index = {cell: i for i, cell in enumerate(self.cells)}
         head = arch.head_specs()
         self.resizes = nn.ModuleList([s.build(affine=False) for s in head[:-1]])
         self.head = head[-1].build(affine=False)
@@ -150,9 +153,39 @@ class DCNASSupernet(nn.Module):
                 alive.update(self.space.inputs[cell][k] for k in paths.kept[cell])
         return alive
 
-    def forward(self, x: torch.Tensor, paths: PathSample) -> torch.Tensor:
+    def full_width(self) -> bool:
+        """Whether the candidates are built at the cells' full width (``channel_fraction`` 1): only
+        then is a candidate the op a derived network deploys, and a route a network."""
+        return all(cast(MixtureLayer, m).groups == 1 for m in self.mixtures)
+
+    def forward_route(self, x: torch.Tensor, route: tuple[Cell, ...]) -> torch.Tensor:
+        """The one network whose cells are ``route``, run with the supernet's weights: each cell
+        sums its inputs' transforms (the deployed fusion) and runs the candidate it chose at full
+        width (no architecture weights: a single path is exactly one network)."""
+        if not self.full_width():
+            raise UserError("the supernet's candidates see a share of each cell's channels (channel_fraction < 1): "
+                            "it runs no single networks; search with channel_fraction 1")
+        nodes = {STEM: self.stem(x)}
+        for cell in route:
+            ins, start = self.space.inputs[cell.node], self.slices[cell.node].start
+            fused = sum(self.transforms[start + ins.index(src)](nodes[src]) for src in cell.inputs)
+            assert isinstance(fused, torch.Tensor)
+            mixture = cast(MixtureLayer, self.mixtures[self.index[cell.node]])
+            nodes[cell.node] = mixture.candidates[self.space.config.ops.index(cell.op)](fused)
+        return self._output(nodes)
+
+    def _output(self, nodes: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
+        """The fixed output block over the last layer's cells."""
+        feats = [nodes[c] for c in self.output_cells if c[1] == 0]
+        feats += [r(nodes[c]) for r, c in zip(self.resizes, [c for c in self.output_cells if c[1] > 0])]
+        return self.head(torch.cat(feats, 1))
+
+    def forward(self, x: torch.Tensor, paths: PathSample | tuple[Cell, ...]) -> torch.Tensor:
         """Runs only the cells that reach the output block: a cell no sampled connection reads
-        would cost time and memory and contribute nothing to the loss or any gradient."""
+        would cost time and memory and contribute nothing to the loss or any gradient. Given a
+        route (a network's cells), runs that network alone (``forward_route``)."""
+        if not isinstance(paths, PathSample):
+            return self.forward_route(x, paths)
         nodes = {STEM: self.stem(x)}
         alpha_w = torch.softmax(self.alpha, -1)
         alive = self.alive(paths)
@@ -167,6 +200,4 @@ class DCNASSupernet(nn.Module):
             fused = sum(w[j] / total * self.transforms[sl.start + k](nodes[ins[k]]) for j, k in enumerate(kept))
             assert isinstance(fused, torch.Tensor)
             nodes[cell] = self.mixtures[i](fused, alpha_w[i])
-        feats = [nodes[c] for c in self.output_cells if c[1] == 0]
-        feats += [r(nodes[c]) for r, c in zip(self.resizes, [c for c in self.output_cells if c[1] > 0])]
-        return self.head(torch.cat(feats, 1))
+        return self._output(nodes)

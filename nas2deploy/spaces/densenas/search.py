@@ -104,6 +104,9 @@ class DenseNASSearch:
         return values
 
     # -- one-shot: single paths of the supernet (the evolution strategy) -------------------------
+    def one_shot_refusal(self) -> str | None:
+        return None  # a route runs its ops as built, independent or shared
+
     def single_path(self, generator: torch.Generator) -> Route:
         """A network drawn as the space's sampler draws one (``sample_route``), seeded by ``generator``."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
