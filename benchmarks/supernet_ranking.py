@@ -1,26 +1,27 @@
 """How well a trained supernet ranks networks: the question every weight-sharing search depends on.
 
 1. A supernet: a one-shot run (``search --strategy evolution``'s training: single paths drawn
-   uniformly) trained here on ``--data`` (``OUT/supernet``, resumed after a kill), or any run
-   folder given with ``--run`` (a gradient search's supernet too: its weights are inherited the
-   same way).
+   uniformly) of ``--table``'s space (DenseNAS or DCNAS) trained here on ``--data``
+   (``OUT/supernet``, resumed after a kill), or a one-shot run folder given with ``--run``.
 2. ``--networks`` distinct random networks of one latency window of the table
    (``oneshot.window_routes``: the space's sampler, kept where the table predicts them in
    [fill x budget, budget]).
-3. Each scored twice: with the supernet's inherited weights (``oneshot.InheritedScore``: batch
-   norms recalibrated on 512 training images, top-1 on the validation split carved from the
-   training images), and trained stand-alone from scratch with one fixed recipe (``--seeds``
+3. Each scored twice: with the supernet's inherited weights (``runs.inherited_scores``, as the
+   evolution strategy scores: batch norms recalibrated on 512 training images, top-1 or mIoU on
+   the validation split carved from the training images), and trained stand-alone from scratch with one fixed recipe (``--seeds``
    seeds, journaled in ``OUT/scores.jsonl``, ``--jobs`` side by side) and scored on the test split.
 4. Kendall's tau and Spearman's rho between the two, with bootstrap 95% intervals over the
    networks (``evaluation.significance.rank_agreement``).
 
     .venv/bin/python benchmarks/supernet_ranking.py --data DIR/cifar10 [--train-images 10000] [--networks 20] \
         [--supernet-epochs 30] [--train-epochs 10] [--jobs 2] --out runs/ranking
+    .venv/bin/python benchmarks/supernet_ranking.py --table DCNAS_TABLE --data DIR/camvid --batch 8 ... --out runs/ranking-camvid
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -33,41 +34,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data  # noqa: E402
 from nas2deploy.evaluation.significance import rank_agreement  # noqa: E402
 from nas2deploy.fileio import atomic_write_json  # noqa: E402
-from nas2deploy.runs import SearchSetup, open_run, start_search  # noqa: E402
+from nas2deploy.runs import SearchSetup, inherited_scores, open_run, start_search  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
-from nas2deploy.search.distributed import compute_device  # noqa: E402
 from nas2deploy.search.interface import OneShotSearch  # noqa: E402
-from nas2deploy.search.oneshot import Holdout, InheritedScore, window_routes  # noqa: E402
+from nas2deploy.search.oneshot import window_routes  # noqa: E402
 from nas2deploy.spaces.tables import load_table, table_space  # noqa: E402
 
 TABLE = Path(__file__).resolve().parents[1] / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json"
 
 
-def supernet(args: argparse.Namespace, out: Path) -> SearchSetup:
-    """The supernet scored with: ``--run``'s, or a one-shot one trained here (resumed)."""
+def supernet(args: argparse.Namespace, out: Path) -> tuple[SearchSetup, Path]:
+    """The supernet scored with and its run folder: ``--run``'s, or a one-shot one trained here (resumed)."""
     if args.run:
-        return open_run(args.run)
+        return open_run(args.run), Path(args.run)
     table = load_table(args.table)
     folder = out / "supernet"
     config = SearchConfig(table=args.table, space=table_space(table).name, data=args.data, strategy="evolution",
                           epochs=args.supernet_epochs, batch_size=args.batch, max_batches=args.max_batches,
                           val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-                          space_config={"max_stack_layers": args.max_stack_layers} if args.max_stack_layers >= 0 else {})
+                          space_config=json.loads(args.space_config))
     start = time.perf_counter()
     run = start_search(config, folder, resume=(folder / "checkpoint.pt").exists(),
                        progress=lambda line: print("  supernet " + line, flush=True))
     run.run()
     print(f"supernet: {config.epochs} single-path epochs of {config.max_batches or 'all'} batches "
           f"({time.perf_counter() - start:.0f} s this call)", flush=True)
-    return open_run(folder)
+    return open_run(folder), folder
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="synthetic-small:4000", help="the data (a folder: CIFAR-10 as image files)")
     ap.add_argument("--table", default=str(TABLE))
-    ap.add_argument("--max-stack-layers", type=int, default=-1, help="narrow the table's space (-1: as it is)")
-    ap.add_argument("--run", help="score with this run's supernet instead of training one")
+    ap.add_argument("--space-config", default="{}", help="narrow the table's space (JSON: {\"max_stack_layers\": 1})")
+    ap.add_argument("--run", help="score with this one-shot run's supernet instead of training one")
     ap.add_argument("--supernet-epochs", type=int, default=30)
     ap.add_argument("--max-batches", type=int, default=0, help="batches per supernet epoch (0: the whole weight split)")
     ap.add_argument("--batch", type=int, default=64)
@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--networks", type=int, default=20)
     ap.add_argument("--train-images", type=int, default=10000, help="stand-alone training images (0: all)")
     ap.add_argument("--train-epochs", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=0.05, help="the stand-alone recipe's learning rate")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -85,26 +86,23 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    setup = supernet(args, out)
+    setup, folder = supernet(args, out)
     search, config = setup.space_search, setup.config
-    assert isinstance(search, OneShotSearch), "the space's supernet must run single networks (DenseNAS)"
+    assert isinstance(search, OneShotSearch), "a one-shot run's supernet runs single networks"
     fastest, slowest = search.latency_range()
     budget = fastest + args.share * (slowest - fastest)
     routes = window_routes(search, setup.table, budget, args.fill, args.networks, args.seed)
     print(f"window [{args.fill * budget:.4g}, {budget:.4g}] ms of {fastest:.4g}-{slowest:.4g}: {len(routes)} networks",
           flush=True)
     size = setup.space.config_dict()["input_size"]
-    data = benchmark_data(config.data, size, 0)
-    device = compute_device(args.device)
-    search.net.to(device)
     start = time.perf_counter()
-    evaluator = InheritedScore(search, data, Holdout.of(config, data), args.batch, device, config.channels_last, {})
+    evaluator = inherited_scores(setup, folder)
     nets = [search.route_network(r, f"window-{i:02d}") for i, r in enumerate(routes)]
     inherited = [evaluator.score(n, 0).value for n in nets]
     print(f"inherited scores: {len(nets)} networks in {time.perf_counter() - start:.0f} s "
           f"({len(evaluator.holdout.validation)} validation images each)", flush=True)
     trained_data = benchmark_data(config.data, size, 0, args.train_images)
-    recipe = Recipe(args.train_epochs, 64, 0.05, device=args.device)
+    recipe = Recipe(args.train_epochs, args.batch, args.lr, device=args.device)
     journal = ScoreJournal(out / "scores.jsonl", trained_data, recipe, (config.data, size, 0, args.train_images))
     start = time.perf_counter()
     journal.fill(nets, args.seeds, args.jobs, say=lambda line: print(line, flush=True))
@@ -114,8 +112,11 @@ def main() -> None:
     agreement = rank_agreement(inherited, standalone, np.random.default_rng(args.seed))
     for n, a, b in sorted(zip(nets, inherited, standalone), key=lambda t: -t[2]):
         print(f"  {n.name}: predicted {setup.table.predict(n).best_ms:.4f} ms, inherited {a:.4f}, stand-alone {b:.4f}")
-    print(f"Kendall tau {agreement['kendall_tau']:.3f} (95% {agreement['kendall_tau_ci95']}), "
-          f"Spearman rho {agreement['spearman_rho']:.3f} (95% {agreement['spearman_rho_ci95']}), "
+    ci = {k: "" if v is None else f" (95% {v[0]:.3f} to {v[1]:.3f})" for k, v in agreement.items() if k.endswith("ci95")}
+    value = {k: "undefined (one value throughout)" if agreement[k] is None else f"{agreement[k]:.3f}"
+             for k in ("kendall_tau", "spearman_rho")}
+    print(f"Kendall tau {value['kendall_tau']}{ci['kendall_tau_ci95']}, "
+          f"Spearman rho {value['spearman_rho']}{ci['spearman_rho_ci95']}, "
           f"{agreement['networks']} networks; inherited scores span {min(inherited):.3f}-{max(inherited):.3f}, "
           f"stand-alone {min(standalone):.3f}-{max(standalone):.3f}")
     atomic_write_json(out / "ranking.json", {"budget_ms": budget, "fill": args.fill, "data": config.data,

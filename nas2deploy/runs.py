@@ -29,6 +29,7 @@ from nas2deploy.search.config import SearchConfig, parse_crop, provenance
 from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, join_process_group, compute_device
 from nas2deploy.search.interface import OneShotSearch, SpaceSearch
 from nas2deploy.search.loop import SearchRun
+from nas2deploy.search.oneshot import Holdout, InheritedScore, OneShotStudy
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.spaces import SpaceEntry, get_space, make_space, space_overrides
 from nas2deploy.spaces.base import SearchSpace
@@ -192,21 +193,15 @@ def start_study(config: StudyConfig, space_name: str, space_config: dict[str, An
     return run_study(config, adapter, space, table, say, measure)
 
 
-def evolve(setup: SearchSetup, run_dir: str | Path, budget_ms: float, out: str | Path, trials: int = 200,
-           sampler: str = "spos", fill: float = DEFAULT_FILL, storage: str = "", study: str = "", measure: bool = False,
-           force: bool = False, say: Callable[[str], None] | None = None,
-           measured: Callable[[Network], float] | None = None) -> dict[str, Any]:
-    """The evolution strategy's search of a one-shot run's trained supernet (``open_run``) under
-    ``budget_ms``: a black-box study in ``out`` whose trials are networks of the space, pruned
-    outside [fill x budget, budget] on the table and scored by their inherited weights
-    (``search/oneshot.py``); its summary (the chosen network in ``out``/best.json)."""
+def inherited_scores(setup: SearchSetup, run_dir: str | Path) -> InheritedScore:
+    """What scores networks by the inherited weights of a one-shot run's trained supernet
+    (``open_run``): the supernet on the run's device and memory format, the run's data and its
+    holdout (``search/oneshot.py``), identified by the checkpoint it was read from."""
     from nas2deploy.fileio import sha256_file
-    from nas2deploy.search.blackbox.study import run_study
-    from nas2deploy.search.oneshot import Holdout, InheritedScore, OneShotStudy
 
     config, search = setup.config, setup.space_search
     if config.strategy != "evolution" or not isinstance(search, OneShotSearch):
-        raise UserError(f"run {run_dir} searched by {config.strategy}: it has no one-shot supernet to evolve networks from")
+        raise UserError(f"run {run_dir} searched by {config.strategy}: it has no one-shot supernet to score networks with")
     device = compute_device(config.device)
     search.net.to(device)
     if config.channels_last:
@@ -215,9 +210,24 @@ def evolve(setup: SearchSetup, run_dir: str | Path, budget_ms: float, out: str |
     data = open_dataset(config.data, size, config.data_classes, parse_crop(config.crop), task=search.task)
     identity = {"supernet": sha256_file(Path(run_dir) / "checkpoint.pt"), "val_fraction": config.val_fraction,
                 "seed": config.seed}
-    evaluator = InheritedScore(search, data, Holdout.of(config, data), config.batch_size, device, config.channels_last,
-                               identity)
+    return InheritedScore(search, data, Holdout.of(config, data), config.batch_size, device, config.channels_last,
+                          identity)
+
+
+def evolve(setup: SearchSetup, run_dir: str | Path, budget_ms: float, out: str | Path, trials: int = 200,
+           sampler: str = "spos", fill: float = DEFAULT_FILL, storage: str = "", study: str = "", measure: bool = False,
+           force: bool = False, say: Callable[[str], None] | None = None,
+           measured: Callable[[Network], float] | None = None) -> dict[str, Any]:
+    """The evolution strategy's search of a one-shot run's trained supernet (``open_run``) under
+    ``budget_ms``: a black-box study in ``out`` whose trials are networks of the space, pruned
+    outside [fill x budget, budget] on the table and scored by their inherited weights
+    (``inherited_scores``); its summary (the chosen network in ``out``/best.json)."""
+    from nas2deploy.search.blackbox.study import run_study
+
+    evaluator = inherited_scores(setup, run_dir)
+    config = setup.config
     study_config = StudyConfig(table=config.table, data=config.data, budget_ms=budget_ms, out=str(out), trials=trials,
                                storage=storage, study=study, sampler=sampler, measure=measure, seed=config.seed,
                                force=force, fill=fill)
-    return run_study(study_config, OneShotStudy(search, evaluator, search.task), setup.space, setup.table, say, measured)
+    return run_study(study_config, OneShotStudy(evaluator.search, evaluator, evaluator.search.task), setup.space,
+                     setup.table, say, measured)

@@ -111,3 +111,11 @@ def test_a_margin_without_seed_noise_keeps_its_sign():
 
     assert margin(0.02, 0.01) == pytest.approx(2)
     assert margin(-0.02, 0.0) == float("-inf") and margin(0.02, 0.0) == float("inf") and margin(0.0, 0.0) == 0.0
+
+
+def test_rank_agreement_with_one_value_throughout_is_undefined_not_a_number():
+    import numpy as np
+    from nas2deploy.evaluation.significance import rank_agreement
+
+    tied = rank_agreement([0.1, 0.2, 0.3], [0.5, 0.5, 0.5], np.random.default_rng(0), resamples=50)
+    assert tied["kendall_tau"] is None and tied["spearman_rho"] is None and tied["kendall_tau_ci95"] is None

@@ -63,7 +63,8 @@ def compare(rows: list[dict[str, Any]], rng: np.random.Generator) -> dict[str, A
 def rank_agreement(a: list[float], b: list[float], rng: np.random.Generator, resamples: int = 10_000) -> dict[str, Any]:
     """How well ``a`` ranks what ``b`` ranks (a supernet's scores against stand-alone training's):
     Kendall's tau and Spearman's rho, each with the 2.5 and 97.5 percentiles of its bootstrap
-    over the networks (resampled with replacement; resamples of one tied value are skipped)."""
+    over the networks (resampled with replacement; resamples of one tied value are skipped).
+    Where either side is one value throughout, the order is undefined: None."""
     from scipy.stats import kendalltau, spearmanr
 
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -74,6 +75,6 @@ def rank_agreement(a: list[float], b: list[float], rng: np.random.Generator, res
             pick = rng.integers(0, len(x), len(x))
             if np.ptp(x[pick]) > 0 and np.ptp(y[pick]) > 0:
                 boot.append(float(fn(x[pick], y[pick])[0]))
-        out[name] = float(fn(x, y)[0])
+        out[name] = float(fn(x, y)[0]) if np.ptp(x) > 0 and np.ptp(y) > 0 else None
         out[f"{name}_ci95"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))] if boot else None
     return out
