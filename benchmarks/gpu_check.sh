@@ -33,6 +33,13 @@
 #              synthetic-small seen once, 4000 test images; 5 random networks x 3 seeds per window)
 #              with searches and trainings on the GPU; latency on the machine's CPU (ONNX Runtime,
 #              the demo's table profiled there first). The image has no scipy: the bootstrap test decides.
+#   search-vs-random-cifar (a call of its own, not in the default set): the same on real CIFAR-10,
+#              both strategies (gradient and evolution) at the demo's two budgets, 8 random networks x 2
+#              seeds, every network trained on all 50,000 training images and scored on the 10,000 test
+#              images, journaled under $OUT/svr-cifar; a second call given that folder back as
+#              .data/svr-cifar continues it. The data is not in the
+#              repository: copy ../shared/data/cifar10-jpeg.tar.gz to .data/ (ignored by git) and run
+#              with carry [".data"]; it is unpacked under /tmp. Without it the step says so and skips.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -72,6 +79,26 @@ for name in "${steps[@]}"; do
         step "search vs random (CPU, code path only)" 420 "$PY" benchmarks/search_vs_random.py --tasks classification \
             --data synthetic-small:200 --test-images 0 --search-epochs 2 --warmup-epochs 1 --max-batches 2 --train-epochs 1 \
             --random 2 --seeds 2 --out "$(mktemp -d)" ;;
+    search-vs-random-cifar:*)
+        tarball=${CIFAR10_TAR:-.data/cifar10-jpeg.tar.gz}
+        if [ ! -f "$tarball" ]; then
+            echo "== search vs random on CIFAR-10: skipped, no $tarball (copy ../shared/data/cifar10-jpeg.tar.gz there)"
+            continue
+        fi
+        mkdir -p /tmp/gpu-data && tar -xzf "$tarball" -C /tmp/gpu-data
+        svr="${OUT:-/tmp}/svr-cifar"
+        [ -d .data/svr-cifar ] && [ ! -d "$svr" ] && cp -r .data/svr-cifar "$svr"  # an earlier call's journal, carried back
+        if [ "$gpu" = 1 ]; then
+            step "search vs random on CIFAR-10 (GPU)" 560 "$PY" benchmarks/search_vs_random.py --tasks classification \
+                --device cuda --data /tmp/gpu-data/cifar10 --strategies gradient,evolution --search-epochs 12 \
+                --warmup-epochs 4 --max-batches 100 --trials 100 --train-epochs 10 --random 8 --seeds 2 \
+                --out "$svr"
+        else
+            step "search vs random on CIFAR-10 (CPU, code path only)" 420 "$PY" benchmarks/search_vs_random.py \
+                --tasks classification --data /tmp/gpu-data/cifar10 --train-images 200 --strategies gradient,evolution \
+                --search-epochs 2 --warmup-epochs 1 --max-batches 2 --trials 4 --train-epochs 1 --random 2 --seeds 1 \
+                --out "$(mktemp -d)"
+        fi ;;
     tests:1) step "gpu tests" 150 "$PY" -m pytest -q -m "gpu and not slow" -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py tests/test_launch.py ;;
     tests:0) step "gpu tests (skip here)" 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_device.py tests/test_backends.py tests/test_export.py -rs ;;
     step:1) step "search step throughput" 300 "$PY" benchmarks/search_step.py --device cuda --steps 20 --warmup 3 ;;
@@ -89,7 +116,7 @@ for name in "${steps[@]}"; do
             --reference-runs 1000 --batches '' ;;
     latency:0|policy:0) step "latency tables and an AOTInductor engine (CPU, small)" 120 "$PY" benchmarks/gpu_latency.py \
             --device cpu --networks 4 --policy-ops 2 --batches 1 --aoti-seconds 10 ;;
-    *) echo "unknown step $name (tests step step-dcnas ranks ranks-densenas data latency policy search-vs-random)"; status=1 ;;
+    *) echo "unknown step $name (tests step step-dcnas ranks ranks-densenas data latency policy search-vs-random search-vs-random-cifar)"; status=1 ;;
     esac
 done
 echo "== gpu_check: $(( $(date +%s) - start )) s in all, status $status"

@@ -223,8 +223,8 @@ def test_the_best_cells_are_reranked_end_to_end_then_measured_until_one_fits_and
 
     summary = start_study(config, "dpc", overrides, measure=measure)
     reranked = summary["rerank"]["cells"]
-    assert len(reranked) == 3 and [r["miou"] for r in reranked] == sorted((r["miou"] for r in reranked), reverse=True)
-    assert all(0 <= r["miou"] <= 1 for r in reranked)
+    assert len(reranked) == 3 and [r["score"] for r in reranked] == sorted((r["score"] for r in reranked), reverse=True)
+    assert all(0 <= r["score"] <= 1 for r in reranked)
     assert [(m["trial"], m["fits"]) for m in summary["measured"]] == [(reranked[0]["trial"], False), (reranked[1]["trial"], True)]
     assert summary["best"]["trial"] == reranked[1]["trial"]  # the best re-ranked cell that measured within the budget
     assert load_arch(tmp_path / "run" / "best.json").cell == measured[1]
@@ -278,7 +278,7 @@ def test_a_cityscapes_layout_is_cached_and_searched_like_the_built_in_scenes(tmp
     summary = start_study(StudyConfig(table=str(tmp_path / "t.json"), data=str(root), budget_ms=space.latency_range(table)[1],
                                       out=str(tmp_path / "run"), trials=2,
                                       options={"weights": str(tmp_path / "chain.pt"), "proxy_epochs": 1}), "dpc")
-    assert summary["complete"] == 2 and 0 <= summary["best"]["miou"] <= 1
+    assert summary["complete"] == 2 and 0 <= summary["best"]["score"] <= 1
     cache = json.loads((tmp_path / "run" / "cache" / "cache.json").read_text())
     assert cache["classes"] == 19 and cache["splits"]["train"]["labels"] == [128, 128]
     # cells are scored on a part of the training images; the three test images are never read

@@ -226,11 +226,11 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
     text = (f"study {summary['study']} ({summary['storage']}): {summary['trials']} trials, {summary['complete']} trained, "
             f"{summary['pruned']} over the budget (pruned untrained), {summary['failed']} failed")
     for r in summary.get("rerank", {}).get("cells", []):
-        text += (f"\nre-ranked: trial {r['trial']}, end to end {r['miou']:.4f} "
-                 f"({label} {r['proxy_miou']:.4f}, {summary['rerank']['epochs']} epochs)")
+        text += (f"\nre-ranked: trial {r['trial']}, end to end {r['score']:.4f} "
+                 f"({label} {r['study_score']:.4f}, {summary['rerank']['epochs']} epochs)")
     for m in summary.get("measured", []):
         text += f"\nmeasured: trial {m['trial']}, {m['measured_ms']:.3f} ms ({'within' if m['fits'] else 'over'} the budget)"
-    text += (f"\nbest: trial {best['trial']}, {label} {best['miou']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
+    text += (f"\nbest: trial {best['trial']}, {label} {best['score']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
              if best else "\nno network trained yet: every trial so far was over the budget")
     text += f"\nreport: {summary['report']}"
     emit({**summary, "warnings": warnings}, text, as_json)

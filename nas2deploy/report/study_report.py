@@ -19,7 +19,7 @@ from typing import Any
 from nas2deploy import plotting
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, check_format, read_json
-from nas2deploy.search.blackbox.study import STUDY_FORMAT
+from nas2deploy.search.blackbox.study import STUDY_FORMAT, STUDY_VERSION
 from nas2deploy.spaces import get_space
 from nas2deploy.validate import Field
 
@@ -32,7 +32,7 @@ DPC_STUDY_FORMAT = "nas2deploy-dpc-study"
 class TrialRow:
     number: int
     state: str
-    miou: float | None
+    score: float | None
     latency_ms: float | None
     cell: str  # the network in words ("-" for a trial that drew none)
 
@@ -43,7 +43,9 @@ def read_study(path: Path) -> dict[str, Any]:
     its ``cell``)."""
     doc = read_json(path, "study summary")
     legacy = isinstance(doc, dict) and doc.get("format") == DPC_STUDY_FORMAT
-    check_format(doc, path, DPC_STUDY_FORMAT if legacy else STUDY_FORMAT, 1, "study summary")
+    check_format(doc, path, DPC_STUDY_FORMAT if legacy else STUDY_FORMAT, 1 if legacy else (1, STUDY_VERSION), "study summary")
+    # a DPC study and version 1 named the scores after DPC's metric, whatever the space's score was
+    score, study_score = ("miou", "proxy_miou") if legacy or doc["version"] == 1 else ("score", "study_score")
     f = Field(doc, f"study summary {path}", "search again to rewrite it")
     space = "dpc" if legacy else f["space_name"].str()
 
@@ -65,7 +67,7 @@ def read_study(path: Path) -> dict[str, Any]:
     for t in f["trial_rows"].list(max_len=10**6):
         rows.append(TrialRow(
             t["number"].int(0, 10**9), t["state"].str(STATES),
-            miou.number(0, 1) if (miou := t.get("miou")) else None,
+            s.number(0, 1) if (s := t.get(score)) else None,
             ms.number(0, 1e9) if (ms := t.get("latency_ms")) else None,
             label(t)))
     rerank = f.get("rerank")
@@ -73,7 +75,7 @@ def read_study(path: Path) -> dict[str, Any]:
     return {"study": f["study"].str(), "sampler": f["sampler"].str(), "budget_ms": f["budget_ms"].number(0, 1e9, lo_open=True),
             "space": space, "label": score_label, "options": options, "rows": rows,
             "best": f["best"]["trial"].int(0, 10**9) if f.has("best") else None,
-            "rerank": [(r["trial"].int(0, 10**9), r["proxy_miou"].number(0, 1), r["miou"].number(0, 1))
+            "rerank": [(r["trial"].int(0, 10**9), r[study_score].number(0, 1), r[score].number(0, 1))
                        for r in rerank["cells"].list(max_len=10**4)] if rerank else [],
             "rerank_epochs": rerank["epochs"].int(1, 10**6) if rerank else None,
             "measured": [(m["trial"].int(0, 10**9), m["measured_ms"].number(0, 1e9), m["fits"].bool())
@@ -103,13 +105,13 @@ def _plots(folder: Path, study: dict[str, Any]) -> list[str]:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    trained = [r for r in study["rows"] if r.state == "complete" and r.miou is not None and r.latency_ms is not None]
+    trained = [r for r in study["rows"] if r.state == "complete" and r.score is not None and r.latency_ms is not None]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     label = study["label"]
-    ax.plot([r.number for r in trained], [r.miou for r in trained], "o", ms=3, color="#9a9a9a", label="trained network")
+    ax.plot([r.number for r in trained], [r.score for r in trained], "o", ms=3, color="#9a9a9a", label="trained network")
     best, running = [], -1.0
     for r in trained:
-        running = max(running, r.miou or 0.0)
+        running = max(running, r.score or 0.0)
         best.append(running)
     ax.step([r.number for r in trained], best, where="post", color="#d62728", label="best so far")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -120,7 +122,7 @@ def _plots(folder: Path, study: dict[str, Any]) -> list[str]:
     names = [plotting.save(fig, folder / "trajectory.png")]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    points = [(r.latency_ms or 0.0, r.miou or 0.0, r.number) for r in trained]
+    points = [(r.latency_ms or 0.0, r.score or 0.0, r.number) for r in trained]
     ax.plot([p[0] for p in points], [p[1] for p in points], "o", ms=3, color="#9a9a9a", label="trained network")
     front = pareto_front(points)
     ax.plot([p[0] for p in front], [p[1] for p in front], "D-", ms=5, color="#1f77b4", label="Pareto front")
@@ -149,9 +151,9 @@ def write_study_report(folder: Path) -> Path:
              f"{count['fail']} failed, {count['running']} running.", ""]
     if count["complete"]:
         lines += [f"![{n}]({n})" for n in _plots(folder, study)] + [""]
-    trained = sorted((r for r in rows if r.state == "complete" and r.miou is not None), key=lambda r: -(r.miou or 0.0))
+    trained = sorted((r for r in rows if r.state == "complete" and r.score is not None), key=lambda r: -(r.score or 0.0))
     lines += [f"## Best networks by {label}", "", f"| trial | {label} | predicted ms | network |", "|---|---|---|---|"]
-    lines += [f"| {r.number} | {r.miou:.4f} | {r.latency_ms:.4g} | {r.cell} |" for r in trained[:10]]
+    lines += [f"| {r.number} | {r.score:.4f} | {r.latency_ms:.4g} | {r.cell} |" for r in trained[:10]]
     if study["rerank"]:
         lines += ["", f"## Re-ranked by end-to-end training ({study['rerank_epochs']} epochs)", "",
                   f"| trial | end-to-end score | {label} |", "|---|---|---|"]

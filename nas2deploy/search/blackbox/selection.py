@@ -43,8 +43,8 @@ class Candidate:
 @dataclass(frozen=True)
 class Reranked:
     trial: int
-    proxy_miou: float  # the study's score (the names are those of study.json)
-    miou: float  # end to end
+    study_score: float  # the score the study ranked it by (proxy mIoU, inherited top-1, ...)
+    score: float  # trained end to end
     latency_ms: float
     seconds: float
 
@@ -62,12 +62,12 @@ def read_reranked(path: Path) -> dict[str, dict[str, Any]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             doc = json.loads(line)
-            score, seconds = float(doc["miou"]), float(doc["seconds"])
+            score, seconds = float(doc["score"] if "score" in doc else doc["miou"]), float(doc["seconds"])  # "miou": older journals
             key = json.dumps(doc["key"], sort_keys=True)
         except (ValueError, KeyError, TypeError, RecursionError):
             continue
         if 0 <= score <= 1 and math.isfinite(seconds) and seconds >= 0:
-            found[key] = {"miou": score, "seconds": seconds}
+            found[key] = {"score": score, "seconds": seconds}
     return found
 
 
@@ -83,13 +83,13 @@ def rerank(candidates: Sequence[Candidate], evaluator: Evaluator, epochs: int, j
             if found is None:
                 start = time.perf_counter()
                 score = evaluator.train_end_to_end(c.net, epochs, seed=c.trial)
-                found = {"miou": float(score), "seconds": round(time.perf_counter() - start, 2)}
+                found = {"score": float(score), "seconds": round(time.perf_counter() - start, 2)}
                 append_line(journal, json.dumps({"key": key, **found}))
-            ranked.append(Reranked(c.trial, c.score, found["miou"], c.latency_ms, found["seconds"]))
+            ranked.append(Reranked(c.trial, c.score, found["score"], c.latency_ms, found["seconds"]))
             if say:
                 say(f"re-ranked {n}/{len(candidates)}: trial {c.trial}, study score {c.score:.4f}, "
-                    f"end to end {found['miou']:.4f} ({epochs} epochs)")
-    return sorted(ranked, key=lambda r: (-r.miou, r.trial))
+                    f"end to end {found['score']:.4f} ({epochs} epochs)")
+    return sorted(ranked, key=lambda r: (-r.score, r.trial))
 
 
 @dataclass(frozen=True)

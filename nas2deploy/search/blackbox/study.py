@@ -42,7 +42,7 @@ from nas2deploy.search.blackbox.storage import (
 #: SPOS's population.
 INITIAL_POPULATION = 50
 #: ``OUT/study.json``: the summary and every trial, what ``nas2deploy report OUT`` draws.
-STUDY_FORMAT, STUDY_VERSION = "nas2deploy.study", 1
+STUDY_FORMAT, STUDY_VERSION = "nas2deploy.study", 2
 #: What ``search`` writes into its OUT (``claim_folder`` lets it write there again), besides the
 #: space's own files (``BlackBoxSpace.own_files``).
 OWN = ("study.log", "best.json", "study.json", "rerank.jsonl", "rerank.jsonl.lock", "report.md", "trajectory.png",
@@ -156,7 +156,7 @@ def trial_rows(study: Any, adapter: BlackBoxSpace, space: Any) -> list[dict[str,
             cell = adapter.cell(adapter.suggest(t, space, f"trial-{t.number}"))
         except ValueError:  # a trial that failed before it drew all its choices
             cell = None
-        rows.append({"number": t.number, "state": t.state.name.lower(), "miou": t.value,
+        rows.append({"number": t.number, "state": t.state.name.lower(), "score": t.value,
                      "latency_ms": t.user_attrs.get("latency_ms"), "worker": t.user_attrs.get("worker"),
                      "seconds": t.user_attrs.get("seconds"), "cell": cell,
                      "label": adapter.describe(cell) if cell is not None else "-"})
@@ -209,7 +209,7 @@ def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: La
         net = best.net.renamed(f"{space.name}-best").with_meta(
             {**best.net.meta, "lut": config.table, "data": config.data, "space": space.name, "budget_ms": config.budget_ms})
         save_arch(net, out / "best.json")
-        summary["best"] = {"trial": best.trial, "miou": best.score, "latency_ms": best.latency_ms,
+        summary["best"] = {"trial": best.trial, "score": best.score, "latency_ms": best.latency_ms,
                            "cell": adapter.cell(net), "arch": str(out / "best.json")}
     atomic_write_json(out / "study.json", {"format": STUDY_FORMAT, "version": STUDY_VERSION, **summary, "trial_rows": rows})
     return summary
