@@ -221,11 +221,16 @@ def evolve(setup: SearchSetup, run_dir: str | Path, budget_ms: float, out: str |
     """The evolution strategy's search of a one-shot run's trained supernet (``open_run``) under
     ``budget_ms``: a black-box study in ``out`` whose trials are networks of the space, pruned
     outside [fill x budget, budget] on the table and scored by their inherited weights
-    (``inherited_scores``); its summary (the chosen network in ``out``/best.json)."""
+    (``inherited_scores``); its summary (the chosen network in ``out``/best.json).
+
+    The study is named after the supernet's checkpoint unless ``study`` names it: a search
+    resumed for more epochs scores with new weights, so it opens a study of its own beside the
+    old one instead of joining trials scored by the weights it replaced."""
     from nas2deploy.search.blackbox.study import run_study
 
     evaluator = inherited_scores(setup, run_dir)
     config = setup.config
+    study = study or f"{setup.space.name}-supernet-{evaluator.identity['supernet'][:12]}"
     study_config = StudyConfig(table=config.table, data=config.data, budget_ms=budget_ms, out=str(out), trials=trials,
                                storage=storage, study=study, sampler=sampler, measure=measure, seed=config.seed,
                                force=force, fill=fill)

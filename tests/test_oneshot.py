@@ -119,6 +119,15 @@ def test_the_evolution_strategy_runs_from_the_command_line(tmp_path_factory, tmp
     assert study["trials"] == 24 and study["complete"] >= 20 and study["sampler"] == "spos"
     assert all(r["label"] != "-" for r in study["trial_rows"])  # each network in words, for the report
     assert "report.md" in CliRunner().invoke(cli, ["report", str(run / "evolution")]).output
+    evolution = [*common, "--strategy", "evolution", "--budget-ms", str(budget), "--fill", "0.8", "--trials", "24",
+                 "--out", str(run), "--resume"]
+    refused = CliRunner().invoke(cli, [*evolution, "--epochs", "2", "--seed", "1"])
+    assert refused.exit_code == 1 and "different configuration: seed: 0 vs 1" in refused.output
+    result = CliRunner().invoke(cli, [*evolution, "--epochs", "3"])  # new weights: a study of their own
+    assert result.exit_code == 0, result.output
+    again = json.loads((run / "evolution" / "study.json").read_text())
+    assert again["study"] != study["study"] and again["trials"] == 24
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 3
     other = tmp_path / "other.json"
     result = CliRunner().invoke(cli, ["derive", str(run), "--budget-ms", str(round(predicted[150], 4)), "--trials", "12",
                                       "--out", str(other)])

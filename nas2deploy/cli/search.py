@@ -62,7 +62,8 @@ def study_params(trials: int = 20, sampler: str = "random", rerank: bool = True)
                      help="The study's trials in all: each worker runs trials until the study holds this many."),
         click.Option(["--storage"], help="Optuna storage shared by the workers: a journal file or a database URL "
                      "[default: the study folder's study.log]."),
-        click.Option(["--study", "study_name"], help="The study's name [default: the space's]."),
+        click.Option(["--study", "study_name"], help="The study's name [default: the space's; "
+                     "with --strategy evolution, the space's and its supernet's]."),
         click.Option(["--sampler"], type=click.Choice(SAMPLERS), default=sampler, show_default=True,
                      help="How trials are drawn: random, regularised evolution, SPOS's evolution (top-k parents, "
                      "mutation, crossover), TPE or NSGA-II."),
