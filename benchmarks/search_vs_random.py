@@ -11,7 +11,7 @@ when the shipped table was measured on another CPU) and two budgets:
    (``derive --measure``: measured to fit, ``closed loop``);
 2. with ``--strategies gradient,evolution``, the evolution strategy too (``search --strategy
    evolution``): one single-path supernet trained for as many weight epochs as a gradient search
-   has, then ``--trials`` networks per budget scored by inherited weights (``evolution``);
+   has (or ``--supernet-epochs``), then ``--trials`` networks per budget scored by inherited weights (``evolution``);
 3. ``--random`` networks from the same window of the same space the search searched (``nas2deploy
    space sample`` with the search's space options: the space's sampler, rejection to
    [fill x budget, budget]);
@@ -125,7 +125,8 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     one_shot = None
     if "evolution" in args.strategies:
         t1 = time.time()
-        one_shot = dataclasses.replace(config(None), strategy="evolution", warmup_epochs=0)
+        one_shot = dataclasses.replace(config(None), strategy="evolution", warmup_epochs=0,
+                                       epochs=args.supernet_epochs or args.search_epochs)
         start_search(one_shot, out / "one-shot", resume=(out / "one-shot" / "checkpoint.pt").exists()).run()
         print(f"{entry.name}: single-path supernet, {one_shot.epochs} epochs in {time.time() - t1:.0f} s", flush=True)
     fastest, slowest = warm.space_search.latency_range()
@@ -211,6 +212,9 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=0, help="0: with the default data 1 (32,000 images seen once), else the demo's")
     ap.add_argument("--strategies", default="gradient", type=lambda v: v.split(","),
                     help="gradient, or gradient,evolution: the evolution strategy's network beside the gradient's")
+    ap.add_argument("--supernet-epochs", type=int, default=0,
+                    help="the single-path supernet's epochs (0: as many as a gradient search's); a single-path step "
+                         "costs about a fifth of the gradient supernet's, so equal compute is about 5x its epochs")
     ap.add_argument("--trials", type=int, default=200, help="networks the evolution strategy scores per budget")
     ap.add_argument("--train-images", type=int, default=0, help="a data folder's training images each network trains on (0: all)")
     ap.add_argument("--seeds", type=int, default=3)
