@@ -7,7 +7,10 @@ probable network in ``[fill x budget, budget]``, checked against every network o
 
     .venv/bin/python benchmarks/budget_exactness.py [--queries 200] [--layers 3] [--viterbi-layers 5] [--supernets 4]
 
-Prints the counts by mode (top-k and Viterbi) and the solve times.
+Prints the counts by mode (top-k and Viterbi) and the solve times, then the DenseNAS budget
+program's solve times on the small and the published space (its exactness at the edges is
+``tests/test_budget_edges.py``'s, run with ``--hypothesis-profile thorough`` for 2,000 queries
+per decode).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=3, help="grid layers of the top-k space (3: 5e7 networks)")
     parser.add_argument("--viterbi-layers", type=int, default=5, help="grid layers of the Viterbi space")
     parser.add_argument("--supernets", type=int, default=4)
+    parser.add_argument("--densenas-budgets", type=int, default=20, help="budgets timed per DenseNAS space")
     args = parser.parse_args()
     per = max(1, args.queries // args.supernets)
     for viterbi in (False, True):
@@ -60,6 +65,40 @@ def main() -> None:
               f"{int(totals['wrong_refusals'])} wrong refusals, {int(totals['right_refusals'])} right refusals, "
               f"{int(totals['outside_window'])} outside a reachable window; median solve {statistics.median(solve) * 1e3:.0f} ms "
               f"({time.perf_counter() - start:.0f} s with enumeration)")
+
+    for name, config in DENSENAS.items():
+        densenas_solve_times(name, config, args.densenas_budgets)
+
+
+DENSENAS: dict[str, dict[str, Any]] = {"small (32 px, the demo's table)": {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1},
+            "published (224 px)": {}}
+
+
+def densenas_solve_times(name: str, config: dict[str, Any], budgets: int) -> None:
+    """The DenseNAS budget program's solve time: spread-out alpha and beta, budgets across the
+    reachable range, each with the default fill."""
+    import torch
+
+    from nas2deploy.spaces.densenas.derive import budget_choice, fastest_latency, slowest_latency
+    from nas2deploy.spaces.densenas.latency_model import LatencyModel
+    from nas2deploy.spaces.densenas.space import DenseNASConfig, DenseNASSpace
+    from nas2deploy.spaces.densenas.supernet import DenseNASSupernet
+
+    torch.manual_seed(0)
+    net = DenseNASSupernet(DenseNASSpace(DenseNASConfig(**config)))
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(0, 1.5)
+    model = LatencyModel(net, random_table(net.space, 0))
+    fastest, slowest = fastest_latency(model), slowest_latency(model)
+    times = []
+    for i in range(budgets):
+        start = time.perf_counter()
+        budget_choice(net, model, fastest + (i + 0.5) / budgets * (slowest - fastest))
+        times.append(time.perf_counter() - start)
+    print(f"DenseNAS {name}: {len(net.space.edges)} edges, {len(net.stack_layers)} stacking layers; {budgets} budgets "
+          f"over {fastest:.3f}-{slowest:.3f} ms: median solve {statistics.median(times) * 1e3:.0f} ms, "
+          f"max {max(times) * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,19 @@ lower median kept: a passing disturbance would otherwise send the derivation to 
 smaller network. A network that fits but measures under the window (the table over-predicting
 it) moves the target up the same way, so the network uses the budget it was given; the largest
 one measured within the budget is returned when the rounds run out or the network stops
-changing.
+changing. When no network has fitted by then (or the tightened target falls below the fastest
+prediction), the fastest network of the space is measured before giving up: the table may
+over-predict it, and it may fit.
+
+Every measurement is checked before it steers anything: a latency must be finite and positive
+(a runner that reports 0, a negative or NaN time is broken, and would otherwise divide by zero,
+fit any budget or aim at a NaN target); one line names the runner, the network and the value.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -51,30 +58,45 @@ def table_device_measure(table: LatencyTable, name: str = "derived") -> Callable
     return lambda arch: measure_network(settings, arch, timing, name)
 
 
+def checked(measure: Callable[[Network], float], runner: str) -> Callable[[Network], float]:
+    """``measure`` refusing any value that is not a finite positive number of milliseconds."""
+
+    def run(arch: Network) -> float:
+        value = measure(arch)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise UserError(f"{runner} measured {arch.name} at {value!r} ms: a latency must be a finite positive "
+                            "number; check the runner")
+        return float(value)
+
+    return run
+
+
 def derive_measured(
     searched: SpaceSearch, budget_ms: float, max_rounds: int = 4, name: str = "derived",
     say: Callable[[str], None] | None = None, fill: float = DEFAULT_FILL, measure: Callable[[Network], float] | None = None,
-    **options: Any,
+    runner: str = "", **options: Any,
 ) -> Verified:
     """The most probable architecture whose *measured* latency lies in ``[fill * budget, budget]``,
     or the largest measured one that fits when ``max_rounds`` do not reach the window.
-    ``measure`` times a network (ms); by default on the table's device (tests script it);
-    ``options`` go to the space's derivation (DCNAS: ``viterbi``)."""
+    ``measure`` times a network (ms); by default on the table's device (tests script it), and
+    ``runner`` names it in errors; ``options`` go to the space's derivation (DCNAS: ``viterbi``)."""
+    if not (isinstance(max_rounds, int) and max_rounds >= 1):
+        raise UserError(f"the closed loop needs at least one round of measurement, got max_rounds={max_rounds!r}")
     table = searched.latency_model.table
-    measure = measure or table_device_measure(table, name)
+    if measure is None:
+        m = table.measurement
+        runner = runner or f"the {m.get('backend')} runner on {m.get('device')}"
+        measure = table_device_measure(table, name)
+    measure = checked(measure, runner or "the measurement")
     target, measured = budget_ms, float("nan")
     best: Verified | None = None
     seen: set[str] = set()
+    rounds = 0
     for rounds in range(1, max_rounds + 1):
         try:
             arch = searched.derive(name, target, fill, **options)
-        except UserError:
-            if best is not None:
-                break
-            raise UserError(
-                f"no network of the space measured within {budget_ms:g} ms: after {rounds - 1} round(s) the "
-                f"tightened target {target:.3f} ms is below the fastest network the table predicts"
-            ) from None
+        except UserError:  # the target fell below the fastest prediction
+            break
         key = json.dumps(arch.to_dict(), sort_keys=True)
         if key in seen:  # the target moved but the network did not: nothing new to measure
             break
@@ -95,7 +117,25 @@ def derive_measured(
         target = (predicted if measured > budget_ms else target) * AIM * budget_ms / measured
     if best is not None:
         return best
+    return _fastest_or_refuse(searched, budget_ms, name, say, measure, seen, rounds, measured, options)
+
+
+def _fastest_or_refuse(searched: SpaceSearch, budget_ms: float, name: str, say: Callable[[str], None] | None,
+                       measure: Callable[[Network], float], seen: set[str], rounds: int, last_ms: float,
+                       options: dict[str, Any]) -> Verified:
+    """The fastest network of the space, measured, when it fits; else the refusal."""
+    fastest_ms = searched.fastest_ms()
+    fastest = searched.derive(name, fastest_ms, 0.0, **options)
+    if json.dumps(fastest.to_dict(), sort_keys=True) not in seen:
+        measured = measure(fastest)
+        if measured > budget_ms:
+            measured = min(measured, measure(fastest))
+        if say:
+            say(f"the fastest network: predicted {fastest_ms:.4f} ms, measured {measured:.4f} ms")
+        if measured <= budget_ms:
+            return Verified(fastest, measured, fastest_ms, fastest_ms, rounds + 1)
+        last_ms = measured
     raise UserError(
-        f"after {rounds} round(s) no derived network measured within {budget_ms:g} ms "
-        f"(last: {measured:.3f} ms); the budget is too close to the fastest network of the space"
+        f"no network of the space measured within {budget_ms:g} ms: after {rounds} round(s) the fastest network "
+        f"of the space measured {last_ms:.3f} ms (predicted {fastest_ms:.3f} ms)"
     )

@@ -34,9 +34,9 @@ The Viterbi program keeps one input per alive cell from the previous layer, one 
 alive cell before the last layer, and exactly one alive cell in the last layer, whose output
 block (one scale resized to 1/4, the head) it pays. HiGHS solves either to a zero gap in well
 under a second for the default 12-layer grid (609 connections); the result is priced with the
-table, so it fits by the table's own sum. A budget that the window cannot reach gets the most
-probable network that fits; a budget below the fastest network is refused with that network's
-exact latency.
+table, so it fits by the table's own sum (``Window``'s rule, the solver's tolerance). A budget that the
+window cannot reach gets the most probable network that fits; a budget below the fastest network
+is refused with that network's latency to seven digits (a rounded figure could read as fitting).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from nas2deploy.errors import UserError
 from nas2deploy.search.binary_program import BinaryProgram
 from nas2deploy.spaces.dcnas.latency_model import DCNASLatencyModel
 from nas2deploy.spaces.dcnas.supernet import DCNASSupernet, strongest
-from nas2deploy.search.budget import DEFAULT_FILL, check_budget
+from nas2deploy.search.budget import DEFAULT_FILL, Window, check_budget
 from nas2deploy.nets.cells import STEM, Cell, SegArch
 
 Node = tuple[int, int]
@@ -201,8 +201,8 @@ class BudgetProgram:
         """The predicted latencies of the fastest and the slowest network of this decode."""
         return self.extreme(True)[1], self.extreme(False)[1]
 
-    def most_probable(self, lo_ms: float, hi_ms: float, name: str) -> SegArch | None:
-        return self.program.solve_priced(lo_ms, hi_ms, lambda x: self.decode(x, name), self.price)
+    def most_probable(self, lo_ms: float, hi_ms: float, tolerance_ms: float, name: str) -> SegArch | None:
+        return self.program.solve_priced(lo_ms, hi_ms, tolerance_ms, lambda x: self.decode(x, name), self.price)
 
 
 def log_prob(net: DCNASSupernet, arch: SegArch, viterbi: bool = False) -> float:
@@ -239,14 +239,13 @@ def latency_range(net: DCNASSupernet, model: DCNASLatencyModel, viterbi: bool = 
 def derive_under_budget(net: DCNASSupernet, model: DCNASLatencyModel, budget_ms: float, name: str = "derived",
                         fill: float = DEFAULT_FILL, viterbi: bool = False) -> SegArch:
     """The most probable network whose predicted latency lies in ``[fill * budget, budget]``, or
-    the most probable that fits when no network reaches the window."""
+    the most probable that fits when no network reaches the window (``Window``'s rule)."""
     check_budget(budget_ms, fill)
+    window = Window(budget_ms, fill)
     program = BudgetProgram(net, model, viterbi)
-    arch = program.most_probable(fill * budget_ms, budget_ms, name) if fill > 0 else None
-    arch = arch or program.most_probable(0.0, budget_ms, name)
+    arch = program.most_probable(window.lo_ms, budget_ms, window.tolerance_ms, name) if fill > 0 else None
+    arch = arch or program.most_probable(-np.inf, budget_ms, window.tolerance_ms, name)
     if arch is None:
-        fastest, fastest_ms = program.extreme(True, name)
-        if fastest_ms <= budget_ms:  # only the solver's tolerance kept it out: the budget is this network's
-            return fastest
-        raise UserError(f"no network of the space fits {budget_ms:g} ms: the fastest is {fastest_ms:.3f} ms with this table")
+        _, fastest_ms = program.extreme(True, name)
+        raise UserError(f"no network of the space fits {budget_ms:g} ms: the fastest is {fastest_ms:.7g} ms with this table")
     return arch

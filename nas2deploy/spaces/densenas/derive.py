@@ -8,23 +8,20 @@ the candidate listed first (``HEAD_OPS`` / ``STACK_OPS`` order).
 
 ``derive_under_budget`` goes beyond the paper: the most probable architecture, path and ops
 together (log p of the path plus log softmax(alpha) of each chosen op), whose predicted latency
-is within the budget. It is a dynamic program over the DAG whose state is the latency spent so
-far, discretised in steps of ``resolution`` ms with every op's cost rounded *up*; so whatever it
-returns truly fits the budget, and it is at least as probable as the best architecture that fits
-``budget - L * resolution`` (L: the most layers on any path, plus one for the fixed stem and
-tail), a loss of at most that margin. The default resolution, budget / 10000 (the span from a
-negative calibration offset to the budget when there is one), keeps the margin under 0.6% of the
-budget for the published space (L <= 56). A budget that only the exact fastest architecture fits
-(within the margin) returns that architecture; when nothing fits, it says so and gives the
-fastest achievable latency, which then lies above the budget.
+lies in the window ``[fill * budget, budget]``. It is found exactly as a 0-1 program solved by
+HiGHS (``search/binary_program.py``, shared with DCNAS): a variable per edge, per edge's head op
+and per stacking layer's op; a unit of flow from the stem to the tail along the chosen edges;
+each chosen head edge runs exactly one op and each block on the path exactly one op per stacking
+layer. The decoded architecture is priced by the table (``LatencyTable.predict``) and compared
+by ``search.budget.Window``'s rule, the same pricing that reports the fastest architecture when
+a budget is refused. (A dynamic program over discretised latency, the earlier method, returned
+architectures up to 0.86 nats less probable than the best that fits, inside its rounding margin;
+the program costs tens of milliseconds for the small space, ``benchmarks/budget_exactness.py``.)
 
-``fill`` (default ``DEFAULT_FILL`` = 0.9, ``search/budget.py`` says why) narrows the window to
-``[fill * budget, budget]``: the most probable architecture that *uses* at least that share of
-the budget. With a long search whose expected latency has settled at the budget the window
-changes little. When no
+``fill`` (default ``DEFAULT_FILL`` = 0.9, ``search/budget.py`` says why) narrows the window:
+the most probable architecture that *uses* at least that share of the budget. When no
 architecture reaches the window (a budget above the slowest network of the space), the most
-probable one that fits is returned (its predicted latency shows it). The window's lower edge is
-exact up to the same resolution margin as the budget. ``fill=0`` is the plain
+probable one that fits is returned (its predicted latency shows it). ``fill=0`` is the plain
 most-probable-within-budget derivation.
 """
 
@@ -39,7 +36,8 @@ import torch
 
 from nas2deploy.nets.chain import Arch
 from nas2deploy.errors import UserError
-from nas2deploy.search.budget import DEFAULT_FILL, check_budget
+from nas2deploy.search.binary_program import BinaryProgram
+from nas2deploy.search.budget import DEFAULT_FILL, Window, check_budget
 from nas2deploy.spaces.densenas.latency_model import LatencyModel
 from nas2deploy.spaces.densenas.supernet import DenseNASSupernet
 from nas2deploy.spaces.densenas.space import HEAD_OPS, STACK_OPS, Edge
@@ -114,32 +112,18 @@ def log_prob(net: DenseNASSupernet, choice: Choice) -> float:
     return float(total)
 
 
-def _shift_max(values: np.ndarray, options: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """out[b] = max_k values[b - d_k] + lp_k (max-plus convolution); with argmax and source bucket."""
-    size = len(values)
-    out = np.full(size, -np.inf)
-    arg = np.full(size, -1)
-    prev = np.full(size, -1)
-    for k, (d, lp) in enumerate(options):
-        lo, hi = max(0, d), min(size, size + d)
-        if lo >= hi:
-            continue
-        cand = np.full(size, -np.inf)
-        cand[lo:hi] = values[lo - d:hi - d] + lp
-        better = cand > out
-        out[better], arg[better] = cand[better], k
-        prev[better] = (np.arange(size) - d)[better]
-    return out, arg, prev
-
-
 def fastest_latency(model: LatencyModel) -> float:
-    """The lowest predicted latency of any architecture of the space (exact, no discretisation)."""
-    return _extreme(model, min)[0]
+    """The lowest predicted latency of any architecture of the space, as the table prices it."""
+    return _price(model, _extreme(model, min)[1])
 
 
 def slowest_latency(model: LatencyModel) -> float:
-    """The highest predicted latency of any architecture of the space."""
-    return _extreme(model, max)[0]
+    """The highest predicted latency of any architecture of the space, as the table prices it."""
+    return _price(model, _extreme(model, max)[1])
+
+
+def _price(model: LatencyModel, choice: Choice) -> float:
+    return model.table.predict(choice.to_arch(model.net)).best_ms
 
 
 def _extreme(model: LatencyModel, pick: Callable[[Iterable[float]], float]) -> tuple[float, Choice]:
@@ -182,96 +166,79 @@ def _extreme(model: LatencyModel, pick: Callable[[Iterable[float]], float]) -> t
     return float(final), Choice(tuple(reversed(path)), head_ops, stack_ops)
 
 
-def derive_under_budget(
-    net: DenseNASSupernet, model: LatencyModel, budget_ms: float, resolution_ms: float | None = None,
-    name: str = "derived", fill: float = DEFAULT_FILL,
-) -> Arch:
+def derive_under_budget(net: DenseNASSupernet, model: LatencyModel, budget_ms: float, name: str = "derived",
+                        fill: float = DEFAULT_FILL) -> Arch:
     """The most probable architecture whose predicted latency (calibrated if the table is) lies
     in ``[fill * budget, budget]``, or fits at all when none reaches the window."""
-    return budget_choice(net, model, budget_ms, resolution_ms, fill).to_arch(net, name)
+    return budget_choice(net, model, budget_ms, fill).to_arch(net, name)
 
 
-def budget_choice(
-    net: DenseNASSupernet, model: LatencyModel, budget_ms: float, resolution_ms: float | None = None,
-    fill: float = DEFAULT_FILL,
-) -> Choice:
-    """The dynamic program behind ``derive_under_budget``."""
+def budget_choice(net: DenseNASSupernet, model: LatencyModel, budget_ms: float, fill: float = DEFAULT_FILL) -> Choice:
+    """The choice behind ``derive_under_budget``."""
     check_budget(budget_ms, fill)
-    if resolution_ms is not None and not resolution_ms > 0:
-        raise ValueError(f"resolution must be positive, got {resolution_ms}")
-    space = net.space
-    # 10^4 steps over the span from the lowest fixed cost (a calibration's offset can be negative)
-    # to the budget, so the table below has ~10^4 buckets whatever the budget.
-    step = resolution_ms or (budget_ms - min(0.0, model.fixed)) / 10000
-    head_lp, stack_lp, log_p = _log_probs(net)
+    window = Window(budget_ms, fill)
+    program = BudgetProgram(net, model)
+    choice = program.most_probable(window.lo_ms, budget_ms, window.tolerance_ms) if fill > 0 else None
+    choice = choice or program.most_probable(-np.inf, budget_ms, window.tolerance_ms)
+    if choice is None:
+        raise UserError(f"no architecture of the space fits {budget_ms:g} ms: the fastest achievable is "
+                        f"{fastest_latency(model):.7g} ms with this table")
+    return choice
 
-    def units(ms: float) -> int:
-        return math.ceil(ms / step - 1e-9)  # rounded up: the discretised latency never undercounts
 
-    head_units = [[units(float(c)) for c in row] for row in model.head]
-    stack_units = [[units(float(c)) for c in row] for row in model.stack]
-    tail_units = [units(float(c)) for c in model.tail]
-    fixed_units = units(model.fixed)
-    # Costs may be negative (a calibration's offset or per-op term): buckets start at the lowest
-    # reachable sum.
-    floor = (min(0, fixed_units) + sum(min(0, min(r)) for r in head_units) + sum(min(0, min(r)) for r in stack_units)
-             + min(0, min(tail_units)))
-    budget_units = math.floor(budget_ms / step + 1e-9)
-    size = budget_units - floor - floor + 1  # a prefix above budget - floor can never come back under
-    start = np.full(size, -np.inf)
-    if 0 <= fixed_units - floor < size:
-        start[fixed_units - floor] = 0.0
-    rows, tails, stack_rows = net.head_row, net.tail_row, net.stack_rows
-    values: dict[int, np.ndarray] = {0: start}
-    merge_trace: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # node -> (edge, op, prev)
-    layer_trace: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stack row -> (op, prev)
-    for node in range(1, space.tail_node + 1):
-        merged = np.full(size, -np.inf)
-        edge_of, op_of, prev_of = np.full(size, -1), np.full(size, -1), np.full(size, -1)
-        for ei, e in enumerate(space.edges):
-            if e.dst != node:
-                continue
-            if e in rows:
-                options = [(head_units[rows[e]][k], log_p[ei] + head_lp[rows[e]][k]) for k in range(len(head_units[0]))]
-            else:
-                options = [(tail_units[tails[e]], log_p[ei])]
-            vals, arg, prev = _shift_max(values[e.src], options)
-            better = vals > merged
-            merged[better], edge_of[better], op_of[better], prev_of[better] = vals[better], ei, arg[better], prev[better]
-        merge_trace[node] = (edge_of, op_of, prev_of)
-        for r in stack_rows.get(node, []):
-            merged, arg, prev = _shift_max(merged, [(stack_units[r][k], stack_lp[r][k]) for k in range(len(stack_units[r]))])
-            layer_trace[r] = (arg, prev)
-        values[node] = merged
-    final = values[space.tail_node]
-    feasible = final[: budget_units - floor + 1]
-    if not np.isfinite(feasible).any():
-        fastest_ms, fastest = _extreme(model, min)
-        if fastest_ms <= budget_ms:  # fits, but not with every op rounded up: the budget is this network's
-            return fastest
-        raise UserError(
-            f"no architecture of the space fits {budget_ms:g} ms: the fastest achievable is "
-            f"{fastest_ms:.3f} ms with this table"
-        )
-    lowest = max(0, math.ceil(fill * budget_ms / step - 1e-9) - floor)
-    window = feasible[lowest:]
-    bucket = lowest + int(np.argmax(window)) if np.isfinite(window).any() else int(np.argmax(feasible))
-    path: list[Edge] = []
-    head_ops: dict[Edge, int] = {}
-    stack_ops: dict[int, int] = {}
-    node = space.tail_node
-    while node != 0:
-        for r in reversed(stack_rows.get(node, [])):
-            arg, prev = layer_trace[r]
-            stack_ops[r] = int(arg[bucket])
-            bucket = int(prev[bucket])
-        edge_of, op_of, prev_of = merge_trace[node]
-        e = space.edges[int(edge_of[bucket])]
-        path.append(e)
-        if e in rows:
-            head_ops[e] = int(op_of[bucket])
-        bucket = int(prev_of[bucket])
-        node = e.src
-    for r in range(len(net.stack_layers)):  # layers of blocks off the path: irrelevant, fill argmax
-        stack_ops.setdefault(r, int(np.argmax(stack_lp[r])))
-    return Choice(tuple(reversed(path)), head_ops, stack_ops)
+class BudgetProgram:
+    """The 0-1 program of a DenseNAS supernet's architectures: variables for the edges (in
+    ``space.edges`` order), then each head edge's ops, then each stacking layer's ops; the
+    latency and log p each adds; one unit of flow from the stem (block 0) to the tail."""
+
+    def __init__(self, net: DenseNASSupernet, model: LatencyModel):
+        self.net, self.model = net, model
+        space, edges = net.space, net.space.edges
+        head_lp, stack_lp, log_p = _log_probs(net)
+        n_head, n_stack = model.head.shape[1], model.stack.shape[1]
+        self.head_var = {(r, k): len(edges) + r * n_head + k for r in range(len(net.head_edges)) for k in range(n_head)}
+        first_stack = len(edges) + len(net.head_edges) * n_head
+        self.stack_var = {(r, k): first_stack + r * n_stack + k for r in range(len(net.stack_layers)) for k in range(n_stack)}
+        n = first_stack + len(net.stack_layers) * n_stack
+        latency, score = np.zeros(n), np.zeros(n)
+        rows: list[tuple[dict[int, float], float, float]] = []
+        score[:len(edges)] = log_p
+        for ei, e in enumerate(edges):
+            if e in net.tail_row:
+                latency[ei] = float(model.tail[net.tail_row[e]])
+            else:  # a chosen head edge runs one op
+                r = net.head_row[e]
+                for k in range(n_head):
+                    latency[self.head_var[r, k]], score[self.head_var[r, k]] = float(model.head[r, k]), head_lp[r][k]
+                rows.append(({**{self.head_var[r, k]: 1.0 for k in range(n_head)}, ei: -1.0}, 0.0, 0.0))
+        into = {node: [ei for ei, e in enumerate(edges) if e.dst == node] for node in range(space.tail_node + 1)}
+        out_of = {node: [ei for ei, e in enumerate(edges) if e.src == node] for node in range(space.tail_node + 1)}
+        rows.append(({ei: 1.0 for ei in out_of[0]}, 1.0, 1.0))
+        rows.append(({ei: 1.0 for ei in into[space.tail_node]}, 1.0, 1.0))
+        for node in range(1, space.tail_node):
+            rows.append(({**{ei: 1.0 for ei in into[node]}, **{ei: -1.0 for ei in out_of[node]}}, 0.0, 0.0))
+        for r, (node, _) in enumerate(net.stack_layers):  # a block on the path runs one op per stacking layer
+            for k in range(n_stack):
+                latency[self.stack_var[r, k]], score[self.stack_var[r, k]] = float(model.stack[r, k]), stack_lp[r][k]
+            rows.append(({**{self.stack_var[r, k]: 1.0 for k in range(n_stack)}, **{ei: -1.0 for ei in into[node]}},
+                         0.0, 0.0))
+        self.program = BinaryProgram(latency, score, rows, np.zeros(n), np.ones(n), float(model.fixed))
+        self._stack_lp = stack_lp
+
+    def decode(self, x: np.ndarray) -> Choice:
+        net, edges = self.net, self.net.space.edges
+        chosen = [e for ei, e in enumerate(edges) if x[ei]]
+        path, node = [], 0
+        while node != net.space.tail_node:
+            edge = next(e for e in chosen if e.src == node)
+            path.append(edge)
+            node = edge.dst
+        head_ops = {e: next(k for (r, k), j in self.head_var.items() if r == net.head_row[e] and x[j])
+                    for e in path if e in net.head_row}
+        stack_ops = {r: next((k for (rr, k), j in self.stack_var.items() if rr == r and x[j]),
+                             int(np.argmax(self._stack_lp[r])))  # off the path: irrelevant, argmax
+                     for r in range(len(net.stack_layers))}
+        return Choice(tuple(path), head_ops, stack_ops)
+
+    def most_probable(self, lo_ms: float, hi_ms: float, tolerance_ms: float) -> Choice | None:
+        return self.program.solve_priced(lo_ms, hi_ms, tolerance_ms, self.decode, lambda c: _price(self.model, c))
