@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,6 +33,7 @@ from nas2deploy.latency.measure import settings_from_table, timing_from_table  #
 from nas2deploy.latency.profile import profile_space  # noqa: E402
 from nas2deploy.nets import load_arch  # noqa: E402
 from nas2deploy.nets.dpc import DPCNet  # noqa: E402
+from nas2deploy.search.blackbox.storage import open_storage_study  # noqa: E402
 from nas2deploy.search.blackbox.study import open_study, run_trials  # noqa: E402
 from nas2deploy.spaces import make_space  # noqa: E402
 from nas2deploy.spaces.dpc.proxy import build_cache, cell_model, train_cell  # noqa: E402
@@ -87,14 +89,18 @@ the best cell random search found; target: at most half the trials (median over 
 1. One worker runs a ``--trials`` study alone; two workers started on one journal file run a
    study of the same size: the two wall times and their ratio (target: at most 0.6).
 2. Two workers again, one killed with SIGKILL a third of the way in and a replacement started:
-   the study must end with exactly ``--trials`` trials, each complete, pruned or failed (the
-   killed worker's one), none running and none lost.
+   the study must end with exactly ``--trials`` trained trials (complete or pruned), the killed
+   worker's trial failed and its network run again, none running, waiting or lost.
+
+``--storage postgres`` runs the studies on a private PostgreSQL server started for the run
+(``tests/support/postgres.py``: PostgreSQL's server programs and psycopg2 needed) instead of
+journal files; ``--storage URL`` on a database of your own.
 
 Each worker has its own ``--out`` (one writer per output: its cache and best.json); the budget
 is the table's slowest cell, so every trial trains (pruned trials cost nothing and would flatter
 the speed-up).
 
-    .venv/bin/python benchmarks/dpc.py workers [--trials 40] [--proxy-epochs 4]""",
+    .venv/bin/python benchmarks/dpc.py workers [--trials 40] [--proxy-epochs 4] [--storage postgres]""",
     "closed-loop": """A DPC search's network against its budget, measured after export (the target: the exported
 network's measured latency 0.85-1.05x the budget after closed-loop derivation).
 
@@ -280,7 +286,7 @@ def samplers(argv: list[str]) -> None:
 DATA = "seg-synthetic:32"
 
 
-def worker(folder: Path, storage: Path, name: str, out: str, trials: int, epochs: int, budget: float) -> subprocess.Popen:
+def worker(folder: Path, storage: str, name: str, out: str, trials: int, epochs: int, budget: float) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "nas2deploy", "--quiet", "search", "--space", "dpc", "--lut",
                              str(folder / "t.json"), "--weights", str(folder / "w.pt"), "--data", DATA, "--budget-ms",
@@ -288,14 +294,16 @@ def worker(folder: Path, storage: Path, name: str, out: str, trials: int, epochs
                              "--study", name, "--out", str(folder / out), "--json"], env=env, stdout=subprocess.DEVNULL)
 
 
-def states(storage: Path, name: str) -> dict[str, int]:
+def states(storage: str, name: str) -> dict[str, int]:
+    """Trials by state; ``requeued``: failed trials whose network was queued again."""
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(storage))))
+    study = open_storage_study(storage, name)
     counts: dict[str, int] = {}
     for t in study.trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in study.trials}
+    counts["requeued"] = sum(t.number in retried for t in study.trials)
     return counts
 
 
@@ -303,9 +311,24 @@ def workers(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="benchmarks/dpc.py workers", description=STUDIES["workers"], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--proxy-epochs", type=int, default=4)
+    ap.add_argument("--storage", default="journal", help="journal (files), postgres (a private server), or a database URL")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if args.storage == "postgres":
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from support.postgres import server, unavailable
+
+            if unavailable():
+                raise SystemExit(f"--storage postgres: {unavailable()}")
+            base = stack.enter_context(server())
+        else:
+            base = args.storage
+        tag = f"{os.getpid()}"
+
+        def storage(label: str) -> str:
+            return str(folder / f"{label}.log") if base == "journal" else base
+
         data = open_dataset(DATA, 128)
         space = make_space("dpc", {"input_size": 128, "input_width": 128, "num_classes": data.num_classes})
         assert isinstance(space, DPCSpace)
@@ -317,23 +340,27 @@ def workers(argv: list[str]) -> None:
         walls = {}
         for n in (1, 2):
             start = time.perf_counter()
-            procs = [worker(folder, folder / f"j{n}.log", f"s{n}", f"w{n}-{i}", args.trials, args.proxy_epochs, budget)
+            name = f"s{n}-{tag}"
+            procs = [worker(folder, storage(name), name, f"w{n}-{i}", args.trials, args.proxy_epochs, budget)
                      for i in range(n)]
             codes = [p.wait() for p in procs]
             walls[n] = time.perf_counter() - start
             print(f"{n} worker(s): {args.trials}-trial study in {walls[n]:.1f} s, exit codes {codes}, "
-                  f"trials {states(folder / f'j{n}.log', f's{n}')}", flush=True)
+                  f"trials {states(storage(name), name)}", flush=True)
         print(f"two workers / one: {walls[2] / walls[1]:.2f} of the wall time (target <= 0.6)", flush=True)
-        procs = [worker(folder, folder / "k.log", "k", f"k-{i}", args.trials, args.proxy_epochs, budget) for i in range(2)]
+        name = f"k-{tag}"
+        procs = [worker(folder, storage(name), name, f"k-{i}", args.trials, args.proxy_epochs, budget) for i in range(2)]
         time.sleep(walls[2] / 3)
         os.kill(procs[0].pid, signal.SIGKILL)
         procs[0].wait()
-        print(f"killed a worker after {walls[2] / 3:.0f} s: trials then {states(folder / 'k.log', 'k')}", flush=True)
-        replacement = worker(folder, folder / "k.log", "k", "k-2", args.trials, args.proxy_epochs, budget)
+        print(f"killed a worker after {walls[2] / 3:.0f} s: trials then {states(storage(name), name)}", flush=True)
+        replacement = worker(folder, storage(name), name, "k-2", args.trials, args.proxy_epochs, budget)
         codes = [procs[1].wait(), replacement.wait()]
-        final = states(folder / "k.log", "k")
-        print(f"after the replacement finished (exit codes {codes}): {final}; {sum(final.values())} trials in all, "
-              f"{final.get('RUNNING', 0)} running (target: {args.trials} in all, none running)", flush=True)
+        final = states(storage(name), name)
+        trained = final.get("COMPLETE", 0) + final.get("PRUNED", 0)
+        print(f"after the replacement finished (exit codes {codes}): {final}; {trained} trained, "
+              f"{final.get('RUNNING', 0) + final.get('WAITING', 0)} running or waiting (target: {args.trials} trained, "
+              f"every failed trial requeued, none running or waiting)", flush=True)
 
 
 CLI = [sys.executable, "-m", "nas2deploy"]

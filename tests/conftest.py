@@ -49,6 +49,19 @@ def needs_tensorrt(test):
     return pytest.mark.tensorrt(_no_tensorrt(test))
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A private PostgreSQL server for the session (``support/postgres.py``), or a skip saying
+    why this machine has none."""
+    from support.postgres import server, unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    with server() as url:
+        yield url
+
+
 @pytest.fixture
 def small_space():
     return make_space("densenas", SMALL)

@@ -127,33 +127,110 @@ def test_no_cell_measuring_within_the_budget_is_said_with_the_fastest_measuremen
         measured_pick([Candidate(i, n, 0.5, 0.9) for i, n in enumerate(nets)], 1.0, lambda net: 2.0 + nets.index(net))
 
 
-def test_a_worker_killed_mid_trial_leaves_a_failed_trial_not_a_running_one(setup, tmp_path):
-    """A worker killed with SIGKILL leaves its trial running in a journal; the next worker on the
-    host marks it failed and the study still ends at its total, every trial accounted for."""
+def _killed_worker(storage, study_name, worker="", optimize=False):
+    """A worker process that takes a trial of the study and is killed with SIGKILL while it runs
+    it: asked directly (``worker``: its own host and pid, as the search records them), or inside
+    Optuna's ``optimize`` so that its heartbeat runs (``HEARTBEAT_S`` 1 s)."""
     import os
     import signal
     import subprocess
     import sys
 
+    attr = repr(worker) if worker else "worker_id()"
+    script = ("import time, optuna\n"
+              "import nas2deploy.search.blackbox.storage as st\n"
+              "from nas2deploy.search.blackbox.storage import storage_for, worker_id\n"
+              "st.HEARTBEAT_S, st.GRACE_S = 1, 2\n"
+              f"s = optuna.load_study(study_name={study_name!r}, storage=storage_for({storage!r}))\n"
+              "def hang(t):\n"
+              f"    t.set_user_attr('worker', {attr}); print('running', flush=True); time.sleep(120)\n"
+              + ("s.optimize(hang, n_trials=1)\n" if optimize else "hang(s.ask())\n"))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "running"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+def _accounted(study, trained):
+    """Every trial finished: ``trained`` complete or pruned, each failed one's network queued
+    again once and run, none running or waiting."""
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t): t for t in trials}
+    failed = [t for t in trials if t.state == state.FAIL]
+    assert sum(t.state in (state.COMPLETE, state.PRUNED) for t in trials) == trained
+    assert not [t for t in trials if t.state in (state.RUNNING, state.WAITING)]
+    assert all(t.number in retried and retried[t.number].state != state.FAIL for t in failed)
+    assert len(trials) == trained + len(failed)
+    return failed
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_a_worker_killed_mid_trial_is_failed_and_its_network_run_again(setup, tmp_path, request, kind):
+    """A worker killed with SIGKILL leaves its trial running; the next worker on the host marks it
+    failed and queues its network again, and the study still reaches its count of trained trials."""
     from nas2deploy.search.blackbox.study import open_study, run_trials
 
     tmp, space, table, cache, budget = setup
-    storage = str(tmp_path / "journal.log")
-    study = open_study(space, table, cache, budget * 100, storage, "k")  # every cell fits: every trial trains
-    script = (f"import optuna, os, time\n"
-              f"s = optuna.load_study(study_name='k', storage=optuna.storages.JournalStorage("
-              f"optuna.storages.journal.JournalFileBackend({storage!r})))\n"
-              f"t = s.ask(); t.set_user_attr('worker', __import__('socket').gethostname() + ':' + str(os.getpid()))\n"
-              f"print('asked', flush=True); time.sleep(60)\n")
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stdout.readline().strip() == "asked"
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    storage = str(tmp_path / "journal.log") if kind == "journal" else request.getfixturevalue("postgres_url")
+    study = open_study(space, table, cache, budget * 100, storage, f"killed-{kind}")  # every cell fits: all train
+    _killed_worker(storage, f"killed-{kind}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # what the killed worker left
     run_trials(study, cells(), space, table, cache, budget * 100, 4)
-    states = [t.state for t in study.trials]
-    assert len(states) == 4 and states[0] == optuna.trial.TrialState.FAIL
-    assert states[1:] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [t.number for t in _accounted(study, 4)] == [0]
+
+
+def test_a_silent_worker_elsewhere_is_failed_by_the_database_heartbeat(setup, postgres_url, monkeypatch):
+    """A worker of another host (its pid means nothing here) killed mid-trial: Optuna's heartbeat
+    fails its trial after the grace period and the stale-trial callback queues it again."""
+    import time
+
+    import nas2deploy.search.blackbox.storage as storage_module
+    from nas2deploy.search.blackbox.study import open_study, run_trials
+
+    monkeypatch.setattr(storage_module, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(storage_module, "GRACE_S", 2)
+    tmp, space, table, cache, budget = setup
+    study = open_study(space, table, cache, budget * 100, postgres_url, "heartbeat")
+    _killed_worker(postgres_url, "heartbeat", worker="another-host:1", optimize=True)
+    time.sleep(3)
+    run_trials(study, cells(), space, table, cache, budget * 100, 3)
+    assert [t.number for t in _accounted(study, 3)] == [0]
+
+
+def test_two_workers_and_a_killed_one_share_a_postgresql_study(setup, tmp_path, postgres_url):
+    """Two search commands on one PostgreSQL study, beside a worker killed mid-trial: every trial
+    accounted for, none run twice; a later command continues the study."""
+    import os
+    import subprocess
+    import sys
+
+    from nas2deploy.search.blackbox.storage import open_storage_study
+
+    tmp, space, table, cache, budget = setup
+    save_weights(space.backbone.build(), tmp_path / "chain.pt")
+
+    def command(out, trials):
+        return [sys.executable, "-m", "nas2deploy", "--quiet", "search", "--space", "dpc", "--lut", str(tmp / "t.json"),
+                "--weights", str(tmp_path / "chain.pt"), "--data", "seg-synthetic:8", "--budget-ms", str(budget),
+                "--proxy-epochs", "1", "--storage", postgres_url, "--study", "team", "--trials", str(trials),
+                "--out", str(tmp_path / out)]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command("w0", 1), env=env, capture_output=True, text=True)  # creates the study
+    assert first.returncode == 0, first.stderr
+    _killed_worker(postgres_url, "team")
+    workers = [subprocess.Popen(command(f"w{i + 1}", 8), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True) for i in range(2)]
+    assert [w.wait() for w in workers] == [0, 0], [w.stderr.read() for w in workers if w.stderr]
+    study = open_storage_study(postgres_url, "team")
+    failed = _accounted(study, 8)
+    assert [t.number for t in failed] == [1]
+    pids = {t.user_attrs["worker"].rpartition(":")[2] for t in study.trials if t.number > 1}
+    assert pids <= {str(w.pid) for w in workers}
+    done = subprocess.run(command("w3", 10), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    _accounted(open_storage_study(postgres_url, "team"), 10)
 
 
 def test_a_database_storage_holds_a_study_too(setup, tmp_path):

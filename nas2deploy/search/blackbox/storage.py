@@ -4,8 +4,11 @@ that dead workers left, and the samplers that draw trials.
 
 A worker killed with SIGKILL leaves its trial running: in a database storage Optuna's heartbeat
 fails it after ``GRACE_S``; a journal file has no heartbeat, so the next worker on the same host
-fails the trials of its host's dead workers (``fail_dead_workers_trials``). The worker that
-creates a study seeds its sampler with ``--seed``; a worker that joins one (another worker, or
+fails the trials of its host's dead workers (``fail_dead_workers_trials``, which also acts at once
+on a database for this host's workers). Either way the failed trial's network is queued again,
+once (Optuna's ``RetryHeartbeatStaleTrialCallback``), and the failed trial no longer counts
+toward the study's total (``counted``): a study reaches its count of trained trials however many
+workers die. The worker that creates a study seeds its sampler with ``--seed``; a worker that joins one (another worker, or
 the command run again) mixes its host and process into the seed (``joiner_seed``), so that it does
 not redraw the networks the first one drew (Optuna's samplers keep their random state per
 process).
@@ -17,6 +20,7 @@ import hashlib
 import os
 import re
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,9 @@ from nas2deploy.errors import UserError
 #: Seconds between a worker's heartbeats in a database storage, and how long a silent worker's
 #: running trial waits before another worker marks it failed (Optuna's heartbeat).
 HEARTBEAT_S, GRACE_S = 20, 60
+#: How often a dead worker's trial is queued again: once (a network that kills its worker twice
+#: is left failed rather than retried forever).
+RETRIES = 1
 SAMPLERS = ("random", "evolution", "spos", "tpe", "nsga2")
 
 
@@ -35,6 +42,8 @@ def optuna_module() -> Any:
     except ImportError:
         raise UserError("the black-box search runs on Optuna: pip install 'nas2deploy[search]' (or pip install optuna)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # the heartbeat and the failed-trial retry are marked experimental; their use here is tested
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
@@ -43,7 +52,9 @@ def storage_for(url: str) -> Any:
     next worker after ``GRACE_S``); anything else is a journal file (created where missing)."""
     optuna = optuna_module()
     if "://" in url:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                          heartbeat_stale_trial_callback=retry)
     from optuna.storages.journal import JournalFileBackend
 
     Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -84,18 +95,31 @@ def worker_id() -> str:
 
 def fail_dead_workers_trials(study: Any) -> list[int]:
     """Mark failed the running trials of workers of this host that no longer run (a journal file
-    has no heartbeat; a worker killed with SIGKILL leaves its trial running). Trials of other
-    hosts are left to their own workers; a database storage's heartbeat covers every host."""
+    has no heartbeat; a worker killed with SIGKILL leaves its trial running) and queue each
+    network again, as the heartbeat does in a database. Trials of other hosts are left to their
+    own workers; a database storage's heartbeat covers every host."""
     optuna = optuna_module()
     host = socket.gethostname()
     failed = []
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = str(trial.user_attrs.get("worker", ""))
         name, _, pid = worker.rpartition(":")
         if name == host and pid.isdigit() and not _alive(int(pid)):
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            retry(study, study.tell(trial.number, state=optuna.trial.TrialState.FAIL))
             failed.append(trial.number)
     return failed
+
+
+def counted(study: Any) -> tuple[int, int]:
+    """(trials that count toward the study's total, trials waiting to run): finished, pruned,
+    running and queued trials, and failed ones unless their network was queued again."""
+    optuna = optuna_module()
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+    waiting = sum(t.state == state.WAITING for t in trials)
+    return sum(t.state != state.FAIL or t.number not in retried for t in trials), waiting
 
 
 def _alive(pid: int) -> bool:

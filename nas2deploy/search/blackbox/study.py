@@ -29,6 +29,7 @@ from nas2deploy.nets import Network, save_arch
 from nas2deploy.search.blackbox.selection import Candidate, as_dicts, measured_pick, rerank
 from nas2deploy.search.blackbox.space import BlackBoxSpace, Evaluator
 from nas2deploy.search.blackbox.storage import (
+    counted,
     fail_dead_workers_trials,
     joiner_seed,
     optuna_module,
@@ -105,13 +106,17 @@ def open_study(space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms:
 def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms: float,
                trials: int, fill: float = 0.0) -> None:
     """Run trials in this process until the study holds ``trials`` trials (finished, or running
-    in other workers), so that several workers share one total; the running trials of dead
-    workers on this host are marked failed first (``fail_dead_workers_trials``)."""
+    in other workers, a failed one counting only when its network was not queued again:
+    ``storage.counted``), so that several workers share one total; the running trials of dead
+    workers on this host are marked failed and queued again first (``fail_dead_workers_trials``)."""
     optuna = optuna_module()
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
-              optuna.trial.TrialState.RUNNING)
     fail_dead_workers_trials(study)
-    if len(study.get_trials(deepcopy=False, states=states)) >= trials:
+
+    def enough(study: Any, _: Any = None) -> bool:
+        total, waiting = counted(study)
+        return total >= trials and not waiting
+
+    if enough(study):
         return
 
     def objective(trial: Any) -> float:
@@ -128,9 +133,14 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
             trial.set_user_attr(key, value)
         return scored.value
 
-    # The callback counts running trials too: a worker stops when the others' running trials
-    # will make up the total, so the study ends with ``trials`` trials, none run twice.
-    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=states)])
+    def stop_when_enough(study: Any, trial: Any) -> None:
+        # running trials count too: a worker stops when the others' running trials will make up
+        # the total, so the study ends with ``trials`` trials, none run twice; a queued network
+        # (a dead worker's) is run before stopping
+        if enough(study):
+            study.stop()
+
+    study.optimize(objective, callbacks=[stop_when_enough])
 
 
 def ranked_candidates(study: Any, adapter: BlackBoxSpace, space: Any) -> list[Candidate]:
