@@ -32,7 +32,8 @@
 #              12 search epochs; the CPU's harder data and training recipe: 32,000 images of
 #              synthetic-small seen once, 4000 test images; 5 random networks x 3 seeds per window)
 #              with searches and trainings on the GPU; latency on the machine's CPU (ONNX Runtime,
-#              the demo's table profiled there first). The image has no scipy: the bootstrap test decides.
+#              the demo's table profiled there first). The image has no scipy: the bootstrap test decides
+#              significance, and budget derivation needs scipy from a carried wheel (below).
 #   search-vs-random-cifar (a call of its own, not in the default set): the same on real CIFAR-10,
 #              both strategies (gradient and evolution) at the demo's two budgets, 8 random networks x 2
 #              seeds, every network trained on all 50,000 training images and scored on the 10,000 test
@@ -66,6 +67,17 @@ if torch.cuda.is_available():
 else:
     print("gpu: none (torch.cuda.is_available() is False): the GPU tests skip, the benchmarks run CPU-sized")
 PYEOF
+# Budget derivation solves 0-1 programs with HiGHS, which comes with scipy; the GPU image has none.
+# A scipy wheel for its Python carried in .data/wheels/ (ignored by git; `pip download --no-deps
+# --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .data/wheels scipy`)
+# is unpacked into /tmp; without one the steps that derive under a budget say so in one line.
+if ! "$PY" -c "import scipy" 2>/dev/null; then
+    for wheel in .data/wheels/scipy-*.whl; do
+        [ -f "$wheel" ] || continue
+        "$PY" -m pip install -q --no-index --no-deps --target /tmp/n2d-site "$wheel" \
+            && export PYTHONPATH="$PYTHONPATH:/tmp/n2d-site" && echo "scipy from $wheel" && break
+    done
+fi
 gpu=0
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && gpu=1
 steps=("$@")

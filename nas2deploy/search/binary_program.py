@@ -29,6 +29,8 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
+from nas2deploy.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -44,8 +46,12 @@ class BinaryProgram:
 
     def _solve(self, objective: np.ndarray, lo_ms: float, hi_ms: float,
                excluded: tuple[np.ndarray, ...] = ()) -> np.ndarray | None:
-        from scipy.optimize import Bounds, LinearConstraint, milp
-        from scipy.sparse import coo_array
+        try:
+            from scipy.optimize import Bounds, LinearConstraint, milp
+            from scipy.sparse import coo_array
+        except ImportError:
+            raise UserError("derivation under a latency budget solves a 0-1 program with HiGHS, which comes "
+                            "with scipy: pip install 'scipy>=1.9'") from None
 
         n = len(self.latency)
         r, c, v = [], [], []
