@@ -8,6 +8,13 @@ one, never half of one. No write follows a symbolic link: a link planted where a
 refused by name (``atomic_write_bytes``, ``append_line``), so a run folder cannot be used to
 overwrite a file elsewhere. ``exclusive`` gives one process at a time an output (a table being
 profiled, a search run), and names the process that holds it.
+
+Files are read only when they are regular files (a device, FIFO or socket is refused before it
+is read or waited on) and never past a hard byte cap (``read_capped``: ``st_size`` is 0 for
+devices, so it cannot be the cap). Lines are appended only to a file with one name
+(``append_line`` refuses a hard-linked file, whose other name lies elsewhere). Outputs take the
+user's umask like any file they create (a temporary file is made 0600 and widened before its
+rename), and a name too long to carry the temporary suffix is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +38,76 @@ MAX_JSON_DEPTH = 32
 #: The prefix of the files ``require_writable`` creates and removes (torchrun ranks claim a run
 #: folder at once and may see each other's).
 PROBE = ".nas2deploy-probe."
+#: What ``tempfile.mkstemp`` adds to a name beside ``atomic_write_bytes``'s prefix and suffix:
+#: "." + name + "." + 8 random characters + ".tmp".
+TEMP_EXTRA = 1 + 1 + 8 + 4
+
+
+def check_name(path: str | os.PathLike[str]) -> Path:
+    """``path``, or a UserError when its name cannot carry the temporary suffix of an atomic
+    write within the filesystem's limit on a name's length."""
+    target = Path(path)
+    folder = target.parent if target.parent.exists() else Path(".")
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(os.fsencode(target.name)) + TEMP_EXTRA > limit:
+        raise UserError(f"{target}: a name of {len(os.fsencode(target.name))} bytes; this filesystem allows "
+                        f"{limit}, and writing it atomically needs {TEMP_EXTRA} more: choose a shorter name")
+    return target
+
+
+def umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def require_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` when it is a regular file (links to one allowed), else one line saying what it is."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} {p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{what} {p}: is a folder, expected a file")
+    if not p.is_file():
+        raise UserError(f"{what} {p}: is not a regular file (a device, FIFO or socket); give the {what} itself")
+    return p
+
+
+def read_capped(path: str | os.PathLike[str], what: str, cap: int) -> bytes:
+    """The bytes of a regular file of at most ``cap`` bytes, or one line saying what it is not."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the open
+    except FileNotFoundError:
+        raise UserError(f"{what} {p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {p}: is a folder, expected a file") from None
+    except OSError as exc:
+        raise UserError(f"{what} {p}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{what} {p}: is a folder, expected a file")
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{what} {p}: is not a regular file (a device, FIFO or socket); give the {what} itself")
+        chunks, size = [], 0
+        while size <= cap:
+            chunk = os.read(fd, min(1 << 20, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > cap:
+            raise UserError(f"{what} {p}: more than {cap} bytes, more than any {what} can hold; the file is not a {what}")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UserError(f"{what} {p}: cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 def refuse_link(path: str | os.PathLike[str]) -> Path:
@@ -65,7 +143,7 @@ def claim_file(path: str | os.PathLike[str], force: bool, flag: str = "--out") -
     """The one rule for a file a command writes, checked before its work: not a link, its
     location writable, and not an existing file unless ``force`` (or the command is updating
     or resuming it)."""
-    target = refuse_link(path)
+    target = refuse_link(check_name(path))
     if target.exists() and not target.is_file():
         raise UserError(f"{flag} {target}: exists and is not a file")
     if target.exists() and not force:
@@ -93,14 +171,16 @@ def claim_folder(path: str | os.PathLike[str], force: bool, flag: str = "--out",
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsync'ed temporary file and an atomic rename."""
-    target = refuse_link(path)
+    """Write ``data`` to ``path`` through a fsync'ed temporary file and an atomic rename, with
+    the mode any new file of the user's gets (0666 less the umask)."""
+    target = refuse_link(check_name(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~umask())
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
@@ -125,9 +205,16 @@ def open_no_follow(path: str | os.PathLike[str], flags: int) -> int:
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> None:
-    """Append one line to a journal or log, fsync'ed, never through a link."""
+    """Append one line to a journal or log, fsync'ed, never through a link nor to a file with
+    another name (a hard link: appending would change the file elsewhere too)."""
     fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}: is not a regular file; nas2deploy appends only to its own journals")
+        if info.st_nlink > 1:
+            raise UserError(f"{path}: has {info.st_nlink} names (a hard link to a file elsewhere); nas2deploy never "
+                            "appends to a linked file: remove the link or choose another output")
         os.write(fd, (line.rstrip("\n") + "\n").encode())
         os.fsync(fd)
     finally:
@@ -195,16 +282,9 @@ def _depth(doc: Any) -> int:
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
     """Parse a JSON file, turning every failure into one line that names the file and ``what`` it is."""
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{what} {p}: no such file")
-    if p.is_dir():
-        raise UserError(f"{what} {p}: is a folder, expected a JSON file")
     try:
-        if p.stat().st_size > MAX_JSON_BYTES:
-            raise UserError(f"{what} {p}: {p.stat().st_size} bytes, more than any {what} can hold "
-                            f"({MAX_JSON_BYTES} at most); the file is not a {what}")
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_capped(p, what, MAX_JSON_BYTES).decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise UserError(f"{what} {p}: cannot be read ({exc})") from None
     try:
         doc = json.loads(text)

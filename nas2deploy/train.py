@@ -16,7 +16,6 @@ import math
 import os
 import time
 import zipfile
-from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -27,7 +26,7 @@ from nas2deploy.nets import Network
 from nas2deploy.data import Splits
 from nas2deploy.data.batches import RankBatches, batch_loader, decoded
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_bytes
+from nas2deploy.fileio import atomic_write_bytes, require_file
 from nas2deploy.objective import evaluate, task_loss
 
 
@@ -142,9 +141,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[Any, Any]:
     """A weights file's state dict, read safely: the file's zip records are checked against
     their CRC-32 first (a corrupted byte in any tensor is caught before it is loaded), then it
     is loaded with ``weights_only``; the tensors themselves are checked by ``load_into``."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"weights {path}: no such file")
+    p = require_file(path, "weights")
     try:
         with zipfile.ZipFile(p) as archive:
             damaged = archive.testzip()

@@ -27,7 +27,8 @@ import warnings
 import torch
 from torch import nn
 
-from nas2deploy.backends.base import INPUT_NAME, OPSET, OUTPUT_NAME, OnnxModel, TorchModule
+from nas2deploy.backends.base import INPUT_NAME, OPSET, OUTPUT_NAME, ModelFile, OnnxModel, TorchModule
+from nas2deploy.fileio import read_capped
 from nas2deploy.errors import UserError
 
 
@@ -61,6 +62,8 @@ def export_onnx(
 _FLOAT_TYPES = {1: "float32", 10: "float16"}
 #: The most elements one input may hold: runners allocate it (2^28 floats, 1 GiB).
 MAX_INPUT_ELEMENTS = 2**28
+#: protobuf's limit on one message: no ONNX model file without external data is larger
+MAX_ONNX_BYTES = 2**31 - 1
 
 
 def onnx_from_module(artifact: TorchModule, batch: int, precision: str = "fp32") -> OnnxModel:
@@ -104,3 +107,9 @@ def check_onnx(onnx_bytes: bytes, source: str = "model.onnx", input_shape: tuple
             raise UserError(f"{source}: takes input(s) {[i.name for i in inputs]} of shape {dims}, but its network takes "
                             f"one input of {list(input_shape)}; the file was edited or belongs to another network")
     return inferred.SerializeToString()
+
+
+def read_model(artifact: ModelFile) -> OnnxModel:
+    """An ONNX model file read (a regular file, at most protobuf's 2 GiB) and checked."""
+    data = read_capped(artifact.path, "ONNX model", MAX_ONNX_BYTES)
+    return OnnxModel(check_onnx(data, artifact.source), artifact.source)

@@ -75,12 +75,12 @@ class OnnxReferenceBackend(Backend):
         return str(onnx.__version__)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
-        from nas2deploy.backends.onnx import check_onnx, onnx_from_module
+        from nas2deploy.backends.onnx import onnx_from_module, read_model
 
         if isinstance(artifact, TorchModule):
             artifact = onnx_from_module(artifact, settings.batch)
         elif isinstance(artifact, ModelFile) and artifact.path.suffix in self.suffixes:
-            artifact = OnnxModel(check_onnx(artifact.path.read_bytes(), artifact.source), artifact.source)
+            artifact = read_model(artifact)
         if not isinstance(artifact, OnnxModel):
             raise UserError(f"{artifact.source}: the ONNX reference evaluator runs ONNX models ({', '.join(self.suffixes)} files)")
         return OnnxReferenceRunner(*evaluator_from_onnx(artifact.data, artifact.source), settings.batch, artifact.source)

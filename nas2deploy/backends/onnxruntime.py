@@ -152,12 +152,12 @@ class OnnxRuntimeBackend(Backend):
         return onnx_from_module(artifact, settings.batch, settings.precision)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
-        from nas2deploy.backends.onnx import check_onnx
+        from nas2deploy.backends.onnx import read_model
 
         if isinstance(artifact, TorchModule):
             artifact = self.prepare(settings, artifact)
         elif isinstance(artifact, ModelFile) and artifact.path.suffix in self.suffixes:
-            artifact = OnnxModel(check_onnx(artifact.path.read_bytes(), artifact.source), artifact.source)
+            artifact = read_model(artifact)
         if not isinstance(artifact, OnnxModel):
             raise UserError(f"{artifact.source}: ONNX Runtime runs ONNX models ({', '.join(self.suffixes)} files)")
         provider = self.provider(settings)

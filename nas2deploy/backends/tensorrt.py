@@ -39,7 +39,7 @@ from nas2deploy.backends.base import (
 from nas2deploy.backends.pytorch import require_cuda
 from nas2deploy.backends.timing import cuda_time_runs
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json
+from nas2deploy.fileio import atomic_write_bytes, atomic_write_json, read_json, require_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -178,9 +178,7 @@ def save_engine(path: str | os.PathLike[str], engine: bytes) -> None:
 
 def load_engine(path: str | os.PathLike[str]) -> bytes:
     """Read an engine, refusing one whose recorded platform differs from this machine's."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"engine {p}: no such file")
+    p = require_file(path, "engine")
     info = Path(f"{p}.json")
     if info.exists():
         recorded = read_json(info, "engine info")
@@ -302,13 +300,13 @@ class TensorRTBackend(Backend):
                          artifact.source)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:
-        from nas2deploy.backends.onnx import check_onnx
+        from nas2deploy.backends.onnx import read_model
 
         if isinstance(artifact, ModelFile):
             if artifact.path.suffix == ".engine":
                 artifact = EngineModel(load_engine(artifact.path), artifact.source)
             elif artifact.path.suffix == ".onnx":
-                artifact = OnnxModel(check_onnx(artifact.path.read_bytes(), artifact.source), artifact.source)
+                artifact = read_model(artifact)
             else:
                 raise UserError(f"{artifact.source}: TensorRT runs {' and '.join(self.suffixes)} files")
         if isinstance(artifact, TorchModule):

@@ -10,13 +10,13 @@ from typing import Any
 from nas2deploy.backends import BACKENDS, BackendSettings, ModelFile, Runner, open_runner
 from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.errors import UserError
+from nas2deploy.fileio import require_file
 
 
 def open_model(path: Path, settings: BackendSettings) -> Runner:
     from nas2deploy.deploy.export import verify_artifact
 
-    if not path.is_file():
-        raise UserError(f"model {path}: no such file")
+    require_file(path, "model")
     verify_artifact(path)
     runs_it = [name for name, backend in BACKENDS.items() if path.suffix in backend.suffixes]
     if not runs_it:
