@@ -368,3 +368,47 @@ def test_a_database_password_is_never_printed():
     assert shown_storage("postgresql://nas:s3cr:et@db.example:5432/studies") == "postgresql://nas:***@db.example:5432/studies"
     assert shown_storage("sqlite:///runs/dpc.db") == "sqlite:///runs/dpc.db"
     assert shown_storage("runs/dpc/study.log") == "runs/dpc/study.log"
+
+
+def test_a_torn_study_journal_is_repaired_and_a_corrupt_one_refused(setup, tmp_path, monkeypatch):
+    """A kill mid-append leaves a torn last line: cut off before any worker appends behind it,
+    and the study continues; a damaged line before the end is refused in one line. A relative
+    path works too (Optuna's lock is a link to the journal)."""
+    from nas2deploy.search.blackbox.study import open_study, run_trials
+
+    tmp, space, table, cache, budget = setup
+    monkeypatch.chdir(tmp_path)
+    run_trials(open_study(space, table, cache, budget, "study.log", "torn"), cells(), space, table, cache, budget, 2)
+    journal = tmp_path / "study.log"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-7])  # the last line torn
+    study = open_study(space, table, cache, budget, "study.log", "torn")
+    run_trials(study, cells(), space, table, cache, budget, 3)
+    assert len(study.trials) == 3 and journal.read_bytes().endswith(b"\n")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join([*lines[:2], b'{"op_code": 4, "worker_id\n', *lines[2:]]))
+    with pytest.raises(UserError, match=r"study journal .*study.log: line 3 is corrupt; restore the file from a copy"):
+        open_study(space, table, cache, budget, "study.log", "torn")
+
+
+def test_poisoned_trials_are_named_and_left_out(setup, tmp_path):
+    """Values a hand-edited or damaged storage may hold: a score of 1e308 or inf, a latency that
+    is missing or negative. The trials are left out of the ranking and their rows say why."""
+    from nas2deploy.search.blackbox.study import open_study, poisoned, ranked_candidates, run_trials, trial_rows
+
+    tmp, space, table, cache, budget = setup
+    study = open_study(space, table, cache, budget * 100, str(tmp_path / "p.log"), "p")
+    run_trials(study, cells(), space, table, cache, budget * 100, 2)
+    good = study.trials[0]
+    for value, attrs in [(1e308, good.user_attrs), (float("inf"), good.user_attrs),
+                         (0.5, {k: v for k, v in good.user_attrs.items() if k != "latency_ms"}),
+                         (0.5, {**good.user_attrs, "latency_ms": -1.0})]:
+        study.add_trial(optuna.trial.create_trial(params=good.params, distributions=good.distributions, value=value,
+                                                  user_attrs=attrs))
+    adapter = cells()
+    reasons = [poisoned(t, adapter, space) for t in study.trials]
+    assert reasons[:2] == [None, None] and all(reasons[2:])
+    assert {c.trial for c in ranked_candidates(study, adapter, space)} <= {0, 1}
+    rows = trial_rows(study, adapter, space)
+    assert [r.get("poisoned") for r in rows] == reasons
+    assert all(r["score"] is None and r["latency_ms"] is None for r in rows[2:])

@@ -17,14 +17,17 @@ process).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
 from nas2deploy.errors import UserError
+from nas2deploy.fileio import open_no_follow, read_capped, refuse_link
 
 #: Seconds between a worker's heartbeats in a database storage, and how long a silent worker's
 #: running trial waits before another worker marks it failed (Optuna's heartbeat).
@@ -32,6 +35,8 @@ HEARTBEAT_S, GRACE_S = 20, 60
 #: How often a dead worker's trial is queued again: once (a network that kills its worker twice
 #: is left failed rather than retried forever).
 RETRIES = 1
+#: A study's journal is a line per trial event: 1 GiB is some millions of trials.
+MAX_JOURNAL_BYTES = 2**30
 SAMPLERS = ("random", "evolution", "spos", "tpe", "nsga2")
 
 
@@ -57,8 +62,45 @@ def storage_for(url: str) -> Any:
                                           heartbeat_stale_trial_callback=retry)
     from optuna.storages.journal import JournalFileBackend
 
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(url))
+    path = Path(url).absolute()  # Optuna's lock is a symbolic link to the path: relative, it never resolves
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_journal(path)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def repair_journal(path: Path) -> None:
+    """Check a study's journal file before any worker appends to it, under Optuna's own lock: a
+    line torn by a kill at its end is cut off (Optuna would append behind it, and the study could
+    no longer be read); a corrupt line before the end, a link or a second hard-linked name is
+    refused in one line. Nothing else is changed."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    refuse_link(path)
+    if not path.exists():
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        fd = open_no_follow(path, os.O_RDWR)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+                raise UserError(f"study journal {path}: not a plain file of its own (a device, or a hard link to a "
+                                "file elsewhere); give another --storage")
+            data = read_capped(path, "study journal", MAX_JOURNAL_BYTES)
+            complete = data[:data.rfind(b"\n") + 1]
+            for n, line in enumerate(complete.splitlines(), 1):
+                try:
+                    json.loads(line)
+                except (ValueError, RecursionError):
+                    raise UserError(f"study journal {path}: line {n} is corrupt; restore the file from a copy, or "
+                                    "give another --storage (or --study) to start afresh") from None
+            if len(complete) < len(data):
+                os.ftruncate(fd, len(complete))
+        finally:
+            os.close(fd)
+    finally:
+        lock.release()
 
 
 def open_storage_study(url: str, name: str) -> Any:

@@ -18,6 +18,8 @@ table's device until one fits (``selection.py``); the chosen network is written 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -143,13 +145,31 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
     study.optimize(objective, callbacks=[stop_when_enough])
 
 
+def poisoned(trial: Any, adapter: BlackBoxSpace, space: Any) -> str | None:
+    """Why a finished trial read back from the storage cannot be trusted, or None. A study's
+    storage is a file or a database anyone may edit: a score must be a number in [0, 1] (top-1,
+    mIoU and the proxy's mIoU all are), the predicted latency a finite positive number, and the
+    trial's choices must still decode into a network of the space."""
+    value, ms = trial.value, trial.user_attrs.get("latency_ms")
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1):
+        return f"score {value!r} is not a number in [0, 1]"
+    if not (isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0):
+        return f"latency_ms {ms!r} is not a positive number"
+    try:
+        adapter.suggest(trial, space, f"trial-{trial.number}")
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"its choices are not a network of the space ({type(exc).__name__})"
+    return None
+
+
 def ranked_candidates(study: Any, adapter: BlackBoxSpace, space: Any) -> list[Candidate]:
-    """The study's scored networks, best score first, each network once."""
+    """The study's scored networks, best score first, each network once; poisoned trials
+    (``poisoned``) left out."""
     optuna = optuna_module()
-    done = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                  key=lambda t: (-t.value, t.number))
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if poisoned(t, adapter, space) is None]
     found, seen = [], set()
-    for t in done:
+    for t in sorted(done, key=lambda t: (-t.value, t.number)):
         net = adapter.suggest(t, space, f"trial-{t.number}")
         body = net.renamed("")
         if body not in seen:
@@ -159,18 +179,30 @@ def ranked_candidates(study: Any, adapter: BlackBoxSpace, space: Any) -> list[Ca
 
 
 def trial_rows(study: Any, adapter: BlackBoxSpace, space: Any) -> list[dict[str, Any]]:
-    """Every trial of the study as the report reads it (``OUT/study.json``)."""
+    """Every trial of the study as the report reads it (``OUT/study.json``); a poisoned one keeps
+    its number and state, loses its values and says why (``poisoned``)."""
+    optuna = optuna_module()
     rows = []
     for t in study.get_trials(deepcopy=False):
+        why = poisoned(t, adapter, space) if t.state == optuna.trial.TrialState.COMPLETE else None
         try:
-            cell = adapter.cell(adapter.suggest(t, space, f"trial-{t.number}"))
-        except ValueError:  # a trial that failed before it drew all its choices
+            cell = None if why else adapter.cell(adapter.suggest(t, space, f"trial-{t.number}"))
+        except (ValueError, KeyError, TypeError, IndexError):  # failed or pruned before it drew all its choices
             cell = None
-        rows.append({"number": t.number, "state": t.state.name.lower(), "score": t.value,
-                     "latency_ms": t.user_attrs.get("latency_ms"), "worker": t.user_attrs.get("worker"),
-                     "seconds": t.user_attrs.get("seconds"), "cell": cell,
-                     "label": adapter.describe(cell) if cell is not None else "-"})
+        ms = t.user_attrs.get("latency_ms")
+        row = {"number": t.number, "state": t.state.name.lower(), "score": None if why else t.value,
+               "latency_ms": ms if not why and isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0 else None,
+               "worker": str(t.user_attrs.get("worker", ""))[:256] or None, "seconds": _seconds(t.user_attrs.get("seconds")),
+               "cell": cell, "label": adapter.describe(cell) if cell is not None else "-"}
+        if why:
+            row["poisoned"] = why
+        rows.append(row)
     return rows
+
+
+def _seconds(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return float(value) if ok else None
 
 
 def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: LatencyTable,
@@ -194,13 +226,18 @@ def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: La
             study.enqueue_trial(params)
     run_trials(study, adapter, space, table, evaluator, config.budget_ms, config.trials, config.fill)
     rows = trial_rows(study, adapter, space)
+    for row in rows:
+        if "poisoned" in row and say:
+            say(f"warning: trial {row['number']} of study {name} is left out: {row['poisoned']} (the storage was edited "
+                "or damaged)")
     states = [r["state"] for r in rows]
     summary: dict[str, Any] = {"study": name, "storage": shown_storage(storage), "trials": len(states),
                                "complete": states.count("complete"), "pruned": states.count("pruned"),
                                "failed": states.count("fail"), "budget_ms": config.budget_ms, "table": config.table,
                                "space_name": space.name, "space": space.config_dict(), "sampler": config.sampler,
                                "fill": config.fill,
-                               "options": config.options, "score_label": adapter.score_label}
+                               "options": config.options, "score_label": adapter.score_label,
+                               "poisoned": [{"trial": r["number"], "why": r["poisoned"]} for r in rows if "poisoned" in r]}
     ranked = order = ranked_candidates(study, adapter, space)
     if order and config.rerank:
         reranked = rerank(order[:config.rerank], evaluator, config.rerank_epochs, out / "rerank.jsonl", say)
