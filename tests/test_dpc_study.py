@@ -135,6 +135,7 @@ def _killed_worker(storage, study_name, worker="", optimize=False):
     import signal
     import subprocess
     import sys
+    import time
 
     attr = repr(worker) if worker else "worker_id()"
     script = ("import time, optuna\n"
@@ -147,6 +148,8 @@ def _killed_worker(storage, study_name, worker="", optimize=False):
               + ("s.optimize(hang, n_trials=1)\n" if optimize else "hang(s.ask())\n"))
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline().strip() == "running"
+    if optimize:  # the heartbeat thread's first beat may come after the objective starts
+        time.sleep(2)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
 

@@ -226,3 +226,37 @@ def test_each_step_computes_gradients_only_for_what_it_updates(tmp_path, table_p
         assert all(p.grad is None for p in other)
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in updated)
         assert all(p.requires_grad for p in search.arch_parameters() + search.weight_parameters())
+
+
+def test_a_checkpoint_with_a_poisoned_optimiser_or_retyped_weights_is_refused(tmp_path, table_path):
+    """Every tensor of a checkpoint is checked, the optimisers' state and hyper-parameters too: a
+    NaN momentum would otherwise train the search into NaN and derive from it with exit 0."""
+    run_dir = tmp_path / "run"
+    start_search(config(table_path, epochs=1, warmup_epochs=0, width_mult=0.25), run_dir).run()
+    good = (run_dir / "checkpoint.pt").read_bytes()
+
+    def nan_momentum(state):
+        next(iter(state["w_opt"]["state"].values()))["momentum_buffer"].fill_(float("nan"))
+
+    def infinite_lr(state):
+        state["a_opt"]["param_groups"][0]["lr"] = float("inf")
+
+    def retyped(state):
+        name = next(k for k, v in state["net"].items() if v.is_floating_point())
+        state["net"][name] = state["net"][name].long()
+
+    for edit, message in [(nan_momentum, r"field w_opt\.state\.\d+\.momentum_buffer holds a value that is not finite"),
+                          (infinite_lr, r"field a_opt\.param_groups\.0\.lr holds"),
+                          (retyped, "as torch.int64, the supernet keeps it as torch.float32")]:
+        state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+        edit(state)
+        torch.save(state, run_dir / "checkpoint.pt")
+        with pytest.raises(UserError, match=message):
+            start_search(config(table_path, epochs=2, warmup_epochs=0, width_mult=0.25), run_dir, resume=True)
+        (run_dir / "checkpoint.pt").write_bytes(good)
+
+
+def test_a_learning_rate_floor_above_the_learning_rate_is_refused(tmp_path, table_path):
+    with pytest.raises(UserError, match="w_lr_min 0.5 is above w_lr"):
+        start_search(config(table_path, w_lr=0.05, w_lr_min=0.5), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -110,9 +110,13 @@ class SearchConfig:
         return SearchConfig.read(doc, exclude=("table", "space"))
 
     def check(self) -> None:
-        """The same rules for a config built from command-line options, and the one rule across
-        fields: some epoch must search the architecture (warm-up epochs train weights only)."""
+        """The same rules for a config built from command-line options, and the rules across
+        fields: some epoch must search the architecture (warm-up epochs train weights only), and
+        the cosine schedule falls from ``w_lr`` to ``w_lr_min``, not up to it."""
         SearchConfig.read(Field(asdict(self), "search options", "give a valid value"))
+        if self.w_lr_min > self.w_lr:
+            raise UserError(f"search config: w_lr_min {self.w_lr_min:g} is above w_lr (--w-lr) {self.w_lr:g}: the "
+                            "learning rate would rise over the search; give a w_lr_min at most w_lr")
         if self.strategy == "gradient" and self.warmup_epochs >= self.epochs:
             raise UserError(f"--epochs {self.epochs} with --warmup-epochs {self.warmup_epochs}: every epoch would be "
                             "weight warm-up and no architecture would be searched; give more --epochs than --warmup-epochs")

@@ -10,6 +10,7 @@ in the folder is refused before any work.
 from __future__ import annotations
 
 import io
+import math
 import json
 from pathlib import Path
 from typing import Any, ContextManager
@@ -102,11 +103,31 @@ class RunFolder:
                     raise costs.error("is not a phase of a search (warmup, search, single-path)", shown=False)
                 for cost in costs.list(max_len=100_000):
                     cost.number(0, 1e9)
-        if not isinstance(state["net"], dict) or not all(
-                isinstance(v, torch.Tensor) and (not v.is_floating_point() or bool(torch.isfinite(v).all()))
-                for v in state["net"].values()):
-            raise doc["net"].error("must map names to finite tensors", shown=False)
+        if not isinstance(state["net"], dict) or not all(isinstance(v, torch.Tensor) for v in state["net"].values()):
+            raise doc["net"].error("must map names to tensors", shown=False)
+        for key in ("net", "w_opt", "a_opt"):
+            bad = _first_non_finite(state.get(key), key)
+            if bad:
+                raise UserError(f"run {self.path}: checkpoint.pt field {bad} holds a value that is not finite; the "
+                                "checkpoint is corrupt: search again or restore it")
         return state
 
     def save_arch(self, arch: Network) -> None:
         save_arch(arch, self.path / "arch.json")
+
+
+def _first_non_finite(value: Any, where: str, depth: int = 0) -> str | None:
+    """The first field below ``value`` (tensors, numbers, nested dicts and lists: a state dict or
+    an optimiser's state and hyper-parameters) holding a NaN or an infinity, or None."""
+    if depth > 8:
+        return where
+    if isinstance(value, torch.Tensor):
+        return where if value.is_floating_point() and not bool(torch.isfinite(value).all()) else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        bad = _first_non_finite(item, f"{where}.{key}", depth + 1)
+        if bad:
+            return bad
+    return None

@@ -148,7 +148,11 @@ def fail_dead_workers_trials(study: Any) -> list[int]:
         worker = str(trial.user_attrs.get("worker", ""))
         name, _, pid = worker.rpartition(":")
         if name == host and pid.isdigit() and not _alive(int(pid)):
-            retry(study, study.tell(trial.number, state=optuna.trial.TrialState.FAIL))
+            try:
+                finished = study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first, and queued it
+                continue
+            retry(study, finished)
             failed.append(trial.number)
     return failed
 
