@@ -155,16 +155,18 @@ def _killed_worker(storage, study_name, worker="", optimize=False):
 
 
 def _accounted(study, trained):
-    """Every trial finished: ``trained`` complete or pruned, each failed one's network queued
-    again once and run, none running or waiting."""
+    """Every trial finished: exactly ``trained`` complete or pruned, each failed one's network
+    queued again once and run, none running or waiting; a trial two workers asked for beyond the
+    total stopped before drawing anything (surplus)."""
     state = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t): t for t in trials}
-    failed = [t for t in trials if t.state == state.FAIL]
+    failed = [t for t in trials if t.state == state.FAIL and not t.user_attrs.get("surplus")]
+    surplus = [t for t in trials if t.state == state.FAIL and t.user_attrs.get("surplus")]
     assert sum(t.state in (state.COMPLETE, state.PRUNED) for t in trials) == trained
     assert not [t for t in trials if t.state in (state.RUNNING, state.WAITING)]
     assert all(t.number in retried and retried[t.number].state != state.FAIL for t in failed)
-    assert len(trials) == trained + len(failed)
+    assert len(trials) == trained + len(failed) + len(surplus) and not [t for t in surplus if t.params]
     return failed
 
 
@@ -223,9 +225,10 @@ def test_two_workers_and_a_killed_one_share_a_postgresql_study(setup, tmp_path, 
     first = subprocess.run(command("w0", 1), env=env, capture_output=True, text=True)  # creates the study
     assert first.returncode == 0, first.stderr
     _killed_worker(postgres_url, "team")
-    workers = [subprocess.Popen(command(f"w{i + 1}", 8), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True) for i in range(2)]
-    assert [w.wait() for w in workers] == [0, 0], [w.stderr.read() for w in workers if w.stderr]
+    errors = [tmp_path / f"w{i + 1}.err" for i in range(2)]
+    workers = [subprocess.Popen(command(f"w{i + 1}", 8), env=env, stdout=subprocess.DEVNULL, stderr=err.open("w"))
+               for i, err in enumerate(errors)]
+    assert [w.wait() for w in workers] == [0, 0], [e.read_text()[-3000:] for e in errors]
     study = open_storage_study(postgres_url, "team")
     failed = _accounted(study, 8)
     assert [t.number for t in failed] == [1]

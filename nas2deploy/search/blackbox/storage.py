@@ -16,6 +16,7 @@ process).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -35,6 +36,9 @@ HEARTBEAT_S, GRACE_S = 20, 60
 #: How often a dead worker's trial is queued again: once (a network that kills its worker twice
 #: is left failed rather than retried forever).
 RETRIES = 1
+#: The mark of a trial that workers asked for at the same moment beyond the study's total: the
+#: storage numbers trials atomically, so the ones numbered past the total stop before any work.
+SURPLUS = "surplus"
 #: A study's journal is a line per trial event: 1 GiB is some millions of trials.
 MAX_JOURNAL_BYTES = 2**30
 SAMPLERS = ("random", "evolution", "spos", "tpe", "nsga2")
@@ -57,9 +61,8 @@ def storage_for(url: str) -> Any:
     next worker after ``GRACE_S``); anything else is a journal file (created where missing)."""
     optuna = optuna_module()
     if "://" in url:
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES)
         return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                          heartbeat_stale_trial_callback=retry)
+                                          heartbeat_stale_trial_callback=requeue)
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(url).absolute()  # Optuna's lock is a symbolic link to the path: relative, it never resolves
@@ -143,7 +146,6 @@ def fail_dead_workers_trials(study: Any) -> list[int]:
     optuna = optuna_module()
     host = socket.gethostname()
     failed = []
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = str(trial.user_attrs.get("worker", ""))
         name, _, pid = worker.rpartition(":")
@@ -152,20 +154,31 @@ def fail_dead_workers_trials(study: Any) -> list[int]:
                 finished = study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first, and queued it
                 continue
-            retry(study, finished)
+            requeue(study, finished)
             failed.append(trial.number)
     return failed
 
 
-def counted(study: Any) -> tuple[int, int]:
-    """(trials that count toward the study's total, trials waiting to run): finished, pruned,
-    running and queued trials, and failed ones unless their network was queued again."""
+def requeue(study: Any, trial: Any) -> None:
+    """Queue a dead worker's failed trial again (Optuna's ``RetryHeartbeatStaleTrialCallback``,
+    ``RETRIES`` times at most) without its ``worker``: the copy, running in a live worker before it
+    records itself, must not look like the dead worker's trial to another worker."""
+    trial = copy.deepcopy(trial)
+    trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "worker"}
+    optuna_module().storages.RetryHeartbeatStaleTrialCallback(RETRIES)(study, trial)
+
+
+def counted(study: Any, before: int | None = None) -> tuple[int, int]:
+    """(trials that count toward the study's total, trials waiting to run), among the trials
+    numbered below ``before`` when given: finished, pruned, running and queued trials, and failed
+    ones unless their network was queued again or they were surplus (``SURPLUS``)."""
     optuna = optuna_module()
     state = optuna.trial.TrialState
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if before is None or t.number < before]
     retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
     waiting = sum(t.state == state.WAITING for t in trials)
-    return sum(t.state != state.FAIL or t.number not in retried for t in trials), waiting
+    dropped = sum(t.state == state.FAIL and (t.number in retried or bool(t.user_attrs.get(SURPLUS))) for t in trials)
+    return len(trials) - dropped, waiting
 
 
 def _alive(pid: int) -> bool:

@@ -31,6 +31,7 @@ from nas2deploy.nets import Network, save_arch
 from nas2deploy.search.blackbox.selection import Candidate, as_dicts, measured_pick, rerank
 from nas2deploy.search.blackbox.space import BlackBoxSpace, Evaluator
 from nas2deploy.search.blackbox.storage import (
+    SURPLUS,
     counted,
     fail_dead_workers_trials,
     joiner_seed,
@@ -105,6 +106,10 @@ def open_study(space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms:
     return study
 
 
+class Surplus(Exception):
+    """A trial asked for beyond the study's total (recorded failed, marked ``SURPLUS``, not counted)."""
+
+
 def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms: float,
                trials: int, fill: float = 0.0) -> None:
     """Run trials in this process until the study holds ``trials`` trials (finished, or running
@@ -123,6 +128,9 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
 
     def objective(trial: Any) -> float:
         trial.set_user_attr("worker", worker_id())
+        if counted(study, before=trial.number)[0] >= trials:  # another worker took the last place first
+            trial.set_user_attr(SURPLUS, True)
+            raise Surplus(f"trial {trial.number} is beyond the study's {trials} trials")
         net = adapter.suggest(trial, space, f"trial-{trial.number}")
         predicted = table.predict(net).best_ms
         trial.set_user_attr("latency_ms", predicted)
@@ -142,7 +150,7 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
         if enough(study):
             study.stop()
 
-    study.optimize(objective, callbacks=[stop_when_enough])
+    study.optimize(objective, callbacks=[stop_when_enough], catch=(Surplus,))
 
 
 def poisoned(trial: Any, adapter: BlackBoxSpace, space: Any) -> str | None:
