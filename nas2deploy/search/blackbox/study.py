@@ -77,6 +77,10 @@ class StudyConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+#: The study's user attribute recording what it was created for (space, table, budget, evaluator).
+IDENTITY = "nas2deploy_identity"
+
+
 def open_study(space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms: float, storage: str, name: str,
                sampler: str = "random", seed: int = 0) -> Any:
     """Create or join the study ``name`` in ``storage``; one created for another space, table,
@@ -94,15 +98,21 @@ def open_study(space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms:
     # evaluator by what it computes from.
     want = {"space": space.config_dict(), "table": sha256_file(table.path) if table.path else "", "budget_ms": budget_ms,
             **evaluator.identity}
+    # One attribute, written at once: a worker starting at the same moment sees all of it or none
+    # (studies of earlier releases hold one attribute per key). Read back after writing, so of two
+    # workers creating the study together with different options the later one is refused.
     have = study.user_attrs
-    if not have:
-        for key, value in want.items():
-            study.set_user_attr(key, value)
+    found = have.get(IDENTITY) if IDENTITY in have else {k: have[k] for k in want if k in have} or None
+    if found is None:
+        study.set_user_attr(IDENTITY, want)
+        found = study.user_attrs[IDENTITY]
     else:
         study.sampler = sampler_for(sampler, joiner_seed(seed, worker_id()))
-    if have and (differ := [k for k in want if have.get(k) != want[k]]):
+    if not isinstance(found, dict) or (differ := [k for k in want if found.get(k) != want[k]]):
+        differ = list(want) if not isinstance(found, dict) else differ
+        shown = found if isinstance(found, dict) else {}
         raise UserError(f"study {name} in {shown_storage(storage)} was created for another {', '.join(differ)} "
-                        f"({'; '.join(f'{k}: {have.get(k)!r}' for k in differ)}); give another --study")
+                        f"({'; '.join(f'{k}: {shown.get(k)!r}' for k in differ)}); give another --study")
     return study
 
 
