@@ -72,3 +72,30 @@ def test_outputs_take_the_users_umask(tmp_path, mask, mode):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == mode
+
+
+@pytest.mark.parametrize("path, value, field", [
+    (("summary", "unit"), 12, "summary.unit"),
+    (("passed",), "yes", "passed"),
+    (("weights",), -3, "weights"),
+    (("budget_ms",), -1.0, "budget_ms"),
+])
+def test_report_refuses_a_hand_edited_export_report_before_writing(tmp_path, path, value, field):
+    """``report`` renders report.md from report.json: a field of the wrong kind fails in one line
+    naming it, and report.md is left as it was."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "export"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "release-0.1.0" / "export-densenas", folder)
+    doc = json.loads((folder / "report.json").read_text())
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    (folder / "report.json").write_text(json.dumps(doc))
+    before = (folder / "report.md").read_bytes() if (folder / "report.md").exists() else None
+    result = CliRunner().invoke(cli, ["report", str(folder)])
+    assert result.exit_code == 1 and field in result.output and "Traceback" not in result.output, result.output
+    assert ((folder / "report.md").read_bytes() if (folder / "report.md").exists() else None) == before

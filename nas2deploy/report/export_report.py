@@ -41,6 +41,17 @@ def read_export_report(doc: Field) -> dict[str, Any]:
     summary = doc["summary"]
     for key in ("params", "macs", "blocks", "layers"):
         summary[key].int(0, 10**13)
+    if summary.get("unit") is not None:
+        summary["unit"].str(max_len=32)
+    if doc.get("passed") is not None:
+        doc["passed"].bool()
+    for key in ("weights", "prediction_skipped"):
+        if doc.get(key) is not None:
+            doc[key].str(max_len=10_000)
+    for _, entry in (doc["deployed"].items(max_len=100) if doc.get("deployed") else []):
+        entry["file"].str(max_len=4096), entry["what"].str(max_len=10_000)
+    if doc.get("accuracy") is not None and doc["accuracy"].get("inputs") is not None:
+        doc["accuracy"]["inputs"].str(max_len=10_000)
     for row in summary["rows"].list(max_len=10**4):
         row["name"].str()
         [op.str() for op in row["ops"].list(max_len=10**4)]
@@ -50,8 +61,8 @@ def read_export_report(doc: Field) -> dict[str, Any]:
             num(row["latency_ms"])
     for _, entry in (doc["latency"].items() if doc.get("latency") else []):
         for key in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "cov"):
-            num(entry["timing"][key])
-        num(entry["throughput_per_s"])
+            entry["timing"][key].number(0, 1e12)  # times and their spread are never negative
+        entry["throughput_per_s"].number(0, 1e12)
         prediction = entry.get("prediction")
         if prediction is not None:
             for key in ("raw_ms", "drift", "measured_over_predicted"):
@@ -59,7 +70,7 @@ def read_export_report(doc: Field) -> dict[str, Any]:
             if prediction.get("calibrated_ms") is not None:
                 num(prediction["calibrated_ms"])
     if doc.get("budget_ms") is not None:
-        num(doc["budget_ms"])
+        doc["budget_ms"].number(0, 1e12, lo_open=True)
     for key in ("warnings", "over_budget"):
         for line in doc[key].list(max_len=1000) if doc.get(key) is not None else []:
             line.str(max_len=10_000)
