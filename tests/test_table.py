@@ -1,5 +1,6 @@
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,29 @@ def test_table_warnings_name_noise_weak_calibrations_and_extrapolation(small_spa
     table.calibration = None
     table.validation = {"calibration_refused": "its scale is -1.9"}
     assert any("no calibration stored, the fit was refused: its scale is -1.9" in line for line in table_warnings(table))
+
+
+def test_hand_edited_validation_records_and_calibration_are_caught(tmp_path):
+    """A validation record that is not a number is refused when the table loads (before any
+    command writes), and a calibration that contradicts the networks it was fitted on is shown
+    with a warning naming the contradiction."""
+    import json
+
+    from click.testing import CliRunner
+
+    from nas2deploy.cli import cli
+
+    shipped = json.loads((Path(__file__).parents[1] / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json").read_text())
+    edited = json.loads(json.dumps(shipped))
+    edited["validation"]["records"][0]["raw_ms"] = "fast"
+    (tmp_path / "fast.json").write_text(json.dumps(edited))
+    result = CliRunner().invoke(cli, ["lut", "show", str(tmp_path / "fast.json")])
+    assert result.exit_code == 1 and "field validation.records[0].raw_ms must be a number, got 'fast'" in result.output
+    edited = json.loads(json.dumps(shipped))
+    edited["calibration"]["offset_ms"] = -1000.0
+    (tmp_path / "offset.json").write_text(json.dumps(edited))
+    result = CliRunner().invoke(cli, ["lut", "show", str(tmp_path / "offset.json")])
+    assert result.exit_code == 0 and "the calibration does not describe its own networks" in result.output
+    result = CliRunner().invoke(cli, ["lut", "show", str(Path(__file__).parents[1] / "latency_tables" /
+                                                       "densenas32_small_c10_ort_cpu_fp32_b1.json")])
+    assert result.exit_code == 0 and "does not describe its own networks" not in result.output

@@ -115,6 +115,15 @@ def table_warnings(table: LatencyTable) -> list[str]:
     validation = table.validation or {}
     if validation.get("calibration_refused"):
         out.append(f"table {table.name}: no calibration stored, the fit was refused: {validation['calibration_refused']}")
+    records = [r for r in validation.get("records") or [] if {"raw_ms", "n_ops", "measured_ms"} <= set(r)]
+    if table.calibration is not None and records:
+        c, smallest = table.calibration, min(records, key=lambda r: r["raw_ms"])
+        lowest = c.apply(smallest["raw_ms"], smallest["n_ops"])
+        if lowest <= 0.5 * smallest["measured_ms"] or lowest >= 2 * smallest["measured_ms"]:
+            out.append(f"table {table.name}: its calibration (x {c.scale:.4g}, {c.offset_ms:+.4g} ms, {c.per_op_ms:+.4g} "
+                       f"ms/op) predicts {lowest:.4g} ms for the smallest network it was fitted on, measured at "
+                       f"{smallest['measured_ms']:.4g} ms: the calibration does not describe its own networks (edited "
+                       "or damaged); run nas2deploy lut validate again")
     if table.calibration is not None and table.calibration.samples < FEW_NETWORKS:
         out.append(f"table {table.name}: calibrated on {table.calibration.samples} networks only: "
                    f"run nas2deploy lut validate with --samples {max(30, FEW_NETWORKS)} or more")

@@ -296,6 +296,12 @@ def read_validation(f: Field) -> dict[str, Any]:
             f[kind][key]
         for key, value in f[kind].items():
             value.number(-1e6, 1e6)  # percentages, rank correlations
+    for record in (f["records"].list(max_len=100_000) if f.has("records") else []):  # the networks measured whole
+        record["raw_ms"].number(0, 1e9, lo_open=True)
+        record["measured_ms"].number(0, 1e9, lo_open=True)
+        record["n_ops"].int(0, 10**6)
+        if record.get("drift") is not None:
+            record["drift"].number(0, 1e6, lo_open=True)
     for row in (f["shipped"].list(max_len=1000) if f.has("shipped") else []):  # shipped networks measured whole
         row["name"].str()
         for key, value in row.items():
