@@ -65,16 +65,44 @@ def umask() -> int:
     return mask
 
 
+def _not_regular(p: Path, mode: int, what: str) -> UserError | None:
+    """The refusal of a file that is not a regular file (a folder, device, FIFO or socket)."""
+    if stat.S_ISDIR(mode):
+        return UserError(f"{what} {p}: is a folder, expected a file")
+    if not stat.S_ISREG(mode):
+        return UserError(f"{what} {p}: is not a regular file (a device, FIFO or socket); give the {what} itself")
+    return None
+
+
 def require_file(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` when it is a regular file (links to one allowed), else one line saying what it is."""
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{what} {p}: no such file")
-    if p.is_dir():
-        raise UserError(f"{what} {p}: is a folder, expected a file")
-    if not p.is_file():
-        raise UserError(f"{what} {p}: is not a regular file (a device, FIFO or socket); give the {what} itself")
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{what} {p}: no such file") from None
+    if (error := _not_regular(p, mode, what)) is not None:
+        raise error
     return p
+
+
+def _read_open(fd: int, p: Path, what: str, cap: int) -> bytes:
+    """The bytes of the open regular file ``fd`` from its start, at most ``cap`` of them."""
+    if (error := _not_regular(p, os.fstat(fd).st_mode, what)) is not None:
+        raise error
+    chunks, size = [], 0
+    try:
+        while size <= cap:
+            chunk = os.pread(fd, min(1 << 20, cap + 1 - size), size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UserError(f"{what} {p}: cannot be read ({exc.strerror or exc})") from None
+    if size > cap:
+        raise UserError(f"{what} {p}: more than {cap} bytes, more than any {what} can hold; the file is not a {what}")
+    return b"".join(chunks)
 
 
 def read_capped(path: str | os.PathLike[str], what: str, cap: int) -> bytes:
@@ -89,23 +117,44 @@ def read_capped(path: str | os.PathLike[str], what: str, cap: int) -> bytes:
     except OSError as exc:
         raise UserError(f"{what} {p}: cannot be read ({exc.strerror or exc})") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise UserError(f"{what} {p}: is a folder, expected a file")
-        if not stat.S_ISREG(mode):
-            raise UserError(f"{what} {p}: is not a regular file (a device, FIFO or socket); give the {what} itself")
-        chunks, size = [], 0
-        while size <= cap:
-            chunk = os.read(fd, min(1 << 20, cap + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > cap:
-            raise UserError(f"{what} {p}: more than {cap} bytes, more than any {what} can hold; the file is not a {what}")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise UserError(f"{what} {p}: cannot be read ({exc.strerror or exc})") from None
+        return _read_open(fd, p, what, cap)
+    finally:
+        os.close(fd)
+
+
+def _require_own_file(fd: int, path: str | os.PathLike[str]) -> None:
+    """Refuse to append to or cut a file that is not a regular file with one name: a second,
+    hard-linked name lies elsewhere, and the change would reach it too."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{path}: is not a regular file; nas2deploy appends only to its own journals")
+    if info.st_nlink > 1:
+        raise UserError(f"{path}: has {info.st_nlink} names (a hard link to a file elsewhere); nas2deploy never "
+                        "appends to a linked file: remove the link or choose another output")
+
+
+def read_json_lines(path: str | os.PathLike[str], what: str, fix: str, cap: int) -> list[Any]:
+    """The records of a journal of JSON lines that nas2deploy appends to. A last line torn by a
+    kill mid-append (no newline, or not JSON) is cut off the file, so that the next append starts
+    on a fresh line; a damaged line before the end is refused by its number (``fix`` says what to
+    do). Only a regular file with one name is read, and never through a link."""
+    fd = open_no_follow(path, os.O_RDWR)
+    try:
+        _require_own_file(fd, path)
+        data = _read_open(fd, Path(path), what, cap)
+        lines = data.splitlines(keepends=True)
+        records = []
+        for n, line in enumerate(lines, 1):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn")
+                records.append(json.loads(line))
+            except (ValueError, RecursionError):
+                if n == len(lines):
+                    os.ftruncate(fd, len(data) - len(line))
+                    break
+                raise UserError(f"{what} {path}: line {n} is corrupt; {fix}") from None
+        return records
     finally:
         os.close(fd)
 
@@ -209,12 +258,7 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
     another name (a hard link: appending would change the file elsewhere too)."""
     fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{path}: is not a regular file; nas2deploy appends only to its own journals")
-        if info.st_nlink > 1:
-            raise UserError(f"{path}: has {info.st_nlink} names (a hard link to a file elsewhere); nas2deploy never "
-                            "appends to a linked file: remove the link or choose another output")
+        _require_own_file(fd, path)
         os.write(fd, (line.rstrip("\n") + "\n").encode())
         os.fsync(fd)
     finally:

@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Protocol
 from nas2deploy.backends import Artifact, BackendSettings, open_runner
 from nas2deploy.backends.timing import LaunchCosts, Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import append_line, claim_file, exclusive, open_no_follow
+from nas2deploy.fileio import MAX_JSON_BYTES, append_line, claim_file, exclusive, read_json_lines
 from nas2deploy.latency.prefetch import Prefetcher, module_of
 from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
@@ -138,19 +138,8 @@ def _read_journal(path: Path, header: dict[str, Any]) -> tuple[dict[str, Entry],
     """Entries and reference already measured; a torn last line (killed mid-write) is cut off."""
     entries: dict[str, Entry] = {}
     reference = None
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for n, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            if n == len(lines) - 1:  # torn by a kill: cut it off so that appends start on a fresh line
-                fd = open_no_follow(path, os.O_WRONLY)
-                try:
-                    os.ftruncate(fd, sum(len(x.encode()) for x in lines[:n]))
-                finally:
-                    os.close(fd)
-                break
-            raise UserError(f"profile journal {path}: line {n + 1} is corrupt; delete the journal to start afresh") from None
+    records = read_json_lines(path, "profile journal", "delete the journal to start afresh", MAX_JSON_BYTES)
+    for n, record in enumerate(records):
         where = Field(record, f"profile journal {path} (line {n + 1})", "delete the journal to start afresh")
         if n == 0:
             old = where["header"].object()

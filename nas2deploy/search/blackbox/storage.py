@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import re
 import socket
-import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import open_no_follow, read_capped, refuse_link
+from nas2deploy.fileio import read_json_lines, refuse_link
 
 #: Seconds between a worker's heartbeats in a database storage, and how long a silent worker's
 #: running trial waits before another worker marks it failed (Optuna's heartbeat).
@@ -75,33 +73,16 @@ def repair_journal(path: Path) -> None:
     """Check a study's journal file before any worker appends to it, under Optuna's own lock: a
     line torn by a kill at its end is cut off (Optuna would append behind it, and the study could
     no longer be read); a corrupt line before the end, a link or a second hard-linked name is
-    refused in one line. Nothing else is changed."""
+    refused in one line (``fileio.read_json_lines``). Nothing else is changed."""
     from optuna.storages.journal import JournalFileSymlinkLock
 
-    refuse_link(path)
-    if not path.exists():
+    if not refuse_link(path).exists():
         return
     lock = JournalFileSymlinkLock(str(path))
     lock.acquire()
     try:
-        fd = open_no_follow(path, os.O_RDWR)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-                raise UserError(f"study journal {path}: not a plain file of its own (a device, or a hard link to a "
-                                "file elsewhere); give another --storage")
-            data = read_capped(path, "study journal", MAX_JOURNAL_BYTES)
-            complete = data[:data.rfind(b"\n") + 1]
-            for n, line in enumerate(complete.splitlines(), 1):
-                try:
-                    json.loads(line)
-                except (ValueError, RecursionError):
-                    raise UserError(f"study journal {path}: line {n} is corrupt; restore the file from a copy, or "
-                                    "give another --storage (or --study) to start afresh") from None
-            if len(complete) < len(data):
-                os.ftruncate(fd, len(complete))
-        finally:
-            os.close(fd)
+        read_json_lines(path, "study journal", "restore the file from a copy, or give another --storage (or --study) "
+                        "to start afresh", MAX_JOURNAL_BYTES)
     finally:
         lock.release()
 

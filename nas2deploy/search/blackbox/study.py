@@ -28,6 +28,7 @@ from nas2deploy.fileio import atomic_write_json, claim_folder, sha256_file
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network, save_arch
+from nas2deploy.validate import Field
 from nas2deploy.search.blackbox.selection import Candidate, as_dicts, measured_pick, rerank
 from nas2deploy.search.blackbox.space import BlackBoxSpace, Evaluator
 from nas2deploy.search.blackbox.storage import (
@@ -168,16 +169,32 @@ def poisoned(trial: Any, adapter: BlackBoxSpace, space: Any) -> str | None:
     storage is a file or a database anyone may edit: a score must be a number in [0, 1] (top-1,
     mIoU and the proxy's mIoU all are), the predicted latency a finite positive number, and the
     trial's choices must still decode into a network of the space."""
-    value, ms = trial.value, trial.user_attrs.get("latency_ms")
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1):
-        return f"score {value!r} is not a number in [0, 1]"
-    if not (isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0):
-        return f"latency_ms {ms!r} is not a positive number"
+    doc = Field({"score": trial.value, "latency_ms": trial.user_attrs.get("latency_ms")}, f"trial {trial.number}",
+                "the storage was edited or damaged; the trial is left out")
     try:
-        adapter.suggest(trial, space, f"trial-{trial.number}")
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        return f"its choices are not a network of the space ({type(exc).__name__})"
-    return None
+        doc["score"].number(0, 1)
+        doc["latency_ms"].number(0, 1e9, lo_open=True)
+    except UserError as exc:
+        return str(exc)
+    return None if _network(trial, adapter, space) is not None else \
+        f"trial {trial.number}: its choices are not a network of the space; the trial is left out"
+
+
+def _network(trial: Any, adapter: BlackBoxSpace, space: Any) -> Network | None:
+    """The trial's network, or None when its choices do not decode (a trial that failed before it
+    drew them all, or a storage edited since)."""
+    try:
+        return adapter.suggest(trial, space, f"trial-{trial.number}")
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _number(value: Any, lo: float, lo_open: bool = False) -> float | None:
+    """``value`` when it is a finite number of at least (above) ``lo``, else None."""
+    try:
+        return Field(value, "", "").number(lo, math.inf, lo_open)
+    except UserError:
+        return None
 
 
 def ranked_candidates(study: Any, adapter: BlackBoxSpace, space: Any) -> list[Candidate]:
@@ -203,24 +220,17 @@ def trial_rows(study: Any, adapter: BlackBoxSpace, space: Any) -> list[dict[str,
     rows = []
     for t in study.get_trials(deepcopy=False):
         why = poisoned(t, adapter, space) if t.state == optuna.trial.TrialState.COMPLETE else None
-        try:
-            cell = None if why else adapter.cell(adapter.suggest(t, space, f"trial-{t.number}"))
-        except (ValueError, KeyError, TypeError, IndexError):  # failed or pruned before it drew all its choices
-            cell = None
-        ms = t.user_attrs.get("latency_ms")
+        net = None if why else _network(t, adapter, space)
+        cell = adapter.cell(net) if net is not None else None
         row = {"number": t.number, "state": t.state.name.lower(), "score": None if why else t.value,
-               "latency_ms": ms if not why and isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0 else None,
-               "worker": str(t.user_attrs.get("worker", ""))[:256] or None, "seconds": _seconds(t.user_attrs.get("seconds")),
-               "cell": cell, "label": adapter.describe(cell) if cell is not None else "-"}
+               "latency_ms": None if why else _number(t.user_attrs.get("latency_ms"), 0, lo_open=True),
+               "worker": str(t.user_attrs.get("worker", ""))[:256] or None,
+               "seconds": _number(t.user_attrs.get("seconds"), 0), "cell": cell,
+               "label": adapter.describe(cell) if cell is not None else "-"}
         if why:
             row["poisoned"] = why
         rows.append(row)
     return rows
-
-
-def _seconds(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    return float(value) if ok else None
 
 
 def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: LatencyTable,
@@ -246,8 +256,7 @@ def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: La
     rows = trial_rows(study, adapter, space)
     for row in rows:
         if "poisoned" in row and say:
-            say(f"warning: trial {row['number']} of study {name} is left out: {row['poisoned']} (the storage was edited "
-                "or damaged)")
+            say(f"warning: study {name}: {row['poisoned']}")
     states = [r["state"] for r in rows]
     summary: dict[str, Any] = {"study": name, "storage": shown_storage(storage), "trials": len(states),
                                "complete": states.count("complete"), "pruned": states.count("pruned"),
