@@ -15,6 +15,12 @@ devices, so it cannot be the cap). Lines are appended only to a file with one na
 (``append_line`` refuses a hard-linked file, whose other name lies elsewhere). Outputs take the
 user's umask like any file they create (a temporary file is made 0600 and widened before its
 rename), and a name too long to carry the temporary suffix is refused before anything is written.
+
+A folder a command claims holds no link at any level (``claim_folder`` walks it), and the large
+files it maps into memory (``mapped_array``) are opened by the same rules, created at their full
+size with ``posix_fallocate`` so that a full disk is one line naming the file and the bytes it
+needs, never a SIGBUS when a page of a sparse map finds no block. A write that runs out of space
+names its file (``atomic_write_bytes``, ``append_line``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from nas2deploy.errors import UserError
 
@@ -213,10 +222,24 @@ def claim_folder(path: str | os.PathLike[str], force: bool, flag: str = "--out",
     if others and not force:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UserError(f"{flag} {target}: folder is not empty ({shown}); choose another or pass --force to write into it")
-    for entry in entries:
-        refuse_link(entry)  # --force replaces files, never what a link points to
+    refuse_links_below(target)  # --force replaces files, and caches are reopened: never through a link
     require_writable(target, flag)
     return target
+
+
+def refuse_links_below(folder: Path) -> None:
+    """Refuse a symbolic link at any level below ``folder``, and a file with a second (hard-linked)
+    name: writing or appending there would change a file elsewhere."""
+    if not folder.is_dir():
+        return
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            entry = Path(root) / name
+            refuse_link(entry)
+            info = entry.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                raise UserError(f"{entry}: has {info.st_nlink} names (a hard link to a file elsewhere); nas2deploy "
+                                "never writes a linked file: remove the link or choose another output")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -232,9 +255,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             os.fchmod(fh.fileno(), 0o666 & ~umask())
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_space(target, len(data)) from None
         raise
 
 
@@ -257,10 +282,81 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line to a journal or log, fsync'ed, never through a link nor to a file with
     another name (a hard link: appending would change the file elsewhere too)."""
     fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    data = (line.rstrip("\n") + "\n").encode()
     try:
         _require_own_file(fd, path)
-        os.write(fd, (line.rstrip("\n") + "\n").encode())
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):  # a short write: the disk filled mid-line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)  # no torn line left behind
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space(Path(path), len(data)) from None
+            raise
+    finally:
+        os.close(fd)
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """The bytes an unprivileged writer may still use on the filesystem of ``path`` (or of its
+    nearest folder that exists)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    info = os.statvfs(folder)
+    return info.f_bavail * info.f_frsize
+
+
+def no_space(path: Path, needed: int) -> UserError:
+    """The one line for a write that did not fit: the file, the bytes it needs and those free."""
+    return UserError(f"{path}: no space left on its filesystem to write {needed:,} bytes ({free_bytes(path):,} free); "
+                     "free some space or choose another output")
+
+
+def require_space(path: str | os.PathLike[str], needed: int) -> None:
+    """Refuse, before the work, a file of ``needed`` bytes that its filesystem cannot hold."""
+    if free_bytes(path) < needed:
+        raise no_space(Path(path), needed)
+
+
+def mapped_array(path: str | os.PathLike[str], dtype: Any, shape: tuple[int, ...], mode: str,
+                 what: str) -> "np.memmap[Any, Any]":
+    """A memory map of the array file ``path`` by the rules of every file nas2deploy writes: never
+    through a link, only a regular file with one name. ``mode`` "w+" creates it at its full
+    size, its blocks allocated (``posix_fallocate``): a disk without room refuses it here, in one
+    line, where a sparse file would fault (SIGBUS) on the first page that finds no block; "r" and
+    "r+" open one that must hold exactly the array's bytes (a truncated or replaced file is
+    refused, never zero-filled back)."""
+    import numpy as np  # only where an array is mapped: the CLI starts without it
+
+    p = Path(path)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    flags = {"r": os.O_RDONLY, "r+": os.O_RDWR, "w+": os.O_RDWR | os.O_CREAT}[mode]
+    try:
+        fd = open_no_follow(p, flags)
+    except FileNotFoundError:
+        raise UserError(f"{what} {p}: no such file; build it again") from None
+    try:
+        _require_own_file(fd, p)
+        if mode == "w+":
+            os.ftruncate(fd, 0)
+            require_space(p, nbytes)
+            try:
+                os.posix_fallocate(fd, 0, max(nbytes, 1))
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise no_space(p, nbytes) from None
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.ftruncate(fd, nbytes)  # a filesystem without allocation: the size at least
+        elif (size := os.fstat(fd).st_size) != nbytes:
+            raise UserError(f"{what} {p}: holds {size:,} bytes where its record says {nbytes:,}; it was truncated or "
+                            "replaced: build it again")
+        with os.fdopen(os.dup(fd), "r+b" if mode != "r" else "rb") as fh:
+            return np.memmap(fh, dtype, "r" if mode == "r" else "r+", shape=shape)
     finally:
         os.close(fd)
 

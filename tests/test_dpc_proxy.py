@@ -129,3 +129,83 @@ def test_any_dpc_network_on_the_backbone_seeds_the_cache(setup, tmp_path):
     torch.save({**trained, "backbone.5.body.0.weight": torch.zeros(3)}, tmp_path / "odd.pt")
     with pytest.raises(UserError, match=r"do not match the backbone of one-branch: 5.body.0.weight \(3,\) vs"):
         backbone_module(other, tmp_path / "odd.pt")
+
+
+def _corrupt(folder, how):
+    """One of the ways a cache on disk is damaged or tampered with."""
+    train, val = folder / "train.features", folder / "val.features"
+    if how == "truncated":
+        with open(train, "r+b") as fh:
+            fh.truncate(train.stat().st_size // 2)
+    elif how == "swapped":
+        train_bytes, val_bytes = train.read_bytes(), val.read_bytes()
+        train.write_bytes(val_bytes[:len(train_bytes)].ljust(len(train_bytes), b"\0"))
+    elif how in ("nan", "inf", "random"):
+        feats = np.memmap(train, np.float16, "r+")
+        feats[7] = {"nan": np.nan, "inf": np.inf, "random": 0.25}[how]
+        feats.flush()
+    elif how == "labels":
+        labels = np.memmap(folder / "train.labels", np.uint8, "r+")
+        labels[3] = 200
+        labels.flush()
+    elif how == "count":
+        doc = json.loads((folder / "cache.json").read_text())
+        doc["splits"]["train"]["count"] = doc["splits"]["train"]["done"] = 11
+        (folder / "cache.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("how", ["truncated", "swapped", "nan", "inf", "random", "labels", "count"])
+def test_a_damaged_cache_is_refused_never_read(setup, tmp_path, how):
+    tmp, net, data = setup
+    build_cache(net, tmp / "w.pt", data, DATA, tmp_path / "c")
+    _corrupt(tmp_path / "c", how)
+    with pytest.raises(UserError, match="feature cache .*(digest mismatch|truncated or replaced|must be)"):
+        FeatureCache.open(tmp_path / "c")
+    with pytest.raises(UserError, match="feature cache"):  # nor resumed into
+        build_cache(net, tmp / "w.pt", data, DATA, tmp_path / "c")
+
+
+def test_a_cache_file_linked_elsewhere_is_never_written(setup, tmp_path):
+    tmp, net, data = setup
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"123456789")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "train.features").symlink_to(victim)
+    (tmp_path / "c" / "val.labels").symlink_to(tmp_path / "absent")  # dangling: would create a file outside
+    with pytest.raises(UserError, match="symbolic link"):
+        build_cache(net, tmp / "w.pt", data, DATA, tmp_path / "c")
+    assert victim.read_bytes() == b"123456789" and not (tmp_path / "absent").exists()
+    (tmp_path / "c" / "train.features").unlink()
+    (tmp_path / "c" / "val.labels").unlink()
+    import os
+
+    os.link(victim, tmp_path / "c" / "train.features")
+    with pytest.raises(UserError, match="2 names"):
+        build_cache(net, tmp / "w.pt", data, DATA, tmp_path / "c")
+    assert victim.read_bytes() == b"123456789"
+
+
+def test_a_cache_the_disk_cannot_hold_is_refused_before_it_is_written(setup, tmp_path, monkeypatch):
+    tmp, net, data = setup
+    from nas2deploy import fileio
+
+    monkeypatch.setattr(fileio, "free_bytes", lambda path: 1000)
+    with pytest.raises(UserError, match=r"no space left on its filesystem to write [\d,]+ bytes \(1,000 free\)"):
+        build_cache(net, tmp / "w.pt", data, DATA, tmp_path / "c")
+    assert not (tmp_path / "c" / "train.features").exists()
+
+
+def test_labels_outside_the_classes_are_refused_as_they_are_cached(setup, tmp_path):
+    tmp, net, data = setup
+
+    class Mislabelled(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data.train)
+
+        def __getitem__(self, i):
+            x, mask = data.train[i]
+            return x, torch.full_like(mask, 200) if i == 5 else mask
+
+    bad = dataclasses.replace(data, train=Mislabelled())
+    with pytest.raises(UserError, match=r"labels of train samples 0-7 lie outside the \d+ classes"):
+        build_cache(net, tmp / "w.pt", bad, DATA, tmp_path / "c")

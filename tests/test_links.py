@@ -133,3 +133,54 @@ def test_a_second_profiler_of_one_table_is_refused_at_once(tmp_path):
     table = LatencyTable.load(out)  # the table on disk is the first process's, complete
     assert f"wrote {out}: {len(table.entries)} ops" in stdout and not journal_path(out).exists()
     assert not lock_path(out).exists()
+
+
+@pytest.mark.parametrize("kind", ["symbolic", "hard"])
+def test_a_link_at_any_depth_under_a_claimed_folder_is_refused(tmp_path, victim, kind):
+    from nas2deploy.fileio import claim_folder
+
+    out = tmp_path / "out"
+    inner = out / "cache" / "deeper" / "train.features"
+    inner.parent.mkdir(parents=True)
+    (os.symlink if kind == "symbolic" else os.link)(victim, inner)
+    with pytest.raises(UserError, match="symbolic link|2 names"):
+        claim_folder(out, force=True)
+    assert victim.read_text() == "keep me"
+
+
+def test_a_write_that_finds_the_disk_full_names_its_file_and_leaves_no_torn_line(tmp_path, monkeypatch):
+    import errno
+
+    from nas2deploy import fileio
+
+    journal = tmp_path / "log.jsonl"
+    fileio.append_line(journal, '{"epoch": 1}')
+    real_write = os.write
+
+    def full(fd, data):
+        real_write(fd, data[:5])  # part of the line reaches the disk, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileio.os, "write", full)
+    with pytest.raises(UserError, match=rf"{journal}: no space left on its filesystem to write 13 bytes"):
+        fileio.append_line(journal, '{"epoch": 2}')
+    assert journal.read_text() == '{"epoch": 1}\n'
+    monkeypatch.setattr(fileio.os, "write", real_write)
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileio.os, "fdopen", lambda fd, mode: Full(open(fd, mode)))
+    with pytest.raises(UserError, match=r"table.json: no space left on its filesystem to write 4 bytes"):
+        fileio.atomic_write_bytes(tmp_path / "table.json", b"{}\n\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]  # no temporary file left

@@ -6,10 +6,14 @@ features with early stopping, its validation mIoU the cell's score.
 test split), ``SPLIT.features`` (float16, N x C x h x w) and ``SPLIT.labels`` (uint8, N x H x W),
 both memory-mapped, so a proxy trial reads what it needs instead of holding the set in memory.
 ``cache.json`` records the key (the SHA-256 of the weights file, the backbone, the input size,
-the data and its size) and how many samples of each split are written; it is rewritten
-atomically after each chunk is flushed, so a killed build resumes at its last chunk. A cache
-whose key differs from the one asked for is refused, naming what differs: features of other
-weights, data or input size are never used.
+the data and its size), how many samples of each split are written and a BLAKE2b digest of each
+chunk of ``CHUNK`` samples (its features' and labels' bytes); it is rewritten atomically after
+each chunk is flushed, so a killed build resumes at its last chunk. A cache whose key differs
+from the one asked for is refused, naming what differs: features of other weights, data or
+input size are never used. Opening a cache checks every file's size and every chunk's digest
+(a truncated, swapped or edited file is refused, not read), and features are checked finite and
+labels within the classes (or ``IGNORE``) as they are written. The files are mapped through
+``fileio.mapped_array``: never through a link, allocated in full before the first write.
 
 **A trial** (``train_cell``) builds the network from the backbone's features on (the cell, the
 concatenation, the projection, the logits), trains it with SGD on the cached training features
@@ -36,16 +40,34 @@ from torch.utils.data import Dataset
 
 from nas2deploy.data import Splits
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_json, check_format, read_json, refuse_link, sha256_file
+from nas2deploy.fileio import (atomic_write_json, check_format, mapped_array, read_json, refuse_link, require_space,
+                               sha256_file)
 from nas2deploy.nets.dpc import DPCModule, DPCNet
-from nas2deploy.objective import Score, task_loss
+from nas2deploy.objective import IGNORE, Score, task_loss
 from nas2deploy.train import load_into, read_state_dict
 from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE, Field
 
 CACHE_FORMAT = "nas2deploy.dpc_features"
-CACHE_VERSION = 1
-#: Samples computed between two flushes of the cache (a kill loses at most this many).
+CACHE_VERSION = 2
+#: Samples computed between two flushes of the cache (a kill loses at most this many), and the
+#: unit its digests cover.
 CHUNK = 32
+#: What a feature cache is called in messages.
+WHAT = "feature cache"
+
+
+def _arrays(folder: Path, split: str, meta: dict[str, Any], mode: str) -> tuple[np.memmap, np.memmap]:
+    """A split's features and labels, mapped (``mapped_array``) with the shapes ``meta`` records."""
+    return (mapped_array(folder / f"{split}.features", np.float16, (meta["count"], *meta["features"]), mode, WHAT),
+            mapped_array(folder / f"{split}.labels", np.uint8, (meta["count"], *meta["labels"]), mode, WHAT))
+
+
+def chunk_digest(features: np.ndarray, labels: np.ndarray) -> str:
+    """The digest of one chunk: its features' and its labels' bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(features).tobytes())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    return digest.hexdigest()
 
 
 def cache_key(net: DPCNet, weights: str | Path, data: Splits, data_spec: str) -> dict[str, Any]:
@@ -79,6 +101,7 @@ class FeatureCache:
 
     @staticmethod
     def open(folder: str | Path) -> FeatureCache:
+        """The finished cache in ``folder``, every file's size and every chunk's digest checked."""
         folder = Path(folder)
         doc = read_cache_doc(folder / "cache.json")
         features, labels = {}, {}
@@ -86,9 +109,19 @@ class FeatureCache:
             if meta["done"] != meta["count"]:
                 raise UserError(f"feature cache {folder}: split {split} holds {meta['done']} of {meta['count']} samples; "
                                 "build it again with the same command to finish it")
-            features[split] = np.memmap(folder / f"{split}.features", np.float16, "r", shape=tuple([meta["count"], *meta["features"]]))
-            labels[split] = np.memmap(folder / f"{split}.labels", np.uint8, "r", shape=tuple([meta["count"], *meta["labels"]]))
+            features[split], labels[split] = _arrays(folder, split, meta, "r")
+            _check_chunks(folder, split, meta, features[split], labels[split])
         return FeatureCache(folder, features, labels, int(doc["classes"]), doc["key"])
+
+
+def _check_chunks(folder: Path, split: str, meta: dict[str, Any], features: np.ndarray, labels: np.ndarray) -> None:
+    """Refuse a split whose written chunks differ from the digests ``cache.json`` records."""
+    for n, expected in enumerate(meta["chunks"]):
+        rows = slice(n * CHUNK, min(meta["done"], (n + 1) * CHUNK))
+        if chunk_digest(features[rows], labels[rows]) != expected:
+            raise UserError(f"feature cache {folder}: samples {rows.start}-{rows.stop - 1} of {split}.features or "
+                            f"{split}.labels differ from what was written (digest mismatch); the cache was changed: "
+                            "delete the cache folder and build it again")
 
 
 def read_cache_doc(path: Path) -> dict[str, Any]:
@@ -102,10 +135,20 @@ def read_cache_doc(path: Path) -> dict[str, Any]:
         count = f["count"].int(1, 10**8)
         c, h, w = f["features"].list(min_len=3, max_len=3)
         height, width = f["labels"].list(min_len=2, max_len=2)
-        splits[split] = {"count": count, "done": f["done"].int(0, count),
+        done = f["done"].int(0, count)
+        chunks = f["chunks"].list(min_len=math.ceil(done / CHUNK), max_len=math.ceil(done / CHUNK))
+        splits[split] = {"count": count, "done": done,
                          "features": [c.int(1, MAX_CHANNELS), h.int(1, MAX_SIDE), w.int(1, MAX_SIDE)],
-                         "labels": [height.int(1, MAX_SIDE), width.int(1, MAX_SIDE)]}
+                         "labels": [height.int(1, MAX_SIDE), width.int(1, MAX_SIDE)],
+                         "chunks": [_digest(d) for d in chunks]}
     return {**doc.object(), "splits": splits, "classes": doc["classes"].int(1, MAX_CLASSES), "key": doc["key"].object()}
+
+
+def _digest(field: Field) -> str:
+    value = field.str(max_len=32)
+    if len(value) != 32 or value.strip("0123456789abcdef"):
+        raise field.error("must be a chunk digest of 32 hexadecimal digits")
+    return value
 
 
 def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, folder: str | Path,
@@ -129,10 +172,12 @@ def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, 
     if doc is None:
         doc = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "classes": data.num_classes,
                "splits": {s: {"count": len(d), "done": 0, "features": [c, h, w],  # type: ignore[arg-type]
-                              "labels": list(net.input_shape[1:])} for s, d in splits.items()}}
-        for split, meta in doc["splits"].items():  # sized up front, so a resumed build writes into them
-            np.memmap(folder / f"{split}.features", np.float16, "w+", shape=tuple([meta["count"], c, h, w])).flush()
-            np.memmap(folder / f"{split}.labels", np.uint8, "w+", shape=tuple([meta["count"], *meta["labels"]])).flush()
+                              "labels": list(net.input_shape[1:]), "chunks": []} for s, d in splits.items()}}
+        needed = sum(m["count"] * (2 * c * h * w + math.prod(m["labels"])) for m in doc["splits"].values())
+        require_space(folder, needed)  # both splits, before the first is allocated
+        for split, meta in doc["splits"].items():  # allocated up front, so a resumed build writes into them
+            for array in _arrays(folder, split, meta, "w+"):
+                array.flush()
         atomic_write_json(info, doc)
     for split, dataset in splits.items():
         _fill(split, dataset, doc, folder, backbone, batch_size, progress)
@@ -164,17 +209,27 @@ def load_backbone(backbone: nn.Sequential, net: DPCNet, weights: str | Path) -> 
 def _fill(split: str, dataset: Dataset, doc: dict[str, Any], folder: Path, backbone: nn.Module, batch_size: int,
           progress: Callable[[str], None] | None) -> None:
     meta = doc["splits"][split]
-    feats = np.memmap(folder / f"{split}.features", np.float16, "r+", shape=tuple([meta["count"], *meta["features"]]))
-    labels = np.memmap(folder / f"{split}.labels", np.uint8, "r+", shape=tuple([meta["count"], *meta["labels"]]))
+    feats, labels = _arrays(folder, split, meta, "r+")
+    _check_chunks(folder, split, meta, feats, labels)  # what a resumed build keeps is what it wrote
+    classes = doc["classes"]
     while meta["done"] < meta["count"]:
-        end = min(meta["count"], meta["done"] + CHUNK)
-        for i in range(meta["done"], end, batch_size):
+        start, end = meta["done"], min(meta["count"], meta["done"] + CHUNK)
+        for i in range(start, end, batch_size):
             items = [dataset[j] for j in range(i, min(end, i + batch_size))]
             x = torch.stack([torch.as_tensor(im) for im, _ in items])
-            feats[i:i + len(items)] = backbone(x).numpy().astype(np.float16)
-            labels[i:i + len(items)] = np.stack([np.asarray(m, dtype=np.uint8) for _, m in items])
+            out = backbone(x).numpy().astype(np.float16)
+            if not np.isfinite(out).all():
+                raise UserError(f"the backbone's features of {split} samples {i}-{i + len(items) - 1} are not finite in "
+                                "float16 (a NaN, or a value past 65504): the backbone's weights are corrupt or untrained")
+            masks = np.stack([np.asarray(m, dtype=np.int64) for _, m in items])
+            if ((masks < 0) | ((masks >= classes) & (masks != IGNORE))).any():
+                raise UserError(f"the labels of {split} samples {i}-{i + len(items) - 1} lie outside the {classes} "
+                                f"classes (and {IGNORE} = ignore): check the data")
+            feats[i:i + len(items)] = out
+            labels[i:i + len(items)] = masks.astype(np.uint8)
         feats.flush()
         labels.flush()
+        meta["chunks"].append(chunk_digest(feats[start:end], labels[start:end]))
         meta["done"] = end
         atomic_write_json(folder / "cache.json", doc)  # after the flush: what it counts is on disk
         if progress:
