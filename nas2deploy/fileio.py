@@ -368,12 +368,18 @@ def exclusive(path: str | os.PathLike[str], what: str) -> Iterator[None]:
     A second process is refused at once, naming the holder's pid. The lock is ``flock`` on the
     file, so it is released when the holder exits, however it exits; the file is removed by the
     holder on a clean exit (and re-checked after locking, so a lock file removed meanwhile is
-    never mistaken for the current one).
+    never mistaken for the current one). The holder removes it however the block ends; a killed holder
+leaves it, unlocked, for the next one to take.
     """
     lock = Path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = open_no_follow(lock, os.O_RDWR | os.O_CREAT)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = open_no_follow(lock, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise
+            raise UserError(f"{what}: cannot write in {lock.parent} ({exc.strerror or exc}): choose another location") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -392,10 +398,32 @@ def exclusive(path: str | os.PathLike[str], what: str) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # still held: whoever opens the name next gets a new file
         os.close(fd)
+
+
+def lock_path(out: str | os.PathLike[str]) -> Path:
+    """The lock file beside a file output (``OUT.lock``)."""
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike[str], what: str) -> Iterator[Path]:
+    """Hold ``path``/.lock (``exclusive``) for the block: the first thing a command that writes a
+    folder does, before it checks or changes anything there, so that a second process is refused
+    having changed nothing. A folder this call created and that stays empty is removed after."""
+    folder = refuse_link(path)
+    created = not folder.exists()
+    try:
+        with exclusive(folder / ".lock", what):
+            yield folder
+    finally:
+        if created:
+            with contextlib.suppress(OSError):  # not empty (the work wrote there, or a next holder took it)
+                folder.rmdir()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

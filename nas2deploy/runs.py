@@ -26,7 +26,7 @@ from nas2deploy.nets import Network
 from nas2deploy.search.blackbox.study import StudyConfig
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.config import SearchConfig, parse_crop, provenance
-from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, join_process_group, compute_device
+from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, compute_device, join_process_group, launched_as_writer
 from nas2deploy.search.interface import OneShotSearch, SpaceSearch
 from nas2deploy.search.loop import SearchRun
 from nas2deploy.search.oneshot import Holdout, InheritedScore, OneShotStudy
@@ -123,9 +123,23 @@ def start_search(config: SearchConfig, run_dir: str | Path, resume: bool = False
                  dist_timeout_s: float = DEFAULT_TIMEOUT_S, force: bool = False) -> SearchRun:
     """A search run of ``config`` writing ``run_dir`` (resumed from its checkpoint with ``resume``;
     with ``force``, into a folder holding other files or another search, which it replaces), on
-    its device; under torchrun, this rank joins the process group first (``nas2deploy.search.distributed``)."""
+    its device; under torchrun, this rank joins the process group first (``nas2deploy.search.distributed``).
+
+    The writing process holds the folder's lock from here (``RunFolder.hold``: before the folder
+    is checked or changed) until the run's ``run`` returns, or the caller's ``release``."""
     folder = RunFolder(run_dir)  # before any work: a link planted in the run folder is refused
-    folder.claim(resume, force)  # every rank, before any rank can write (they meet in the process group first)
+    if launched_as_writer():
+        folder.hold()  # before anything in the folder is read, replaced or started; the run releases it
+    try:
+        folder.claim(resume, force)  # every rank, before any rank can write (they meet in the process group first)
+        return _search_run(config, folder, resume, progress, dist_backend, dist_timeout_s)
+    except BaseException:
+        folder.release()
+        raise
+
+
+def _search_run(config: SearchConfig, folder: RunFolder, resume: bool, progress: Callable[[str], None] | None,
+                dist_backend: str, dist_timeout_s: float) -> SearchRun:
     prepared = prepare(config)
     config, space_search = prepared.config, prepared.space_search
     device = compute_device(config.device)  # before the data: a missing GPU is said at once

@@ -125,6 +125,14 @@ def out_of_memory(device: torch.device, batch_size: int, accumulate: int, amp: s
         ) from None
 
 
+def weights_bytes(arch: Network) -> int:
+    """What ``save_weights`` writes for ``arch``, from above: its float32 parameters (each layer's
+    count, ``OpSpec.params``) with a quarter more for BatchNorm statistics, and a MiB for the
+    archive's own records; what the disk must hold before a training starts."""
+    params = sum(spec.params() for _, specs in arch.groups() for spec in specs)
+    return int(params * 4 * 1.25) + (1 << 20)
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)

@@ -99,3 +99,43 @@ def test_report_refuses_a_hand_edited_export_report_before_writing(tmp_path, pat
     result = CliRunner().invoke(cli, ["report", str(folder)])
     assert result.exit_code == 1 and field in result.output and "Traceback" not in result.output, result.output
     assert ((folder / "report.md").read_bytes() if (folder / "report.md").exists() else None) == before
+
+
+def runaway_model(path):
+    """An ONNX model whose one run would never end: a Loop of 10^12 iterations around an Add."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["x_in", "one"], ["x_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)], "runaway",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("M", TensorProto.INT64, [], [10**12]), helper.make_tensor("cond", TensorProto.BOOL, [], [True])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_model_whose_run_never_ends_is_stopped_at_the_limit(tmp_path):
+    model = runaway_model(tmp_path / "loop.onnx")
+    result = CliRunner().invoke(cli, ["bench", str(model), "--ort-run-limit-s", "1"])
+    assert result.exit_code == 1, result.output
+    assert "one run took longer than 1 s" in result.output and "--ort-run-limit-s" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_reference_evaluator_is_stopped_at_its_limit(tmp_path, monkeypatch):
+    from nas2deploy.backends import onnx_reference
+
+    monkeypatch.setattr(onnx_reference, "RUN_LIMIT_S", 1)
+    model = runaway_model(tmp_path / "loop.onnx")
+    result = CliRunner().invoke(cli, ["bench", str(model), "--backend", "onnx-reference"])
+    assert result.exit_code == 1 and "one run took longer than 1 s" in result.output, result.output

@@ -18,7 +18,8 @@ from conftest import FAST, saved_table
 from nas2deploy.backends import BackendSettings
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
-from nas2deploy.latency.profile import journal_path, lock_path, profile_space
+from nas2deploy.fileio import lock_path
+from nas2deploy.latency.profile import journal_path, profile_space
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.runs import start_search
 from nas2deploy.search.config import SearchConfig

@@ -96,6 +96,32 @@ def test_spos_evolution_breeds_children_of_the_best_and_is_reproducible():
     assert study.best_value > max(t.value for t in trials[:8])  # it climbs
 
 
+@pytest.mark.parametrize("sampler", ["spos", "regularised"])
+@pytest.mark.parametrize("poison", [float("inf"), 1e308, -3.0])  # Optuna refuses NaN here; a journal can hold it
+def test_a_poisoned_score_in_the_storage_never_breeds(sampler, poison):
+    """A trial whose stored score is not in [0, 1] (an edited journal or database) is never a
+    parent: every child keeps away from its marked choices."""
+    optuna = pytest.importorskip("optuna")
+    from nas2deploy.search.blackbox.evolution import RegularisedEvolution, SposEvolution
+
+    made = SposEvolution(seed=0, population=4, top_k=1) if sampler == "spos" else \
+        RegularisedEvolution(seed=0, population=4, sample=4)
+    study = optuna.create_study(direction="maximize", sampler=made)
+    dist = optuna.distributions.CategoricalDistribution(list(range(50)))
+    both = {"x": dist, "y": dist}
+    for k in (1, 2, 3, 4):  # the best parent: (4, 4)
+        study.add_trial(optuna.trial.create_trial(params={"x": k, "y": k}, distributions=both, value=0.1 * k))
+    poisoned = optuna.trial.create_trial(params={"x": 49, "y": 49}, distributions=both, value=0.5)
+    poisoned.values = [poison]
+    study.add_trial(poisoned)
+    for number in range(5, 25):
+        child = made.child(study, number)
+        kept = [v for v in child.values() if v != 49]
+        # SPOS (top 1): what the child keeps is the best parent's; regularised evolution (the best
+        # of all four): one choice mutated, the other the parent's
+        assert (all(v == 4 for v in child.values()) if sampler == "spos" else 4 in kept and len(child) == 2), child
+
+
 @pytest.mark.slow
 def test_the_evolution_strategy_runs_from_the_command_line(tmp_path_factory, tmp_path):
     pytest.importorskip("optuna")

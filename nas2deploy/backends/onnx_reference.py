@@ -8,6 +8,8 @@ timings measure numpy's interpretation of the graph, not any deployment.
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from nas2deploy.backends.base import Artifact, Backend, ModelFile, OnnxModel, Runner, TorchModule, random_inputs
@@ -18,6 +20,11 @@ if TYPE_CHECKING:
     import numpy as np
 
     from nas2deploy.backends.settings import BackendSettings
+
+
+#: The longest one run may take (s): the evaluator is pure Python, a minute for a large network is
+#: plausible, ten is a model that will not end.
+RUN_LIMIT_S = 600
 
 
 def evaluator_from_onnx(model: bytes, source: str = "model") -> tuple[Any, Any]:
@@ -47,10 +54,26 @@ class OnnxReferenceRunner(Runner):
         return dict(self._shapes)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        """One run, stopped by an alarm after ``RUN_LIMIT_S`` (in the main thread, where signals
+        arrive: the evaluator is Python, and stops between two of its steps)."""
+        def expired(signum: int, frame: Any) -> None:
+            raise UserError(f"the ONNX reference evaluator stopped {self.source}: one run took longer than {RUN_LIMIT_S} s "
+                            "(a loop that does not end, or a model far too large to interpret)")
+
+        alarm = threading.current_thread() is threading.main_thread()
+        if alarm:
+            previous = signal.signal(signal.SIGALRM, expired)
+            signal.setitimer(signal.ITIMER_REAL, RUN_LIMIT_S)
         try:
             return list(self.evaluator.run(None, feeds))
+        except UserError:
+            raise
         except Exception as exc:  # numpy errors of a graph that does not compute
             raise UserError(f"the ONNX reference evaluator cannot run {self.source}: {exc}") from None
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import numpy as np

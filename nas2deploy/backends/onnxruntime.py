@@ -9,7 +9,8 @@ the provider's device, so timed runs measure inference, not host copies or alloc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import TYPE_CHECKING, Any, Callable
 
 from nas2deploy.backends.base import (
     Artifact,
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 GRAPH_LEVELS = ("all", "extended", "basic", "disabled")
+#: The longest one run of a model may take by default (s): a 224 px network at batch 64 runs in
+#: about a second on a 2-core CPU; a minute is a model that will not end.
+DEFAULT_RUN_LIMIT_S = 60
 
 
 def import_onnxruntime() -> Any:
@@ -83,12 +87,20 @@ def session_from_onnx(model: bytes, provider: str = "cpu", threads: int | None =
 
 class OnnxRuntimeRunner(Runner):
 
-    def __init__(self, session: Any, batch: int = 1, device: str = "cpu", device_id: int = 0, source: str = "model"):
+    """Runs an ONNX Runtime session. No run may take longer than ``limit_s``: a model that loops
+    (a ``Loop`` of 10^12 iterations) or is far too large is stopped by ONNX Runtime's own
+    ``RunOptions.terminate``, set by a timer, and refused in one line. Every ``infer`` runs under
+    the limit; timing runs after one limited run has shown that a run ends, so the timer's
+    thread is never inside a timed loop."""
+
+    def __init__(self, session: Any, batch: int = 1, device: str = "cpu", device_id: int = 0, source: str = "model",
+                 limit_s: float = DEFAULT_RUN_LIMIT_S):
         import numpy as np
 
         ort = import_onnxruntime()
         dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-        self.session, self.source, self.device = session, source, device
+        self.session, self.source, self.device, self.limit_s = session, source, device, limit_s
+        self._ends = False  # one run under the limit has ended
         self._shapes = {}
         self._dtypes = {}
         for node in session.get_inputs():
@@ -104,15 +116,34 @@ class OnnxRuntimeRunner(Runner):
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self._shapes)
 
+    def _limited(self, run: Callable[[Any], Any]) -> Any:
+        """``run(run_options)`` stopped by ONNX Runtime once it passes ``limit_s``."""
+        options = import_onnxruntime().RunOptions()
+        options.log_severity_level = 4  # the refusal below says it; ONNX Runtime's own log would repeat it
+        timer = threading.Timer(self.limit_s, lambda: setattr(options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            result = run(options)
+        except Exception as exc:  # a graph that loads can still fail to run (inconsistent shapes)
+            if options.terminate:
+                raise UserError(f"ONNX Runtime stopped {self.source}: one run took longer than {self.limit_s:g} s (a "
+                                "loop that does not end, or a model far too large for this device); raise "
+                                "--ort-run-limit-s if it is meant to") from None
+            raise UserError(f"ONNX Runtime cannot run {self.source}: {first_line(exc)}") from None
+        finally:
+            timer.cancel()
+        self._ends = True
+        return result
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
         cast = {k: v.astype(self._dtypes.get(k, v.dtype)) for k, v in feeds.items()}
-        try:
-            return dict(zip(names, self.session.run(names, cast)))
-        except Exception as exc:  # a graph that loads can still fail to run (inconsistent shapes)
-            raise UserError(f"ONNX Runtime cannot run {self.source}: {first_line(exc)}") from None
+        return dict(zip(names, self._limited(lambda options: self.session.run(names, cast, options))))
 
     def time_runs(self, n: int) -> list[float]:
+        if not self._ends:
+            self._limited(lambda options: self.session.run_with_iobinding(self._binding, options))
         try:
             return cpu_time_runs(lambda: self.session.run_with_iobinding(self._binding), n)
         except Exception as exc:
@@ -130,6 +161,8 @@ class OnnxRuntimeBackend(Backend):
                       choices=tuple(PROVIDERS), identity=True),
         BackendOption("ort_graph_level", "str", "all", "ONNX Runtime graph optimisation level.", choices=GRAPH_LEVELS,
                       identity=True),
+        BackendOption("ort_run_limit_s", "int", DEFAULT_RUN_LIMIT_S, "Longest one run of the model may take (s): a run "
+                      "past it is stopped and refused.", low=1, high=86_400, recorded=False),
     )
 
     def check_available(self, settings: BackendSettings) -> None:
@@ -163,4 +196,5 @@ class OnnxRuntimeBackend(Backend):
         provider = self.provider(settings)
         session = session_from_onnx(artifact.data, provider, settings.threads, settings.options["ort_graph_level"],
                                     source=artifact.source)
-        return OnnxRuntimeRunner(session, settings.batch, "cpu" if provider == "cpu" else "cuda", source=artifact.source)
+        return OnnxRuntimeRunner(session, settings.batch, "cpu" if provider == "cpu" else "cuda", source=artifact.source,
+                                 limit_s=settings.options["ort_run_limit_s"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,11 +19,14 @@ from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, chosen_space, co
                                    declared_command, emit, every_space_params, force_option, json_option, log,
                                    pop_options, space_params, warn_table, with_params)
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import claim_file
+from nas2deploy.fileio import claim_file, exclusive, lock_path, require_space
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.blackbox.storage import SAMPLERS
 from nas2deploy.search.config import STRATEGIES, SearchConfig
 from nas2deploy.spaces import DEFAULT_SPACE, SPACES
+
+if TYPE_CHECKING:
+    from nas2deploy.search.loop import SearchRun
 
 _DEFAULTS = SearchConfig(table="")
 
@@ -159,7 +162,8 @@ def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, f
 
     dist_backend, dist_timeout, config_file, resume = (opts.pop(k) for k in ("dist_backend", "dist_timeout", "config_file",
                                                                               "resume"))
-    evolution = {k: opts.pop(k) for k in ("trials", "storage", "study_name", "sampler", "measure", "fill") if k in opts}
+    evolution: dict[str, Any] = {k: opts.pop(k) for k in ("trials", "storage", "study_name", "sampler", "measure", "fill")
+                                 if k in opts}
     if opts["strategy"] == "evolution" and opts.get("budget_ms") is None:
         raise UserError("--strategy evolution searches the networks of a budget's window: give --budget-ms")
     # Options are named as SearchConfig fields (the space's under space_config and search_options);
@@ -178,11 +182,19 @@ def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, f
         raise UserError("--resume continues the search in --out, --force replaces it: give one")
     run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, log,
                        dist_backend, dist_timeout, force)
-    warnings = warn_table(run.table, here=True) if run.rank == 0 else []
-    run.run()
-    leave_process_group()
-    if run.rank != 0:
-        return
+    try:
+        warnings = warn_table(run.table, here=True) if run.rank == 0 else []
+        run.run(keep_lock=True)  # the derived network and the evolution study are the run's too
+        leave_process_group()
+        if run.rank == 0:
+            _finish_search(run, out, evolution, warnings, as_json)
+    finally:
+        run.folder.release()
+
+
+def _finish_search(run: SearchRun, out: str, evolution: dict[str, Any], warnings: list[str], as_json: bool) -> None:
+    """After the supernet's training: the evolution strategy's study, then the derived network
+    and the result."""
     from nas2deploy.nets import load_arch, save_arch
 
     derived = Path(out) / "arch.json"
@@ -253,15 +265,21 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
 def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, trials: int | None,
            sampler: str | None, out: str, force: bool, as_json: bool, **opts: Any) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
+    if measured and budget_ms is None:
+        raise UserError("--measure needs --budget-ms")
+    if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
+        raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
+    with exclusive(lock_path(out), f"architecture {out}"):  # before the output is checked: one writer
+        _derive(run_dir, budget_ms, fill, measured, trials, sampler, out, force, as_json, opts)
+
+
+def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, trials: int | None, sampler: str | None,
+            out: str, force: bool, as_json: bool, opts: dict[str, Any]) -> None:
     from nas2deploy.nets import load_arch, save_arch
     from nas2deploy.runs import evolve, open_run
     from nas2deploy.search.closed_loop import derive_measured
     from nas2deploy.search.config import provenance
 
-    if measured and budget_ms is None:
-        raise UserError("--measure needs --budget-ms")
-    if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
-        raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
     claim_file(out, force)
     run = open_run(run_dir)
     options = {**run.derive_options, **pop_options(run.config.space, opts, "derive")}
@@ -317,20 +335,22 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
     from nas2deploy.objective import LABEL, METRIC
     from nas2deploy.search.config import parse_crop
     from nas2deploy.search.distributed import compute_device
-    from nas2deploy.train import save_weights, train_arch
+    from nas2deploy.train import save_weights, train_arch, weights_bytes
 
-    claim_file(out, force)  # before the training, not after it
-    where = compute_device(device)  # a missing GPU is said before the data is opened
-    arch = load_arch(arch_ref)
-    try:
-        crop_size = parse_crop(crop)
-    except ValueError as exc:
-        raise UserError(f"--crop {crop}: {exc}") from None
-    splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch)
-    model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
-                            device=where, amp=amp, workers=workers, channels_last=channels_last,
-                            lr_warmup=lr_warmup)
-    save_weights(model, out)
+    with exclusive(lock_path(out), f"weights {out}"):  # one writer, from before the output is checked
+        claim_file(out, force)  # before the training, not after it
+        where = compute_device(device)  # a missing GPU is said before the data is opened
+        arch = load_arch(arch_ref)
+        require_space(out, weights_bytes(arch))  # the weights fit on the disk: said before the training
+        try:
+            crop_size = parse_crop(crop)
+        except ValueError as exc:
+            raise UserError(f"--crop {crop}: {exc}") from None
+        splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch)
+        model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
+                                device=where, amp=amp, workers=workers, channels_last=channels_last,
+                                lr_warmup=lr_warmup)
+        save_weights(model, out)
     metric = LABEL[METRIC[arch.task]]
     emit({"weights": out, "metric": METRIC[arch.task], "score": acc}, f"{metric} {acc:.4f} on the test split; weights: {out}",
          as_json)

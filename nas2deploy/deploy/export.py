@@ -54,6 +54,7 @@ from nas2deploy.fileio import (
     atomic_write_bytes,
     atomic_write_json,
     claim_folder,
+    folder_lock,
     read_json,
     sha256_file,
 )
@@ -190,9 +191,14 @@ class Exporter:
                                options={k: v for k, v in o.backend_options.items() if k in own})
 
     def run(self) -> dict[str, Any]:
+        """The export (``OUT/.lock`` held from before the folder is checked to the last file)."""
+        with folder_lock(self.out, f"export {self.out}"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         o = self.options
         refuse_unused_options(o)
-        claim_folder(self.out, o.force)  # before any work; written only once the inputs are known good
+        claim_folder(self.out, o.force, own=(".lock",))  # before any work; written only once the inputs are known good
         for b in o.backends:  # fail on a missing stack, or what a backend cannot build, before any work
             self.settings(b).check_available()
             if o.dynamic_batch and not BACKENDS[b].dynamic_batch:

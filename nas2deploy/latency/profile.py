@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Protocol
 from nas2deploy.backends import Artifact, BackendSettings, open_runner
 from nas2deploy.backends.timing import LaunchCosts, Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import MAX_JSON_BYTES, append_line, claim_file, exclusive, read_json_lines
+from nas2deploy.fileio import MAX_JSON_BYTES, append_line, claim_file, exclusive, lock_path, read_json_lines
 from nas2deploy.latency.prefetch import Prefetcher, module_of
 from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
@@ -155,11 +155,6 @@ def _read_journal(path: Path, header: dict[str, Any]) -> tuple[dict[str, Entry],
             entry = Entry.from_field(where)
             entries[entry.spec.key] = entry
     return entries, reference
-
-
-def lock_path(out: str | os.PathLike[str]) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".lock")
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

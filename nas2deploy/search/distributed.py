@@ -32,6 +32,12 @@ def _launched_ranks() -> int:
         raise UserError(f"environment WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number; launch with torchrun") from None
 
 
+def launched_as_writer() -> bool:
+    """Whether this process writes the run (rank 0 of a torchrun launch, or a plain process),
+    known from the environment before the process group is joined."""
+    return os.environ.get("RANK", "0").strip() in ("0", "")
+
+
 def require_cuda() -> None:
     """One line naming what is missing when ``--device cuda`` cannot run."""
     if torch.version.cuda is None:

@@ -287,14 +287,19 @@ class SearchRun:
         arch = arch or self.space_search.derive(name, **self.derive_options)
         return arch.with_meta(provenance(self.config, budget))
 
-    def run(self, until: int | None = None) -> dict[str, Any]:
+    def run(self, until: int | None = None, keep_lock: bool = False) -> dict[str, Any]:
         """Search to the configured number of epochs (or stop after epoch ``until``); one process
-        writes a run folder at a time (rank 0 holds ``RUN/.lock``)."""
+        writes a run folder at a time (rank 0 holds ``RUN/.lock``, from ``start_search`` on),
+        until this returns, or with ``keep_lock`` until the caller's ``folder.release()``."""
         with process_group_errors():
             if self.rank != 0:
                 return self._run(until)
-            with self.folder.lock():
+            self.folder.hold()
+            try:
                 return self._run(until)
+            finally:
+                if not keep_lock:
+                    self.folder.release()
 
     def _run(self, until: int | None) -> dict[str, Any]:
         record: dict[str, Any] = {}

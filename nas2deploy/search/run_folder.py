@@ -5,20 +5,26 @@ appended), ``checkpoint.pt`` (written atomically after every epoch, loaded with
 ``weights_only=True`` and validated field by field), ``arch.json`` (at the end) and ``.lock``
 while a process writes the folder. No file is written through a symbolic link; a link planted
 in the folder is refused before any work.
+
+The lock comes first: a process takes ``.lock`` (``hold``) before it checks, replaces or starts
+anything in the folder, and keeps it until the search and what follows it (the derived
+network, the evolution study) are written, so a second process is refused having changed
+nothing, whatever step the first has reached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import json
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import (append_line, atomic_write_bytes, atomic_write_json, claim_folder, exclusive, refuse_link,
+from nas2deploy.fileio import (append_line, atomic_write_bytes, atomic_write_json, claim_folder, folder_lock, refuse_link,
                                require_writable)
 from nas2deploy.nets import Network, save_arch
 from nas2deploy.search.config import SearchConfig
@@ -31,12 +37,32 @@ RUN_FILES = ("config.json", "log.jsonl", "checkpoint.pt", "arch.json", ".lock")
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._held: contextlib.ExitStack | None = None
         for name in RUN_FILES:  # before any work: a link planted in the run folder is refused
             refuse_link(self.path / name)
 
-    def lock(self) -> ContextManager[None]:
-        """One writer at a time: a second process is refused, naming the first."""
-        return exclusive(self.path / ".lock", f"search run {self.path}")
+    def hold(self) -> None:
+        """Take the folder's lock (one writer at a time: a second process is refused, naming the
+        first) unless this object holds it already; kept until ``release``."""
+        if self._held is None:
+            stack = contextlib.ExitStack()
+            stack.enter_context(folder_lock(self.path, f"search run {self.path}"))
+            self._held = stack
+
+    def release(self) -> None:
+        """Give the lock up (and remove the folder this object created, if it stayed empty)."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.close()
+
+    @contextlib.contextmanager
+    def holding(self) -> Any:
+        """``hold`` for a block, released after it whether it ends or fails."""
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
 
     def claim(self, resume: bool, force: bool) -> None:
         """Before any work: a resumed run needs its checkpoint; a new one needs a writable folder

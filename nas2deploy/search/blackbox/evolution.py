@@ -58,6 +58,14 @@ class ChildSampler(BaseSampler):
         """Trial ``number``'s parameters (missing ones are drawn uniformly)."""
         raise NotImplementedError
 
+    @staticmethod
+    def scored(study: Study, number: int) -> list[FrozenTrial]:
+        """The trials before ``number`` that may be parents: finished with a score in [0, 1]. A
+        storage anyone may edit can hold a NaN, an infinity or 1e308; such a trial never breeds
+        (and the study's summary names it, ``study.poisoned``)."""
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.number < number and isinstance(t.value, (int, float)) and 0.0 <= t.value <= 1.0]
+
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         if trial.number not in self._children:
@@ -84,8 +92,7 @@ class RegularisedEvolution(ChildSampler):
     def child(self, study: Study, number: int) -> dict[str, Any]:
         """Trial ``number``'s parameters: a mutation of the best of ``sample`` members of the
         population, or nothing (drawn uniformly) while the population is not full."""
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        population = sorted((t for t in done if t.number < number), key=lambda t: t.number)[-self.population:]
+        population = sorted(self.scored(study, number), key=lambda t: t.number)[-self.population:]
         if len(population) < self.population:
             return {}
         rng = self.rng(number)
@@ -112,7 +119,7 @@ class SposEvolution(ChildSampler):
     def child(self, study: Study, number: int) -> dict[str, Any]:
         """Trial ``number``'s parameters: a mutation or a crossover of the ``top_k`` best scored
         trials before it, or nothing (drawn uniformly) until ``population`` are scored."""
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number < number]
+        done = self.scored(study, number)
         if len(done) < self.population:
             return {}
         parents = sorted(done, key=lambda t: (-(t.value or 0.0), t.number))[:self.top_k]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from nas2deploy.errors import UserError, first_line
-from nas2deploy.fileio import atomic_write_json, claim_folder, sha256_file
+from nas2deploy.fileio import atomic_write_json, claim_folder, folder_lock, sha256_file
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network, save_arch
@@ -50,7 +50,7 @@ INITIAL_POPULATION = 50
 STUDY_FORMAT, STUDY_VERSION = "nas2deploy.study", 2
 #: What ``search`` writes into its OUT (``claim_folder`` lets it write there again), besides the
 #: space's own files (``BlackBoxSpace.own_files``).
-OWN = ("study.log", "best.json", "study.json", "rerank.jsonl", "rerank.jsonl.lock", "report.md", "trajectory.png",
+OWN = (".lock", "study.log", "best.json", "study.json", "rerank.jsonl", "rerank.jsonl.lock", "report.md", "trajectory.png",
        "pareto.png")
 
 
@@ -244,8 +244,13 @@ def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: La
     if reach is not None and config.budget_ms < reach[0]:
         raise UserError(f"--budget-ms {config.budget_ms:g}: the fastest network of the {space.name} space is predicted at "
                         f"{reach[0]:.4g} ms with table {table.name}")
+    with folder_lock(config.out, f"study folder {config.out}"):  # one worker per folder; they share the storage
+        return _run_study(config, adapter, space, table, say, measure)
+
+
+def _run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: LatencyTable,
+               say: Callable[[str], None] | None, measure: Callable[[Network], float] | None) -> dict[str, Any]:
     out = claim_folder(config.out, config.force, own=OWN + adapter.own_files)
-    out.mkdir(parents=True, exist_ok=True)
     evaluator = adapter.prepare(space, table, config, out, say)
     storage, name = config.storage or str(out / "study.log"), config.study or space.name
     study = open_study(space, table, evaluator, config.budget_ms, storage, name, config.sampler, config.seed)
