@@ -161,13 +161,10 @@ def _search_run(config: SearchConfig, folder: RunFolder, resume: bool, progress:
 
 def open_run(run_dir: str | Path) -> SearchSetup:
     """A finished (or interrupted) run's search, rebuilt from its checkpoint without the data."""
-    state = RunFolder(run_dir).load_checkpoint()
+    folder = RunFolder(run_dir)
+    state = folder.load_checkpoint()
     prepared = prepare(SearchConfig(**state["config"]))
-    try:
-        prepared.space_search.net.load_state_dict(state["net"])
-    except RuntimeError:
-        raise UserError(f"run {run_dir}: checkpoint.pt does not fit the space of table {prepared.config.table}; "
-                        "was the table replaced?") from None
+    folder.load_net(prepared.space_search.net, state)
     return prepared
 
 

@@ -139,3 +139,26 @@ def test_the_reference_evaluator_is_stopped_at_its_limit(tmp_path, monkeypatch):
     model = runaway_model(tmp_path / "loop.onnx")
     result = CliRunner().invoke(cli, ["bench", str(model), "--backend", "onnx-reference"])
     assert result.exit_code == 1 and "one run took longer than 1 s" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", ["derive", "train", "profile"])
+def test_an_output_name_too_long_for_its_suffixes_is_refused_by_its_length_before_any_work(tmp_path, command):
+    out = tmp_path / ("n" * 246 + ".json")
+    args = {"derive": ["derive", str(tmp_path / "no-run"), "--out", str(out)],
+            "train": ["train", "--arch", "densenas-a", "--out", str(out)],
+            "profile": ["profile", "--input-size", "32", "--out", str(out)]}[command]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "a name of 251 bytes" in result.output and "choose a shorter name" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_table_without_ops_is_refused(tmp_path):
+    import json
+
+    table = tmp_path / "t.json"
+    random_table(make_space("densenas", {"input_size": 32, "width_mult": 0.25, "num_classes": 5}), 0).save(table)
+    doc = json.loads(table.read_text())
+    doc["entries"] = {}
+    table.write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["lut", "show", str(table)])
+    assert result.exit_code == 1 and "field entries holds no op" in result.output, result.output

@@ -145,6 +145,8 @@ def test_the_evolution_strategy_runs_from_the_command_line(tmp_path_factory, tmp
     assert study["trials"] == 24 and study["complete"] >= 20 and study["sampler"] == "spos"
     assert all(r["label"] != "-" for r in study["trial_rows"])  # each network in words, for the report
     assert "report.md" in CliRunner().invoke(cli, ["report", str(run / "evolution")]).output
+    reported = CliRunner().invoke(cli, ["report", str(run)])  # the supernet's single-path epochs
+    assert reported.exit_code == 0 and (run / "report.md").exists(), reported.output
     evolution = [*common, "--strategy", "evolution", "--budget-ms", str(budget), "--fill", "0.8", "--trials", "24",
                  "--out", str(run), "--resume"]
     refused = CliRunner().invoke(cli, [*evolution, "--epochs", "2", "--seed", "1"])

@@ -245,14 +245,20 @@ def test_a_checkpoint_with_a_poisoned_optimiser_or_retyped_weights_is_refused(tm
         name = next(k for k, v in state["net"].items() if v.is_floating_point())
         state["net"][name] = state["net"][name].long()
 
+    def no_optimiser(state):
+        del state["a_opt"]
+
     for edit, message in [(nan_momentum, r"field w_opt\.state\.\d+\.momentum_buffer holds a value that is not finite"),
                           (infinite_lr, r"field a_opt\.param_groups\.0\.lr holds"),
-                          (retyped, "as torch.int64, the supernet keeps it as torch.float32")]:
+                          (retyped, "as torch.int64, the supernet keeps it as torch.float32"),
+                          (no_optimiser, "field a_opt")]:
         state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
         edit(state)
         torch.save(state, run_dir / "checkpoint.pt")
         with pytest.raises(UserError, match=message):
             start_search(config(table_path, epochs=2, warmup_epochs=0, width_mult=0.25), run_dir, resume=True)
+        with pytest.raises(UserError, match=message):  # nor derived from (load_state_dict would cast int64 silently)
+            open_run(run_dir)
         (run_dir / "checkpoint.pt").write_bytes(good)
 
 

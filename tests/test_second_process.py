@@ -53,7 +53,7 @@ class Holder:
     """A second real process holding a lock, as a first command holds it while it works."""
 
     def __init__(self, code: str):
-        self.process = subprocess.Popen([sys.executable, "-c", f"{code}\nprint('held', flush=True)\ninput()"],
+        self.process = subprocess.Popen([sys.executable, "-c", f"{code}\nprint('held', flush=True)\nimport sys\nsys.stdin.read()"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None and self.process.stdout.readline().strip() == "held"
 

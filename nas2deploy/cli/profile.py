@@ -27,6 +27,7 @@ def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool
     """Measure every op of a search space into a latency table (resumable: rerun after a kill)."""
     from nas2deploy.backends import BackendSettings
     from nas2deploy.backends.timing import TimingSettings
+    from nas2deploy.fileio import check_name
     from nas2deploy.latency.profile import journal_path, profile_space
     from nas2deploy.spaces import make_space
 
@@ -36,7 +37,7 @@ def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool
     if any(o.name == "timing_cache" for o in settings.impl.options):  # one timing cache beside the table
         settings = BackendSettings(backend, device, precision, batch, threads,
                                    {**options, "timing_cache": str(Path(out).with_suffix(".timing-cache"))})
-    resuming = journal_path(out).exists()
+    resuming = journal_path(check_name(out)).exists()
     with progress_bar(f"profiling {Path(out).name}") as progress:
         table, stats = profile_space(sp, settings, out, TimingSettings.for_device(settings.device, runs),
                                      parse_shard(shard), progress, force)

@@ -19,7 +19,7 @@ from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, chosen_space, co
                                    declared_command, emit, every_space_params, force_option, json_option, log,
                                    pop_options, space_params, warn_table, with_params)
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import claim_file, exclusive, lock_path, require_space
+from nas2deploy.fileio import check_name, claim_file, exclusive, lock_path, require_space
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.blackbox.storage import SAMPLERS
 from nas2deploy.search.config import STRATEGIES, SearchConfig
@@ -269,7 +269,7 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
         raise UserError("--measure needs --budget-ms")
     if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
         raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
-    with exclusive(lock_path(out), f"architecture {out}"):  # before the output is checked: one writer
+    with exclusive(lock_path(check_name(out)), f"architecture {out}"):  # before the output is checked: one writer
         _derive(run_dir, budget_ms, fill, measured, trials, sampler, out, force, as_json, opts)
 
 
@@ -337,7 +337,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
     from nas2deploy.search.distributed import compute_device
     from nas2deploy.train import save_weights, train_arch, weights_bytes
 
-    with exclusive(lock_path(out), f"weights {out}"):  # one writer, from before the output is checked
+    with exclusive(lock_path(check_name(out)), f"weights {out}"):  # one writer, from before the output is checked
         claim_file(out, force)  # before the training, not after it
         where = compute_device(device)  # a missing GPU is said before the data is opened
         arch = load_arch(arch_ref)

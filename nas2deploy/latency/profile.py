@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Protocol
 from nas2deploy.backends import Artifact, BackendSettings, open_runner
 from nas2deploy.backends.timing import LaunchCosts, Measurement, TimingSettings, measure
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import MAX_JSON_BYTES, append_line, claim_file, exclusive, lock_path, read_json_lines
+from nas2deploy.fileio import MAX_JSON_BYTES, append_line, check_name, claim_file, exclusive, lock_path, read_json_lines
 from nas2deploy.latency.prefetch import Prefetcher, module_of
 from nas2deploy.latency.table import Entry, LatencyTable, now_iso, read_reference
 from nas2deploy.ops import OpSpec
@@ -190,10 +190,10 @@ def profile_space(
     start = time.perf_counter()
     specs = space.op_specs()[index::count]
     header = _settings_header(space, settings, timing, shard)
-    journal = journal_path(out)
-    claim_file(out, force or journal.exists())  # before the work, not after it
+    journal = journal_path(check_name(out))  # a name with room for the journal's and the writer's suffixes
     stats = ProfileStats(ops=len(specs))
-    with exclusive(lock_path(out), f"latency table {out}"):  # one profiler per table
+    with exclusive(lock_path(out), f"latency table {out}"):  # one profiler per table, before anything is checked
+        claim_file(out, force or journal.exists())  # before the work, not after it
         entries: dict[str, Entry] = {}
         reference = None
         if journal.exists():

@@ -235,6 +235,8 @@ class LatencyTable:
             if entry.spec.key != key:
                 raise raw.error(f"describes op {entry.spec.key!r}, not its key; the file was edited or is corrupt", shown=False)
             entries[key] = entry
+        if not entries:
+            raise doc["entries"].error("holds no op: a table prices at least the ops of one network", shown=False)
         reference = read_reference(doc["reference"]) if doc.get("reference") else None
         calibration = Calibration.from_field(doc["calibration"]) if doc.get("calibration") else None
         if calibration is not None:

@@ -10,23 +10,28 @@ from typing import Any
 
 from nas2deploy import plotting
 from nas2deploy.errors import UserError
-from nas2deploy.fileio import atomic_write_bytes
+from nas2deploy.fileio import atomic_write_bytes, read_capped
 from nas2deploy.objective import LABEL
 from nas2deploy.runs import open_run
 from nas2deploy.validate import Field
 
 
+#: A search log holds a record of a few kB per epoch: no run comes near this.
+MAX_LOG_BYTES = 256 * 2**20
+
+
 def read_log(run: Path) -> list[dict[str, Any]]:
     """The per-epoch records of a run, each field the report reads checked by its rule."""
     records = []
-    for n, line in enumerate((run / "log.jsonl").read_text(encoding="utf-8").splitlines(), 1):
+    text = read_capped(run / "log.jsonl", "search log", MAX_LOG_BYTES).decode("utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), 1):
         try:
             doc = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             raise UserError(f"report {run / 'log.jsonl'}: line {n} is not JSON; the log is corrupt") from None
         f = Field(doc, f"report {run / 'log.jsonl'} (line {n})", "the log is corrupt: search again or restore it")
         metric = f["metric"].str(tuple(LABEL)) if f.has("metric") else "top1"
-        record = {"epoch": f["epoch"].int(1, 10**6), "phase": f["phase"].str(("warmup", "search")), "metric": metric}
+        record = {"epoch": f["epoch"].int(1, 10**6), "phase": f["phase"].str(("warmup", "search", "single-path")), "metric": metric}
         for key in (f"train_{metric}", f"val_{metric}_argmax", "expected_ms", "lambda", "derived_ms", "alpha_entropy",
                     "beta_entropy"):
             record[key] = f[key].number(-1e9, 1e9)

@@ -394,13 +394,8 @@ class SearchRun:
                 f"--resume: run {self.folder.path} was started with a different configuration: "
                 + "; ".join(f"{k}: {saved.get(k)!r} vs {getattr(self.config, k)!r}" for k in diff)
             )
-        wrong = [k for k, v in self.net.state_dict().items() if k in state["net"] and state["net"][k].dtype != v.dtype]
-        if wrong:
-            raise UserError(f"--resume: run {self.folder.path}: checkpoint.pt holds {wrong[0]} as "
-                            f"{state['net'][wrong[0]].dtype}, the supernet keeps it as {self.net.state_dict()[wrong[0]].dtype}; "
-                            "the checkpoint is corrupt: search again")
+        self.folder.load_net(self.net, state)
         try:
-            self.net.load_state_dict(state["net"])
             self.w_opt.load_state_dict(state["w_opt"])
             self.a_opt.load_state_dict(state["a_opt"])
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:

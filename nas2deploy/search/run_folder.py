@@ -131,12 +131,28 @@ class RunFolder:
                     cost.number(0, 1e9)
         if not isinstance(state["net"], dict) or not all(isinstance(v, torch.Tensor) for v in state["net"].values()):
             raise doc["net"].error("must map names to tensors", shown=False)
+        for key in ("w_opt", "a_opt"):  # a checkpoint without its optimisers' state is not one this tool wrote
+            doc[key].object()
         for key in ("net", "w_opt", "a_opt"):
             bad = _first_non_finite(state.get(key), key)
             if bad:
                 raise UserError(f"run {self.path}: checkpoint.pt field {bad} holds a value that is not finite; the "
                                 "checkpoint is corrupt: search again or restore it")
         return state
+
+    def load_net(self, net: torch.nn.Module, state: dict[str, Any]) -> None:
+        """Load a checkpoint's supernet tensors into ``net``: each of the dtype the supernet keeps
+        (``load_state_dict`` would cast an int64 tensor silently) and all of them its own."""
+        own = net.state_dict()
+        wrong = [k for k, v in own.items() if k in state["net"] and state["net"][k].dtype != v.dtype]
+        if wrong:
+            raise UserError(f"run {self.path}: checkpoint.pt holds {wrong[0]} as {state['net'][wrong[0]].dtype}, the "
+                            f"supernet keeps it as {own[wrong[0]].dtype}; the checkpoint is corrupt: search again")
+        try:
+            net.load_state_dict(state["net"])
+        except RuntimeError:
+            raise UserError(f"run {self.path}: checkpoint.pt does not fit the space of table {state['config'].get('table')}; "
+                            "was the table replaced, or the checkpoint edited?") from None
 
     def save_arch(self, arch: Network) -> None:
         save_arch(arch, self.path / "arch.json")
