@@ -40,7 +40,7 @@ def test_profile_show_merge(tmp_path):
 
 @pytest.mark.parametrize("args, message, code", [
     (["profile", "--backend", "tvm", "--out", "x.json"], "'tvm' is not one of 'onnxruntime', 'torch', 'tensorrt'", 2),
-    (["profile", "--precision", "int8", "--out", "x.json"], "'int8' is not one of 'fp32', 'fp16'", 2),
+    (["profile", "--precision", "int4", "--out", "x.json"], "'int4' is not one of 'fp32', 'fp16', 'int8'", 2),
     (["space", "info", "nasnet"], "'nasnet' is not one of 'dcnas', 'densenas'", 2),
     (["profile", "--backend", "tensorrt", "--out", "x.json"], "TensorRT is not installed", 1),
     (["profile", "--device", "cuda", "--out", "x.json"], "no CUDA GPU is visible", 1),

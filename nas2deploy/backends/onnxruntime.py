@@ -156,6 +156,9 @@ class OnnxRuntimeRunner(Runner):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    #: int8: a QDQ graph quantised from calibration images (``backends.quantize``, by ``export``),
+    #: run by the CPU provider's integer kernels.
+    precisions = ("fp32", "fp16", "int8")
     options = (
         BackendOption("ort_provider", "str", None, "ONNX Runtime execution provider [default: the device's].",
                       choices=tuple(PROVIDERS), identity=True),
@@ -179,9 +182,19 @@ class OnnxRuntimeBackend(Backend):
         """The provider the session runs on (the device's where none was named)."""
         return {**super().recorded(settings), "ort_provider": self.provider(settings)}
 
+    def check_precision(self, settings: BackendSettings) -> None:
+        super().check_precision(settings)
+        if settings.precision == "int8" and self.provider(settings) != "cpu":
+            raise UserError("--precision int8 runs on ONNX Runtime's CPU provider here: leave out --device cuda and "
+                            "--ort-provider")
+
     def prepare(self, settings: BackendSettings, artifact: TorchModule) -> OnnxModel:
         from nas2deploy.backends.onnx import onnx_from_module
 
+        if settings.precision == "int8":
+            raise UserError("an int8 ONNX Runtime model is quantised from calibration images, which a module alone "
+                            "lacks: make one with `nas2deploy export --precision int8 --calibration-data D` and time "
+                            "its model.int8.onnx with `nas2deploy bench`")
         return onnx_from_module(artifact, settings.batch, settings.precision)
 
     def open(self, settings: BackendSettings, artifact: Artifact) -> Runner:

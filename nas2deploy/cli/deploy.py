@@ -7,8 +7,13 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, backend_params, declared_command, emit, force_option, json_option, log,
+from nas2deploy.cli.common import (POSITIVE, Finite, backend_params, declared_command, emit, force_option, json_option, log,
                                    pop_backend_options, warn)
+
+
+#: ``backends.quantize.CALIBRATORS``, written here so that the command's help imports no runtime
+#: (a test holds the two equal).
+CALIBRATORS = ("minmax", "percentile", "entropy")
 
 
 @declared_command(lambda ctx, args: backend_params(several=True))
@@ -21,19 +26,31 @@ from nas2deploy.cli.common import (POSITIVE, backend_params, declared_command, e
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True, help="Inputs in the accuracy check.")
 @click.option("--lut", type=click.Path(dir_okay=False), help="Latency table to compare with (default: the arch's).")
 @click.option("--budget-ms", type=POSITIVE, help="Budget to report against (default: the arch's).")
+@click.option("--calibration-data", help="--precision int8: the data whose training images calibrate the "
+              "quantisation (as --data takes it).")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=512, show_default=True,
+              help="--precision int8: how many calibration images.")
+@click.option("--calibrator", type=click.Choice(CALIBRATORS), default="minmax", show_default=True,
+              help="--precision int8: how activation ranges are set.")
+@click.option("--max-drop", type=Finite(min=0, max=100), default=1.0, show_default=True,
+              help="--precision int8: points of top-1 (mIoU) the int8 network may lose before it is flagged.")
 @force_option
-@click.option("--strict", is_flag=True, help="Exit 1 (after writing the folder) when a backend measures above the budget.")
+@click.option("--strict", is_flag=True, help="Exit 1 (after writing the folder) when a backend measures above the "
+              "budget, or an int8 network loses more than --max-drop.")
 @json_option
 def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ...], device: str, precision: str,
            batch: int, threads: int, dynamic_batch: bool, data: str | None, images: str | None, samples: int,
-           lut: str | None, budget_ms: float | None, force: bool, strict: bool, as_json: bool, **rest: Any) -> None:
+           lut: str | None, budget_ms: float | None, calibration_data: str | None, calibration_images: int,
+           calibrator: str, max_drop: float, force: bool, strict: bool, as_json: bool, **rest: Any) -> None:
     """Export ONNX (and a TensorRT engine), check accuracy on real inputs, measure latency, write a report."""
     from nas2deploy.deploy.export import Exporter, ExportOptions
     from nas2deploy.nets import load_arch
 
     options = ExportOptions(tuple(dict.fromkeys(backends)), device, precision, batch, dynamic_batch, data, images,
                             samples, lut=lut, budget_ms=budget_ms, threads=threads,
-                            backend_options=pop_backend_options(rest), force=force, strict=strict)
+                            backend_options=pop_backend_options(rest), force=force, strict=strict,
+                            calibration_data=calibration_data, calibration_images=calibration_images,
+                            calibrator=calibrator, max_drop=max_drop)
     report = Exporter(load_arch(arch_ref), weights, out, options, log, warn).run()
     latency = {b: {"median_ms": e["timing"]["median_ms"], "cov": e["timing"]["cov"],
                    "measured_over_predicted": e.get("prediction", {}).get("measured_over_predicted")}

@@ -8,6 +8,9 @@ Thresholds by precision:
   atol = rtol = 1e-4 (numpy's ``allclose`` rule), and every top-1 class the same.
 - fp16: the mean absolute error at most 1e-2 and top-1 agreement at least 99%; element-wise
   bounds are meaningless at fp16's 3 significant digits.
+- int8: quantisation changes outputs by design, so what is judged is what a user loses: with
+  ground truth, the accuracy drop (top-1, or mIoU, of the int8 model below the fp32 reference's)
+  at most ``max_drop`` points; without it, top-1 (pixel) agreement at least 1 - max_drop/100.
 - Segmentation outputs (N, classes, H, W): agreement is per pixel (the argmax over classes), at
   least 99.9% in fp32; with the ground-truth masks, each runtime's mIoU is computed and the two
   may differ by at most 0.1 points (fp32) or 1 point (fp16).
@@ -51,6 +54,8 @@ class Comparison:
     passed: bool
     miou_difference: float | None = None  # points, segmentation with ground truth only
     agreement: str = "top-1"  # or "pixel"
+    #: points of top-1 (mIoU) the candidate loses against the reference on the ground truth (int8)
+    accuracy_drop: float | None = None
 
     @property
     def max_abs_of_scale(self) -> float:
@@ -62,6 +67,8 @@ class Comparison:
     def line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
         miou = f", mIoU difference {self.miou_difference:.3f} points" if self.miou_difference is not None else ""
+        if self.accuracy_drop is not None:
+            miou += f", accuracy drop {self.accuracy_drop:.2f} points"
         return (
             f"{verdict} {self.candidate} vs {self.reference} on {self.samples} inputs: max abs {self.max_abs:.2e} "
             f"({self.max_abs_of_scale:.1e} of the output scale {self.output_scale:.3g}), max rel {self.max_rel:.2e}, "
@@ -92,9 +99,11 @@ def run_all(runners: dict[str, tuple[Runner, int]], x: np.ndarray) -> dict[str, 
 def compare_outputs(
     reference: np.ndarray, candidate: np.ndarray, precision: str = "fp32",
     reference_name: str = "reference", candidate_name: str = "candidate", labels: np.ndarray | None = None,
+    max_drop: float = 1.0,
 ) -> Comparison:
     """Compare logits of shape (samples, classes) or (samples, classes, H, W) (segmentation; then
-    ``labels``, the (samples, H, W) masks, add the mIoU difference)."""
+    ``labels``, the (samples, H, W) masks, add the mIoU difference); ``max_drop``: the points an
+    int8 candidate may lose."""
     if reference.shape != candidate.shape:
         raise ValueError(f"{candidate_name} output shape {candidate.shape} differs from {reference_name}'s {reference.shape}")
     ref = reference.astype(np.float64).reshape(len(reference), -1)
@@ -110,10 +119,20 @@ def compare_outputs(
     ref_cls, cand_cls = (reference.argmax(1), candidate.argmax(1)) if dense else (ref.argmax(1), cand.argmax(1))
     top1 = float(np.mean(ref_cls == cand_cls))
     min_tolerance = float((diff / (1 + np.abs(ref))).max()) if finite else float("inf")
-    miou_diff = None
-    if dense and labels is not None:
-        miou_diff = abs(_miou(ref_cls, labels, reference.shape[1]) - _miou(cand_cls, labels, reference.shape[1])) * 100
+    miou_diff = drop = None
+    if labels is not None:
+        scores = [_miou(c, labels, reference.shape[1]) if dense else float(np.mean(c == labels)) for c in (ref_cls, cand_cls)]
+        drop = (scores[0] - scores[1]) * 100
+        miou_diff = abs(drop) if dense else None
     need = FP32_PIXELS if dense else 1.0
+    if precision == "int8":
+        judged = "accuracy drop" if drop is not None else f"{'pixel' if dense else 'top-1'} disagreement"
+        threshold = f"int8: {judged} <= {max_drop:g} points"
+        lost = drop if drop is not None else (1 - top1) * 100
+        passed = finite and lost <= max_drop
+        return Comparison(reference_name, candidate_name, len(reference), max_abs, max_rel, mean_abs,
+                          float(np.abs(ref).max()), cosine, top1, min_tolerance, threshold, passed, miou_diff,
+                          "pixel" if dense else "top-1", drop)
     if precision == "fp32":
         threshold = f"fp32: atol = rtol = {FP32_TOLERANCE:g}, {'pixel' if dense else 'top-1'} agreement >= {need:.1%}"
         passed = finite and min_tolerance <= FP32_TOLERANCE and top1 >= need

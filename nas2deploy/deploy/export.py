@@ -5,6 +5,7 @@ check the ONNX graph, build the TensorRT engine), *run* (every runner infers the
 inputs), *compare* (``deploy.compare``) and *measure* (the shared timing harness). The folder:
 
     model.onnx      fp32 graph, opset 17, checked (onnx.checker full check) with inferred shapes
+    model.int8.onnx with --precision int8: the graph quantised (QDQ), calibrated on training images
     model.engine    TensorRT engine (with --backend tensorrt), model.engine.json its platform
     model.pt2       AOTInductor package (with --backend aoti), model.pt2.json its platform
     arch.json       the architecture, weights.pt its weights (a state dict)
@@ -15,6 +16,14 @@ The accuracy reference is PyTorch on the CPU in fp32. ONNX Runtime and TensorRT 
 with it on all inputs; the ONNX reference evaluator on the first few (it is slow) as an
 implementation that shares no kernel with either. A failed check writes the report and then
 raises ``CheckFailed``, so the command exits non-zero with the report on disk.
+
+INT8 (``--precision int8``, ONNX Runtime): the fp32 graph is quantised (``backends.quantize``)
+on ``calibration_images`` of the calibration data's training split, never the test images the
+check scores; ONNX Runtime runs and is timed on the quantised graph, the fp32 graph is still
+checked on ONNX Runtime (as ``onnxruntime-fp32``) and timed beside it for the speed-up, and the
+quantised network's accuracy drop against the fp32 reference is judged by ``max_drop``: over
+it, the export is flagged with a warning (and fails with ``strict``), since a quantised network
+losing accuracy is a result to weigh, not a broken export.
 
 Latency: each requested backend is measured with the harness the latency table used. When the
 table was measured on this machine with this backend, the run also re-measures the table's
@@ -48,7 +57,7 @@ from nas2deploy.backends import (
 from nas2deploy.backends.onnx import OPSET, check_onnx, export_onnx
 from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.deploy.compare import Comparison, compare_outputs, run_all
-from nas2deploy.deploy.inputs import accuracy_inputs
+from nas2deploy.deploy.inputs import accuracy_inputs, calibration_images
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import (
     atomic_write_bytes,
@@ -67,7 +76,9 @@ from nas2deploy.validate import Field
 
 REPORT_FORMAT = "nas2deploy.export_report"
 #: The files whose SHA-256 the report records (``bench`` and ``export --weights`` verify them).
-ARTIFACTS = ("weights.pt", "model.onnx", "model.engine", "model.pt2")
+ARTIFACTS = ("weights.pt", "model.onnx", "model.int8.onnx", "model.engine", "model.pt2")
+#: The fp32 graph on ONNX Runtime, checked and timed beside an int8 export.
+FP32_GRAPH = "onnxruntime-fp32"
 
 
 class CheckFailed(UserError):
@@ -95,8 +106,15 @@ class ExportOptions:
     #: Options of the backends by name (``Backend.options``): each backend takes those it declares.
     backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     force: bool = False
-    #: Fail (after writing the folder) when a backend measures above the budget.
+    #: Fail (after writing the folder) when a backend measures above the budget, or an int8
+    #: network loses more than ``max_drop``.
     strict: bool = False
+    #: int8: the data whose training images calibrate the quantisation, how many, and how.
+    calibration_data: str | None = None
+    calibration_images: int = 512
+    calibrator: str = "minmax"
+    #: int8: the points of top-1 (mIoU) the quantised network may lose before it is flagged.
+    max_drop: float = 1.0
 
 
 def recorded_sha256(path: Path) -> tuple[str, Path] | None:
@@ -130,7 +148,7 @@ def refuse_unused_options(o: ExportOptions) -> None:
     checked against fp32 thresholds would look like a passing fp16 export)."""
     impls = [BACKENDS[b] for b in o.backends]
     chosen = " ".join(f"--backend {b}" for b in o.backends)
-    if o.precision != ExportOptions.precision and not any(b.uses_precision for b in impls):
+    if o.precision not in (ExportOptions.precision, "int8") and not any(b.uses_precision for b in impls):
         building = [name for name, b in BACKENDS.items() if b.uses_precision]
         raise UserError(f"--precision {o.precision} shapes only what builds at a precision (--backend {' or '.join(building)}); "
                         f"{chosen} runs the fp32 graph: leave --precision out")
@@ -142,6 +160,15 @@ def refuse_unused_options(o: ExportOptions) -> None:
                             f"ignore it: leave {flag} out")
     if o.data and o.images:
         raise UserError("--images and --data both name the accuracy check's inputs: give one")
+    int8 = [b for b in o.backends if "int8" in BACKENDS[b].precisions]
+    if o.precision == "int8" and int8 != list(o.backends):
+        raise UserError(f"--precision int8 runs on --backend {' or '.join(n for n, b in BACKENDS.items() if 'int8' in b.precisions)}; "
+                        f"{chosen} would run the fp32 graph: export each apart")
+    if o.precision == "int8" and not o.calibration_data:
+        raise UserError("--precision int8 quantises on real images: give --calibration-data (the training data, e.g. "
+                        "--calibration-data DIR/cifar10)")
+    if o.precision != "int8" and (o.calibration_data or o.calibrator != ExportOptions.calibrator):
+        raise UserError("--calibration-data and --calibrator calibrate an int8 export: give --precision int8, or leave them out")
 
 
 def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -186,8 +213,9 @@ class Exporter:
         precision when the backend builds at a precision (TensorRT), else fp32."""
         o, impl = self.options, BACKENDS[backend]
         own = {opt.name for opt in impl.options}
+        built = impl.uses_precision or (o.precision == "int8" and "int8" in impl.precisions)
         return BackendSettings(backend=backend, device=o.device, batch=o.batch, threads=o.threads,
-                               precision=o.precision if impl.uses_precision else "fp32",
+                               precision=o.precision if built else "fp32",
                                options={k: v for k, v in o.backend_options.items() if k in own})
 
     def run(self) -> dict[str, Any]:
@@ -208,19 +236,25 @@ class Exporter:
             table.predict(self.arch)  # names any op the table lacks before the long steps
         # bad data or weights fail before any file is written
         inputs = accuracy_inputs(self.arch, o.data, o.images, o.samples)
+        calibration = calibration_images(self.arch, o.calibration_data, o.calibration_images, o.batch) \
+            if o.precision == "int8" else None
         t_all = time.perf_counter()
         model = self._load()
         self.out.mkdir(parents=True, exist_ok=True)
         save_arch(self.arch, self.out / "arch.json")
         save_weights(model, self.out / "weights.pt")
-        self.artifacts = self._export(model)
+        self.artifacts = self._export(model, calibration)
         self._check_accuracy(model, *inputs)
         self.report["steps_s"]["export_and_check"] = round(time.perf_counter() - t_all, 3)
         self._measure(table)
         self._finish(table)
-        failed = [c for c in self.comparisons if not c.passed]
+        failed = [c for c in self.comparisons if not c.passed and not c.threshold.startswith("int8")]
         if failed:
             raise CheckFailed(f"accuracy check failed ({failed[0].line()}); report: {self.out / 'report.md'}")
+        lossy = [c for c in self.comparisons if not c.passed and c.threshold.startswith("int8")]
+        if o.strict and lossy:
+            raise CheckFailed(f"--strict: the int8 network loses more than --max-drop {o.max_drop:g} points "
+                              f"({lossy[0].line()}); report: {self.out / 'report.md'}")
         over = self.report.get("over_budget", [])
         if o.strict and over:
             raise OverBudget(f"--strict: {over[0]}; report: {self.out / 'report.md'}")
@@ -242,10 +276,10 @@ class Exporter:
         self._step("load", t)
         return model
 
-    def _export(self, model: nn.Module) -> dict[str, Artifact]:
-        """model.onnx, then what each backend deploys besides (TensorRT: its engine; AOTInductor: its
-        package); returns the artifact each backend runs: its own, else the ONNX model, else the
-        torch module."""
+    def _export(self, model: nn.Module, calibration: np.ndarray | None) -> dict[str, Artifact]:
+        """model.onnx (and with ``calibration`` its int8 graph, model.int8.onnx), then what each
+        backend deploys besides (TensorRT: its engine; AOTInductor: its package); returns the
+        artifact each backend runs: its own, else the (int8) ONNX model, else the torch module."""
         t = time.perf_counter()
         o, size = self.options, self.arch.input_size
         onnx_bytes = check_onnx(export_onnx(model, (o.batch, 3, size, size), "fp32", o.dynamic_batch), "model.onnx",
@@ -257,6 +291,10 @@ class Exporter:
         self.say(f"wrote {self.out / 'model.onnx'} ({len(onnx_bytes) / 1e6:.1f} MB, opset {OPSET}, checked)")
         onnx_model, module = OnnxModel(onnx_bytes, "model.onnx"), TorchModule(model, (3, size, size), self.arch.name)
         artifacts: dict[str, Artifact] = {}
+        quantized = None
+        if calibration is not None:
+            quantized = self._quantize(onnx_bytes, calibration)
+            artifacts[FP32_GRAPH] = onnx_model
         for name in {*o.backends, ONNX_CHECKER, INDEPENDENT_CHECKER}:
             backend, t = BACKENDS[name], time.perf_counter()
             deployed = backend.deploy(self.settings(name), module, self.out,
@@ -265,8 +303,23 @@ class Exporter:
                 artifacts[name], self.report.setdefault("deployed", {})[name] = deployed
                 self._step(f"build_{name}", t)
             else:
-                artifacts[name] = onnx_model if ".onnx" in backend.suffixes else module
+                graph = quantized if quantized is not None and self.settings(name).precision == "int8" else onnx_model
+                artifacts[name] = graph if ".onnx" in backend.suffixes else module
         return artifacts
+
+    def _quantize(self, onnx_bytes: bytes, calibration: np.ndarray) -> OnnxModel:
+        """model.int8.onnx: the fp32 graph quantised to QDQ on the calibration images, checked."""
+        from nas2deploy.backends.quantize import quantize_qdq
+
+        o, size, t = self.options, self.arch.input_size, time.perf_counter()
+        quantized = quantize_qdq(onnx_bytes, calibration, o.batch, o.calibrator)
+        data = check_onnx(quantized.data, "model.int8.onnx", input_shape=(3, size, size))
+        atomic_write_bytes(self.out / "model.int8.onnx", data)
+        self.report["quantization"] = {"file": "model.int8.onnx", "data": o.calibration_data, **quantized.describe()}
+        self._step("quantize", t)
+        self.say(f"wrote {self.out / 'model.int8.onnx'} ({len(data) / 1e6:.1f} MB, {o.calibrator} calibration on "
+                 f"{quantized.images} training images of {o.calibration_data}, {quantized.seconds:.1f} s)")
+        return OnnxModel(data, "model.int8.onnx")
 
     # -- run and compare -------------------------------------------------------------------------
     def _check_accuracy(self, model: nn.Module, x: np.ndarray, labels: np.ndarray | None, where: str) -> None:
@@ -279,17 +332,24 @@ class Exporter:
         checks = {ONNX_CHECKER: dataclasses.replace(self.settings(ONNX_CHECKER), device=o.device if ONNX_CHECKER in o.backends else "cpu"),
                   INDEPENDENT_CHECKER: self.settings(INDEPENDENT_CHECKER)}
         checks.update({b: self.settings(b) for b in o.backends if BACKENDS[b].independent_of_torch and b not in checks})
+        if FP32_GRAPH in self.artifacts:  # an int8 export: the fp32 graph is checked too
+            checks[FP32_GRAPH] = dataclasses.replace(self.settings(ONNX_CHECKER), precision="fp32", device="cpu")
         counts = {name: min(o.reference_samples, len(x)) if name == INDEPENDENT_CHECKER else len(x) for name in checks}
         for name, settings in checks.items():
             with open_runner(settings, self.artifacts[name]) as runner:
                 out = run_all({name: (runner, counts[name])}, x)[name]
             n = counts[name]
             self.comparisons.append(compare_outputs(reference[:n], out, settings.precision, REFERENCE, name,
-                                                    None if labels is None else labels[:n]))
+                                                    None if labels is None else labels[:n], o.max_drop))
         self.report["accuracy"] = {"inputs": where, "samples": len(x), "comparisons": [c.to_dict() for c in self.comparisons]}
         self._step("accuracy", t)
         for c in self.comparisons:
             self.say(c.line())
+            if not c.passed and c.threshold.startswith("int8"):
+                lost = c.accuracy_drop if c.accuracy_drop is not None else (1 - c.top1_agreement) * 100
+                self.warn(f"{c.candidate} (int8) loses {lost:.2f} points against the fp32 network, more than --max-drop "
+                          f"{o.max_drop:g}: calibrate on more or other images (--calibration-images, --calibrator), or "
+                          "deploy fp32")
 
     # -- measure ---------------------------------------------------------------------------------
     def _measure(self, table: LatencyTable | None) -> None:
@@ -297,11 +357,15 @@ class Exporter:
         o = self.options
         table_settings = self._table_settings(table)
         results: dict[str, Any] = {}
-        for backend in o.backends:
-            settings = self.settings(backend)
+        timed = [*o.backends, *([FP32_GRAPH] if FP32_GRAPH in self.artifacts else [])]
+        for backend in timed:
+            settings = self.settings(backend) if backend != FP32_GRAPH else \
+                dataclasses.replace(self.settings(ONNX_CHECKER), precision="fp32")
             timing = TimingSettings()
             drift = None
-            if table is not None and table_settings is not None and (table_settings.backend, table_settings.batch) == (backend, o.batch):
+            same = table_settings is not None and (table_settings.backend, table_settings.batch,
+                                                   table_settings.precision) == (backend, o.batch, settings.precision)
+            if table is not None and table_settings is not None and same:
                 settings = table_settings
                 timing = timing_from_table(table)
                 with DriftTracker(table, settings, timing) as tracker:
@@ -324,6 +388,11 @@ class Exporter:
             self.say(f"{backend}: median {stats.median_ms:.3f} ms (p90 {stats.p90_ms:.3f}, CoV {stats.cov:.1%})"
                      + (f"; predicted {entry['prediction']['calibrated_ms'] or entry['prediction']['raw_ms']:.3f} ms "
                         f"(x{entry['prediction']['measured_over_predicted']:.3f})" if "prediction" in entry else ""))
+        if FP32_GRAPH in results:
+            int8 = next(b for b in o.backends if self.settings(b).precision == "int8")
+            speedup = results[FP32_GRAPH]["timing"]["median_ms"] / results[int8]["timing"]["median_ms"]
+            self.report["quantization"]["speedup_over_fp32"] = round(speedup, 3)
+            self.say(f"int8 on {int8}: {speedup:.2f}x the speed of the fp32 graph")
         self.report["latency"] = results
         self._step("latency", t)
 
@@ -345,6 +414,8 @@ class Exporter:
         self.report["budget_ms"] = budget
         self.report["over_budget"] = []
         for backend, entry in self.report["latency"].items() if budget else ():
+            if backend == FP32_GRAPH:
+                continue  # timed for the speed-up, not deployed
             median = entry["timing"]["median_ms"]
             if median > budget:
                 line = f"{backend} measured {median:.3f} ms, {median / budget:.2f}x the {budget:g} ms budget"

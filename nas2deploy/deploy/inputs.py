@@ -50,3 +50,23 @@ def _image_files(path: Path, size: int, count: int) -> np.ndarray:
         raise UserError(f"--images {path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     # as a network trained on an ImageFolder sees an image in evaluation
     return np.stack([classification_eval(f, size) for f in files[:count]])
+
+
+def calibration_images(arch: Network, data: str | None, count: int, batch: int) -> np.ndarray:
+    """``count`` images of the training split of ``data`` to calibrate an int8 quantisation:
+    the data the network was trained on, never the test images its accuracy is checked on; too
+    few, or data of another size or kind, is refused before any work."""
+    from nas2deploy.backends.quantize import MIN_CALIBRATION_IMAGES
+
+    if data is None:
+        raise UserError("--precision int8 quantises on real images: give --calibration-data")
+    need = max(MIN_CALIBRATION_IMAGES, batch)
+    if count < need:
+        raise UserError(f"--calibration-images {count}: the activations' ranges need at least {need} images")
+    splits = open_dataset(data, arch.input_size, fit=arch)
+    splits.require_fit(arch)
+    available = len(cast(Sized, splits.train))
+    if available < count:
+        raise UserError(f"--calibration-data {data}: {available} training images, fewer than --calibration-images "
+                        f"{count}: give more data or fewer images")
+    return np.stack([np.asarray(splits.train[i][0], dtype=np.float32) for i in range(count)])

@@ -32,6 +32,23 @@ def _latency_plot(out: Path, report: dict[str, Any]) -> str | None:
                          "Latency: prediction, measurement and budget", budget, f"budget {budget} ms" if budget else "")
 
 
+def _difference(c: dict[str, Any]) -> str:
+    """The comparison's score difference on the ground truth: an int8 network's drop, else the
+    (segmentation) mIoU difference."""
+    if c.get("accuracy_drop") is not None:
+        return f"drop {c['accuracy_drop']:.2f} points"
+    return "-" if c.get("miou_difference") is None else format(c["miou_difference"], ".3f") + " points"
+
+
+def _quantization_lines(q: dict[str, Any] | None) -> list[str]:
+    if not q:
+        return []
+    speedup = f", {q['speedup_over_fp32']:.2f}x the speed of the fp32 graph" if q.get("speedup_over_fp32") else ""
+    return ["## INT8", "", f"`{q['file']}`: {q['format']}; weights {q['weights']}, activations {q['activations']}, "
+            f"{q['calibrator']} calibration on {q['calibration_images']} training images ({q['seconds']:.1f} s){speedup}.",
+            ""]
+
+
 def read_export_report(doc: Field) -> dict[str, Any]:
     """An export folder's report.json, each field ``report`` renders checked by its rule (the
     file is this tool's output, but a hand-edited one must fail in one line, not a traceback)."""
@@ -81,8 +98,17 @@ def read_export_report(doc: Field) -> dict[str, Any]:
             value = c[key].value
             if not (isinstance(value, float) and not math.isfinite(value)):  # inf and NaN are results here
                 c[key].number()
-        if c.get("miou_difference") is not None:
-            num(c["miou_difference"])
+        for key in ("miou_difference", "accuracy_drop"):
+            if c.get(key) is not None:
+                num(c[key])
+    quantization = doc.get("quantization")
+    if quantization is not None:
+        for key in ("file", "calibrator", "activations", "weights", "format"):
+            quantization[key].str(max_len=1000)
+        quantization["calibration_images"].int(1, 10**9)
+        quantization["seconds"].number(0, 1e9)
+        if quantization.get("speedup_over_fp32") is not None:
+            quantization["speedup_over_fp32"].number(0, 1e6, lo_open=True)
     for _, seconds in (doc["steps_s"].items() if doc.get("steps_s") else []):
         num(seconds)
     return doc.object()
@@ -112,18 +138,19 @@ def write_export_report(out: Path, report: dict[str, Any], arch: Network) -> Pat
         "",
         *[f"**Warning:** {line}  " for line in report.get("warnings", [])],
         *([""] if report.get("warnings") else []),
+        *_quantization_lines(report.get("quantization")),
         f"## Accuracy: {verdict}",
         "",
         f"Inputs: {acc.get('inputs', '?')}. Reference: PyTorch on the CPU in fp32.",
         "",
-        "| runtime | inputs | max abs | of output scale | max rel | mean abs | min cosine | top-1 / pixel agreement | mIoU difference | passes at tol. | threshold | result |",
+        "| runtime | inputs | max abs | of output scale | max rel | mean abs | min cosine | top-1 / pixel agreement | score difference | passes at tol. | threshold | result |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in acc.get("comparisons", []):
         lines.append(
             f"| {c['candidate']} | {c['samples']} | {c['max_abs']:.2e} | {c['max_abs_of_scale']:.1e} | {c['max_rel']:.2e} | "
             f"{c['mean_abs']:.2e} | {c['cosine']:.7f} | {c['top1_agreement']:.3%} | "
-            f"{'-' if c.get('miou_difference') is None else format(c['miou_difference'], '.3f') + ' points'} | {c['min_tolerance']:.1e} | "
+            f"{_difference(c)} | {c['min_tolerance']:.1e} | "
             f"{c['threshold']} | {'pass' if c['passed'] else 'FAIL'} |"
         )
     lines += ["", "## Latency", ""]

@@ -1,0 +1,151 @@
+"""INT8 exports: the fp32 graph quantised to QDQ on real calibration images (ONNX Runtime's own
+quantisation tools), run and timed by ONNX Runtime, and judged by the accuracy it loses."""
+
+import collections
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from nas2deploy.backends.onnx import export_onnx
+from nas2deploy.backends.quantize import CALIBRATORS, quantize_qdq
+from nas2deploy.cli import cli
+from nas2deploy.cli.deploy import CALIBRATORS as CLI_CALIBRATORS
+from nas2deploy.data import open_dataset
+from nas2deploy.deploy import export as export_module
+from nas2deploy.deploy.compare import compare_outputs
+from nas2deploy.errors import UserError
+from nas2deploy.nets import load_arch
+
+ARCH = {"format": "nas2deploy.arch", "version": 1, "input_size": 32, "num_classes": 10,
+        "stem": {"conv": 8, "out": 8, "stride": 1},
+        "blocks": [{"out": 16, "stride": 2, "head": "k3e3"}, {"out": 24, "stride": 2, "head": "k5e6"}], "tail": 64}
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("int8")
+    (tmp / "a.json").write_text(json.dumps(ARCH))
+    torch.manual_seed(0)
+    model = load_arch(str(tmp / "a.json")).build().eval()
+    data = open_dataset("synthetic:300", 32)
+    images = np.stack([np.asarray(data.train[i][0], dtype=np.float32) for i in range(64)])
+    tests = np.stack([np.asarray(data.test[i][0], dtype=np.float32) for i in range(32)])
+    return tmp, model, export_onnx(model, (1, 3, 32, 32)), images, tests
+
+
+def _run(model: bytes, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+@pytest.mark.parametrize("calibrator", CALIBRATORS)
+def test_a_graph_is_quantised_to_qdq_with_per_channel_weights_and_stays_close(graph, calibrator):
+    _, model, fp32, images, tests = graph
+    quantized = quantize_qdq(fp32, images, 1, calibrator)
+    proto = onnx.load_from_string(quantized.data)
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]  # weights dequantised too
+    weights = {i.name: i for i in proto.graph.initializer}
+    conv_weights = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+                    and onnx.numpy_helper.to_array(weights[n.input[0]]).ndim == 4]
+    assert conv_weights and all(onnx.numpy_helper.to_array(weights[n.input[0]]).dtype == np.int8 for n in conv_weights)
+    assert all(onnx.numpy_helper.to_array(weights[n.input[2]]).any() == 0 for n in conv_weights if len(n.input) > 2)
+    assert all(onnx.numpy_helper.to_array(weights[n.input[1]]).size > 1 for n in conv_weights)  # a scale per channel
+    reference, out = _run(fp32, tests), _run(quantized.data, tests)
+    cosine = np.sum(reference * out, 1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(out, axis=1)
+    assert cosine.min() > 0.95, cosine.min()
+    assert quantize_qdq(fp32, images, 1, calibrator).data == quantized.data  # the same images, the same model
+
+
+def test_too_few_calibration_images_are_refused(graph):
+    _, _, fp32, images, _ = graph
+    with pytest.raises(UserError, match="at least 32"):
+        quantize_qdq(fp32, images[:8], 1)
+
+
+def test_the_command_line_offers_the_calibrators_there_are():
+    assert CLI_CALIBRATORS == CALIBRATORS
+
+
+def test_an_int8_accuracy_check_judges_the_points_lost():
+    reference = np.eye(10)[np.arange(100) % 10] * 5.0
+    labels = np.arange(100) % 10
+    worse = reference.copy()
+    worse[:3] = np.roll(worse[:3], 1, axis=1)  # three of 100 now wrong: 3 points lost
+    lost = compare_outputs(reference, worse, "int8", labels=labels, max_drop=1.0)
+    assert not lost.passed and lost.accuracy_drop == pytest.approx(3.0) and "int8: accuracy drop <= 1 points" in lost.threshold
+    assert compare_outputs(reference, worse, "int8", labels=labels, max_drop=5.0).passed
+    unlabelled = compare_outputs(reference, worse, "int8", max_drop=1.0)  # then the disagreement is judged
+    assert not unlabelled.passed and unlabelled.accuracy_drop is None and "top-1 disagreement" in unlabelled.threshold
+
+
+def test_an_int8_export_writes_checks_and_times_the_quantised_graph(graph, tmp_path):
+    tmp = graph[0]
+    out = tmp_path / "e"
+    args = ["export", "--arch", str(tmp / "a.json"), "--data", "synthetic:300", "--samples", "40", "--precision", "int8",
+            "--calibration-data", "synthetic:300", "--calibration-images", "48", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    q = report["quantization"]
+    assert q["calibration_images"] == 48 and q["calibrator"] == "minmax" and q["speedup_over_fp32"] > 0
+    checks = {c["candidate"]: c for c in report["accuracy"]["comparisons"]}
+    assert checks["onnxruntime"]["threshold"].startswith("int8") and checks["onnxruntime"]["accuracy_drop"] is not None
+    assert checks["onnxruntime-fp32"]["threshold"].startswith("fp32") and checks["onnxruntime-fp32"]["passed"]
+    assert set(report["latency"]) == {"onnxruntime", "onnxruntime-fp32"}
+    assert "model.int8.onnx" in report["files"] and "## INT8" in (out / "report.md").read_text()
+    assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
+    bench = CliRunner().invoke(cli, ["bench", str(out / "model.int8.onnx"), "--precision", "int8", "--runs", "20"])
+    assert bench.exit_code == 0 and "latency: median" in bench.output, bench.output
+
+
+def test_a_network_that_loses_too_much_is_flagged_and_strict_fails(graph, tmp_path, monkeypatch):
+    real = export_module.compare_outputs
+
+    def demanding(*args, **kwargs):  # no network can lose less than -100 points: every int8 check fails
+        return real(*args[:6], max_drop=-100.0) if args[2] == "int8" else real(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "compare_outputs", demanding)
+    tmp = graph[0]
+    args = ["export", "--arch", str(tmp / "a.json"), "--data", "synthetic:300", "--samples", "20", "--precision", "int8",
+            "--calibration-data", "synthetic:300", "--calibration-images", "32"]
+    flagged = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "flagged")])
+    assert flagged.exit_code == 0 and "(int8) loses" in flagged.output and "more than --max-drop" in flagged.output
+    strict = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "strict"), "--strict"])
+    assert strict.exit_code == 1 and "--strict: the int8 network loses more than --max-drop" in strict.output
+    assert (tmp_path / "strict" / "report.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "give --calibration-data"),
+    (["--calibration-data", "synthetic:300", "--calibration-images", "8"], "at least 32 images"),
+    (["--calibration-data", "synthetic:20", "--calibration-images", "64"], "fewer than --calibration-images 64"),
+    (["--calibration-data", "seg-synthetic:40"], "seg-synthetic"),
+    (["--calibration-data", "synthetic:300", "--backend", "onnx-reference"], "--precision int8 runs on --backend"),
+    (["--calibration-data", "synthetic:300", "--backend", "tensorrt"], "int8"),
+])
+def test_a_bad_int8_request_is_refused_before_any_work(graph, tmp_path, extra, message):
+    tmp = graph[0]
+    out = tmp_path / "e"
+    result = CliRunner().invoke(cli, ["export", "--arch", str(tmp / "a.json"), "--data", "synthetic:300", "--precision",
+                                      "int8", *extra, "--out", str(out)])
+    assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output, result.output
+    assert not out.exists()
+
+
+def test_calibration_options_without_int8_are_refused(graph, tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--arch", str(graph[0] / "a.json"), "--calibration-data", "synthetic:300",
+                                      "--out", str(tmp_path / "e")])
+    assert result.exit_code == 1 and "give --precision int8" in result.output
+
+
+def test_int8_tables_are_not_profiled_and_nothing_is_left(tmp_path):
+    result = CliRunner().invoke(cli, ["profile", "--precision", "int8", "--input-size", "32", "--out", str(tmp_path / "t.json")])
+    assert result.exit_code == 1 and "int8 tables are not profiled" in result.output
+    assert list(tmp_path.iterdir()) == []
