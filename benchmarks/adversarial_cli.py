@@ -237,7 +237,8 @@ def malformed(ws: Workspace, row: Row) -> None:
         refused(f"arch {label}: arch info", here(["arch", "info", a]))
         refused(f"arch {label}: export", here(["export", "--arch", a, "--out", ws.root / "copies" / "e"]))
 
-    configs: dict[str, dict[str, Any]] = {"epochs -1": {"epochs": -1}, "w_lr NaN": {"w_lr": float("nan")}, "w_lr_min > w_lr": {"w_lr_min": 1.0},
+    configs: dict[str, dict[str, Any]] = {
+        "epochs -1": {"epochs": -1}, "w_lr NaN": {"w_lr": float("nan")}, "w_lr_min > w_lr": {"w_lr_min": 1.0},
                "batch 0": {"batch_size": 0}, "unknown field": {"colour": "red"}, "seed 'x'": {"seed": "x"}}
     for label, fields in configs.items():
         c = ws.root / "copies" / "c.json"
@@ -272,7 +273,8 @@ def malformed(ws: Workspace, row: Row) -> None:
                                                              "--out", run, "--resume"]))
         refused(f"checkpoint {label}: derive", here(["derive", run, "--out", ws.root / "copies" / "d.json", "--force"]))
 
-    reports: dict[str, Callable[[Any], Any]] = {"unit 12": set_in(["summary", "unit"], 12), "passed 'yes'": set_in(["passed"], "yes"),
+    reports: dict[str, Callable[[Any], Any]] = {
+        "unit 12": set_in(["summary", "unit"], 12), "passed 'yes'": set_in(["passed"], "yes"),
                "latency -1": lambda d: [e["timing"].__setitem__("median_ms", -1.0) for e in d["latency"].values()],
                "weights -3": set_in(["weights"], -3), "a check passed 'yes'": lambda d: [
                    c.__setitem__("passed", "yes") for c in d["accuracy"]["comparisons"]]}

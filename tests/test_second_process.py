@@ -38,7 +38,8 @@ def made(tmp_path_factory):
     for args in (["search", "--lut", table, *SEARCH, "--out", str(tmp / "run")],
                  ["derive", str(tmp / "run"), "--out", str(tmp / "derived.json")],
                  ["train", "--arch", str(tmp / "a.json"), "--data", "synthetic:64", "--epochs", "1", "--out", str(tmp / "w.pt")],
-                 ["export", "--arch", str(tmp / "a.json"), "--data", "synthetic:40", "--samples", "4", "--out", str(tmp / "export")]):
+                 ["export", "--arch", str(tmp / "a.json"), "--data", "synthetic:40", "--samples", "4", "--out",
+                  str(tmp / "export")]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output
     return tmp, table

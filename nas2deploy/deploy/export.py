@@ -162,8 +162,8 @@ def refuse_unused_options(o: ExportOptions) -> None:
         raise UserError("--images and --data both name the accuracy check's inputs: give one")
     int8 = [b for b in o.backends if "int8" in BACKENDS[b].precisions]
     if o.precision == "int8" and int8 != list(o.backends):
-        raise UserError(f"--precision int8 runs on --backend {' or '.join(n for n, b in BACKENDS.items() if 'int8' in b.precisions)}; "
-                        f"{chosen} would run the fp32 graph: export each apart")
+        runs_int8 = " or ".join(n for n, b in BACKENDS.items() if "int8" in b.precisions)
+        raise UserError(f"--precision int8 runs on --backend {runs_int8}; {chosen} would run the fp32 graph: export each apart")
     if o.precision == "int8" and not o.calibration_data:
         raise UserError("--precision int8 quantises on real images: give --calibration-data (the training data, e.g. "
                         "--calibration-data DIR/cifar10)")
