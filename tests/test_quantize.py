@@ -145,7 +145,34 @@ def test_calibration_options_without_int8_are_refused(graph, tmp_path):
     assert result.exit_code == 1 and "give --precision int8" in result.output
 
 
-def test_int8_tables_are_not_profiled_and_nothing_is_left(tmp_path):
-    result = CliRunner().invoke(cli, ["profile", "--precision", "int8", "--input-size", "32", "--out", str(tmp_path / "t.json")])
-    assert result.exit_code == 1 and "int8 tables are not profiled" in result.output
-    assert list(tmp_path.iterdir()) == []
+def test_an_int8_op_is_timed_as_it_runs_inside_a_network_and_a_network_whole(graph):
+    """An op quantised for a table takes and returns 8-bit tensors (no quantise of its input, no
+    dequantise of its output: inside a network neither happens); a network keeps both ends."""
+    import onnxruntime as ort
+
+    from nas2deploy.backends.quantize import for_timing
+
+    _, _, fp32, _, tests = graph
+    inside = onnx.load_from_string(for_timing(fp32, (3, 32, 32), 1, inside=True))
+    whole = onnx.load_from_string(for_timing(fp32, (3, 32, 32), 1, inside=False))
+    eight_bit = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
+    assert inside.graph.input[0].type.tensor_type.elem_type in eight_bit
+    assert inside.graph.output[0].type.tensor_type.elem_type in eight_bit
+    assert whole.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert len(inside.graph.node) == len(whole.graph.node) - 2
+    session = ort.InferenceSession(inside.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.uint8)})[0]
+    assert out.shape == (1, 10) and out.dtype in (np.uint8, np.int8)
+
+
+def test_an_int8_table_is_profiled_and_records_its_precision(tmp_path):
+    from nas2deploy.latency.table import LatencyTable
+
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(cli, ["profile", "--precision", "int8", "--input-size", "32", "--width-mult", "0.25",
+                                      "--num-classes", "10", "--max-stack-layers", "1", "--shard", "0/40", "--runs", "20",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = LatencyTable.load(out)
+    assert table.meta["measurement"]["precision"] == "int8" and len(table.entries) > 0
+    assert all(e.stats.median_ms > 0 for e in table.entries.values())

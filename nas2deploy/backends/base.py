@@ -81,11 +81,14 @@ class Runner(ABC):
 # -- artifacts ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TorchModule:
-    """A torch module and the (C, H, W) of its one input (the batch comes from the settings)."""
+    """A torch module and the (C, H, W) of its one input (the batch comes from the settings).
+    ``interior``: an op profiled as it runs inside a network, where a quantised (int8) op takes
+    and returns quantised tensors (``backends.quantize.interior``)."""
 
     module: nn.Module
     input_shape: tuple[int, ...]
     source: str = "model"
+    interior: bool = False
 
 
 @dataclass(frozen=True)

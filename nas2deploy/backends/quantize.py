@@ -37,6 +37,8 @@ CALIBRATORS = ("minmax", "percentile", "entropy")
 ACTIVATIONS = ("uint8", "int8")
 #: Fewer calibration images than this set ranges from too little of the data.
 MIN_CALIBRATION_IMAGES = 32
+#: Random inputs that calibrate a model quantised only to be timed (``for_timing``).
+TIMING_CALIBRATION = 8
 
 
 @dataclass(frozen=True)
@@ -69,17 +71,17 @@ class _Batches:
 
 
 def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: str = "minmax",
-                 activations: str = "uint8") -> Quantized:
+                 activations: str = "uint8", minimum: int = MIN_CALIBRATION_IMAGES) -> Quantized:
     """``model`` (fp32 ONNX bytes with a fixed batch ``batch``) quantised to QDQ, calibrated on
-    ``images`` (N x C x H x W, preprocessed as the network sees them)."""
+    ``images`` (N x C x H x W, preprocessed as the network sees them; at least ``minimum``)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if calibrator not in CALIBRATORS:
         raise UserError(f"--calibrator {calibrator}: choose one of {', '.join(CALIBRATORS)}")
-    if len(images) < max(MIN_CALIBRATION_IMAGES, batch):
-        raise UserError(f"{len(images)} calibration images: quantisation needs at least "
-                        f"{max(MIN_CALIBRATION_IMAGES, batch)} to set the activations' ranges")
+    if len(images) < max(minimum, batch):
+        raise UserError(f"{len(images)} calibration images: quantisation needs at least {max(minimum, batch)} to set "
+                        "the activations' ranges")
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[calibrator]
     symmetric = activations == "int8"
@@ -107,3 +109,44 @@ def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: s
         finally:
             quiet.close()
         return Quantized(quantized.read_bytes(), calibrator, activations, len(images), time.perf_counter() - start)
+
+
+def interior(model: bytes) -> bytes:
+    """A quantised op as it runs inside a quantised network: its input already quantised and its
+    output left quantised. The QDQ graph of a lone op quantises its fp32 input and dequantises
+    its output; inside a network neither happens (ONNX Runtime fuses DequantizeLinear, the op
+    and QuantizeLinear into one integer kernel between int8 tensors), so the input's
+    QuantizeLinear and the output's DequantizeLinear are removed and the graph takes and
+    returns the 8-bit tensors. A network's own quantise at its input and dequantise at its
+    output, the same for every network of a space, are left to the table's calibration offset."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    graph = proto.graph
+    nodes = list(graph.node)
+    first = next((n for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name), None)
+    last = next((n for n in nodes if n.op_type == "DequantizeLinear" and n.output[0] == graph.output[0].name), None)
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    if first is not None and len(first.input) > 2 and first.input[2] in zero_points:
+        dims = [d for d in graph.input[0].type.tensor_type.shape.dim]
+        new = onnx.helper.make_tensor_value_info(first.output[0], zero_points[first.input[2]], [d.dim_value for d in dims])
+        graph.node.remove(first)
+        graph.input.remove(graph.input[0])
+        graph.input.insert(0, new)
+    if last is not None and len(last.input) > 2 and last.input[2] in zero_points:
+        dims = [d for d in graph.output[0].type.tensor_type.shape.dim]
+        new = onnx.helper.make_tensor_value_info(last.input[0], zero_points[last.input[2]], [d.dim_value for d in dims])
+        graph.node.remove(last)
+        graph.output.remove(graph.output[0])
+        graph.output.insert(0, new)
+    return bytes(proto.SerializeToString())
+
+
+def for_timing(model: bytes, input_shape: tuple[int, ...], batch: int, inside: bool) -> bytes:
+    """``model`` quantised only to be timed (a latency table's op or network, ``derive
+    --measure``): calibrated on ``TIMING_CALIBRATION`` random inputs, since an 8-bit kernel's
+    time does not depend on the ranges it was given, only on the graph; ``inside``: as the op
+    runs inside a network (``interior``)."""
+    images = np.random.default_rng(0).standard_normal((max(TIMING_CALIBRATION, batch), *input_shape)).astype(np.float32)
+    quantized = quantize_qdq(model, images, batch, minimum=1).data
+    return interior(quantized) if inside else quantized

@@ -15,6 +15,7 @@ import numpy as np
 from nas2deploy.backends import BackendSettings, TorchModule, open_runner
 from nas2deploy.backends.timing import TimingSettings, measure
 from nas2deploy.errors import UserError
+from nas2deploy.latency.prefetch import module_of
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
 from nas2deploy.ops import OpSpec
@@ -47,7 +48,7 @@ class DriftTracker:
             raise UserError(f"latency table {table.name} has no reference-op measurement; profile it again")
         self.table, self.timing, self.window = table, timing, window
         spec = OpSpec.from_dict(table.reference["spec"])
-        self.runner = open_runner(settings, TorchModule(spec.build_standalone(), (spec.cin, spec.h, spec.w), "reference op"))
+        self.runner = open_runner(settings, module_of(spec))  # as it was profiled
         self.history: list[float] = []
 
     def update(self) -> float:

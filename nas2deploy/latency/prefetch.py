@@ -39,8 +39,9 @@ MIN_OPS = 100
 
 
 def module_of(spec: OpSpec) -> TorchModule:
-    """The op as profiling runs it: built alone, at its input shape, named by its key."""
-    return TorchModule(spec.build_standalone(), (spec.cin, spec.h, spec.w), spec.key)
+    """The op as profiling runs it: built alone, at its input shape, named by its key, as it runs
+    inside a network."""
+    return TorchModule(spec.build_standalone(), (spec.cin, spec.h, spec.w), spec.key, interior=True)
 
 
 def prepares(settings: BackendSettings) -> bool:

@@ -187,10 +187,6 @@ def profile_space(
     if not (count >= 1 and 0 <= index < count):
         raise UserError(f"--shard {index}/{count}: expected i/n with 0 <= i < n")
     settings.check_available()
-    if settings.precision == "int8":  # before the journal: nothing is left behind
-        raise UserError("--precision int8: an op is quantised from calibration images, which profiling a lone op "
-                        "lacks, so int8 tables are not profiled; export an int8 network (export --precision int8 "
-                        "--calibration-data D) and time it (bench)")
     start = time.perf_counter()
     specs = space.op_specs()[index::count]
     header = _settings_header(space, settings, timing, shard)
