@@ -176,3 +176,14 @@ def test_an_int8_table_is_profiled_and_records_its_precision(tmp_path):
     table = LatencyTable.load(out)
     assert table.meta["measurement"]["precision"] == "int8" and len(table.entries) > 0
     assert all(e.stats.median_ms > 0 for e in table.entries.values())
+
+
+def test_the_python_api_exports_int8_with_the_backends_defaults(graph, tmp_path):
+    """``Exporter`` called without the command line's filled-in backend options."""
+    from nas2deploy.deploy.export import Exporter, ExportOptions
+
+    tmp = graph[0]
+    options = ExportOptions(data="synthetic:300", samples=20, precision="int8", calibration_data="synthetic:300",
+                            calibration_images=32)
+    report = Exporter(load_arch(str(tmp / "a.json")), None, tmp_path / "e", options).run()
+    assert report["quantization"]["calibration_images"] == 32 and (tmp_path / "e" / "model.int8.onnx").exists()

@@ -177,7 +177,7 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def provider(settings: BackendSettings) -> str:
-        return str(settings.options["ort_provider"] or settings.device)
+        return str(settings.options.get("ort_provider") or settings.device)
 
     def recorded(self, settings: BackendSettings) -> dict[str, Any]:
         """The provider the session runs on (the device's where none was named)."""
