@@ -187,3 +187,18 @@ def test_the_python_api_exports_int8_with_the_backends_defaults(graph, tmp_path)
                             calibration_images=32)
     report = Exporter(load_arch(str(tmp / "a.json")), None, tmp_path / "e", options).run()
     assert report["quantization"]["calibration_images"] == 32 and (tmp_path / "e" / "model.int8.onnx").exists()
+
+
+def test_the_shipped_int8_table_covers_the_small_space_it_is_named_for():
+    from pathlib import Path
+
+    from nas2deploy.spaces import make_space
+    from nas2deploy.spaces.tables import require_covers
+    from nas2deploy.latency.table import LatencyTable
+
+    shipped = Path(__file__).resolve().parents[1] / "latency_tables"
+    int8 = LatencyTable.load(shipped / "densenas32_small_c10_ort_cpu_int8_b1.json")
+    fp32 = LatencyTable.load(shipped / "densenas32_small_c10_ort_cpu_fp32_b1.json")
+    assert int8.meta["measurement"]["precision"] == "int8" and int8.meta["space"] == fp32.meta["space"]
+    require_covers(int8, make_space("densenas", int8.meta["space"]["config"]))
+    assert int8.calibration is not None and int8.meta["measurement"]["backend"] == "onnxruntime"
