@@ -56,6 +56,12 @@ class Comparison:
     agreement: str = "top-1"  # or "pixel"
     #: points of top-1 (mIoU) the candidate loses against the reference on the ground truth (int8)
     accuracy_drop: float | None = None
+    precision: str = "fp32"  # the candidate's, which chose the threshold
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the candidate is judged by what it loses (int8), not by its error."""
+        return self.precision == "int8"
 
     @property
     def max_abs_of_scale(self) -> float:
@@ -132,7 +138,7 @@ def compare_outputs(
         passed = finite and lost <= max_drop
         return Comparison(reference_name, candidate_name, len(reference), max_abs, max_rel, mean_abs,
                           float(np.abs(ref).max()), cosine, top1, min_tolerance, threshold, passed, miou_diff,
-                          "pixel" if dense else "top-1", drop)
+                          "pixel" if dense else "top-1", drop, precision)
     if precision == "fp32":
         threshold = f"fp32: atol = rtol = {FP32_TOLERANCE:g}, {'pixel' if dense else 'top-1'} agreement >= {need:.1%}"
         passed = finite and min_tolerance <= FP32_TOLERANCE and top1 >= need
@@ -144,7 +150,7 @@ def compare_outputs(
         passed = passed and miou_diff <= MIOU_POINTS[precision]
     return Comparison(reference_name, candidate_name, len(reference), max_abs, max_rel, mean_abs,
                       float(np.abs(ref).max()), cosine, top1, min_tolerance, threshold, passed, miou_diff,
-                      "pixel" if dense else "top-1")
+                      "pixel" if dense else "top-1", precision=precision)
 
 
 def _miou(pred: np.ndarray, labels: np.ndarray, classes: int) -> float:

@@ -248,10 +248,10 @@ class Exporter:
         self.report["steps_s"]["export_and_check"] = round(time.perf_counter() - t_all, 3)
         self._measure(table)
         self._finish(table)
-        failed = [c for c in self.comparisons if not c.passed and not c.threshold.startswith("int8")]
+        failed = [c for c in self.comparisons if not c.passed and not c.lossy]
         if failed:
             raise CheckFailed(f"accuracy check failed ({failed[0].line()}); report: {self.out / 'report.md'}")
-        lossy = [c for c in self.comparisons if not c.passed and c.threshold.startswith("int8")]
+        lossy = [c for c in self.comparisons if not c.passed and c.lossy]
         if o.strict and lossy:
             raise CheckFailed(f"--strict: the int8 network loses more than --max-drop {o.max_drop:g} points "
                               f"({lossy[0].line()}); report: {self.out / 'report.md'}")
@@ -345,7 +345,7 @@ class Exporter:
         self._step("accuracy", t)
         for c in self.comparisons:
             self.say(c.line())
-            if not c.passed and c.threshold.startswith("int8"):
+            if not c.passed and c.lossy:
                 lost = c.accuracy_drop if c.accuracy_drop is not None else (1 - c.top1_agreement) * 100
                 self.warn(f"{c.candidate} (int8) loses {lost:.2f} points against the fp32 network, more than --max-drop "
                           f"{o.max_drop:g}: calibrate on more or other images (--calibration-images, --calibrator), or "
