@@ -141,6 +141,7 @@ def test_resume_on_another_device_is_mapped_and_said(tmp_path, table_path):
     said = []
     resumed = start_search(config(table_path), tmp_path / "r", resume=True, progress=said.append)
     assert resumed.epoch == 1 and any("was searched on cuda" in line and "mapped to cpu" in line for line in said)
+    resumed.folder.release()  # a run that is not run holds its folder until released (one writer)
     state["device"] = "tpu"
     torch.save(state, tmp_path / "r" / "checkpoint.pt")
     with pytest.raises(UserError, match="field device must be one of"):
