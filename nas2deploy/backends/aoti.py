@@ -41,6 +41,7 @@ from nas2deploy.backends.base import (
     Artifact,
     Backend,
     ModelFile,
+    OnnxModel,
     Runner,
     TorchModule,
     cpu_name,
@@ -220,7 +221,8 @@ class AOTIBackend(Backend):
         raise UserError(f"{artifact.source}: --backend aoti compiles PyTorch modules or runs .pt2 packages")
 
     def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
-               batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]]:
+               batch_range: tuple[int, int, int] | None = None,
+               quantized: OnnxModel | None = None) -> tuple[Artifact, dict[str, Any]]:
         """``model.pt2`` (and its platform, ``model.pt2.json``), compiled for the export's batch."""
         import torch
 

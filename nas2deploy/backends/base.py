@@ -239,11 +239,13 @@ class Backend(ABC):
         return artifact
 
     def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
-               batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]] | None:
+               batch_range: tuple[int, int, int] | None = None,
+               quantized: OnnxModel | None = None) -> tuple[Artifact, dict[str, Any]] | None:
         """What ``export`` writes into ``out`` for this backend besides ``model.onnx`` (TensorRT:
         an engine, for batches in ``batch_range`` when the batch is dynamic; AOTInductor: a
         package): the artifact its runner then opens and the report's entry for it (``file`` and
-        ``what`` at least); None when the backend runs the ONNX."""
+        ``what`` at least); None when the backend runs the ONNX. ``quantized``: at int8, the
+        graph calibrated on real images (``model.int8.onnx``) that the backend builds from."""
         return None
 
 

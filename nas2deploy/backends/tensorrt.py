@@ -136,6 +136,8 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if precision == "fp16" and hasattr(trt.BuilderFlag, "FP16"):  # TensorRT 10.x only
         config.set_flag(getattr(trt.BuilderFlag, "FP16"))
+    if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):  # 10.x: a QDQ graph's layers run int8 with the flag
+        config.set_flag(getattr(trt.BuilderFlag, "INT8"))
     if batch_range is not None:
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
@@ -276,6 +278,10 @@ _timing_caches: dict[str, SharedTimingCache] = {}
 class TensorRTBackend(Backend):
     name = "tensorrt"
     devices = ("cuda",)
+    #: int8 from a QDQ graph with symmetric int8 activations (explicit quantisation), which
+    #: ``export --precision int8`` quantises on real images; a lone op cannot be calibrated so,
+    #: and is not profiled at int8 here.
+    precisions = ("fp32", "fp16", "int8")
     suffixes = (".engine", ".onnx")
     uses_precision = True
     options = (
@@ -296,6 +302,9 @@ class TensorRTBackend(Backend):
         is strongly typed)."""
         from nas2deploy.backends.onnx import export_onnx
 
+        if settings.precision == "int8":
+            raise UserError("--backend tensorrt --precision int8 builds from a graph quantised on real images: export "
+                            "one (nas2deploy export --precision int8 --calibration-data D) and bench its model.engine")
         return OnnxModel(export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision),
                          artifact.source)
 
@@ -319,12 +328,18 @@ class TensorRTBackend(Backend):
         return TensorRTRunner(artifact.data, settings.batch, settings.options["cuda_graph"], source=artifact.source)
 
     def deploy(self, settings: BackendSettings, artifact: TorchModule, out: Path,
-               batch_range: tuple[int, int, int] | None = None) -> tuple[Artifact, dict[str, Any]]:
+               batch_range: tuple[int, int, int] | None = None,
+               quantized: OnnxModel | None = None) -> tuple[Artifact, dict[str, Any]]:
         """``model.engine`` (and its platform, ``model.engine.json``), built with a timing cache kept in
-        the export folder, from an ONNX graph of the engine's precision."""
+        the export folder, from an ONNX graph of the engine's precision (int8: ``quantized``)."""
         from nas2deploy.backends.onnx import export_onnx
 
-        graph = export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision, batch_range is not None)
+        if settings.precision == "int8":
+            assert quantized is not None, "export quantises the graph before an int8 engine is built"
+            graph = quantized.data
+        else:
+            graph = export_onnx(artifact.module, (settings.batch, *artifact.input_shape), settings.precision,
+                                batch_range is not None)
         engine = build_engine(graph, settings.precision, settings.options["workspace_mb"], SharedTimingCache(out / "timing.cache"),
                               batch_range, source="model.onnx")
         save_engine(out / "model.engine", engine)

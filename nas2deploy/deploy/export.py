@@ -164,6 +164,8 @@ def refuse_unused_options(o: ExportOptions) -> None:
     if o.precision == "int8" and int8 != list(o.backends):
         runs_int8 = " or ".join(n for n, b in BACKENDS.items() if "int8" in b.precisions)
         raise UserError(f"--precision int8 runs on --backend {runs_int8}; {chosen} would run the fp32 graph: export each apart")
+    if o.precision == "int8" and o.dynamic_batch:
+        raise UserError("--precision int8 quantises the graph at one batch: leave out --dynamic-batch")
     if o.precision == "int8" and not o.calibration_data:
         raise UserError("--precision int8 quantises on real images: give --calibration-data (the training data, e.g. "
                         "--calibration-data DIR/cifar10)")
@@ -298,7 +300,8 @@ class Exporter:
         for name in {*o.backends, ONNX_CHECKER, INDEPENDENT_CHECKER}:
             backend, t = BACKENDS[name], time.perf_counter()
             deployed = backend.deploy(self.settings(name), module, self.out,
-                                      (1, o.batch, max(o.batch, 32)) if o.dynamic_batch else None) if name in o.backends else None
+                                      (1, o.batch, max(o.batch, 32)) if o.dynamic_batch else None,
+                                      quantized) if name in o.backends else None
             if deployed is not None:
                 artifacts[name], self.report.setdefault("deployed", {})[name] = deployed
                 self._step(f"build_{name}", t)
@@ -312,7 +315,9 @@ class Exporter:
         from nas2deploy.backends.quantize import quantize_qdq
 
         o, size, t = self.options, self.arch.input_size, time.perf_counter()
-        quantized = quantize_qdq(onnx_bytes, calibration, o.batch, o.calibrator)
+        # TensorRT takes only symmetric int8 activations; ONNX Runtime's CPU kernels prefer uint8
+        activations = "int8" if "tensorrt" in o.backends else "uint8"
+        quantized = quantize_qdq(onnx_bytes, calibration, o.batch, o.calibrator, activations)
         data = check_onnx(quantized.data, "model.int8.onnx", input_shape=(3, size, size))
         atomic_write_bytes(self.out / "model.int8.onnx", data)
         self.report["quantization"] = {"file": "model.int8.onnx", "data": o.calibration_data, **quantized.describe()}
