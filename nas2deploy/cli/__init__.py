@@ -2,7 +2,8 @@
 
 Every user-caused problem arrives here as a ``UserError`` (or an OSError) and leaves as one
 line on stderr with exit status 1; usage errors (unknown option or choice) exit 2 with click's
-message listing the valid values.
+message listing the valid values. Ctrl-C leaves as one line saying what was kept and the
+command that continues (``cli.common.on_interrupt``), with exit status 130.
 
 The commands live in the modules of this package, one per family, and a module is imported only
 when one of its commands runs (or shows its help): the search spaces, torch and the runtimes
@@ -57,9 +58,17 @@ class _Group(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV] = list(args)  # the command as typed, for the line that says how to continue
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            hint = ctx.meta.get(INTERRUPTED)
+            click.echo(f"interrupted: {hint() if hint else 'nothing was kept'}", err=True)
+            raise click.exceptions.Exit(130) from None
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
         except BrokenPipeError:
@@ -71,6 +80,8 @@ class _Group(click.Group):
 
 #: Where the root's --quiet / --verbose leave the verbosity for every command (``click`` context meta).
 VERBOSITY = "nas2deploy.verbosity"
+#: Where the arguments as typed, and what a command says when Ctrl-C ends it, are kept (context meta).
+ARGV, INTERRUPTED = "nas2deploy.argv", "nas2deploy.interrupted"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,6 +4,7 @@ and how results, warnings and progress are printed (results on stdout, the rest 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from nas2deploy.backends import BACKENDS, ONNX_CHECKER, declared_options, known_devices, known_precisions
-from nas2deploy.cli import VERBOSITY
+from nas2deploy.cli import ARGV, INTERRUPTED, VERBOSITY
 from nas2deploy.errors import UserError
 from nas2deploy.spaces import DEFAULT_SPACE, SPACES, SpaceOption, all_options, space_overrides
 
@@ -35,6 +36,26 @@ POSITIVE = Finite(min=0, min_open=True, max=1e6)
 
 
 # -- output: the result on stdout, everything else on stderr -----------------------------------
+def on_interrupt(kept: Callable[[], str] | str, resume: Callable[[], str | None] | str | None = None,
+                 drop: tuple[str, ...] = ()) -> None:
+    """What Ctrl-C from here on says: what was ``kept``, and the command that continues: the one
+    typed with ``resume`` added and the flags in ``drop`` (``--force``) left out, the same command
+    when ``resume`` is "" (it resumes by itself), none when it is None. Callables are asked at the
+    moment Ctrl-C comes (a search has then finished some epochs, or none)."""
+    ctx = click.get_current_context()
+    argv = [a for a in ctx.meta.get(ARGV, []) if a not in drop]
+
+    def said() -> str:
+        flag = resume() if callable(resume) else resume
+        line = kept() if callable(kept) else kept
+        if flag is None:
+            return line
+        command = "nas2deploy " + " ".join(shlex.quote(a) for a in argv) + (f" {flag}" if flag and flag not in argv else "")
+        return f"{line}; continue with: {command}"
+
+    ctx.meta[INTERRUPTED] = said
+
+
 def verbosity() -> int:
     """0 with the root's --quiet, 2 with --verbose, else 1."""
     ctx = click.get_current_context(silent=True)
@@ -96,13 +117,17 @@ def progress_bar(label: str, every_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[int, int, str], None]]:
     """Progress of (done, total, item) callbacks on stderr: in a terminal a bar with ETA; in a
     log or CI, a plain line every ``every_s`` seconds and at the end (done/total, the item,
-    elapsed, ETA); with --verbose a line per item; nothing with --quiet."""
+    elapsed, an ETA that leaves out start-up: ``Heartbeat``); with --verbose a line per item;
+    nothing with --quiet."""
+    from nas2deploy.heartbeat import Heartbeat
+
     level = verbosity()
     bar: Any = None
-    start = shown = clock()
+    beat: Heartbeat | None = None
+    start = clock()
 
     def update(done: int, total: int, item: str) -> None:
-        nonlocal bar, shown
+        nonlocal bar, beat
         if level == 0:
             return
         if level == 1 and sys.stderr.isatty():
@@ -111,12 +136,9 @@ def progress_bar(label: str, every_s: float = 10.0,
                 bar.__enter__()
             bar.update(done - bar.pos)
             return
-        now = clock()
-        if level == 2 or now - shown >= every_s or done == total:
-            shown = now
-            elapsed = now - start
-            eta = elapsed / done * (total - done) if done else float("nan")
-            click.echo(f"{label}: {done}/{total} {item} ({elapsed:.0f} s elapsed, ETA {eta:.0f} s)", err=True)
+        if beat is None or beat.total != total:
+            beat = Heartbeat(lambda line: click.echo(line, err=True), label, total, every_s, clock, start)
+        beat.tick(done, item, always=level == 2)
 
     try:
         yield update

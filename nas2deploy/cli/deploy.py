@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from nas2deploy.cli.common import (POSITIVE, Finite, backend_params, declared_command, emit, force_option, json_option, log,
-                                   pop_backend_options, warn)
+                                   on_interrupt, pop_backend_options, warn)
 
 
 #: ``backends.quantize.CALIBRATORS``, written here so that the command's help imports no runtime
@@ -51,6 +51,7 @@ def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ..
                             backend_options=pop_backend_options(rest), force=force, strict=strict,
                             calibration_data=calibration_data, calibration_images=calibration_images,
                             calibrator=calibrator, max_drop=max_drop)
+    on_interrupt(f"export folder {out} may be incomplete", "--force")
     report = Exporter(load_arch(arch_ref), weights, out, options, log, warn).run()
     latency = {b: {"median_ms": e["timing"]["median_ms"], "cov": e["timing"]["cov"],
                    "measured_over_predicted": e.get("prediction", {}).get("measured_over_predicted")}

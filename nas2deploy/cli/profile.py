@@ -9,7 +9,7 @@ import click
 
 from nas2deploy.cli.common import (SpaceName, backend_params, chosen_space, declared_command, emit, force_option,
                                    foreign_space_option, json_option, parse_shard, pop_backend_options, pop_options,
-                                   progress_bar, space_params, warn_table)
+                                   on_interrupt, progress_bar, space_params, warn_table)
 from nas2deploy.spaces import DEFAULT_SPACE
 
 
@@ -38,6 +38,7 @@ def profile(space_name: str, runs: int | None, shard: str, out: str, force: bool
         settings = BackendSettings(backend, device, precision, batch, threads,
                                    {**options, "timing_cache": str(Path(out).with_suffix(".timing-cache"))})
     resuming = journal_path(check_name(out)).exists()
+    on_interrupt(f"the journal {journal_path(out)} keeps every op measured", "")
     with progress_bar(f"profiling {Path(out).name}") as progress:
         table, stats = profile_space(sp, settings, out, TimingSettings.for_device(settings.device, runs),
                                      parse_shard(shard), progress, force)

@@ -17,7 +17,7 @@ import click
 
 from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, chosen_space, compute_params, data_params,
                                    declared_command, emit, every_space_params, force_option, json_option, log,
-                                   pop_options, space_params, warn_table, with_params)
+                                   on_interrupt, pop_options, space_params, warn_table, with_params)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import check_name, claim_file, exclusive, lock_path, require_space
 from nas2deploy.search.budget import DEFAULT_FILL
@@ -182,6 +182,9 @@ def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, f
         raise UserError("--resume continues the search in --out, --force replaces it: give one")
     run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, log,
                        dist_backend, dist_timeout, force)
+    on_interrupt(lambda: f"run {out} keeps its checkpoint of epoch {run.epoch} of {run.config.epochs}" if run.epoch
+                 else f"run {out} finished no epoch, so it keeps nothing", lambda: "--resume" if run.epoch else "",
+                 drop=("--force",))
     try:
         warnings = warn_table(run.table, here=True) if run.rank == 0 else []
         run.run(keep_lock=True)  # the derived network and the evolution study are the run's too
@@ -233,6 +236,8 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
                          rerank=opts["rerank"], rerank_epochs=opts["rerank_epochs"], measure=opts["measure"],
                          seed=opts["seed"], force=force, options=options)
     warnings = warn_table(load_table(table), here=True)
+    on_interrupt(f"study folder {out} keeps its feature cache and its finished trials (a trial cut short is run again)",
+                 "", drop=("--force",))
     summary = start_study(config, space_name, space_config, log)
     summary["report"] = str(regenerate(out))
     best, label = summary.get("best"), summary["score_label"]
@@ -342,6 +347,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
         where = compute_device(device)  # a missing GPU is said before the data is opened
         arch = load_arch(arch_ref)
         require_space(out, weights_bytes(arch))  # the weights fit on the disk: said before the training
+        on_interrupt(f"nothing: train writes {out} when it ends", "")
         try:
             crop_size = parse_crop(crop)
         except ValueError as exc:

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
+from nas2deploy.heartbeat import Heartbeat
 from nas2deploy.data import Splits
 from nas2deploy.data.batches import RankBatches, batch_loader, decoded
 from nas2deploy.data.splits import split_indices
@@ -106,6 +107,7 @@ class SearchRun:
         self.config, self.folder, self.table, self.space_search = config, folder, table, space_search
         self.derive_options = derive_options or {}
         self.progress = progress or (lambda _: None)
+        self.clock: Callable[[], float] = time.monotonic  # the heartbeat's (tests inject one)
         self.device = torch.device(device)
         self.rank, self.world = _world()
         if config.batch_size % (self.world * config.accumulate):
@@ -201,9 +203,15 @@ class SearchRun:
         start, seen = time.perf_counter(), 0
         loss_sum = torch.zeros((), device=self.device)
         score = Score(self.task, self.classes, self.device)
-        for x, y in self._batches(split, salt):
+        what = "weights" if split == "train" else "architecture"
+        say = self.progress if self.rank == 0 else (lambda _: None)  # one voice for all ranks
+        beat = Heartbeat(say, f"epoch {self.epoch + 1}/{self.config.epochs} {what} batches", len(self.samplers[split]),
+                         clock=self.clock)
+        for i, (x, y) in enumerate(self._batches(split, salt), 1):
             loss_sum += step(x, y, score) * len(y)
             seen += len(y)
+            if i < beat.total:  # the epoch's own line says the end
+                beat.tick(i)
         loss = float(loss_sum) / max(seen, 1)  # the pass's one wait for the device
         wall = time.perf_counter() - start
         return {"loss": loss, "score": score.value, "images_per_s": seen * self.world / wall if wall else 0.0,
