@@ -7,6 +7,7 @@ runs is reduced, since tests check correctness, not speed.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -21,6 +22,11 @@ else:
     settings.register_profile("default", max_examples=25)
     settings.register_profile("thorough", max_examples=500)
     settings.load_profile("default")
+
+# Commands choose their threads by the cores free as they start (``nas2deploy.threads``); tests
+# fix them at this process's count, so that a run and its resumption (in this process or a
+# child) compute with the same threads whatever else the machine is doing.
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 SMALL = {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1}
 FAST = TimingSettings(warmup_runs=2, warmup_ms=0.0, min_runs=5, min_time_ms=0.0, retries=0)

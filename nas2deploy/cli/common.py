@@ -339,7 +339,22 @@ def compute_params() -> list[click.Parameter]:
                          help="Processes decoding the data."),
             click.Option(["--channels-last/--no-channels-last"], default=True, show_default=True,
                          help="Images and weights in channels-last memory order (oneDNN's faster kernels: about 1.5x "
-                         "faster steps on a CPU).")]
+                         "faster steps on a CPU)."),
+            click.Option(["--threads", "compute_threads"], type=click.IntRange(min=0, max=1024), default=0,
+                         show_default=True, help="CPU threads of the computation (0: the cores free as the command "
+                         "starts, measured; torchrun's local ranks share them).")]
+
+
+def start_threads(requested: int) -> int:
+    """Set the computation's CPU threads (``nas2deploy.threads``) and say how many."""
+    import os
+
+    from nas2deploy.threads import use_threads
+
+    threads = use_threads(requested, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    log(f"computing on {threads} CPU thread{'s' if threads > 1 else ''}"
+        + (" (the cores free as it started; --threads N to choose)" if requested == 0 else ""))
+    return threads
 
 
 def with_params(make: Callable[[], list[click.Parameter]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -17,7 +17,7 @@ import click
 
 from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, chosen_space, compute_params, data_params,
                                    declared_command, emit, every_space_params, force_option, json_option, log,
-                                   on_interrupt, pop_options, space_params, warn_table, with_params)
+                                   on_interrupt, pop_options, space_params, start_threads, warn_table, with_params)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import check_name, claim_file, exclusive, lock_path, require_space
 from nas2deploy.search.budget import DEFAULT_FILL
@@ -147,6 +147,7 @@ def search(ctx: click.Context, space_name: str, table: str, out: str, force: boo
 
     The first writes log.jsonl, checkpoint.pt and arch.json to --out; the second the study's
     journal, study.json, best.json and a report."""
+    start_threads(opts.pop("compute_threads", 0))
     if SPACES[space_name].searched_by == "trials":
         study(space_name, table, out, force, as_json, opts)
     else:
@@ -332,7 +333,8 @@ def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, 
 @force_option
 @json_option
 def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_warmup: float, seed: int, out: str,
-          force: bool, as_json: bool, device: str, amp: str, workers: int, channels_last: bool, data_classes: int, crop: str) -> None:
+          force: bool, as_json: bool, device: str, amp: str, workers: int, channels_last: bool, compute_threads: int,
+          data_classes: int, crop: str) -> None:
     """Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or
     mIoU for segmentation."""
     from nas2deploy.data import open_dataset
@@ -344,6 +346,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
 
     with exclusive(lock_path(check_name(out)), f"weights {out}"):  # one writer, from before the output is checked
         claim_file(out, force)  # before the training, not after it
+        start_threads(compute_threads)
         where = compute_device(device)  # a missing GPU is said before the data is opened
         arch = load_arch(arch_ref)
         require_space(out, weights_bytes(arch))  # the weights fit on the disk: said before the training

@@ -337,6 +337,7 @@ class SearchRun:
                 **{k: round(v, 4) for k, v in self.space_search.entropies().items()},
                 "derived": arch.to_dict(),
                 "weight_images_per_s": round(weight_pass["images_per_s"], 1),
+                "threads": torch.get_num_threads(),
                 "arch_images_per_s": None if arch_pass is None else round(arch_pass["images_per_s"], 1),
                 "data_wait_s": round(weight_pass["data_wait_s"] + (arch_pass or {}).get("data_wait_s", 0.0), 2),
                 "gpu_memory_mb": (round(torch.cuda.max_memory_allocated(self.device) / 2**20)
