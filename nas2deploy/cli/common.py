@@ -345,16 +345,16 @@ def compute_params() -> list[click.Parameter]:
                          "starts, measured; torchrun's local ranks share them).")]
 
 
-def start_threads(requested: int) -> int:
-    """Set the computation's CPU threads (``nas2deploy.threads``) and say how many."""
+def start_threads(requested: int) -> str:
+    """Set the computation's CPU threads (``nas2deploy.threads``); the line that says how many,
+    which a command logs once its checks have passed (a mistake stays one line)."""
     import os
 
     from nas2deploy.threads import use_threads
 
     threads = use_threads(requested, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    log(f"computing on {threads} CPU thread{'s' if threads > 1 else ''}"
-        + (" (the cores free as it started; --threads N to choose)" if requested == 0 else ""))
-    return threads
+    return (f"computing on {threads} CPU thread{'s' if threads > 1 else ''}"
+            + (" (the cores free as it started; --threads N to choose)" if requested == 0 else ""))
 
 
 def with_params(make: Callable[[], list[click.Parameter]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -26,7 +26,7 @@ def demo(out: str | None, export_dir: str | None, task: str, device: str, amp: s
 
     default_out, default_export = default_folders(task)
     out, export_dir = out or default_out, export_dir or default_export
-    start_threads(compute_threads)
+    log(start_threads(compute_threads))
     on_interrupt("the demo's folder keeps its table, its search's checkpoint and what it finished", "")
     found = run_demo(out, export_dir, log, task, device, amp, workers, channels_last)
     reports = {"report": str(Path(export_dir) / "report.md"), "search_report": str(Path(out) / "search" / "report.md")}

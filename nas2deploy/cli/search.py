@@ -147,15 +147,15 @@ def search(ctx: click.Context, space_name: str, table: str, out: str, force: boo
 
     The first writes log.jsonl, checkpoint.pt and arch.json to --out; the second the study's
     journal, study.json, best.json and a report."""
-    start_threads(opts.pop("compute_threads", 0))
+    threads = start_threads(opts.pop("compute_threads", 0))
     if SPACES[space_name].searched_by == "trials":
         study(space_name, table, out, force, as_json, opts)
     else:
-        supernet_search(ctx, space_name, table, out, force, as_json, opts)
+        supernet_search(ctx, space_name, table, out, force, as_json, opts, threads)
 
 
 def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, force: bool, as_json: bool,
-                    opts: dict[str, Any]) -> None:
+                    opts: dict[str, Any], threads: str = "") -> None:
     """``search`` for a space searched by its supernet: the gradient loop, resumable; with
     ``--strategy evolution`` the one-shot supernet's training, then its evolutionary search."""
     from nas2deploy.runs import start_search
@@ -183,6 +183,8 @@ def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, f
         raise UserError("--resume continues the search in --out, --force replaces it: give one")
     run = start_search(SearchConfig(table=table, space=space_name, **fields), out, resume, log,
                        dist_backend, dist_timeout, force)
+    if threads and run.rank == 0:
+        log(threads)
     on_interrupt(lambda: f"run {out} keeps its checkpoint of epoch {run.epoch} of {run.config.epochs}" if run.epoch
                  else f"run {out} finished no epoch, so it keeps nothing", lambda: "--resume" if run.epoch else "",
                  drop=("--force",))
@@ -346,7 +348,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
 
     with exclusive(lock_path(check_name(out)), f"weights {out}"):  # one writer, from before the output is checked
         claim_file(out, force)  # before the training, not after it
-        start_threads(compute_threads)
+        threads = start_threads(compute_threads)
         where = compute_device(device)  # a missing GPU is said before the data is opened
         arch = load_arch(arch_ref)
         require_space(out, weights_bytes(arch))  # the weights fit on the disk: said before the training
@@ -356,6 +358,7 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
         except ValueError as exc:
             raise UserError(f"--crop {crop}: {exc}") from None
         splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch)
+        log(threads)
         model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
                                 device=where, amp=amp, workers=workers, channels_last=channels_last,
                                 lr_warmup=lr_warmup)
