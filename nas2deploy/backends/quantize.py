@@ -127,18 +127,13 @@ def interior(model: bytes) -> bytes:
     first = next((n for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name), None)
     last = next((n for n in nodes if n.op_type == "DequantizeLinear" and n.output[0] == graph.output[0].name), None)
     zero_points = {i.name: i.data_type for i in graph.initializer}
-    if first is not None and len(first.input) > 2 and first.input[2] in zero_points:
-        dims = [d for d in graph.input[0].type.tensor_type.shape.dim]
-        new = onnx.helper.make_tensor_value_info(first.output[0], zero_points[first.input[2]], [d.dim_value for d in dims])
-        graph.node.remove(first)
-        graph.input.remove(graph.input[0])
-        graph.input.insert(0, new)
-    if last is not None and len(last.input) > 2 and last.input[2] in zero_points:
-        dims = [d for d in graph.output[0].type.tensor_type.shape.dim]
-        new = onnx.helper.make_tensor_value_info(last.input[0], zero_points[last.input[2]], [d.dim_value for d in dims])
-        graph.node.remove(last)
-        graph.output.remove(graph.output[0])
-        graph.output.insert(0, new)
+    for node, ends, side in ((first, graph.input, "output"), (last, graph.output, "input")):
+        if node is not None and len(node.input) > 2 and node.input[2] in zero_points:  # the 8-bit type: its zero point's
+            tensor = str(getattr(node, side)[0])  # the 8-bit tensor the graph now takes or gives
+            shape = [d.dim_value for d in ends[0].type.tensor_type.shape.dim]
+            graph.node.remove(node)
+            ends.remove(ends[0])
+            ends.insert(0, onnx.helper.make_tensor_value_info(tensor, zero_points[node.input[2]], shape))
     return bytes(proto.SerializeToString())
 
 
