@@ -1,6 +1,8 @@
 """The command line as a user meets it: real subcommands, one-line errors, exit codes."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -154,3 +156,11 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     child.stdout.close()
     stderr = child.stderr.read()
     assert child.wait(timeout=120) != 0 and "Broken pipe" not in stderr and "Traceback" not in stderr, stderr
+
+
+def test_a_failure_with_json_is_also_one_json_object_on_stdout(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "nas2deploy", "lut", "show", str(tmp_path / "absent.json"), "--json"],
+                            capture_output=True, text=True)
+    message = f"latency table {tmp_path / 'absent.json'}: no such file"
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [f"Error: {message}"]
+    assert json.loads(result.stdout) == {"error": message}

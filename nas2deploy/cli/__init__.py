@@ -2,7 +2,8 @@
 
 Every user-caused problem arrives here as a ``UserError`` (or an OSError) and leaves as one
 line on stderr with exit status 1; usage errors (unknown option or choice) exit 2 with click's
-message listing the valid values. Ctrl-C leaves as one line saying what was kept and the
+message listing the valid values. With ``--json``, a failure is also the one JSON object on stdout
+that a script reads (``{"error": ...}``). Ctrl-C leaves as one line saying what was kept and the
 command that continues (``cli.common.on_interrupt``), with exit status 130.
 
 The commands live in the modules of this package, one per family, and a module is imported only
@@ -70,12 +71,22 @@ class _Group(click.Group):
             click.echo(f"interrupted: {hint() if hint else 'nothing was kept'}", err=True)
             raise click.exceptions.Exit(130) from None
         except UserError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _failed(ctx, str(exc)) from None
         except BrokenPipeError:
             raise  # the reader went away (`| head`): click ends quietly, as a Unix tool does
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+            raise _failed(ctx, f"{where}{exc.strerror or exc}") from None
+
+
+def _failed(ctx: click.Context, message: str) -> click.ClickException:
+    """The one-line failure; with --json, also the result a script reads on stdout:
+    ``{"error": message}``."""
+    if "--json" in ctx.meta.get(ARGV, []):
+        import json
+
+        click.echo(json.dumps({"error": message}))
+    return click.ClickException(message)
 
 
 #: Where the root's --quiet / --verbose leave the verbosity for every command (``click`` context meta).
