@@ -296,3 +296,26 @@ def test_a_package_loader_that_crashes_is_one_line(aoti_export, tmp_path, monkey
     result = CliRunner().invoke(cli, ["bench", str(out / "model.pt2"), "--backend", "aoti", "--runs", "5"])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
     assert "crashed (SIGSEGV) loading AOTInductor package" in result.output and "another --backend" in result.output
+
+
+def test_an_export_says_what_is_wrong_with_its_table(tmp_path):
+    """A table that drifted while it was profiled is warned about where its prediction is used:
+    in the export's output and its report."""
+    import random
+    from pathlib import Path
+
+    from nas2deploy.nets import save_arch
+    from nas2deploy.spaces import make_space
+
+    shipped = Path(__file__).resolve().parents[1] / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json"
+    doc = json.loads(shipped.read_text())
+    doc["meta"]["profile"]["drift"] = [[10, 1.0], [200, 1.28]]
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps(doc))
+    arch = tmp_path / "a.json"
+    save_arch(make_space("densenas", doc["meta"]["space"]["config"]).sample_arch(random.Random(0)), arch)
+    result = CliRunner().invoke(cli, ["export", "--arch", str(arch), "--lut", str(table), "--data", "synthetic:40",
+                                      "--samples", "4", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert "drifted by +28%" in result.output
+    assert any("drifted by +28%" in line for line in json.loads((tmp_path / "e" / "report.json").read_text())["warnings"])

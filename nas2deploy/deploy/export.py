@@ -69,6 +69,7 @@ from nas2deploy.fileio import (
 )
 from nas2deploy.latency.measure import DriftTracker, settings_from_table, timing_from_table
 from nas2deploy.latency.network_summary import arch_summary
+from nas2deploy.latency.summary import table_warnings
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network, save_arch
 from nas2deploy.train import load_weights, save_weights
@@ -236,6 +237,8 @@ class Exporter:
         table = _load_table(o, self.arch, self.say)
         if table is not None:
             table.predict(self.arch)  # names any op the table lacks before the long steps
+            for line in table_warnings(table):  # a drifted or noisy table: its prediction is said with a caveat
+                self.warn(line)
         # bad data or weights fail before any file is written
         inputs = accuracy_inputs(self.arch, o.data, o.images, o.samples)
         calibration = calibration_images(self.arch, o.calibration_data, o.calibration_images, o.batch) \
