@@ -32,6 +32,7 @@ from nas2deploy.runs import prepare, start_search
 from nas2deploy.search.config import SearchConfig, provenance
 from nas2deploy.search.distributed import compute_device
 from nas2deploy.search.run_folder import RunFolder
+from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.closed_loop import derive_measured
 from nas2deploy.spaces import SPACES, SpaceEntry, make_space
 from nas2deploy.spaces.tables import load_table, table_space
@@ -146,4 +147,8 @@ def run_demo(out: str | Path, export_dir: str | Path, say: Callable[[str], None]
     predicted = latency["prediction"]["calibrated_ms"] or latency["prediction"]["raw_ms"]
     say(f"{metric} {score:.3f}; measured {measured:.3f} ms with {backend} vs predicted {predicted:.3f} ms "
         f"({measured / predicted - 1:+.1%}) and budget {budget} ms ({measured / budget:.2f}x)")
+    if not DEFAULT_FILL * budget <= measured <= budget:
+        say(f"warning: the export measured {measured / budget:.2f}x the budget, outside the [{DEFAULT_FILL:g}, 1] x budget "
+            f"the derivation aimed for (the closed loop measured it at {verified.measured_ms:.3f} ms): this machine's "
+            "speed changed between the two measurements; run the demo again on a quiet machine")
     return {"budget_ms": budget, "predicted_ms": predicted, "measured_ms": measured, "score": score}
