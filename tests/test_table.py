@@ -204,3 +204,14 @@ def test_hand_edited_validation_records_and_calibration_are_caught(tmp_path):
     result = CliRunner().invoke(cli, ["lut", "show", str(Path(__file__).parents[1] / "latency_tables" /
                                                        "densenas32_small_c10_ort_cpu_fp32_b1.json")])
     assert result.exit_code == 0 and "does not describe its own networks" not in result.output
+
+
+def test_lut_show_says_what_its_cov_is_and_how_well_the_medians_are_known():
+    from click.testing import CliRunner
+
+    from nas2deploy.cli import cli
+
+    shipped = Path(__file__).parents[1] / "latency_tables" / "densenas32_small_c10_ort_cpu_int8_b1.json"
+    result = CliRunner().invoke(cli, ["lut", "show", str(shipped)])
+    entries = next(line for line in result.output.splitlines() if line.strip().startswith("entries"))
+    assert "the spread of an op's timed runs; its median is known to +-" in entries and "95% interval" in entries

@@ -44,6 +44,8 @@ def summarize(table: LatencyTable) -> dict[str, Any]:
         "entries": len(entries),
         "by_type": {t: {"count": len(v), "median_ms": statistics.median(v), "total_ms": sum(v)} for t, v in sorted(by_type.items())},
         "median_cov": statistics.median(covs) if covs else None,
+        "median_ci": statistics.median(cis) if (cis := [e.stats.ci_rel for e in entries if e.stats.ci_rel is not None])
+        else None,
         "reference_ms": table.reference_ms,
         "calibration": table.calibration.to_dict() if table.calibration else None,
         "validation": {k: v for k, v in (table.validation or {}).items() if k != "records"} or None,
@@ -56,7 +58,9 @@ def summarize(table: LatencyTable) -> dict[str, Any]:
         f"{m.get('device_name')}, {m.get('precision')}, batch {m.get('batch')}, {m.get('threads')} thread(s), {summary['created']}",
         f"  space      {(summary['space'] or {}).get('name')} {(summary['space'] or {}).get('config')}"
         + (f", shard {summary['shard']}" if summary["shard"] else ""),
-        f"  entries    {len(entries)}, median CoV {summary['median_cov']:.1%}" if covs else "  entries    0",
+        f"  entries    {len(entries)}, median CoV {summary['median_cov']:.1%} (the spread of an op's timed runs; "
+        + (f"its median is known to +-{summary['median_ci']:.2%}, 95% interval)" if summary["median_ci"] is not None
+           else "the median of many runs is steadier)") if covs else "  entries    0",
     ]
     for t, s in summary["by_type"].items():
         lines.append(f"    {t:<11}{s['count']:>5} ops, median {s['median_ms']:.4f} ms, sum {s['total_ms']:.2f} ms")
