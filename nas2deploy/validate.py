@@ -124,6 +124,13 @@ class Field:
             raise self.error("must be true or false")
         return self.value
 
+    def hexdigest(self, digits: builtins.int, what: builtins.str = "digest") -> builtins.str:
+        """A digest written as ``digits`` lowercase hexadecimal digits (a SHA-256, a chunk's BLAKE2b)."""
+        value = self.str(max_len=digits)
+        if len(value) != digits or value.strip("0123456789abcdef"):
+            raise self.error(f"must be a {what} of {digits} hexadecimal digits")
+        return value
+
     def str(self, choices: Sequence[builtins.str] | None = None, max_len: builtins.int = MAX_NAME) -> builtins.str:
         v = self.value
         if not isinstance(v, str):

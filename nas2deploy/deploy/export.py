@@ -128,9 +128,7 @@ def recorded_sha256(path: Path) -> tuple[str, Path] | None:
     entry = files.get(path.name) if files is not None else None
     if entry is None:
         return None
-    digest = entry.str(max_len=64)
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise entry.error("must be a SHA-256 digest (64 hex digits)")
+    digest = entry.hexdigest(64, "SHA-256 digest")
     return digest, report
 
 
@@ -213,7 +211,10 @@ class Exporter:
 
     def settings(self, backend: str) -> BackendSettings:
         """Where and how ``backend`` runs the export: the options' device and batch, and their
-        precision when the backend builds at a precision (TensorRT), else fp32."""
+        precision when the backend builds at a precision (TensorRT), else fp32; ``FP32_GRAPH``: the
+        fp32 graph on ONNX Runtime's CPU provider, beside an int8 export."""
+        if backend == FP32_GRAPH:
+            return dataclasses.replace(self.settings(ONNX_CHECKER), precision="fp32", device="cpu")
         o, impl = self.options, BACKENDS[backend]
         own = {opt.name for opt in impl.options}
         built = impl.uses_precision or (o.precision == "int8" and "int8" in impl.precisions)
@@ -341,7 +342,7 @@ class Exporter:
                   INDEPENDENT_CHECKER: self.settings(INDEPENDENT_CHECKER)}
         checks.update({b: self.settings(b) for b in o.backends if BACKENDS[b].independent_of_torch and b not in checks})
         if FP32_GRAPH in self.artifacts:  # an int8 export: the fp32 graph is checked too
-            checks[FP32_GRAPH] = dataclasses.replace(self.settings(ONNX_CHECKER), precision="fp32", device="cpu")
+            checks[FP32_GRAPH] = self.settings(FP32_GRAPH)
         counts = {name: min(o.reference_samples, len(x)) if name == INDEPENDENT_CHECKER else len(x) for name in checks}
         for name, settings in checks.items():
             with open_runner(settings, self.artifacts[name]) as runner:
@@ -367,8 +368,7 @@ class Exporter:
         results: dict[str, Any] = {}
         timed = [*o.backends, *([FP32_GRAPH] if FP32_GRAPH in self.artifacts else [])]
         for backend in timed:
-            settings = self.settings(backend) if backend != FP32_GRAPH else \
-                dataclasses.replace(self.settings(ONNX_CHECKER), precision="fp32")
+            settings = self.settings(backend)
             timing = TimingSettings()
             drift = None
             same = table_settings is not None and (table_settings.backend, table_settings.batch,

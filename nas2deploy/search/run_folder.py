@@ -55,15 +55,6 @@ class RunFolder:
             held, self._held = self._held, None
             held.close()
 
-    @contextlib.contextmanager
-    def holding(self) -> Any:
-        """``hold`` for a block, released after it whether it ends or fails."""
-        self.hold()
-        try:
-            yield
-        finally:
-            self.release()
-
     def claim(self, resume: bool, force: bool) -> None:
         """Before any work: a resumed run needs its checkpoint; a new one needs a writable folder
         that is empty, or holds only a run's files, and no search unless ``force`` (start over)."""

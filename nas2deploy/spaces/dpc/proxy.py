@@ -140,15 +140,8 @@ def read_cache_doc(path: Path) -> dict[str, Any]:
         splits[split] = {"count": count, "done": done,
                          "features": [c.int(1, MAX_CHANNELS), h.int(1, MAX_SIDE), w.int(1, MAX_SIDE)],
                          "labels": [height.int(1, MAX_SIDE), width.int(1, MAX_SIDE)],
-                         "chunks": [_digest(d) for d in chunks]}
+                         "chunks": [d.hexdigest(32, "chunk digest") for d in chunks]}
     return {**doc.object(), "splits": splits, "classes": doc["classes"].int(1, MAX_CLASSES), "key": doc["key"].object()}
-
-
-def _digest(field: Field) -> str:
-    value = field.str(max_len=32)
-    if len(value) != 32 or value.strip("0123456789abcdef"):
-        raise field.error("must be a chunk digest of 32 hexadecimal digits")
-    return value
 
 
 def build_cache(net: DPCNet, weights: str | Path, data: Splits, data_spec: str, folder: str | Path,
@@ -209,6 +202,8 @@ def load_backbone(backbone: nn.Sequential, net: DPCNet, weights: str | Path) -> 
 def _fill(split: str, dataset: Dataset, doc: dict[str, Any], folder: Path, backbone: nn.Module, batch_size: int,
           progress: Callable[[str], None] | None) -> None:
     meta = doc["splits"][split]
+    if meta["done"] == meta["count"]:
+        return  # complete: ``FeatureCache.open`` checks it, once
     feats, labels = _arrays(folder, split, meta, "r+")
     _check_chunks(folder, split, meta, feats, labels)  # what a resumed build keeps is what it wrote
     classes = doc["classes"]
