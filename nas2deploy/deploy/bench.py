@@ -38,4 +38,4 @@ def bench_model(model: str, settings: BackendSettings, timing: TimingSettings, b
                             f"with --dynamic-batch (or at --batch {settings.batch}); leave --batch out to time batch {batch}")
         stats = measure(runner, timing).stats
     return {"model": model, "settings": settings.describe(), "batch": batch, "timing": stats.to_dict(),
-            "throughput_per_s": batch * 1000 / stats.median_ms}
+            "throughput_per_s": stats.throughput_per_s(batch)}

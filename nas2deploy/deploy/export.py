@@ -381,7 +381,7 @@ class Exporter:
             with open_runner(settings, self.artifacts[backend]) as runner:
                 stats = measure(runner, timing).stats
             entry: dict[str, Any] = {"settings": settings.describe(), "timing": stats.to_dict(),
-                                     "throughput_per_s": o.batch * 1000 / stats.median_ms}
+                                     "throughput_per_s": stats.throughput_per_s(o.batch)}
             if drift is not None and table is not None:
                 pred = table.predict(self.arch, drift)
                 entry["prediction"] = {"table": table.name, "drift": drift, "raw_ms": pred.raw_ms,
