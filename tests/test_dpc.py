@@ -228,3 +228,35 @@ def test_data_of_another_shape_is_refused_before_training(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--arch", str(tmp_path / "wide.json"), "--data", "seg-synthetic:8",
                                       "--epochs", "1", "--out", str(tmp_path / "w.pt")])
     assert result.exit_code == 1 and "arch wide expects 128x256 inputs and 6 classes" in result.output
+
+
+def test_a_shipped_chain_trains_on_other_data_as_the_backbone_a_dpc_network_starts_from(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from nas2deploy.cli.search import start_from
+    from nas2deploy.nets import save_arch
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--arch", "mobilenetv2", "--data", "synthetic:16", "--out", str(tmp_path / "x.pt")])
+    assert result.exit_code == 1 and "arch mobilenetv2 expects 224px inputs and 1000 classes, data synthetic:16 has 224px " \
+        "images and 10 classes; give other data, or train its layers for this data: --input-size 224 --num-classes 10" \
+        in result.output, result.output
+    result = runner.invoke(cli, ["train", "--arch", "mobilenetv2", "--input-size", "32", "--num-classes", "10", "--data",
+                                 "synthetic:16", "--epochs", "1", "--out", str(tmp_path / "mnv2.pt")])
+    assert result.exit_code == 0, result.output
+    dpc = dataclasses.replace(load_arch("dpc-mnv2").at_input(128, 128), num_classes=6, name="dpc-small")
+    save_arch(dpc, tmp_path / "dpc.json")
+    chain = torch.load(tmp_path / "mnv2.pt", weights_only=True)
+    backbone = start_from(dpc, str(tmp_path / "mnv2.pt")).backbone.state_dict()
+    shared = [k for k in backbone if k in chain]
+    assert len(shared) > 100 and all(torch.equal(backbone[k], chain[k]) for k in shared)  # every backbone layer, loaded
+    result = runner.invoke(cli, ["train", "--arch", str(tmp_path / "dpc.json"), "--backbone-weights", str(tmp_path / "mnv2.pt"),
+                                 "--data", "seg-synthetic:8", "--epochs", "1", "--out", str(tmp_path / "dpc.pt")])
+    assert result.exit_code == 0 and "mIoU" in result.output, result.output
+    result = runner.invoke(cli, ["train", "--arch", "densenas-a", "--backbone-weights", str(tmp_path / "mnv2.pt"),
+                                 "--out", str(tmp_path / "y.pt")])
+    assert result.exit_code == 1 and "only a DPC network has a backbone to start from" in result.output, result.output
+    result = runner.invoke(cli, ["train", "--arch", "mobilenetv2", "--input-size", "32x", "--out", str(tmp_path / "y.pt")])
+    assert result.exit_code == 2 and "expected a size such as 224 or 1025x2049, got '32x'" in result.output, result.output

@@ -44,26 +44,45 @@ def test_the_cache_holds_the_backbones_features_and_the_masks(setup):
     assert build_cache(net, tmp / "w.pt", data, DATA, tmp / "cache").features["train"].shape[0] == 12  # reopened
 
 
+class Counting(torch.utils.data.Dataset):
+    """A dataset that counts the samples read from it."""
+
+    def __init__(self, dataset):
+        self.dataset, self.count = dataset, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        self.count += 1
+        return self.dataset[i]
+
+
 def test_a_killed_build_resumes_where_it_stopped(setup, tmp_path, monkeypatch):
     _, net, data = setup
     weights = setup[0] / "w.pt"
     monkeypatch.setattr(proxy, "CHUNK", 4)
-    said = []
+    digest, chunks = proxy.chunk_digest, []
 
-    def killed(message):
-        said.append(message)
-        if len(said) == 2:
+    def counted(*args):
+        chunks.append(1)
+        if len(chunks) == 3 and killing:
             raise KeyboardInterrupt  # the process dies after its second chunk is on disk
+        return digest(*args)
 
+    monkeypatch.setattr(proxy, "chunk_digest", counted)
+    killing = True
     with pytest.raises(KeyboardInterrupt):
-        build_cache(net, weights, data, DATA, tmp_path / "c", progress=killed)
+        build_cache(net, weights, data, DATA, tmp_path / "c")
     assert json.loads((tmp_path / "c" / "cache.json").read_text())["splits"]["train"]["done"] == 8
     with pytest.raises(UserError, match="split train holds 8 of 12 samples; build it again"):
         FeatureCache.open(tmp_path / "c")
-    said.clear()
-    resumed = build_cache(net, weights, data, DATA, tmp_path / "c", progress=said.append)
-    assert said[0] == "features of train: 12/12"  # only the missing chunk was computed
+    killing, said = False, []
+    reads = Counting(data.train)
+    resumed = build_cache(net, weights, dataclasses.replace(data, train=reads), DATA, tmp_path / "c", progress=said.append)
+    assert reads.count == 4  # only the missing chunk was computed
     fresh = build_cache(net, weights, data, DATA, tmp_path / "fresh")
+    assert said[0].startswith("features of train: 12/12 (")  # the heartbeat: items, elapsed, ETA
     assert np.array_equal(resumed.features["train"], fresh.features["train"])
     assert np.array_equal(resumed.labels["val"], fresh.labels["val"])
 

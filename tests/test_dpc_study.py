@@ -107,6 +107,16 @@ def test_search_space_dpc_runs_and_continues_a_study_from_the_command_line(setup
         in result.output, result.output
     result = CliRunner().invoke(cli, [*command, "--budget-ms", "1e-6"])
     assert result.exit_code == 1 and "the fastest network of the dpc space is predicted at" in result.output, result.output
+    other = make_space("dpc", {**space.config_dict(), "num_classes": 19})  # a table profiled for other data
+    from nas2deploy.testing import random_table
+
+    random_table(other, 0).save(tmp_path / "t19.json")
+    result = CliRunner().invoke(cli, ["search", "--space", "dpc", "--lut", str(tmp_path / "t19.json"), "--weights",
+                                      str(tmp_path / "chain.pt"), "--data", "seg-synthetic:8", "--budget-ms", str(budget * 100),
+                                      "--out", str(tmp_path / "z")])
+    assert result.exit_code == 1 and f"arch dpc (table {tmp_path / 't19.json'}) expects 128px inputs and 19 classes, data seg-synthetic:8 " \
+        "has 128px images and 6 classes; profile a table for this data: nas2deploy profile --space dpc --input-size 128 " \
+        "--input-width 128 --num-classes 6" in result.output, result.output
     result = CliRunner().invoke(cli, ["search", "--space", "dpc", "--lut", str(tmp / "t.json"), "--budget-ms", str(budget),
                                       "--out", str(tmp_path / "y")])
     assert result.exit_code == 1 and "the dpc search needs --weights" in result.output, result.output
@@ -118,13 +128,93 @@ def test_search_space_dpc_runs_and_continues_a_study_from_the_command_line(setup
     assert result.exit_code == 2 and "--proxy-epochs is an option of the search of the dpc space" in result.output
 
 
-def test_no_cell_measuring_within_the_budget_is_said_with_the_fastest_measurement(setup):
-    from nas2deploy.search.blackbox.selection import Candidate, measured_pick
+def test_a_window_no_random_cell_reaches_is_refused_before_any_work(setup, tmp_path):
+    from nas2deploy.runs import start_study
+    from nas2deploy.search.blackbox.study import StudyConfig, require_reachable_window
 
     tmp, space, table, cache, budget = setup
-    nets = [space.sample_arch(random.Random(i)) for i in range(2)]
-    with pytest.raises(UserError, match=r"none of the 2 trained networks measures within --budget-ms 1 .*\(the fastest 2 ms\)"):
-        measured_pick([Candidate(i, n, 0.5, 0.9) for i, n in enumerate(nets)], 1.0, lambda net: 2.0 + nets.index(net))
+    fastest, slowest = space.latency_range(table)
+    with pytest.raises(UserError, match=r"--budget-ms .* --fill 0.9: none of 1000 random networks of the dpc space is "
+                                        r"predicted within .*: lower --fill below"):
+        require_reachable_window(space, table, slowest * 10, 0.9)
+    config = StudyConfig(table=str(tmp / "t.json"), data="seg-synthetic:8", budget_ms=fastest * 1.000001,
+                         out=str(tmp_path / "run"), trials=3, options={"weights": str(tmp / "w.pt"), "proxy_epochs": 1})
+    with pytest.raises(UserError, match=r"none of 1000 random networks .* so every trial would be pruned untrained: give "
+                                        r"--budget-ms [0-9.]+ or more \(a tenth of them fit\)"):
+        start_study(config, "dpc")
+    assert not (tmp_path / "run").exists()  # refused before the lock, the folder and the feature cache
+    require_reachable_window(space, table, budget, 0.0)  # the median cell's budget: reached
+
+
+def test_equal_scores_go_to_the_fastest_network_and_are_warned_about(setup):
+    from optuna.distributions import CategoricalDistribution
+
+    from nas2deploy.search.blackbox.selection import Candidate
+    from nas2deploy.search.blackbox.study import ranked_candidates, separation_warning
+    from nas2deploy.spaces.dpc.study import OPS, op_name
+
+    tmp, space, table, cache, budget = setup
+    study = optuna.create_study(direction="maximize")
+    nets = list({n.cell: n for n in (space.sample_arch(random.Random(i)) for i in range(3))}.values())
+    for net in nets:
+        params, dists = {}, {}
+        for i, b in enumerate(net.cell):
+            params[f"b{i}_input"], dists[f"b{i}_input"] = b.input, CategoricalDistribution(list(range(-1, i)))
+            params[f"b{i}_op"], dists[f"b{i}_op"] = op_name(b), CategoricalDistribution(list(OPS))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=0.1205,
+                                                  user_attrs={"latency_ms": table.predict(net).best_ms}))
+    ranked = ranked_candidates(study, cells(), space)
+    assert len(ranked) == len(nets) >= 2
+    assert [c.latency_ms for c in ranked] == sorted(c.latency_ms for c in ranked)  # the tie goes to the fastest
+    warning = separation_warning(ranked, "proxy mIoU")
+    assert warning and "proxy mIoU scores lie within 0.0000 of each other" in warning and "the fastest was chosen" in warning
+    apart = [Candidate(0, nets[0], 0.30, 1.0), Candidate(1, nets[1], 0.20, 0.5)]
+    assert separation_warning(apart, "proxy mIoU") is None
+
+
+def test_a_trial_cut_short_by_ctrl_c_is_run_again_on_the_next_start(setup, capfd):
+    from nas2deploy.search.blackbox.space import Evaluator
+    from nas2deploy.search.blackbox.storage import counted
+    from nas2deploy.search.blackbox.study import open_study, run_trials
+
+    tmp, space, table, cache, budget = setup
+
+    class CtrlC(Evaluator):  # Ctrl-C arrives while the first trial within the budget is scored
+        identity = cache.identity
+
+        def score(self, net, seed):
+            raise KeyboardInterrupt
+
+    wide = space.latency_range(table)[1]  # every cell within the budget: each trial is scored
+    storage = str(tmp / "interrupted.log")
+    study = open_study(space, table, cache, wide, storage, "cut")
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, cells(), space, table, CtrlC(), wide, 3)
+    assert "Traceback" not in capfd.readouterr().err  # Optuna's failed-trial warning is not printed
+    (cut,) = study.get_trials(deepcopy=False)[:1]
+    assert cut.state == optuna.trial.TrialState.FAIL and counted(study) == (1, 1)  # not counted; its copy waits
+    again = open_study(space, table, cache, wide, storage, "cut")
+    run_trials(again, cells(), space, table, cache, wide, 3)
+    trials = again.get_trials(deepcopy=False)
+    assert trials[1].params == cut.params and trials[1].state == optuna.trial.TrialState.COMPLETE  # run first
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3 and counted(again) == (3, 0)
+
+
+def test_trials_and_their_steps_say_how_far_they_are(setup):
+    from nas2deploy.search.blackbox.study import open_study, run_trials
+    from nas2deploy.spaces.dpc.proxy import train_cell
+
+    tmp, space, table, cache, budget = setup
+    lines: list[str] = []
+    net = space.sample_arch(random.Random(0)).renamed("trial-0")
+    train_cell(net, cache.cache, epochs=1, progress=lines.append)
+    steps = -(-len(cache.cache.features["train"]) // 8)
+    assert lines == [lines[-1]] and lines[-1].startswith(f"trial-0: steps: {steps}/{steps} (")
+    lines.clear()
+    wide = space.latency_range(table)[1]
+    study = open_study(space, table, cache, wide, str(tmp / "beats.log"), "beats")
+    run_trials(study, cells(), space, table, cache, wide, 2, say=lines.append)
+    assert lines[-1].startswith("trials: 2/2 best proxy mIoU 0.") and "elapsed" in lines[-1], lines
 
 
 def _killed_worker(storage, study_name, worker="", optimize=False):
@@ -291,7 +381,7 @@ def test_the_best_cells_are_reranked_end_to_end_then_measured_until_one_fits_and
     from nas2deploy.nets import load_arch
     from nas2deploy.report import regenerate
     from nas2deploy.runs import start_study
-    from nas2deploy.search.blackbox.study import StudyConfig
+    from nas2deploy.search.blackbox.study import StudyConfig, StudyFailed
 
     tmp, space, table, cache, budget = setup
     config = StudyConfig(table=str(tmp / "t.json"), data="seg-synthetic:8", budget_ms=budget * 100, out=str(tmp_path / "run"),
@@ -318,6 +408,14 @@ def test_the_best_cells_are_reranked_end_to_end_then_measured_until_one_fits_and
     assert again["rerank"] == summary["rerank"] and len((tmp_path / "run" / "rerank.jsonl").read_text().splitlines()) == 3
     report = regenerate(tmp_path / "run").read_text()
     assert "## Re-ranked by end-to-end training" in report and f"**Chosen: trial {again['best']['trial']}**" in report
+    with pytest.raises(StudyFailed, match=rf"none of the [0-9]+ trained networks measures within --budget-ms {budget * 100:g} "
+                                          r"on this machine \(the fastest 1e\+06 ms\)"):
+        start_study(config, "dpc", overrides, measure=lambda net: 1e6)  # nothing fits: the study is still written
+    failed = json.loads((tmp_path / "run" / "study.json").read_text())
+    assert "best" not in failed and not (tmp_path / "run" / "best.json").exists()  # no stale choice left behind
+    assert failed["measured"] and not any(m["fits"] for m in failed["measured"]) and "measures within" in failed["failure"]
+    assert "**No network delivered**: none of the" in regenerate(tmp_path / "run").read_text()
+    start_study(config, "dpc", overrides, measure=lambda net: 0.0)
     for png in ("trajectory.png", "pareto.png"):
         assert (tmp_path / "run" / png).stat().st_size > 1000
     doc = json.loads((tmp_path / "run" / "study.json").read_text())

@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lut": ("inspect", "Inspect, merge and validate latency tables."),
     "search": ("search", "Latency-regularised search (DenseNAS, DCNAS) or black-box search of DPC cells (--space dpc)."),
     "derive": ("search", "Derive an architecture from a search run: the most probable one, or the best under a budget."),
-    "train": ("search", "Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or mIoU for segmentation."),
+    "train": ("search", "Train a network (SGD, cosine schedule after a linear warm-up) and report top-1, or mIoU for segmentation."),
     "export": ("deploy", "Export ONNX (and a TensorRT engine), check accuracy on real inputs, measure latency, write a report."),
     "bench": ("deploy", "trtexec-style latency summary of an ONNX model or a TensorRT engine."),
     "report": ("deploy", "Regenerate report.md and its plots for an export folder or a search run."),

@@ -36,6 +36,20 @@ POSITIVE = Finite(min=0, min_open=True, max=1e6)
 
 
 # -- output: the result on stdout, everything else on stderr -----------------------------------
+class InputSize(click.ParamType):
+    """``513`` or ``1025x2049``, as (height, width)."""
+
+    name = "H[xW]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).lower().split("x")
+        if not (1 <= len(parts) <= 2 and all(p.isdigit() and int(p) > 0 for p in parts)):
+            self.fail(f"expected a size such as 224 or 1025x2049, got {value!r}", param, ctx)
+        return int(parts[0]), int(parts[-1])
+
+
 def on_interrupt(kept: Callable[[], str] | str, resume: Callable[[], str | None] | str | None = None,
                  drop: tuple[str, ...] = ()) -> None:
     """What Ctrl-C from here on says: what was ``kept``, and the command that continues: the one

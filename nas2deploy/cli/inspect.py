@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, DeclaredCommand, Finite, SpaceName, chosen_space, emit, force_option,
+from nas2deploy.cli.common import (POSITIVE, DeclaredCommand, Finite, InputSize, SpaceName, chosen_space, emit, force_option,
                                    foreign_space_option, json_option, pop_options, progress_bar, space_params, warn_table)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import claim_file, claim_folder
@@ -87,31 +87,21 @@ def arch_list(as_json: bool) -> None:
     emit({"architectures": list(named_archs())}, list(named_archs()), as_json)
 
 
-def input_size(text: str | None) -> tuple[int, int] | None:
-    """``513`` or ``1025x2049`` as (height, width)."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    if not (1 <= len(parts) <= 2 and all(p.isdigit() and int(p) > 0 for p in parts)):
-        raise click.BadParameter(f"expected a size such as 224 or 1025x2049, got {text!r}", param_hint="--input-size")
-    return int(parts[0]), int(parts[-1])
-
-
 @arch.command("info")
 @click.argument("arch_ref", metavar="ARCH")
 @click.option("--lut", "lut_path", type=click.Path(dir_okay=False), help="Latency table to predict with.")
-@click.option("--input-size", "size", metavar="H[xW]", help="Count at another input size (a DPC network takes H x W).")
+@click.option("--input-size", "size", type=InputSize(), help="Count at another input size (a DPC network takes H x W).")
 @json_option
-def arch_info(arch_ref: str, lut_path: str | None, size: str | None, as_json: bool) -> None:
+def arch_info(arch_ref: str, lut_path: str | None, size: tuple[int, int] | None, as_json: bool) -> None:
     """Parameters, multiply-adds, a per-block table and, with --lut, the predicted latency; a DPC
     network's context module counted as the DPC paper's Table 1 counts it."""
     from nas2deploy.latency.network_summary import arch_summary, summary_lines
     from nas2deploy.nets import load_arch
     from nas2deploy.spaces.tables import load_table
 
-    network, resize = load_arch(arch_ref), input_size(size)
-    if resize is not None:
-        network = network.at_input(*resize)
+    network = load_arch(arch_ref)
+    if size is not None:
+        network = network.at_input(*size)
     summary = arch_summary(network, load_table(lut_path) if lut_path else None)
     emit(summary, summary_lines(summary), as_json)
 

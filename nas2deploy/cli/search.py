@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nas2deploy.cli.common import (POSITIVE, Finite, SpaceName, chosen_space, compute_params, data_params,
+from nas2deploy.cli.common import (POSITIVE, Finite, InputSize, SpaceName, chosen_space, compute_params, data_params,
                                    declared_command, emit, every_space_params, force_option, json_option, log,
                                    on_interrupt, pop_options, space_params, start_threads, warn_table, with_params)
 from nas2deploy.errors import UserError
@@ -211,10 +211,6 @@ def _finish_search(run: SearchRun, out: str, evolution: dict[str, Any], warnings
         summary = evolve(open_run(out), out, run.config.budget_ms, Path(out) / "evolution", evolution["trials"],
                          evolution["sampler"], evolution["fill"], evolution["storage"] or "", evolution["study_name"] or "",
                          evolution["measure"], say=log)
-        if "best" not in summary:
-            raise UserError(f"no network of the window [{evolution['fill']:g} x {run.config.budget_ms:g} ms, "
-                            f"{run.config.budget_ms:g} ms] was drawn in {summary['trials']} trials: widen it (--fill) or "
-                            "give more --trials")
         save_arch(load_arch(summary["best"]["arch"]).renamed(Path(out).name), derived)
     predicted = run.table.predict(load_arch(derived)).best_ms
     last = json.loads((Path(out) / "log.jsonl").read_text().splitlines()[-1])
@@ -226,7 +222,7 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
     """``search`` for a space searched trial by trial: its black-box study (``runs.start_study``)."""
     from nas2deploy.report import regenerate
     from nas2deploy.runs import start_study, study_options
-    from nas2deploy.search.blackbox.study import StudyConfig
+    from nas2deploy.search.blackbox.study import StudyConfig, StudyFailed
     from nas2deploy.spaces.tables import load_table
 
     if opts.get("budget_ms") is None:
@@ -241,9 +237,12 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
     warnings = warn_table(load_table(table), here=True)
     on_interrupt(f"study folder {out} keeps its feature cache and its finished trials (a trial cut short is run again)",
                  "", drop=("--force",))
-    summary = start_study(config, space_name, space_config, log)
+    try:
+        summary = start_study(config, space_name, space_config, log)
+    except StudyFailed as exc:  # its trials and measurements are written: the report shows them
+        raise UserError(f"{exc}; every trial and measurement: {regenerate(out)}") from None
     summary["report"] = str(regenerate(out))
-    best, label = summary.get("best"), summary["score_label"]
+    best, label = summary["best"], summary["score_label"]
     text = (f"study {summary['study']} ({summary['storage']}): {summary['trials']} trials, {summary['complete']} trained, "
             f"{summary['pruned']} over the budget (pruned untrained), {summary['failed']} failed")
     for r in summary.get("rerank", {}).get("cells", []):
@@ -251,10 +250,9 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
                  f"({label} {r['study_score']:.4f}, {summary['rerank']['epochs']} epochs)")
     for m in summary.get("measured", []):
         text += f"\nmeasured: trial {m['trial']}, {m['measured_ms']:.3f} ms ({'within' if m['fits'] else 'over'} the budget)"
-    text += (f"\nbest: trial {best['trial']}, {label} {best['score']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
-             if best else "\nno network trained yet: every trial so far was over the budget")
+    text += f"\nbest: trial {best['trial']}, {label} {best['score']:.4f}, predicted {best['latency_ms']:.3f} ms -> {best['arch']}"
     text += f"\nreport: {summary['report']}"
-    emit({**summary, "warnings": warnings}, text, as_json)
+    emit({**summary, "warnings": warnings + summary["warnings"]}, text, as_json)
 
 
 @declared_command(lambda ctx, args: every_space_params("derive"))
@@ -302,9 +300,6 @@ def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, 
     if evolution and budget_ms is not None:
         summary = evolve(run, run_dir, budget_ms, Path(run_dir) / f"evolution-{budget_ms:g}ms", trials or 200,
                          sampler or "spos", fill, measure=measured, say=log)
-        if "best" not in summary:
-            raise UserError(f"no network of the window [{fill:g} x {budget_ms:g} ms, {budget_ms:g} ms] was drawn in "
-                            f"{summary['trials']} trials: widen it (--fill) or give more --trials")
         arch = load_arch(summary["best"]["arch"]).renamed(name)
     elif measured and budget_ms is not None:
         found = derive_measured(run.space_search, budget_ms, name=name, say=log, fill=fill, **options).arch
@@ -321,6 +316,20 @@ def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, 
          f"wrote {out}: {arch.size_label()}, predicted {pred.raw_ms:.3f} ms summed{cal}{share}", as_json)
 
 
+def start_from(arch: Any, backbone_weights: str | None) -> Any:
+    """The module ``train`` starts from: None (built fresh), or a DPC network whose backbone
+    holds ``backbone_weights`` (what the DPC search's re-ranking fine-tunes from)."""
+    if backbone_weights is None:
+        return None
+    from nas2deploy.nets.dpc import DPCNet
+    from nas2deploy.spaces.dpc.study import pretrained
+
+    if not isinstance(arch, DPCNet):
+        raise UserError(f"--backbone-weights {backbone_weights}: arch {arch.name} is a {arch.kind} network; only a DPC "
+                        "network has a backbone to start from (leave the option out)")
+    return pretrained(arch, backbone_weights)
+
+
 @click.command()
 @click.option("--arch", "arch_ref", required=True, help="Arch JSON file or shipped name.")
 @click.option("--data", default="synthetic", show_default=True)
@@ -330,15 +339,24 @@ def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, 
 @click.option("--lr-warmup", type=Finite(min=0, max=1), default=0.1, show_default=True,
               help="Share of the steps over which the learning rate ramps up linearly.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--input-size", "size", type=InputSize(),
+              help="Train the architecture's layers at this input size (a shipped network on other data).")
+@click.option("--num-classes", type=click.IntRange(min=1, max=100_000),
+              help="Train the architecture's layers for this many classes (a shipped network on other data).")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False),
+              help="A DPC network: start its backbone from these weights (a classification chain's, or a DPC "
+              "network's); the cell and head start fresh.")
 @with_params(lambda: compute_params() + data_params())
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Weights file (state dict).")
 @force_option
 @json_option
-def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_warmup: float, seed: int, out: str,
+def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_warmup: float, seed: int,
+          size: tuple[int, int] | None, num_classes: int | None, backbone_weights: str | None, out: str,
           force: bool, as_json: bool, device: str, amp: str, workers: int, channels_last: bool, compute_threads: int,
           data_classes: int, crop: str) -> None:
-    """Train a derived network (SGD, cosine schedule after a linear warm-up) and report top-1, or
-    mIoU for segmentation."""
+    """Train a network (SGD, cosine schedule after a linear warm-up) and report top-1, or mIoU for
+    segmentation. A shipped classification chain trained with --input-size and --num-classes on
+    the user's data gives the backbone weights a DPC search starts from."""
     from nas2deploy.data import open_dataset
     from nas2deploy.nets import load_arch
     from nas2deploy.objective import LABEL, METRIC
@@ -351,17 +369,23 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
         threads = start_threads(compute_threads)
         where = compute_device(device)  # a missing GPU is said before the data is opened
         arch = load_arch(arch_ref)
+        if size is not None or num_classes is not None:
+            height, width = size or arch.input_shape[1:]
+            arch = arch.for_data(height, width, num_classes or arch.num_classes)
+        initial = start_from(arch, backbone_weights)
         require_space(out, weights_bytes(arch))  # the weights fit on the disk: said before the training
         on_interrupt(f"nothing: train writes {out} when it ends", "")
         try:
             crop_size = parse_crop(crop)
         except ValueError as exc:
             raise UserError(f"--crop {crop}: {exc}") from None
-        splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch)
+        fix = "give other data, or train its layers for this data: --input-size {size} --num-classes {classes}"
+        splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch, fix=fix)
+        splits.require_fit(arch, fix)
         log(threads)
         model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
                                 device=where, amp=amp, workers=workers, channels_last=channels_last,
-                                lr_warmup=lr_warmup)
+                                lr_warmup=lr_warmup, initial=initial)
         save_weights(model, out)
     metric = LABEL[METRIC[arch.task]]
     emit({"weights": out, "metric": METRIC[arch.task], "score": acc}, f"{metric} {acc:.4f} on the test split; weights: {out}",

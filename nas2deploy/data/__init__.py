@@ -20,20 +20,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas2deploy.data.segmentation import SegShapesDataset, open_camvid, open_cityscapes, open_voc, synthetic_segmentation
-from nas2deploy.data.splits import Splits, require_fit, split_train_val
+from nas2deploy.data.splits import FIT_FIX, Splits, require_fit, split_train_val
 from nas2deploy.data.synthetic import RADIUS, ShapesDataset, shapes_splits
 from nas2deploy.nets import Network
 from nas2deploy.errors import UserError
 
 
 def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[int, int] | None = None,
-                 fit: Network | None = None, task: str | None = None) -> Splits:
+                 fit: Network | None = None, task: str | None = None, fix: str = FIT_FIX) -> Splits:
     """The dataset ``spec`` at ``image_size``; ``classes`` keeps the first classes of an
     ImageFolder (0: all), ``crop`` is the (height, width) of segmentation training crops from
     Cityscapes, VOC or CamVid folders (None: the input size, square). Options the data cannot
     use, a folder of another ``task`` (or of network ``fit``'s task) than the one asked for, and
     built-in data that network ``fit`` cannot take, are refused before anything is read or
-    generated (rendering 224 px shapes takes half a minute)."""
+    generated (rendering 224 px shapes takes half a minute), saying ``fix``."""
     kind = _kind(spec)
     wanted = task or (fit.task if fit is not None else None)
     if wanted is not None and TASKS[kind] != wanted:
@@ -45,7 +45,7 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
         raise UserError(f"--crop {crop[0]}x{crop[1]}: only Cityscapes, VOC and CamVid folders are cropped; data {spec} is "
                         "not one")
     if fit is not None and kind in BUILTIN_CLASSES:
-        require_fit(fit, spec, *BUILTIN_CLASSES[kind], image_size)
+        require_fit(fit, spec, *BUILTIN_CLASSES[kind], image_size, fix)
     if kind == "shapes":
         return shapes_splits(spec, image_size)
     if kind == "seg-synthetic":

@@ -13,6 +13,11 @@ from nas2deploy.errors import UserError
 from nas2deploy.nets import Network
 
 
+#: What to do about data a network cannot take, where the network is fixed (its weights were
+#: trained for its input size and classes).
+FIT_FIX = "give the data it was trained on"
+
+
 @dataclass
 class Splits:
     train: Dataset
@@ -22,13 +27,14 @@ class Splits:
     name: str
     task: str = "classification"  # or "segmentation": samples are (image, mask), 255 = ignore
 
-    def require_fit(self, arch: Network) -> None:
+    def require_fit(self, arch: Network, fix: str = FIT_FIX) -> None:
         """Refuse data a network cannot take: another task, class count or input size."""
-        require_fit(arch, self.name, self.task, self.num_classes, self.image_size)
+        require_fit(arch, self.name, self.task, self.num_classes, self.image_size, fix)
 
 
-def require_fit(arch: Network, name: str, task: str, num_classes: int, image_size: int) -> None:
-    """Refuse data (described by its task, classes and image size) that ``arch`` cannot take."""
+def require_fit(arch: Network, name: str, task: str, num_classes: int, image_size: int, fix: str = FIT_FIX) -> None:
+    """Refuse data (described by its task, classes and image size) that ``arch`` cannot take;
+    ``fix`` says what to do (the caller knows: give other data, or adapt the network)."""
     if task != arch.task:
         raise UserError(f"arch {arch.name} is a {arch.task} network, data {name} is {task} data")
     _, height, width = arch.input_shape
@@ -36,7 +42,7 @@ def require_fit(arch: Network, name: str, task: str, num_classes: int, image_siz
         size = f"{height}px" if height == width else f"{height}x{width}"
         raise UserError(
             f"arch {arch.name} expects {size} inputs and {arch.num_classes} classes, data {name} "
-            f"has {image_size}px images and {num_classes} classes; give the data it was trained on"
+            f"has {image_size}px images and {num_classes} classes; {fix.format(size=image_size, classes=num_classes)}"
         )
 
 

@@ -82,6 +82,13 @@ class Network(ABC):
             raise UserError(f"a {self.kind} network takes square inputs, not {height}x{width}")
         return type(self).from_dict({**self.to_dict(), "input_size": height}, self.name)  # type: ignore[return-value]
 
+    def for_data(self: N, height: int, width: int, num_classes: int) -> N:
+        """The same layers at another input size with another number of classes (its logits),
+        validated again: a shipped network trained on a user's data (a classification chain
+        trained as a DPC backbone keeps the shapes of every layer the backbone takes)."""
+        resized = self.at_input(height, width)
+        return type(self).from_dict({**resized.to_dict(), "num_classes": num_classes}, self.name)  # type: ignore[return-value]
+
     def figures(self) -> dict[str, Any]:
         """Figures of this kind that ``arch info`` adds (a DPC network: its context module's size)."""
         return {}

@@ -79,14 +79,18 @@ def read_study(path: Path) -> dict[str, Any]:
                        for r in rerank["cells"].list(max_len=10**4)] if rerank else [],
             "rerank_epochs": rerank["epochs"].int(1, 10**6) if rerank else None,
             "measured": [(m["trial"].int(0, 10**9), m["measured_ms"].number(0, 1e9), m["fits"].bool())
-                         for m in f["measured"].list(max_len=10**4)] if f.get("measured") else []}
+                         for m in f["measured"].list(max_len=10**4)] if f.get("measured") else [],
+            "warnings": [w.str(max_len=4096) for w in f["warnings"].list(max_len=10**4)] if f.get("warnings") else [],
+            "failure": f["failure"].str(max_len=4096) if f.get("failure") else None}
 
 
 def _option(f: Field) -> Any:
     """A study option as recorded: a flag, a finite number or a short text."""
     if isinstance(f.value, bool):
         return f.value
-    if isinstance(f.value, (int, float)):
+    if isinstance(f.value, int):
+        return f.int(-10**12, 10**12)
+    if isinstance(f.value, float):
         return f.number(-1e12, 1e12)
     return f.str(max_len=1024)
 
@@ -149,6 +153,9 @@ def write_study_report(folder: Path) -> Path:
              f"Sampler {study['sampler']}, budget {study['budget_ms']:.4g} ms{options}; "
              f"{len(rows)} trials: {count['complete']} trained, {count['pruned']} over the budget (never trained), "
              f"{count['fail']} failed, {count['running']} running.", ""]
+    if study["failure"]:
+        lines += [f"**No network delivered**: {study['failure']}.", ""]
+    lines += [f"**Warning**: {w}." for w in study["warnings"]] + ([""] if study["warnings"] else [])
     if count["complete"]:
         lines += [f"![{n}]({n})" for n in _plots(folder, study)] + [""]
     trained = sorted((r for r in rows if r.state == "complete" and r.score is not None), key=lambda r: -(r.score or 0.0))

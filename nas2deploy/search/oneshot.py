@@ -125,6 +125,7 @@ class OneShotStudy(BlackBoxSpace):
     """The black-box search's view of a trained supernet: trials draw routes of the space."""
 
     own_files = ()
+    starts_in_window = True
 
     def __init__(self, search: OneShotSearch, evaluator: InheritedScore, task: str):
         self.search, self.evaluator = search, evaluator

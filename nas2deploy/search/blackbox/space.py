@@ -59,6 +59,9 @@ class BlackBoxSpace(ABC):
     own_files: tuple[str, ...] = ()
     #: What a score measures, as people read it in reports ("proxy mIoU").
     score_label: str = "score"
+    #: Whether a new study starts from networks drawn inside the budget's window
+    #: (``initial_trials``); where not, a window random networks never reach is refused up front.
+    starts_in_window: bool = False
 
     @abstractmethod
     def suggest(self, trial: Any, space: Any, name: str) -> Network:

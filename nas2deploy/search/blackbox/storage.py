@@ -8,7 +8,8 @@ fails the trials of its host's dead workers (``fail_dead_workers_trials``, which
 on a database for this host's workers). Either way the failed trial's network is queued again,
 once (Optuna's ``RetryHeartbeatStaleTrialCallback``), and the failed trial no longer counts
 toward the study's total (``counted``): a study reaches its count of trained trials however many
-workers die. The worker that creates a study seeds its sampler with ``--seed``; a worker that joins one (another worker, or
+workers die. A trial cut short by Ctrl-C is failed and queued again the same way, with no limit
+on how often (``requeue_interrupted``): the next start runs it first. The worker that creates a study seeds its sampler with ``--seed``; a worker that joins one (another worker, or
 the command run again) mixes its host and process into the seed (``joiner_seed``), so that it does
 not redraw the networks the first one drew (Optuna's samplers keep their random state per
 process).
@@ -48,7 +49,9 @@ def optuna_module() -> Any:
         import optuna
     except ImportError:
         raise UserError("the black-box search runs on Optuna: pip install 'nas2deploy[search]' (or pip install optuna)") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a failed trial's warning carries its traceback, and every failure reaches the user
+    # anyway, as the one line of the error that ended the command
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     # the heartbeat and the failed-trial retry are marked experimental; their use here is tested
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -140,13 +143,34 @@ def fail_dead_workers_trials(study: Any) -> list[int]:
     return failed
 
 
-def requeue(study: Any, trial: Any) -> None:
+def requeue(study: Any, trial: Any, retries: int | None = RETRIES) -> None:
     """Queue a dead worker's failed trial again (Optuna's ``RetryHeartbeatStaleTrialCallback``,
-    ``RETRIES`` times at most) without its ``worker``: the copy, running in a live worker before it
-    records itself, must not look like the dead worker's trial to another worker."""
+    ``retries`` times at most, None: always) without its ``worker``: the copy, running in a live
+    worker before it records itself, must not look like the dead worker's trial to another worker."""
     trial = copy.deepcopy(trial)
     trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "worker"}
-    optuna_module().storages.RetryHeartbeatStaleTrialCallback(RETRIES)(study, trial)
+    optuna_module().storages.RetryHeartbeatStaleTrialCallback(retries)(study, trial)
+
+
+def requeue_interrupted(study: Any) -> list[int]:
+    """Queue again the trials this worker was running when Ctrl-C stopped it (Optuna recorded
+    them failed): an interruption is not the network's fault, so it is run again however often it
+    was interrupted."""
+    optuna = optuna_module()
+    me, trials = worker_id(), study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    cut = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("worker") == me
+           and t.number not in retried and not t.user_attrs.get(SURPLUS)]
+    for trial in cut:
+        requeue(study, trial, retries=None)
+    return [t.number for t in cut]
+
+
+def retried_numbers(trials: list[Any]) -> set[int]:
+    """The trials whose network was queued again (each retry's history: the original and every
+    retry that failed before it)."""
+    history = optuna_module().storages.RetryHeartbeatStaleTrialCallback.retry_history
+    return {n for t in trials for n in history(t)}
 
 
 def counted(study: Any, before: int | None = None) -> tuple[int, int]:
@@ -156,7 +180,7 @@ def counted(study: Any, before: int | None = None) -> tuple[int, int]:
     optuna = optuna_module()
     state = optuna.trial.TrialState
     trials = [t for t in study.get_trials(deepcopy=False) if before is None or t.number < before]
-    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+    retried = retried_numbers(trials)
     waiting = sum(t.state == state.WAITING for t in trials)
     dropped = sum(t.state == state.FAIL and (t.number in retried or bool(t.user_attrs.get(SURPLUS))) for t in trials)
     return len(trials) - dropped, waiting

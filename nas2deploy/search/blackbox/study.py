@@ -19,12 +19,13 @@ table's device until one fits (``selection.py``); the chosen network is written 
 from __future__ import annotations
 
 import math
-
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from nas2deploy.errors import UserError, first_line
 from nas2deploy.fileio import atomic_write_json, claim_folder, folder_lock, sha256_file
+from nas2deploy.heartbeat import Heartbeat
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table
 from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network, save_arch
@@ -37,6 +38,7 @@ from nas2deploy.search.blackbox.storage import (
     fail_dead_workers_trials,
     joiner_seed,
     optuna_module,
+    requeue_interrupted,
     sampler_for,
     shown_storage,
     storage_for,
@@ -122,13 +124,16 @@ class Surplus(Exception):
 
 
 def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTable, evaluator: Evaluator, budget_ms: float,
-               trials: int, fill: float = 0.0) -> None:
+               trials: int, fill: float = 0.0, say: Callable[[str], None] | None = None) -> None:
     """Run trials in this process until the study holds ``trials`` trials (finished, or running
     in other workers, a failed one counting only when its network was not queued again:
     ``storage.counted``), so that several workers share one total; the running trials of dead
-    workers on this host are marked failed and queued again first (``fail_dead_workers_trials``)."""
+    workers on this host are marked failed and queued again first (``fail_dead_workers_trials``),
+    and so is a trial cut short by Ctrl-C (``requeue_interrupted``). ``say`` hears a heartbeat:
+    the trials done and the best score so far."""
     optuna = optuna_module()
     fail_dead_workers_trials(study)
+    beat = Heartbeat(say, "trials", trials) if say else None
 
     def enough(study: Any, _: Any = None) -> bool:
         total, waiting = counted(study)
@@ -160,8 +165,24 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
         # (a dead worker's) is run before stopping
         if enough(study):
             study.stop()
+        if beat:
+            beat.tick(counted(study)[0], best_so_far(study, adapter.score_label))
 
-    study.optimize(objective, callbacks=[stop_when_enough], catch=(Surplus,))
+    try:
+        study.optimize(objective, callbacks=[stop_when_enough], catch=(Surplus,))
+    except KeyboardInterrupt:
+        requeue_interrupted(study)
+        raise
+
+
+def best_so_far(study: Any, label: str) -> str:
+    """The study's best score so far, in words (a heartbeat's item)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna_module().trial.TrialState.COMPLETE,))
+            if _number(t.value, 0) is not None]
+    if not done:
+        return "none trained yet"
+    best = max(done, key=lambda t: t.value)
+    return f"best {label} {best.value:.4f} (trial {best.number})"
 
 
 def poisoned(trial: Any, adapter: BlackBoxSpace, space: Any) -> str | None:
@@ -198,13 +219,14 @@ def _number(value: Any, lo: float, lo_open: bool = False) -> float | None:
 
 
 def ranked_candidates(study: Any, adapter: BlackBoxSpace, space: Any) -> list[Candidate]:
-    """The study's scored networks, best score first, each network once; poisoned trials
-    (``poisoned``) left out."""
+    """The study's scored networks, best score first and, among equal scores, fastest first
+    (a tie goes to the lower predicted latency, so the choice lies on the score / latency Pareto
+    front); each network once; poisoned trials (``poisoned``) left out."""
     optuna = optuna_module()
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if poisoned(t, adapter, space) is None]
     found, seen = [], set()
-    for t in sorted(done, key=lambda t: (-t.value, t.number)):
+    for t in sorted(done, key=lambda t: (-t.value, t.user_attrs["latency_ms"], t.number)):
         net = adapter.suggest(t, space, f"trial-{t.number}")
         body = net.renamed("")
         if body not in seen:
@@ -244,8 +266,51 @@ def run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: La
     if reach is not None and config.budget_ms < reach[0]:
         raise UserError(f"--budget-ms {config.budget_ms:g}: the fastest network of the {space.name} space is predicted at "
                         f"{reach[0]:.4g} ms with table {table.name}")
+    if not adapter.starts_in_window:
+        require_reachable_window(space, table, config.budget_ms, config.fill)
     with folder_lock(config.out, f"study folder {config.out}"):  # one worker per folder; they share the storage
         return _run_study(config, adapter, space, table, say, measure)
+
+
+#: Random networks drawn to tell, before any work, whether a study's draws can land in its window.
+WINDOW_DRAWS = 1000
+
+
+def require_reachable_window(space: Any, table: LatencyTable, budget_ms: float, fill: float, seed: int = 0) -> None:
+    """Refuse a window [fill x budget, budget] that none of ``WINDOW_DRAWS`` random networks of the
+    space is predicted in (under a second of table look-ups): trials drawn as the samplers start
+    (at random) would all be pruned, and the study would train nothing after its set-up (DPC's
+    feature cache). The refusal gives the draws' range and a budget that reaches a tenth of them."""
+    rng = random.Random(seed)
+    draws = sorted(table.predict(space.sample_arch(rng)).best_ms for _ in range(WINDOW_DRAWS))
+    if any(fill * budget_ms <= ms <= budget_ms for ms in draws):
+        return
+    below = draws[-1] < fill * budget_ms
+    hint = (f"lower --fill below {draws[-1] / budget_ms:.2f} or the budget" if below
+            else f"give --budget-ms {draws[len(draws) // 10]:.4g} or more (a tenth of them fit)")
+    raise UserError(f"--budget-ms {budget_ms:g}{f' --fill {fill:g}' if fill else ''}: none of {WINDOW_DRAWS} random "
+                    f"networks of the {space.name} space is predicted within [{fill * budget_ms:.4g}, {budget_ms:.4g}] ms "
+                    f"with table {table.name} (they lie at {draws[0]:.4g}-{draws[-1]:.4g} ms), so every trial would be "
+                    f"pruned untrained: {hint}")
+
+
+#: Scores closer than this (in score units: 0.5 points of top-1 or mIoU) do not tell networks apart.
+SEPARATION = 0.005
+
+
+def separation_warning(ranked: list[Candidate], label: str) -> str | None:
+    """A warning when the trained networks' scores do not separate them: the choice among them is
+    then the tie-break's (the fastest), not the score's."""
+    if len(ranked) < 2 or ranked[0].score - ranked[-1].score >= SEPARATION:
+        return None
+    return (f"the {len(ranked)} trained networks' {label} scores lie within {ranked[0].score - ranked[-1].score:.4f} of "
+            f"each other ({ranked[-1].score:.4f}-{ranked[0].score:.4f}): the score does not tell them apart, so the "
+            "fastest was chosen; train the scores longer (the space's epochs option), on more data, or from better weights")
+
+
+class StudyFailed(UserError):
+    """A study that ran but delivers no network (every trial pruned, or none measuring within the
+    budget): ``OUT/study.json`` is written first, so its trials and measurements stay readable."""
 
 
 def _run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: LatencyTable,
@@ -257,11 +322,9 @@ def _run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: L
     if not study.get_trials(deepcopy=False):  # a new study: the space's first population, if it gives one
         for params in adapter.initial_trials(space, table, config, min(config.trials, INITIAL_POPULATION)):
             study.enqueue_trial(params)
-    run_trials(study, adapter, space, table, evaluator, config.budget_ms, config.trials, config.fill)
+    run_trials(study, adapter, space, table, evaluator, config.budget_ms, config.trials, config.fill, say)
     rows = trial_rows(study, adapter, space)
-    for row in rows:
-        if "poisoned" in row and say:
-            say(f"warning: study {name}: {row['poisoned']}")
+    warnings = [f"study {name}: {row['poisoned']}" for row in rows if "poisoned" in row]
     states = [r["state"] for r in rows]
     summary: dict[str, Any] = {"study": name, "storage": shown_storage(storage), "trials": len(states),
                                "complete": states.count("complete"), "pruned": states.count("pruned"),
@@ -271,6 +334,16 @@ def _run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: L
                                "options": config.options, "score_label": adapter.score_label,
                                "poisoned": [{"trial": r["number"], "why": r["poisoned"]} for r in rows if "poisoned" in r]}
     ranked = order = ranked_candidates(study, adapter, space)
+    if (separation := separation_warning(order, adapter.score_label)) is not None:
+        warnings.append(separation)
+    for warning in warnings:
+        if say:
+            say(f"warning: {warning}")
+    summary["warnings"] = warnings
+    failure = None if order else (
+        f"none of the study's {summary['trials']} trials drew a network predicted within the window "
+        f"[{config.fill * config.budget_ms:.4g}, {config.budget_ms:.4g}] ms (all pruned untrained): widen the window "
+        "(--budget-ms, --fill) or give more --trials")
     if order and config.rerank:
         reranked = rerank(order[:config.rerank], evaluator, config.rerank_epochs, out / "rerank.jsonl", say)
         by_trial = {c.trial: c for c in order}
@@ -282,7 +355,12 @@ def _run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: L
             measure = lambda net: measure_network(settings, net, timing)  # noqa: E731
         chosen, taken = measured_pick(ranked, config.budget_ms, measure, say)
         summary["measured"] = as_dicts(taken)
-        ranked = [chosen]
+        ranked = [chosen] if chosen is not None else []
+        if chosen is None:
+            failure = (f"none of the {len(taken)} trained networks measures within --budget-ms {config.budget_ms:g} on "
+                       f"this machine (the fastest {min(m.measured_ms for m in taken):.4g} ms): the table was measured on "
+                       "another device or under other load; profile here, or raise the budget")
+    (out / "best.json").unlink(missing_ok=True)  # a network chosen by an earlier run is not this run's choice
     if ranked:
         best = ranked[0]
         net = best.net.renamed(f"{space.name}-best").with_meta(
@@ -290,5 +368,9 @@ def _run_study(config: StudyConfig, adapter: BlackBoxSpace, space: Any, table: L
         save_arch(net, out / "best.json")
         summary["best"] = {"trial": best.trial, "score": best.score, "latency_ms": best.latency_ms,
                            "cell": adapter.cell(net), "arch": str(out / "best.json")}
+    if failure:
+        summary["failure"] = failure
     atomic_write_json(out / "study.json", {"format": STUDY_FORMAT, "version": STUDY_VERSION, **summary, "trial_rows": rows})
+    if failure:
+        raise StudyFailed(failure)
     return summary

@@ -42,6 +42,7 @@ from nas2deploy.data import Splits
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import (atomic_write_json, check_format, mapped_array, read_json, refuse_link, require_space,
                                sha256_file)
+from nas2deploy.heartbeat import Heartbeat
 from nas2deploy.nets.dpc import DPCModule, DPCNet
 from nas2deploy.objective import IGNORE, Score, task_loss
 from nas2deploy.train import load_into, read_state_dict
@@ -207,6 +208,7 @@ def _fill(split: str, dataset: Dataset, doc: dict[str, Any], folder: Path, backb
     feats, labels = _arrays(folder, split, meta, "r+")
     _check_chunks(folder, split, meta, feats, labels)  # what a resumed build keeps is what it wrote
     classes = doc["classes"]
+    beat = Heartbeat(progress, f"features of {split}", meta["count"]) if progress else None
     while meta["done"] < meta["count"]:
         start, end = meta["done"], min(meta["count"], meta["done"] + CHUNK)
         for i in range(start, end, batch_size):
@@ -222,13 +224,13 @@ def _fill(split: str, dataset: Dataset, doc: dict[str, Any], folder: Path, backb
                                 f"classes (and {IGNORE} = ignore): check the data")
             feats[i:i + len(items)] = out
             labels[i:i + len(items)] = masks.astype(np.uint8)
+            if beat:
+                beat.tick(i + len(items))
         feats.flush()
         labels.flush()
         meta["chunks"].append(chunk_digest(feats[start:end], labels[start:end]))
         meta["done"] = end
         atomic_write_json(folder / "cache.json", doc)  # after the flush: what it counts is on disk
-        if progress:
-            progress(f"features of {split}: {end}/{meta['count']}")
 
 
 @dataclass
@@ -257,8 +259,10 @@ def label_grid(size: int, side: int) -> np.ndarray:
 
 
 def train_cell(net: DPCNet, cache: FeatureCache, epochs: int = 10, batch_size: int = 8, lr: float = 0.02,
-               patience: int = 3, seed: int = 0, full_resolution: bool = False) -> ProxyScore:
+               patience: int = 3, seed: int = 0, full_resolution: bool = False,
+               progress: Callable[[str], None] | None = None) -> ProxyScore:
     """Train ``net``'s cell on the cached features (module docstring); its best validation mIoU.
+    ``progress`` hears a heartbeat of its steps every 10 s.
 
     The training loss is computed at the logits' own resolution, against the labels sampled
     where the logits' pixels fall (``label_grid``), unless ``full_resolution``: resizing the
@@ -275,6 +279,7 @@ def train_cell(net: DPCNet, cache: FeatureCache, epochs: int = 10, batch_size: i
     steps = max(1, epochs * math.ceil(len(train_x) / batch_size))
     g = torch.Generator().manual_seed(seed)
     best, since, step, ran = -1.0, 0, 0, 0
+    beat = Heartbeat(progress, f"{net.name}: steps", steps) if progress else None
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -290,6 +295,8 @@ def train_cell(net: DPCNet, cache: FeatureCache, epochs: int = 10, batch_size: i
             loss.backward()
             opt.step()
             step += 1
+            if beat:
+                beat.tick(step)
         ran = epoch + 1
         score = _validate(model, cache, net.num_classes, batch_size)
         if score > best:

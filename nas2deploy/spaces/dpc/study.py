@@ -37,6 +37,10 @@ from nas2deploy.validate import Field
 #: default architecture split: DenseNAS's 80 / 20), split with seed 0 so every worker caches the same.
 VALIDATION_FRACTION = 0.2
 
+#: What to do when the data is not what the table's space was profiled for.
+PROFILE_FOR_DATA = ("profile a table for this data: nas2deploy profile --space dpc --input-size {size} --input-width "
+                    "{size} --num-classes {classes} --out TABLE")
+
 #: Fine-tuning a cell on its pretrained backbone: the proxy's batch and learning rate.
 RERANK_BATCH, RERANK_LR = 8, 0.02
 
@@ -72,13 +76,14 @@ class ProxyEvaluator(Evaluator):
 
     rerank_recipe = {"batch": RERANK_BATCH, "lr": RERANK_LR}
 
-    def __init__(self, cache: FeatureCache, data: Splits, weights: str, epochs: int):
-        self.cache, self.data, self.weights, self.epochs = cache, data, weights, epochs
+    def __init__(self, cache: FeatureCache, data: Splits, weights: str, epochs: int,
+                 say: Callable[[str], None] | None = None):
+        self.cache, self.data, self.weights, self.epochs, self.say = cache, data, weights, epochs, say
         self.identity = {"cache": cache.origin}
 
     def score(self, net: Network, seed: int) -> TrialScore:
         assert isinstance(net, DPCNet)
-        proxy = train_cell(net, self.cache, epochs=self.epochs, batch_size=8, patience=3, seed=seed)
+        proxy = train_cell(net, self.cache, epochs=self.epochs, batch_size=8, patience=3, seed=seed, progress=self.say)
         return TrialScore(proxy.miou, {"epochs": proxy.epochs, "seconds": round(proxy.seconds, 2)})
 
     def train_end_to_end(self, net: Network, epochs: int, seed: int) -> float:
@@ -113,8 +118,10 @@ class DPCCells(BlackBoxSpace):
         """The feature cache in OUT/cache, built from the study's backbone weights (once)."""
         assert isinstance(space, DPCSpace)
         weights = config.options["weights"]
-        probe = space.reference_net
-        data = validation_splits(open_dataset(config.data, probe.input_size, fit=probe), VALIDATION_FRACTION, seed=0)
+        probe = space.reference_net.renamed(f"dpc (table {table.name})")
+        data = validation_splits(open_dataset(config.data, probe.input_size, fit=probe, fix=PROFILE_FOR_DATA),
+                                 VALIDATION_FRACTION, seed=0)
+        data.require_fit(probe, PROFILE_FOR_DATA)
         cache = build_cache(probe, weights, data, f"{config.data}[validation {VALIDATION_FRACTION:g}]", out / "cache",
                             progress=say)
         features = list(probe.features())
@@ -122,4 +129,4 @@ class DPCCells(BlackBoxSpace):
             raise UserError(f"feature cache {cache.folder} holds {'x'.join(map(str, cache.features['train'].shape[1:]))} "
                             f"features, the dpc space {space.config_dict()} reads {'x'.join(map(str, features))}: build "
                             "the cache for it")
-        return ProxyEvaluator(cache, data, str(weights), int(config.options["proxy_epochs"]))
+        return ProxyEvaluator(cache, data, str(weights), int(config.options["proxy_epochs"]), say)
