@@ -55,6 +55,9 @@ tables: $(STAMP)
 	$(BIN)/nas2deploy profile --input-size 32 --width-mult 0.5 --num-classes 10 --max-stack-layers 1 --precision int8 \
 		--out latency_tables/densenas32_small_c10_ort_cpu_int8_b1.json
 	$(BIN)/nas2deploy lut validate latency_tables/densenas32_small_c10_ort_cpu_int8_b1.json --samples 100
+	$(BIN)/nas2deploy profile --space dpc --input-size 128 --input-width 128 --num-classes 6 \
+		--out latency_tables/dpc128_c6_ort_cpu_fp32_b1.json
+	$(BIN)/nas2deploy lut validate latency_tables/dpc128_c6_ort_cpu_fp32_b1.json --samples 100
 
 clean:
 	rm -rf $(VENV) .stubs .mypy_cache .pytest_cache
