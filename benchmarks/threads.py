@@ -1,12 +1,15 @@
-"""Threads on a busy machine: one training epoch and a short search, each with the default
-threads (the cores free as the command starts, ``nas2deploy.threads``), with 1 and with every
-core, on a quiet machine and beside a CPU-bound process per core but one (the loaded case).
+"""Threads on a busy machine: one training epoch, a short search and the classification demo
+(what ``make demo`` runs), each with the default threads (the cores free as the command starts,
+``nas2deploy.threads``), with 1 and with every core, on a quiet machine and beside a CPU-bound
+process per core but one (the loaded case). The demo is not run on every core under load: the
+search epoch's row shows that case costs several times the quiet time, and the demo would take
+most of an hour.
 
 Each command runs through the CLI in a process of its own, ``OMP_NUM_THREADS`` unset; printed:
 its wall time and the threads it chose. Run it on an otherwise idle machine: the "quiet" rows
 assume nothing else runs.
 
-    .venv/bin/python benchmarks/threads.py [--repeats 1]
+    .venv/bin/python benchmarks/threads.py [--repeats 1] [--commands train,search,demo]
 """
 
 from __future__ import annotations
@@ -48,10 +51,20 @@ def timed(args: list[str]) -> tuple[float, str]:
     return wall, chose.group(1) if chose else "?"
 
 
+def fresh(command: list[str], tmp: str) -> list[str]:
+    """New output folders for a demo, which would otherwise reuse what an earlier run left."""
+    if command[0] != "demo":
+        return []
+    folder = tempfile.mkdtemp(dir=tmp)
+    return ["--out", str(Path(folder) / "run"), "--export-dir", str(Path(folder) / "export")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--commands", default="train,search,demo", help="Which rows to measure.")
     args = parser.parse_args()
+    wanted = set(args.commands.split(","))
     cores = available_cores()
     with tempfile.TemporaryDirectory() as tmp:
         arch = Path(tmp) / "a.json"
@@ -62,7 +75,9 @@ def main() -> None:
                                                      "--out", str(Path(tmp) / "w.pt"), "--force"],
                 "search, 1 epoch of 8 batches": ["search", "--lut", str(TABLE), "--data", "synthetic:400", "--epochs", "1",
                                                  "--warmup-epochs", "0", "--batch-size", "32", "--max-batches", "8",
-                                                 "--out", str(Path(tmp) / "run"), "--force"]}
+                                                 "--out", str(Path(tmp) / "run"), "--force"],
+                "demo (classification)": ["demo"]}  # each run in fresh folders (``fresh``): a demo reuses its own
+        jobs = {name: command for name, command in jobs.items() if name.split(",")[0].split(" ")[0] in wanted}
         print(f"{cores} cores; wall seconds (threads chosen)\n")
         print("| command | machine | default | 1 thread | " + f"{cores} threads |\n|---|---|---|---|---|")
         for loaded in (False, True):
@@ -74,7 +89,10 @@ def main() -> None:
                 for name, command in jobs.items():
                     cells = []
                     for threads in ("0", "1", str(cores)):
-                        runs = [timed([*command, "--threads", threads]) for _ in range(args.repeats)]
+                        if loaded and threads == str(cores) and command[0] == "demo":
+                            cells.append("not run")
+                            continue
+                        runs = [timed([*command, *fresh(command, tmp), "--threads", threads]) for _ in range(args.repeats)]
                         best = min(runs)
                         cells.append(f"{best[0]:.1f} s ({best[1]})")
                     print(f"| {name} | {'loaded' if loaded else 'quiet'} | " + " | ".join(cells) + " |", flush=True)

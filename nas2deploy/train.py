@@ -27,6 +27,7 @@ from nas2deploy.data import Splits
 from nas2deploy.data.batches import RankBatches, batch_loader, decoded
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import atomic_write_bytes, require_file
+from nas2deploy.heartbeat import Heartbeat
 from nas2deploy.objective import evaluate, task_loss
 
 
@@ -68,7 +69,8 @@ def train_arch(
             epoch_start = time.perf_counter()
             model.train()
             sampler.start(seed * 7919 + epoch, seed * 7919 + epoch)
-            for x, y in decoded(loader):
+            beat = Heartbeat(progress, f"epoch {epoch + 1}/{epochs} batches", len(sampler)) if progress else None
+            for i, (x, y) in enumerate(decoded(loader), 1):
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
                 for group in opt.param_groups:
@@ -81,6 +83,8 @@ def train_arch(
                 scaler.step(opt)
                 scaler.update()
                 step += 1
+                if beat and i < beat.total:  # the epoch's own line says the end
+                    beat.tick(i)
             if progress:
                 now = time.perf_counter()
                 eta = (now - start) / (epoch + 1) * (epochs - epoch - 1)

@@ -19,10 +19,14 @@ def readings(*pairs):
 def test_the_free_cores_are_the_idle_share_of_the_cores_rounded_and_at_least_one():
     no_sleep = lambda s: None  # noqa: E731
     # (idle, total) jiffies: one of two cores busy over the window
-    assert free_cores(2, read=readings((100, 200), (150, 300)), sleep=no_sleep) == 1
-    assert free_cores(16, read=readings((0, 0), (100, 100)), sleep=no_sleep) == 16  # all idle
-    assert free_cores(4, read=readings((0, 0), (0, 100)), sleep=no_sleep) == 1  # all busy: still one
-    assert free_cores(8, read=readings(None, None), sleep=no_sleep) == 8  # no /proc/stat: every core
+    assert free_cores(2, windows=1, read=readings((100, 200), (150, 300)), sleep=no_sleep) == 1
+    assert free_cores(16, windows=1, read=readings((0, 0), (100, 100)), sleep=no_sleep) == 16  # all idle
+    assert free_cores(4, windows=1, read=readings((0, 0), (0, 100)), sleep=no_sleep) == 1  # all busy: still one
+    assert free_cores(8, windows=1, read=readings(None, None), sleep=no_sleep) == 8  # no /proc/stat: every core
+    # a blip fills one window of three: the most idle window counts
+    assert free_cores(2, read=readings((0, 0), (0, 100), (100, 200), (180, 300)), sleep=no_sleep) == 2
+    # a load that persists fills all three
+    assert free_cores(2, read=readings((0, 0), (50, 100), (100, 200), (150, 300)), sleep=no_sleep) == 1
 
 
 def test_threads_asked_for_win_and_local_ranks_share_the_free_cores(monkeypatch):

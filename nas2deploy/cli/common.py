@@ -354,9 +354,14 @@ def compute_params() -> list[click.Parameter]:
             click.Option(["--channels-last/--no-channels-last"], default=True, show_default=True,
                          help="Images and weights in channels-last memory order (oneDNN's faster kernels: about 1.5x "
                          "faster steps on a CPU)."),
-            click.Option(["--threads", "compute_threads"], type=click.IntRange(min=0, max=1024), default=0,
-                         show_default=True, help="CPU threads of the computation (0: the cores free as the command "
-                         "starts, measured; torchrun's local ranks share them).")]
+            threads_param()]
+
+
+def threads_param() -> click.Option:
+    """The computation's CPU threads (``start_threads``)."""
+    return click.Option(["--threads", "compute_threads"], type=click.IntRange(min=0, max=1024), default=0,
+                        show_default=True, help="CPU threads of the computation (0: the cores free as the command "
+                        "starts, measured; torchrun's local ranks share them).")
 
 
 def start_threads(requested: int) -> str:

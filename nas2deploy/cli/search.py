@@ -17,7 +17,8 @@ import click
 
 from nas2deploy.cli.common import (POSITIVE, Finite, InputSize, SpaceName, chosen_space, compute_params, data_params,
                                    declared_command, emit, every_space_params, force_option, json_option, log,
-                                   on_interrupt, pop_options, space_params, start_threads, warn_table, with_params)
+                                   on_interrupt, pop_options, space_params, start_threads, threads_param, warn_table,
+                                   with_params)
 from nas2deploy.errors import UserError
 from nas2deploy.fileio import check_name, claim_file, exclusive, lock_path, require_space
 from nas2deploy.search.budget import DEFAULT_FILL
@@ -90,7 +91,7 @@ def params_of(name: str, strategy: str = "gradient") -> list[click.Parameter]:
     if entry is None:
         return []
     if entry.searched_by == "trials":
-        return study_params() + space_params(name, "space", "study")
+        return study_params() + [threads_param()] + space_params(name, "space", "study")
     chosen = [click.Option(["--strategy"], type=click.Choice(STRATEGIES), default="gradient", show_default=True,
                            help="gradient: alpha and beta learn beside the weights (as published); evolution: single-path "
                            "one-shot, the supernet trained on uniformly drawn networks, then an evolutionary search of "
@@ -149,13 +150,13 @@ def search(ctx: click.Context, space_name: str, table: str, out: str, force: boo
     journal, study.json, best.json and a report."""
     threads = start_threads(opts.pop("compute_threads", 0))
     if SPACES[space_name].searched_by == "trials":
-        study(space_name, table, out, force, as_json, opts)
+        study(space_name, table, out, force, as_json, opts, threads)
     else:
         supernet_search(ctx, space_name, table, out, force, as_json, opts, threads)
 
 
 def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, force: bool, as_json: bool,
-                    opts: dict[str, Any], threads: str = "") -> None:
+                    opts: dict[str, Any], threads: str) -> None:
     """``search`` for a space searched by its supernet: the gradient loop, resumable; with
     ``--strategy evolution`` the one-shot supernet's training, then its evolutionary search."""
     from nas2deploy.runs import start_search
@@ -218,7 +219,7 @@ def _finish_search(run: SearchRun, out: str, evolution: dict[str, Any], warnings
          f"derived architecture: {derived} (predicted {predicted:.3f} ms)", as_json)
 
 
-def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opts: dict[str, Any]) -> None:
+def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opts: dict[str, Any], threads: str) -> None:
     """``search`` for a space searched trial by trial: its black-box study (``runs.start_study``)."""
     from nas2deploy.report import regenerate
     from nas2deploy.runs import start_study, study_options
@@ -235,6 +236,7 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
                          rerank=opts["rerank"], rerank_epochs=opts["rerank_epochs"], measure=opts["measure"],
                          seed=opts["seed"], force=force, options=options)
     warnings = warn_table(load_table(table), here=True)
+    log(threads)
     on_interrupt(f"study folder {out} keeps its feature cache and its finished trials (a trial cut short is run again)",
                  "", drop=("--force",))
     try:

@@ -89,7 +89,7 @@ class ProxyEvaluator(Evaluator):
     def train_end_to_end(self, net: Network, epochs: int, seed: int) -> float:
         assert isinstance(net, DPCNet)
         return float(train_arch(net, self.data, epochs, RERANK_BATCH, RERANK_LR, seed=seed,
-                                initial=pretrained(net, self.weights))[1])
+                                initial=pretrained(net, self.weights), progress=self.say)[1])
 
 
 class DPCCells(BlackBoxSpace):
