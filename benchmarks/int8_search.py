@@ -1,0 +1,149 @@
+"""Searching on the INT8 table against searching on the fp32 table and quantising afterwards, for
+one INT8 deployment budget, side by side in one run.
+
+Both searches are the evolution strategy over one trained single-path supernet (``--run``, a
+``search --strategy evolution`` run folder: the supernet does not depend on the table, only the
+evolutionary search of the budget's window does, so both searches score networks with the same
+inherited weights, as ``search --strategy evolution --lut TABLE`` would for each table):
+
+- **int8 table**: the window [fill x budget, budget] of the INT8 table (``--int8-lut``).
+- **fp32 table, then quantised**: what a user with only an fp32 table does for an INT8 target:
+  search the fp32 table at the budget scaled by the fp32 / int8 ratio of the two tables (the
+  median over 200 random networks), quantise the network, measure it quantised and, while it
+  measures over the budget (or under the window), scale the fp32 budget by budget / measured and
+  search again (at most 3 rounds; the last network within the budget is kept).
+- **fp32 table at the deployment budget**: the naive use, the fp32 network quantised as it is.
+
+Each network is trained stand-alone (``--epochs`` on ``--train-images`` CIFAR-10 images, the demo's
+optimiser, batch and learning rate, ``--seeds`` seeds) and exported by ``Exporter`` as ``nas2deploy
+export --precision int8 --lut INT8`` does (512 calibration images, MinMax): printed per network
+are the int8 latency measured against the budget, its fp32 top-1 on the test split, the int8 drop
+on ``--test-images`` test images (all of them by default: the int8 top-1 is the first less the
+second), the mean over seeds.
+
+    .venv/bin/python benchmarks/int8_search.py --run runs/svr-cifar/classification/one-shot --data DIR/cifar10 \\
+        --budget-ms 0.25 [--trials 100] [--train-images 10000] [--epochs 6] [--seeds 2] [--out runs/int8-search]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas2deploy.deploy.export import CheckFailed, Exporter, ExportOptions  # noqa: E402
+from nas2deploy.evaluation.scores import benchmark_data  # noqa: E402
+from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table  # noqa: E402
+from nas2deploy.nets import Network, load_arch  # noqa: E402
+from nas2deploy.runs import SearchSetup, evolve, open_run  # noqa: E402
+from nas2deploy.spaces.tables import load_table  # noqa: E402
+from nas2deploy.train import save_weights, train_arch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+INT8_TABLE = ROOT / "latency_tables" / "densenas32_small_c10_ort_cpu_int8_b1.json"
+
+
+def on_table(setup: SearchSetup, path: str) -> SearchSetup:
+    """The run's search with another table: the evolution strategy's study prices and windows by it."""
+    return dataclasses.replace(setup, table=load_table(path), config=dataclasses.replace(setup.config, table=path))
+
+
+def searched(setup: SearchSetup, run: str, budget: float, out: Path, trials: int, fill: float) -> Network:
+    study = evolve(setup, run, budget, out, trials, fill=fill, say=lambda line: print("  " + line, flush=True))
+    return load_arch(study["best"]["arch"])
+
+
+def ratio(fp32: Any, int8: Any, setup: SearchSetup) -> float:
+    """The median fp32 / int8 prediction over 200 random networks of the run's space."""
+    rng = random.Random(0)
+    nets = [setup.space.sample_arch(rng) for _ in range(200)]
+    return statistics.median(fp32.predict(n).best_ms / int8.predict(n).best_ms for n in nets)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a search --strategy evolution run folder (its trained supernet)")
+    parser.add_argument("--data", required=True, help="the CIFAR-10 folder the run searched")
+    parser.add_argument("--budget-ms", type=float, required=True, help="the INT8 deployment budget")
+    parser.add_argument("--int8-lut", default=str(INT8_TABLE))
+    parser.add_argument("--fill", type=float, default=0.9)
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--train-images", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--test-images", type=int, default=10000, help="the export's check (10000: the whole test split, "
+                        "the images the fp32 top-1 is scored on)")
+    parser.add_argument("--out", default="runs/int8-search")
+    args = parser.parse_args()
+    out, budget = Path(args.out), args.budget_ms
+    setup = open_run(args.run)
+    int8_setup = on_table(setup, args.int8_lut)
+    int8_settings, int8_timing = settings_from_table(int8_setup.table), timing_from_table(int8_setup.table)
+    quantised_ms = lambda net: measure_network(int8_settings, net, int8_timing)  # noqa: E731
+    scale = ratio(setup.table, int8_setup.table, setup)
+    print(f"fp32 / int8 predictions: median ratio {scale:.3f} over 200 random networks", flush=True)
+
+    t0 = time.time()
+    networks = {"int8 table": searched(int8_setup, args.run, budget, out / "int8", args.trials, args.fill)}
+    fp32_budget, kept = budget * scale, None
+    for round_ in range(3):
+        net = searched(setup, args.run, round(fp32_budget, 4), out / f"fp32-{round(fp32_budget, 4)}", args.trials, args.fill)
+        ms = quantised_ms(net)
+        print(f"  fp32 search at {fp32_budget:.4f} ms: quantised {ms:.4f} ms (budget {budget:g})", flush=True)
+        if ms <= budget:
+            kept = net
+            if ms >= args.fill * budget:
+                break
+        fp32_budget *= budget / ms
+    networks["fp32 table, scaled"] = kept if kept is not None else net
+    networks["fp32 table, same budget"] = searched(setup, args.run, budget, out / f"fp32-{budget:g}", args.trials, args.fill)
+    search_s = time.time() - t0
+
+    data = benchmark_data(args.data, 32, 0, args.train_images)
+    rows = []
+    for kind, net in networks.items():
+        folder = out / kind.replace(" ", "-").replace(",", "")
+        folder.mkdir(parents=True, exist_ok=True)
+        figures = []
+        for seed in range(args.seeds):
+            done = folder / f"seed{seed}.json"
+            if done.exists():  # a killed benchmark resumes at the training it was doing
+                figures.append(json.loads(done.read_text()))
+                continue
+            model, top1 = train_arch(net, data, args.epochs, seed=seed)
+            save_weights(model, folder / f"seed{seed}.pt")
+            options = ExportOptions(data=args.data, samples=args.test_images, precision="int8", calibration_data=args.data,
+                                    lut=args.int8_lut, budget_ms=budget, force=True)
+            try:
+                report = Exporter(net, str(folder / f"seed{seed}.pt"), folder / f"export{seed}", options).run()
+            except CheckFailed:
+                report = json.loads((folder / f"export{seed}" / "report.json").read_text())
+            check = {c["candidate"]: c for c in report["accuracy"]["comparisons"]}["onnxruntime"]
+            row = {"top1_fp32": top1, "drop": check["accuracy_drop"],
+                   "int8_ms": report["latency"]["onnxruntime"]["timing"]["median_ms"]}
+            done.write_text(json.dumps(row))
+            figures.append(row)
+        mean = {k: statistics.fmean(f[k] for f in figures) for k in figures[0]}
+        rows.append((kind, net, mean, [f["top1_fp32"] - f["drop"] / 100 for f in figures]))
+        print(f"{kind}: done", flush=True)
+
+    print(f"\nINT8 budget {budget:g} ms (window {args.fill:g}x); searches {search_s:.0f} s; {args.seeds} seeds x "
+          f"{args.epochs} epochs on {args.train_images} images; int8 top-1 on {args.test_images} test images\n")
+    print("| searched on | int8 predicted ms | int8 measured ms | x budget | fp32 top-1 | int8 drop (points) | int8 top-1 (seeds) |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, net, mean, int8_top1 in rows:
+        print(f"| {kind} | {int8_setup.table.predict(net).best_ms:.4f} | {mean['int8_ms']:.4f} | {mean['int8_ms'] / budget:.2f} | "
+              f"{mean['top1_fp32']:.3f} | {mean['drop']:+.2f} | {statistics.fmean(int8_top1):.3f} "
+              f"({' '.join(f'{s:.3f}' for s in int8_top1)}) |")
+
+
+if __name__ == "__main__":
+    main()
