@@ -7,6 +7,7 @@ leave the file it points to untouched.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -117,17 +118,20 @@ def test_search_report_refuses_links(tmp_path, victim, table_path, name):
 @pytest.mark.slow
 def test_a_second_profiler_of_one_table_is_refused_at_once(tmp_path):
     out = tmp_path / "t.json"
-    # The whole small space at 200 runs an op (~7 s here): long enough that the second process
-    # (~1.5 s to start) always finds the first still profiling (a 1/12 shard, 1.3 s since the
-    # adaptive harness, sometimes finished first).
+    # A twelfth of the small space: the first process is stopped (SIGSTOP) as soon as its journal
+    # exists, so it holds the table while the second starts, however fast it would profile.
     cmd = [sys.executable, "-m", "nas2deploy", "profile", "--input-size", "32", "--width-mult", "0.5", "--num-classes", "10",
-           "--max-stack-layers", "1", "--runs", "200", "--out", str(out)]
+           "--max-stack-layers", "1", "--shard", "1/12", "--out", str(out)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not journal_path(out).exists():
-        time.sleep(0.02)
-    assert journal_path(out).exists(), "the first profile did not start"
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    while time.time() < deadline and not journal_path(out).exists() and first.poll() is None:
+        time.sleep(0.005)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        assert journal_path(out).exists(), "the first profile did not start, or finished before it was stopped"
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 1 and f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
