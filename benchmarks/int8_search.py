@@ -6,7 +6,8 @@ Both searches are the evolution strategy over one trained single-path supernet (
 evolutionary search of the budget's window does, so both searches score networks with the same
 inherited weights, as ``search --strategy evolution --lut TABLE`` would for each table):
 
-- **int8 table**: the window [fill x budget, budget] of the INT8 table (``--int8-lut``).
+- **int8 table**: the window [fill x budget, budget] of the INT8 table (``--int8-lut``), the
+  best candidates measured quantised on this CPU until one fits (the closed loop, ``--measure``).
 - **fp32 table, then quantised**: what a user with only an fp32 table does for an INT8 target:
   search the fp32 table at the budget scaled by the fp32 / int8 ratio of the two tables (the
   median over 200 random networks), quantise the network, measure it quantised and, while it
@@ -39,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nas2deploy.demo import demo_entry  # noqa: E402
 from nas2deploy.deploy.export import CheckFailed, Exporter, ExportOptions  # noqa: E402
 from nas2deploy.evaluation.scores import benchmark_data  # noqa: E402
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table  # noqa: E402
@@ -56,8 +58,10 @@ def on_table(setup: SearchSetup, path: str) -> SearchSetup:
     return dataclasses.replace(setup, table=load_table(path), config=dataclasses.replace(setup.config, table=path))
 
 
-def searched(setup: SearchSetup, run: str, budget: float, out: Path, trials: int, fill: float) -> Network:
-    study = evolve(setup, run, budget, out, trials, fill=fill, say=lambda line: print("  " + line, flush=True))
+def searched(setup: SearchSetup, run: str, budget: float, out: Path, trials: int, fill: float,
+             measure: bool = False) -> Network:
+    study = evolve(setup, run, budget, out, trials, fill=fill, measure=measure,
+                   say=lambda line: print("  " + line, flush=True))
     return load_arch(study["best"]["arch"])
 
 
@@ -92,7 +96,8 @@ def main() -> None:
     print(f"fp32 / int8 predictions: median ratio {scale:.3f} over 200 random networks", flush=True)
 
     t0 = time.time()
-    networks = {"int8 table": searched(int8_setup, args.run, budget, out / "int8", args.trials, args.fill)}
+    # the int8 search in closed loop (``search --measure``): its candidates measured quantised here
+    networks = {"int8 table": searched(int8_setup, args.run, budget, out / "int8", args.trials, args.fill, measure=True)}
     fp32_budget, kept = budget * scale, None
     for round_ in range(3):
         net = searched(setup, args.run, round(fp32_budget, 4), out / f"fp32-{round(fp32_budget, 4)}", args.trials, args.fill)
@@ -108,6 +113,8 @@ def main() -> None:
     search_s = time.time() - t0
 
     data = benchmark_data(args.data, 32, 0, args.train_images)
+    plan = demo_entry("classification").demo  # the demo's batch and learning rate, as search_vs_random.py trains
+    assert plan is not None
     rows = []
     for kind, net in networks.items():
         folder = out / kind.replace(" ", "-").replace(",", "")
@@ -118,7 +125,7 @@ def main() -> None:
             if done.exists():  # a killed benchmark resumes at the training it was doing
                 figures.append(json.loads(done.read_text()))
                 continue
-            model, top1 = train_arch(net, data, args.epochs, seed=seed)
+            model, top1 = train_arch(net, data, args.epochs, plan.train_batch, plan.train_lr, seed=seed)
             save_weights(model, folder / f"seed{seed}.pt")
             options = ExportOptions(data=args.data, samples=args.test_images, precision="int8", calibration_data=args.data,
                                     lut=args.int8_lut, budget_ms=budget, force=True)

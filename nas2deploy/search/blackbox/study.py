@@ -166,7 +166,9 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
         if enough(study):
             study.stop()
         if beat:
-            beat.tick(counted(study)[0], best_so_far(study, adapter.score_label))
+            state = optuna.trial.TrialState
+            beat.tick(len(study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED))),
+                      best_so_far(study, adapter.score_label))
 
     try:
         study.optimize(objective, callbacks=[stop_when_enough], catch=(Surplus,))
