@@ -306,8 +306,8 @@ def separation_warning(ranked: list[Candidate], label: str) -> str | None:
     if len(ranked) < 2 or ranked[0].score - ranked[-1].score >= SEPARATION:
         return None
     return (f"the {len(ranked)} trained networks' {label} scores lie within {ranked[0].score - ranked[-1].score:.4f} of "
-            f"each other ({ranked[-1].score:.4f}-{ranked[0].score:.4f}): the score does not tell them apart, so the "
-            "fastest was chosen; train the scores longer (the space's epochs option), on more data, or from better weights")
+            f"each other ({ranked[-1].score:.4f}-{ranked[0].score:.4f}): the score does not tell them apart (equal "
+            "scores go to the faster network); train the scores longer (the space's epochs option), on more data, or from better weights")
 
 
 class StudyFailed(UserError):
