@@ -15,10 +15,10 @@ from typing import Callable
 
 
 class Heartbeat:
-    """Say ``label: done/total ...`` through ``say`` at most every ``every_s`` seconds (and at the
-    end) as ``tick`` reports progress; the clock is injected for tests."""
+    """Say ``label: done/total ...`` through ``say`` (None: say nothing) at most every ``every_s``
+    seconds (and at the end) as ``tick`` reports progress; the clock is injected for tests."""
 
-    def __init__(self, say: Callable[[str], None], label: str, total: int, every_s: float = 10.0,
+    def __init__(self, say: Callable[[str], None] | None, label: str, total: int, every_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, start: float | None = None):
         self.say, self.label, self.total, self.every_s, self.clock = say, label, total, every_s, clock
         self.start = self.shown = clock() if start is None else start  # ``start``: when the loop began
@@ -38,6 +38,8 @@ class Heartbeat:
 
     def tick(self, done: int, item: str = "", always: bool = False) -> None:
         """``done`` items of ``total``; a line when ``every_s`` has passed, at the end, or ``always``."""
+        if self.say is None:  # nobody listens: a loop needs no other test
+            return
         now = self.clock()
         if self.first is None and done > 0:
             self.first = (done, now)

@@ -69,7 +69,7 @@ def train_arch(
             epoch_start = time.perf_counter()
             model.train()
             sampler.start(seed * 7919 + epoch, seed * 7919 + epoch)
-            beat = Heartbeat(progress, f"epoch {epoch + 1}/{epochs} batches", len(sampler)) if progress else None
+            beat = Heartbeat(progress, f"epoch {epoch + 1}/{epochs} batches", len(sampler))
             for i, (x, y) in enumerate(decoded(loader), 1):
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
@@ -83,7 +83,7 @@ def train_arch(
                 scaler.step(opt)
                 scaler.update()
                 step += 1
-                if beat and i < beat.total:  # the epoch's own line says the end
+                if i < beat.total:  # the epoch's own line says the end
                     beat.tick(i)
             if progress:
                 now = time.perf_counter()

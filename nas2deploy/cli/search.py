@@ -383,7 +383,6 @@ def train(arch_ref: str, data: str, epochs: int, batch_size: int, lr: float, lr_
             raise UserError(f"--crop {crop}: {exc}") from None
         fix = "give other data, or train its layers for this data: --input-size {size} --num-classes {classes}"
         splits = open_dataset(data, arch.input_size, data_classes, crop_size, fit=arch, fix=fix)
-        splits.require_fit(arch, fix)
         log(threads)
         model, acc = train_arch(arch, splits, epochs, batch_size, lr, seed=seed, progress=log,
                                 device=where, amp=amp, workers=workers, channels_last=channels_last,

@@ -33,7 +33,8 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
     Cityscapes, VOC or CamVid folders (None: the input size, square). Options the data cannot
     use, a folder of another ``task`` (or of network ``fit``'s task) than the one asked for, and
     built-in data that network ``fit`` cannot take, are refused before anything is read or
-    generated (rendering 224 px shapes takes half a minute), saying ``fix``."""
+    generated (rendering 224 px shapes takes half a minute); a folder ``fit`` cannot take (its
+    classes, its size) as soon as it is open. Either refusal says ``fix``."""
     kind = _kind(spec)
     wanted = task or (fit.task if fit is not None else None)
     if wanted is not None and TASKS[kind] != wanted:
@@ -53,9 +54,15 @@ def open_dataset(spec: str, image_size: int = 32, classes: int = 0, crop: tuple[
         if not count.isdigit() or int(count) < 4:
             raise UserError(f"data {spec}: expected 'seg-synthetic' or 'seg-synthetic:N' with N >= 4 training images")
         return synthetic_segmentation(int(count), image_size)
+    splits = _open_folder(kind, Path(spec), image_size, classes, crop)
+    if fit is not None:  # a folder's classes and size are known once it is open
+        splits.require_fit(fit, fix)
+    return splits
+
+
+def _open_folder(kind: str, path: Path, image_size: int, classes: int, crop: tuple[int, int] | None) -> Splits:
     from nas2deploy.data.folders import open_cifar10, open_image_folder
 
-    path = Path(spec)
     if kind == "cityscapes":
         return open_cityscapes(path, image_size, crop)
     if kind == "voc":

@@ -33,7 +33,6 @@ def accuracy_inputs(arch: Network, data: str | None, images: str | None, count: 
             f"--data with its own data ({arch.num_classes} classes; no built-in set has them), "
         raise UserError(f"arch {arch.name}: no data to check accuracy on; give {data_hint}or --images DIR (image files)")
     splits = open_dataset(str(spec), arch.input_size, fit=arch)
-    splits.require_fit(arch)
     n = min(count, len(cast(Sized, splits.test)))
     x = np.stack([np.asarray(splits.test[i][0], dtype=np.float32) for i in range(n)])
     labels = np.stack([np.asarray(splits.test[i][1], dtype=np.int64) for i in range(n)])
@@ -64,7 +63,6 @@ def calibration_images(arch: Network, data: str | None, count: int, batch: int) 
     if count < need:
         raise UserError(f"--calibration-images {count}: the activations' ranges need at least {need} images")
     splits = open_dataset(data, arch.input_size, fit=arch)
-    splits.require_fit(arch)
     available = len(cast(Sized, splits.train))
     if available < count:
         raise UserError(f"--calibration-data {data}: {available} training images, fewer than --calibration-images "

@@ -133,7 +133,7 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
     the trials done and the best score so far."""
     optuna = optuna_module()
     fail_dead_workers_trials(study)
-    beat = Heartbeat(say, "trials", trials) if say else None
+    beat = Heartbeat(say, "trials", trials)
 
     def enough(study: Any, _: Any = None) -> bool:
         total, waiting = counted(study)
@@ -165,7 +165,7 @@ def run_trials(study: Any, adapter: BlackBoxSpace, space: Any, table: LatencyTab
         # (a dead worker's) is run before stopping
         if enough(study):
             study.stop()
-        if beat:
+        if say:  # counting the trials reads the storage: only for someone listening
             state = optuna.trial.TrialState
             beat.tick(len(study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED))),
                       best_so_far(study, adapter.score_label))

@@ -208,7 +208,7 @@ def _fill(split: str, dataset: Dataset, doc: dict[str, Any], folder: Path, backb
     feats, labels = _arrays(folder, split, meta, "r+")
     _check_chunks(folder, split, meta, feats, labels)  # what a resumed build keeps is what it wrote
     classes = doc["classes"]
-    beat = Heartbeat(progress, f"features of {split}", meta["count"]) if progress else None
+    beat = Heartbeat(progress, f"features of {split}", meta["count"])
     while meta["done"] < meta["count"]:
         start, end = meta["done"], min(meta["count"], meta["done"] + CHUNK)
         for i in range(start, end, batch_size):
@@ -224,8 +224,7 @@ def _fill(split: str, dataset: Dataset, doc: dict[str, Any], folder: Path, backb
                                 f"classes (and {IGNORE} = ignore): check the data")
             feats[i:i + len(items)] = out
             labels[i:i + len(items)] = masks.astype(np.uint8)
-            if beat:
-                beat.tick(i + len(items))
+            beat.tick(i + len(items))
         feats.flush()
         labels.flush()
         meta["chunks"].append(chunk_digest(feats[start:end], labels[start:end]))
@@ -279,7 +278,7 @@ def train_cell(net: DPCNet, cache: FeatureCache, epochs: int = 10, batch_size: i
     steps = max(1, epochs * math.ceil(len(train_x) / batch_size))
     g = torch.Generator().manual_seed(seed)
     best, since, step, ran = -1.0, 0, 0, 0
-    beat = Heartbeat(progress, f"{net.name}: steps", steps) if progress else None
+    beat = Heartbeat(progress, f"{net.name}: steps", steps)
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -295,8 +294,7 @@ def train_cell(net: DPCNet, cache: FeatureCache, epochs: int = 10, batch_size: i
             loss.backward()
             opt.step()
             step += 1
-            if beat:
-                beat.tick(step)
+            beat.tick(step)
         ran = epoch + 1
         score = _validate(model, cache, net.num_classes, batch_size)
         if score > best:

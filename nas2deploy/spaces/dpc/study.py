@@ -121,7 +121,6 @@ class DPCCells(BlackBoxSpace):
         probe = space.reference_net.renamed(f"dpc (table {table.name})")
         data = validation_splits(open_dataset(config.data, probe.input_size, fit=probe, fix=PROFILE_FOR_DATA),
                                  VALIDATION_FRACTION, seed=0)
-        data.require_fit(probe, PROFILE_FOR_DATA)
         cache = build_cache(probe, weights, data, f"{config.data}[validation {VALIDATION_FRACTION:g}]", out / "cache",
                             progress=say)
         features = list(probe.features())
