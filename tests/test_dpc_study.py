@@ -275,6 +275,24 @@ def test_a_worker_killed_mid_trial_is_failed_and_its_network_run_again(setup, tm
     assert [t.number for t in _accounted(study, 4)] == [0]
 
 
+def test_two_workers_starting_together_queue_a_dead_workers_trial_once(setup, tmp_path, monkeypatch):
+    """Two workers start beside each other and both read the dead worker's trial as running: the
+    one that fails it second leaves it to the first (no error, no second copy queued)."""
+    from nas2deploy.search.blackbox.storage import fail_dead_workers_trials, open_storage_study, storage_for
+
+    storage = str(tmp_path / "journal.log")
+    optuna.create_study(study_name="pair", storage=storage_for(storage))
+    _killed_worker(storage, "pair")
+    late = open_storage_study(storage, "pair")
+    read = late.get_trials(deepcopy=True)  # what the second worker read before the first failed the trial
+    assert fail_dead_workers_trials(open_storage_study(storage, "pair")) == [0]
+    monkeypatch.setattr(late, "get_trials", lambda deepcopy=False, states=None:
+                        [t for t in read if states is None or t.state in states])
+    assert fail_dead_workers_trials(late) == []
+    states = [t.state for t in open_storage_study(storage, "pair").trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+
+
 def test_a_silent_worker_elsewhere_is_failed_by_the_database_heartbeat(setup, postgres_url, monkeypatch):
     """A worker of another host (its pid means nothing here) killed mid-trial: Optuna's heartbeat
     fails its trial after the grace period and the stale-trial callback queues it again."""

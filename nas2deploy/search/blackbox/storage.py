@@ -136,7 +136,9 @@ def fail_dead_workers_trials(study: Any) -> list[int]:
         if name == host and pid.isdigit() and not _alive(int(pid)):
             try:
                 finished = study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first, and queued it
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                # another worker, starting beside this one, failed it first and queued it: Optuna says
+                # ValueError when the trial read finished, the other when it finished while written
                 continue
             requeue(study, finished)
             failed.append(trial.number)
