@@ -4,8 +4,13 @@ outputs are and whether that passes.
 
 Thresholds by precision:
 
-- fp32: element-wise ``|candidate - reference| <= atol + rtol * |reference|`` with
-  atol = rtol = 1e-4 (numpy's ``allclose`` rule), and every top-1 class the same.
+- fp32: element-wise ``|candidate - reference| <= t * (scale + |reference|)``, t = 1e-4, where
+  ``scale`` is the sample's largest ``|reference|``: numpy's ``allclose`` rule with the absolute
+  term in units of the sample's output. Float32 rounding grows with the activations a network
+  carries, so a fixed atol fails trained networks whose logits run to tens (a DenseNAS network
+  off by 1.4e-4 at logits of 5: 3e-5 of its scale) while a tiny network's near-zero outputs would
+  pass anything; per sample, so one sample's large logits never loosen another's. Every top-1
+  class the same.
 - fp16: the mean absolute error at most 1e-2 and top-1 agreement at least 99%; element-wise
   bounds are meaningless at fp16's 3 significant digits.
 - int8: quantisation changes outputs by design, so what is judged is what a user loses: with
@@ -16,9 +21,8 @@ Thresholds by precision:
   may differ by at most 0.1 points (fp32) or 1 point (fp16).
 
 Besides pass or fail the report gives the smallest tolerance that would have passed
-(``min_tolerance``: the smallest t with ``|d| <= t + t * |reference|`` everywhere), so a user can
-see how much room is left, and the error relative to the output scale (the largest
-``|reference|``), by which export fidelity is judged.
+(``min_tolerance``: the smallest t that rule passes), so a user can see how much room is left,
+and the largest error relative to the output scale (the largest ``|reference|``).
 """
 
 from __future__ import annotations
@@ -124,7 +128,8 @@ def compare_outputs(
     dense = reference.ndim == 4
     ref_cls, cand_cls = (reference.argmax(1), candidate.argmax(1)) if dense else (ref.argmax(1), cand.argmax(1))
     top1 = float(np.mean(ref_cls == cand_cls))
-    min_tolerance = float((diff / (1 + np.abs(ref))).max()) if finite else float("inf")
+    scale = np.abs(ref).max(axis=1, keepdims=True)
+    min_tolerance = float((diff / np.maximum(scale + np.abs(ref), 1e-30)).max()) if finite else float("inf")
     miou_diff = drop = None
     if labels is not None:
         scores = [_miou(c, labels, reference.shape[1]) if dense else float(np.mean(c == labels)) for c in (ref_cls, cand_cls)]
@@ -140,7 +145,8 @@ def compare_outputs(
                           float(np.abs(ref).max()), cosine, top1, min_tolerance, threshold, passed, miou_diff,
                           "pixel" if dense else "top-1", drop, precision)
     if precision == "fp32":
-        threshold = f"fp32: atol = rtol = {FP32_TOLERANCE:g}, {'pixel' if dense else 'top-1'} agreement >= {need:.1%}"
+        threshold = (f"fp32: |error| <= {FP32_TOLERANCE:g} x (sample's output scale + |output|), "
+                     f"{'pixel' if dense else 'top-1'} agreement >= {need:.1%}")
         passed = finite and min_tolerance <= FP32_TOLERANCE and top1 >= need
     else:
         threshold = f"fp16: mean abs <= {FP16_MEAN_ERROR:g}, agreement >= {FP16_TOP1:.0%}"
