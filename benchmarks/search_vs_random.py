@@ -8,7 +8,7 @@ when the shipped table was measured on another CPU) and two budgets:
    warm-up shared by the two (as the DenseNAS paper does for its latency sweep); the log's
    alpha/beta entropy and expected latency at the warm-up's end and at the last epoch are printed;
    its networks: ``derive --budget-ms`` on the table (``searched``) and in closed loop
-   (``derive --measure``: measured to fit, ``closed loop``);
+   (``derive --measure``: measured to fit, ``closed loop``, kept in ``OUT/TASK/closed-BUDGET.json``);
 2. with ``--strategies gradient,evolution``, the evolution strategy too (``search --strategy
    evolution``): one single-path supernet trained for as many weight epochs as a gradient search
    has (or ``--supernet-epochs``), then ``--trials`` networks per budget scored by inherited weights (``evolution``);
@@ -59,10 +59,9 @@ from nas2deploy.random_networks import sample_window  # noqa: E402
 from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
 from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table  # noqa: E402
-from nas2deploy.nets import Network  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
 from nas2deploy.runs import evolve, open_run, start_search  # noqa: E402
-from nas2deploy.nets import load_arch  # noqa: E402
+from nas2deploy.nets import Network, load_arch, save_arch  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.loop import SearchRun  # noqa: E402
 from nas2deploy.search.closed_loop import derive_measured  # noqa: E402
@@ -100,6 +99,16 @@ def searched(config: SearchConfig, folder: Path, warm: SearchRun | None) -> tupl
         run.continue_from(warm)
     run.run(until=None if warm is not None else config.warmup_epochs)
     return run, json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
+
+
+def closed_loop(run: SearchRun, budget: float, path: Path) -> Network:
+    """The closed-loop network (``derive --measure``), derived once and kept in ``path``: each
+    derivation measures anew, so a resumed benchmark deriving again would train another network."""
+    if path.exists():
+        return load_arch(path)
+    closed = derive_measured(run.space_search, budget, name=path.stem).arch
+    save_arch(closed, path)
+    return closed
 
 
 def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -143,7 +152,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
         t1 = time.time()
         run, last = searched(config(budget), out / f"search-{budget}", warm)
         found = run.space_search.derive(f"searched-{budget}", budget)
-        closed = derive_measured(run.space_search, budget, name=f"closed-{budget}").arch
+        closed = closed_loop(run, budget, out / f"closed-{budget}.json")
         # the baseline is drawn from the space the search searched (the demo's, narrowed from the table's)
         randoms = sample_window(table_path, budget, args.fill, args.random, seed=args.seed,
                                 space_config=run.config.space_config).networks
