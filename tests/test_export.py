@@ -93,7 +93,7 @@ def test_export_writes_a_checked_measured_folder(tmp_path, arch_file):
     assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["output"]
     assert len(model.graph.value_info) > 0  # shapes inferred and kept
     # BN folded into the convs; what else a simplifier could remove is Identity / Constant
-    assert {n.op_type for n in model.graph.node} <= {"Conv", "Clip", "Add", "ReduceMean", "Flatten", "Gemm", "Identity", "Constant"}
+    assert {n.op_type for n in model.graph.node} <= {"Conv", "Clip", "Add", "GlobalAveragePool", "Flatten", "Gemm", "Identity", "Constant"}
     report = json.loads((out / "report.json").read_text())
     by = {c["candidate"]: c for c in report["accuracy"]["comparisons"]}
     assert by["onnxruntime"]["samples"] == 12 and by["onnx-reference"]["samples"] == 4

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from nas2deploy.backends.onnx import export_onnx
-from nas2deploy.backends.quantize import CALIBRATORS, quantize_qdq
+from nas2deploy.backends.quantize import CALIBRATORS, float_ops, quantize_qdq
 from nas2deploy.cli import cli
 from nas2deploy.cli.deploy import CALIBRATORS as CLI_CALIBRATORS
 from nas2deploy.data import open_dataset
@@ -103,6 +103,39 @@ def test_an_int8_export_writes_checks_and_times_the_quantised_graph(graph, tmp_p
     assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
     bench = CliRunner().invoke(cli, ["bench", str(out / "model.int8.onnx"), "--precision", "int8", "--runs", "20"])
     assert bench.exit_code == 0 and "latency: median" in bench.output, bench.output
+
+
+def test_every_op_of_the_shipped_networks_is_quantised_and_a_float_one_is_named(graph):
+    """The networks' pooling exports as GlobalAveragePool, which has an integer kernel; a mean over
+    the spatial axes (ReduceMean) has none and is left in float between dequantise and quantise."""
+    _, model, fp32, images, _ = graph
+    assert quantize_qdq(fp32, images, 1).float_ops == {}
+
+    class MeanPool(torch.nn.Module):
+        def forward(self, x):
+            return model.classifier.fc(x.mean((2, 3))) if hasattr(model, "classifier") else x.mean((2, 3))
+
+    pooled = export_onnx(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), MeanPool()).eval(), (1, 3, 32, 32))
+    assert float_ops(quantize_qdq(pooled, images, 1).data) == {"ReduceMean": 1}
+
+
+def test_an_int8_graph_with_float_ops_is_refused_unless_allowed(graph, tmp_path, monkeypatch):
+    from nas2deploy.ops import chain
+
+    monkeypatch.setattr(chain.ClassifierModule, "forward", lambda self, x: self.fc(x.mean((2, 3))))  # ReduceMean
+    tmp = graph[0]
+    args = ["export", "--arch", str(tmp / "a.json"), "--data", "synthetic:300", "--samples", "20", "--precision", "int8",
+            "--calibration-data", "synthetic:300", "--calibration-images", "32"]
+    refused = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 1 and "leaves operators in float (ReduceMean x1)" in refused.output, refused.output
+    assert "--allow-float-ops" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "refused" / "model.int8.onnx").exists()
+    allowed = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "allowed"), "--allow-float-ops"])
+    assert allowed.exit_code == 0 and "runs ReduceMean x1 in float" in allowed.output, allowed.output
+    assert json.loads((tmp_path / "allowed" / "report.json").read_text())["quantization"]["float_ops"] == {"ReduceMean": 1}
+    assert "Left in float (`--allow-float-ops`): ReduceMean x1." in (tmp_path / "allowed" / "report.md").read_text()
+    fp32 = CliRunner().invoke(cli, [*args[:7], "--allow-float-ops", "--out", str(tmp_path / "fp32")])
+    assert fp32.exit_code == 1 and "give --precision int8" in fp32.output
 
 
 def test_a_network_that_loses_too_much_is_flagged_and_strict_fails(graph, tmp_path, monkeypatch):

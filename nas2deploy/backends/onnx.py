@@ -12,7 +12,7 @@ copy of the module, which is how TensorRT 11.x (strongly typed) gets fp16 layers
 is kept, so every intermediate tensor in the shipped file carries its shape. Weights stay inside
 the file (the exporter embeds them below protobuf's 2 GB limit; DenseNAS networks are ~10 MB).
 No simplifier runs (onnx-simplifier is not a dependency): the exporter folds constants and
-folds BN into the convs of an eval-mode network, so the graph holds Conv, Clip, Add, ReduceMean,
+folds BN into the convs of an eval-mode network, so the graph holds Conv, Clip, Add, GlobalAveragePool,
 Flatten and Gemm plus a few Identity and Constant nodes, which ONNX Runtime and TensorRT
 eliminate at load (``tests/test_export.py`` checks that op list).
 """

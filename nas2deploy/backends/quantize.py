@@ -50,12 +50,44 @@ class Quantized:
     activations: str
     images: int
     seconds: float
+    #: Operators the quantiser left in float, by type and count (``float_ops``).
+    float_ops: dict[str, int]
 
     def describe(self) -> dict[str, Any]:
         return {"calibrator": self.calibrator, "activations": f"{self.activations} per tensor"
                 + (" symmetric" if self.activations == "int8" else ""), "weights": "int8 per channel symmetric",
                 "format": "QDQ (QuantizeLinear/DequantizeLinear)", "calibration_images": self.images,
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), "float_ops": self.float_ops}
+
+
+def float_ops(model: bytes) -> dict[str, int]:
+    """The operators of a QDQ graph that run in float, by type. ONNX Runtime's quantiser puts a
+    DequantizeLinear before and a QuantizeLinear after every operator between quantised ones, but
+    only the operators it knows (its registries: those with an integer kernel, or that move 8-bit
+    data unchanged) are fused into 8-bit kernels; any other (a ReduceMean, say) runs in float
+    between the two, as does a known one the quantiser left without them. Either costs the time an
+    int8 deployment is meant to save."""
+    import onnx
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    known = {*QDQRegistry, *QLinearOpsRegistry}
+    graph = onnx.load_from_string(model).graph
+    constants = {t.name for t in graph.initializer}
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    left: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+            continue
+        quantised_in = all(producers.get(i) in ("DequantizeLinear", "Constant") for i in node.input
+                           if i and i not in constants)
+        uses = [c for out in node.output for c in consumers.get(out, [])]
+        if node.op_type not in known or not (quantised_in and uses and all(c == "QuantizeLinear" for c in uses)):
+            left[node.op_type] = left.get(node.op_type, 0) + 1
+    return left
 
 
 class _Batches:
@@ -108,7 +140,8 @@ def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: s
             raise UserError(f"ONNX Runtime could not quantise the model: {first_line(exc)}") from None
         finally:
             quiet.close()
-        return Quantized(quantized.read_bytes(), calibrator, activations, len(images), time.perf_counter() - start)
+        data = quantized.read_bytes()
+        return Quantized(data, calibrator, activations, len(images), time.perf_counter() - start, float_ops(data))
 
 
 def interior(model: bytes) -> bytes:

@@ -34,6 +34,8 @@ CALIBRATORS = ("minmax", "percentile", "entropy")
               help="--precision int8: how activation ranges are set.")
 @click.option("--max-drop", type=Finite(min=0, max=100), default=1.0, show_default=True,
               help="--precision int8: points of top-1 (mIoU) the int8 network may lose before it is flagged.")
+@click.option("--allow-float-ops", is_flag=True, help="--precision int8: write the graph even where the quantiser "
+              "leaves operators in float (they run in fp32; they are named either way).")
 @force_option
 @click.option("--strict", is_flag=True, help="Exit 1 (after writing the folder) when a backend measures above the "
               "budget, or an int8 network loses more than --max-drop.")
@@ -41,7 +43,8 @@ CALIBRATORS = ("minmax", "percentile", "entropy")
 def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ...], device: str, precision: str,
            batch: int, threads: int, dynamic_batch: bool, data: str | None, images: str | None, samples: int,
            lut: str | None, budget_ms: float | None, calibration_data: str | None, calibration_images: int,
-           calibrator: str, max_drop: float, force: bool, strict: bool, as_json: bool, **rest: Any) -> None:
+           calibrator: str, max_drop: float, allow_float_ops: bool, force: bool, strict: bool, as_json: bool,
+           **rest: Any) -> None:
     """Export ONNX (and a TensorRT engine), check accuracy on real inputs, measure latency, write a report."""
     from nas2deploy.deploy.export import Exporter, ExportOptions
     from nas2deploy.nets import load_arch
@@ -50,7 +53,7 @@ def export(arch_ref: str, weights: str | None, out: str, backends: tuple[str, ..
                             samples, lut=lut, budget_ms=budget_ms, threads=threads,
                             backend_options=pop_backend_options(rest), force=force, strict=strict,
                             calibration_data=calibration_data, calibration_images=calibration_images,
-                            calibrator=calibrator, max_drop=max_drop)
+                            calibrator=calibrator, max_drop=max_drop, allow_float_ops=allow_float_ops)
     on_interrupt(f"export folder {out} may be incomplete", "--force")
     report = Exporter(load_arch(arch_ref), weights, out, options, log, warn).run()
     latency = {b: {"median_ms": e["timing"]["median_ms"], "cov": e["timing"]["cov"],

@@ -116,6 +116,8 @@ class ExportOptions:
     calibrator: str = "minmax"
     #: int8: the points of top-1 (mIoU) the quantised network may lose before it is flagged.
     max_drop: float = 1.0
+    #: int8: write the graph even where the quantiser leaves operators in float (they run in fp32).
+    allow_float_ops: bool = False
 
 
 def recorded_sha256(path: Path) -> tuple[str, Path] | None:
@@ -168,8 +170,9 @@ def refuse_unused_options(o: ExportOptions) -> None:
     if o.precision == "int8" and not o.calibration_data:
         raise UserError("--precision int8 quantises on real images: give --calibration-data (the training data, e.g. "
                         "--calibration-data DIR/cifar10)")
-    if o.precision != "int8" and (o.calibration_data or o.calibrator != ExportOptions.calibrator):
-        raise UserError("--calibration-data and --calibrator calibrate an int8 export: give --precision int8, or leave them out")
+    if o.precision != "int8" and (o.calibration_data or o.calibrator != ExportOptions.calibrator or o.allow_float_ops):
+        raise UserError("--calibration-data, --calibrator and --allow-float-ops shape an int8 export: give --precision "
+                        "int8, or leave them out")
 
 
 def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -322,6 +325,13 @@ class Exporter:
         # TensorRT takes only symmetric int8 activations; ONNX Runtime's CPU kernels prefer uint8
         activations = "int8" if "tensorrt" in o.backends else "uint8"
         quantized = quantize_qdq(onnx_bytes, calibration, o.batch, o.calibrator, activations)
+        if quantized.float_ops:
+            left = ", ".join(f"{op} x{n}" for op, n in sorted(quantized.float_ops.items()))
+            if not o.allow_float_ops:
+                raise UserError(f"the int8 graph of {self.arch.name} leaves operators in float ({left}): ONNX Runtime's "
+                                "quantiser has no integer kernel for them; give --allow-float-ops to write it with them "
+                                "in fp32, or export at fp32")
+            self.warn(f"the int8 graph runs {left} in float (--allow-float-ops)")
         data = check_onnx(quantized.data, "model.int8.onnx", input_shape=(3, size, size))
         atomic_write_bytes(self.out / "model.int8.onnx", data)
         self.report["quantization"] = {"file": "model.int8.onnx", "data": o.calibration_data, **quantized.describe()}

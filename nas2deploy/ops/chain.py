@@ -40,14 +40,17 @@ class MBConvModule(nn.Module):
 
 
 class ClassifierModule(nn.Module):
-    """Global average pool, flatten, linear layer with bias (no dropout at inference)."""
+    """Global average pool, flatten, linear layer with bias (no dropout at inference). The pool is
+    ``adaptive_avg_pool2d``, exported as GlobalAveragePool, which int8 runtimes run on 8-bit data
+    (a mean over the spatial axes exports as ReduceMean, which ONNX Runtime's quantiser leaves in
+    float)."""
 
     def __init__(self, cin: int, classes: int):
         super().__init__()
         self.fc = nn.Linear(cin, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(x.mean((2, 3)), 1))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 @dataclass(frozen=True)
 class ConvBNAct(OpSpec):

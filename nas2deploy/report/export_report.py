@@ -46,7 +46,8 @@ def _quantization_lines(q: dict[str, Any] | None) -> list[str]:
     speedup = f", {q['speedup_over_fp32']:.2f}x the speed of the fp32 graph" if q.get("speedup_over_fp32") else ""
     return ["## INT8", "", f"`{q['file']}`: {q['format']}; weights {q['weights']}, activations {q['activations']}, "
             f"{q['calibrator']} calibration on {q['calibration_images']} training images ({q['seconds']:.1f} s){speedup}.",
-            ""]
+            *([f"Left in float (`--allow-float-ops`): {', '.join(f'{op} x{n}' for op, n in q['float_ops'].items())}."]
+              if q.get("float_ops") else []), ""]
 
 
 def read_export_report(doc: Field) -> dict[str, Any]:
@@ -107,6 +108,8 @@ def read_export_report(doc: Field) -> dict[str, Any]:
             quantization[key].str(max_len=1000)
         quantization["calibration_images"].int(1, 10**9)
         quantization["seconds"].number(0, 1e9)
+        for _, count in (quantization["float_ops"].items() if quantization.get("float_ops") else []):
+            count.int(1, 10**9)
         if quantization.get("speedup_over_fp32") is not None:
             quantization["speedup_over_fp32"].number(0, 1e6, lo_open=True)
     for _, seconds in (doc["steps_s"].items() if doc.get("steps_s") else []):
