@@ -138,6 +138,31 @@ def test_an_int8_graph_with_float_ops_is_refused_unless_allowed(graph, tmp_path,
     assert fp32.exit_code == 1 and "give --precision int8" in fp32.output
 
 
+def test_a_table_of_the_other_precision_is_refused_naming_both(tmp_path):
+    """Quantisation reorders the ops' times, so an int8 table predicts nothing about an fp32
+    export, nor the reverse: given with --lut it is refused before any work; recorded in the
+    architecture, it is set aside with a note."""
+    import random
+
+    from nas2deploy.nets import save_arch
+    from nas2deploy.spaces.tables import load_table, table_space
+
+    int8_table, fp32_table = (f"latency_tables/densenas32_small_c10_ort_cpu_{p}_b1.json" for p in ("int8", "fp32"))
+    arch = table_space(load_table(int8_table)).sample_arch(random.Random(0))
+    save_arch(arch, tmp_path / "a.json")
+    args = ["export", "--arch", str(tmp_path / "a.json"), "--data", "synthetic:300", "--samples", "8"]
+    int8 = ["--precision", "int8", "--calibration-data", "synthetic:300", "--calibration-images", "32"]
+    for extra, message in ((["--lut", int8_table], f"--lut {int8_table} was profiled at int8, this export is fp32"),
+                           ([*int8, "--lut", fp32_table], f"--lut {fp32_table} was profiled at fp32, this export is int8")):
+        refused = CliRunner().invoke(cli, [*args, *extra, "--out", str(tmp_path / "refused")])
+        assert refused.exit_code == 1 and message in refused.output and "Traceback" not in refused.output, refused.output
+        assert not (tmp_path / "refused").exists()
+    save_arch(arch.with_meta({"lut": fp32_table}), tmp_path / "a.json")  # as a search on the fp32 table records it
+    noted = CliRunner().invoke(cli, [*args, *int8, "--out", str(tmp_path / "noted")])
+    assert noted.exit_code == 0 and f"table {fp32_table} was profiled at fp32, this export is int8" in noted.output
+    assert not any("prediction" in e for e in json.loads((tmp_path / "noted" / "report.json").read_text())["latency"].values())
+
+
 def test_a_network_that_loses_too_much_is_flagged_and_strict_fails(graph, tmp_path, monkeypatch):
     real = export_module.compare_outputs
 

@@ -189,7 +189,17 @@ def _load_table(options: ExportOptions, arch: Network, say: Callable[[str], None
             raise UserError(f"--lut {path}: no such file")
         say(f"note: the table recorded in the architecture ({path}) is not here; no prediction to compare with")
         return None
-    return LatencyTable.load(path)
+    table = LatencyTable.load(path)
+    profiled = table.measurement.get("precision", "fp32")
+    if profiled != options.precision:  # quantisation reorders ops' times: the other precision's table predicts nothing
+        if options.lut:
+            raise UserError(f"--lut {path} was profiled at {profiled}, this export is {options.precision}: give a "
+                            f"table profiled at {options.precision} (nas2deploy profile --precision {options.precision}), "
+                            f"or export at --precision {profiled}")
+        say(f"note: the architecture's table {path} was profiled at {profiled}, this export is {options.precision}; "
+            f"no prediction to compare with (give --lut a table profiled at {options.precision})")
+        return None
+    return table
 
 
 class Exporter:
