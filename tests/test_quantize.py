@@ -3,6 +3,7 @@ quantisation tools), run and timed by ONNX Runtime, and judged by the accuracy i
 
 import collections
 import json
+import logging
 
 import numpy as np
 import onnx
@@ -136,6 +137,28 @@ def test_an_int8_graph_with_float_ops_is_refused_unless_allowed(graph, tmp_path,
     assert "Left in float (`--allow-float-ops`): ReduceMean x1." in (tmp_path / "allowed" / "report.md").read_text()
     fp32 = CliRunner().invoke(cli, [*args[:7], "--allow-float-ops", "--out", str(tmp_path / "fp32")])
     assert fp32.exit_code == 1 and "give --precision int8" in fp32.output
+
+
+def test_a_segmentation_network_exports_int8_judged_by_its_miou(tmp_path, caplog):
+    """A DPC network of the built-in scenes (BatchNorm after a pooling branch, Resize, Concat):
+    every op quantised, its mIoU drop on the masks judged, nothing logged by the quantiser."""
+    import random
+
+    from nas2deploy.nets import save_arch
+    from nas2deploy.spaces.tables import load_table, table_space
+
+    table = load_table("latency_tables/dpc128_c6_ort_cpu_fp32_b1.json")
+    save_arch(table_space(table).sample_arch(random.Random(0)), tmp_path / "dpc.json")
+    out = tmp_path / "e"
+    result = CliRunner().invoke(cli, ["export", "--arch", str(tmp_path / "dpc.json"), "--data", "seg-synthetic:200",
+                                      "--samples", "8", "--precision", "int8", "--calibration-data", "seg-synthetic:200",
+                                      "--calibration-images", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["quantization"]["float_ops"] == {}
+    int8 = next(c for c in report["accuracy"]["comparisons"] if c["candidate"] == "onnxruntime")
+    assert int8["agreement"] == "pixel" and int8["accuracy_drop"] is not None and "accuracy drop" in int8["threshold"]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_a_table_of_the_other_precision_is_refused_naming_both(tmp_path):

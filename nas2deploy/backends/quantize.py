@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 import time
 import warnings
@@ -125,6 +126,8 @@ def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: s
         quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
         quiet.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
+        quiet.callback(logging.disable, logging.NOTSET)  # it also logs to the root logger (per-tensor fallbacks)
+        logging.disable(logging.WARNING)
         try:
             # shape inference and graph optimisation first, as ONNX Runtime's documentation asks
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
