@@ -139,18 +139,20 @@ def test_an_int8_graph_with_float_ops_is_refused_unless_allowed(graph, tmp_path,
     assert fp32.exit_code == 1 and "give --precision int8" in fp32.output
 
 
-def test_a_segmentation_network_exports_int8_judged_by_its_miou(tmp_path, caplog):
-    """A DPC network of the built-in scenes (BatchNorm after a pooling branch, Resize, Concat):
-    every op quantised, its mIoU drop on the masks judged, nothing logged by the quantiser."""
+@pytest.mark.parametrize("space", ["dpc", "dcnas"])
+def test_a_segmentation_network_exports_int8_judged_by_its_miou(tmp_path, caplog, space):
+    """A DPC network (BatchNorm after a pooling branch, Resize, Concat) and a DCNAS network
+    (multi-scale fusion: many Resize and Add) of the built-in scenes: every op quantised, the mIoU
+    drop on the masks judged, nothing logged by the quantiser."""
     import random
 
     from nas2deploy.nets import save_arch
-    from nas2deploy.spaces.tables import load_table, table_space
+    from nas2deploy.spaces import make_space
 
-    table = load_table("latency_tables/dpc128_c6_ort_cpu_fp32_b1.json")
-    save_arch(table_space(table).sample_arch(random.Random(0)), tmp_path / "dpc.json")
+    config = {"input_size": 128, "num_classes": 6, **({"input_width": 128} if space == "dpc" else {})}
+    save_arch(make_space(space, config).sample_arch(random.Random(0)), tmp_path / "a.json")
     out = tmp_path / "e"
-    result = CliRunner().invoke(cli, ["export", "--arch", str(tmp_path / "dpc.json"), "--data", "seg-synthetic:200",
+    result = CliRunner().invoke(cli, ["export", "--arch", str(tmp_path / "a.json"), "--data", "seg-synthetic:200",
                                       "--samples", "8", "--precision", "int8", "--calibration-data", "seg-synthetic:200",
                                       "--calibration-images", "32", "--out", str(out)])
     assert result.exit_code == 0, result.output
