@@ -13,9 +13,19 @@
 4. Kendall's tau and Spearman's rho between the two, with bootstrap 95% intervals over the
    networks (``evaluation.significance.rank_agreement``).
 
+With ``--trained`` (and ``--run``, the comparison's one-shot run) steps 2 and 3's training are
+replaced by the networks a comparison has trained: ``search_vs_random.py``'s
+``OUT/TASK/results.json`` (each network's mean stand-alone score over its seeds), ranked per
+budget window and all together. No training: minutes, not hours. Those networks record no route
+through the supernet, and rounded widths that repeat make several routes build one network
+(``DenseNASSpace.routes_of_arch``): each is scored as the mean over up to ``--max-routes`` of
+them.
+
     .venv/bin/python benchmarks/supernet_ranking.py --data DIR/cifar10 [--train-images 10000] [--networks 20] \
         [--supernet-epochs 30] [--train-epochs 10] [--jobs 2] --out runs/ranking
     .venv/bin/python benchmarks/supernet_ranking.py --table DCNAS_TABLE --data DIR/camvid --batch 8 ... --out runs/ranking-camvid
+    .venv/bin/python benchmarks/supernet_ranking.py --run runs/svr-cifar/classification/one-shot \
+        --trained runs/svr-cifar/classification/results.json --out runs/ranking-trained
 """
 
 from __future__ import annotations
@@ -26,19 +36,22 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data  # noqa: E402
+from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, network_body  # noqa: E402
 from nas2deploy.evaluation.significance import rank_agreement  # noqa: E402
 from nas2deploy.fileio import atomic_write_json  # noqa: E402
+from nas2deploy.nets import Network, network_from_field  # noqa: E402
 from nas2deploy.runs import SearchSetup, inherited_scores, open_run, start_search  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.interface import OneShotSearch  # noqa: E402
 from nas2deploy.search.oneshot import window_routes  # noqa: E402
 from nas2deploy.spaces.tables import load_table, table_space  # noqa: E402
+from nas2deploy.validate import Field  # noqa: E402
 
 TABLE = Path(__file__).resolve().parents[1] / "latency_tables" / "densenas32_small_c10_ort_cpu_fp32_b1.json"
 
@@ -62,12 +75,64 @@ def supernet(args: argparse.Namespace, out: Path) -> tuple[SearchSetup, Path]:
     return open_run(folder), folder
 
 
+def say_agreement(label: str, nets: list[Network], inherited: list[float], standalone: list[float],
+                  seed: int) -> dict[str, Any]:
+    """Kendall's tau and Spearman's rho of the inherited scores against the stand-alone ones,
+    printed with their bootstrap intervals; returned for ranking.json."""
+    agreement = rank_agreement(inherited, standalone, np.random.default_rng(seed))
+    ci = {k: "" if v is None else f" (95% {v[0]:.3f} to {v[1]:.3f})" for k, v in agreement.items() if k.endswith("ci95")}
+    value = {k: "undefined (one value throughout)" if agreement[k] is None else f"{agreement[k]:.3f}"
+             for k in ("kendall_tau", "spearman_rho")}
+    print(f"{label}: Kendall tau {value['kendall_tau']}{ci['kendall_tau_ci95']}, "
+          f"Spearman rho {value['spearman_rho']}{ci['spearman_rho_ci95']}, "
+          f"{agreement['networks']} networks; inherited scores span {min(inherited):.3f}-{max(inherited):.3f}, "
+          f"stand-alone {min(standalone):.3f}-{max(standalone):.3f}")
+    return {"networks": [n.to_dict() for n in nets], "inherited": inherited, "standalone": standalone, **agreement}
+
+
+def rank_trained(args: argparse.Namespace, out: Path) -> None:
+    """``--trained``: the comparison's trained networks scored by the supernet, per window and together."""
+    if not args.run:
+        raise SystemExit("--trained scores with a comparison's one-shot supernet: give --run too")
+    setup = open_run(args.run)
+    results = json.loads(Path(args.trained).read_text())
+    evaluator = inherited_scores(setup, args.run)
+    start = time.perf_counter()
+    unique = {(r["budget_ms"], network_body(r["arch"])): r for r in results["rows"]}  # closed loop may be the searched
+    rows = [(r["budget_ms"], network_from_field(Field(r["arch"], f"{args.trained}: {r['name']}", "run it again")),
+             r["mean"]) for r in unique.values()]
+    search = setup.space_search
+    assert isinstance(search, OneShotSearch)
+    scored, ways = [], []
+    for budget, net, mean in rows:  # a network without its route: the mean over the routes that make it
+        routes = [search.route_of(net)] if "route" in net.meta else setup.space.routes_of_arch(net)  # type: ignore[attr-defined]
+        if not routes:
+            raise SystemExit(f"{net.name} is not a network of the supernet's space")
+        inherited = [evaluator.score(search.route_network(r, net.name), 0).value for r in routes[:args.max_routes]]
+        scored.append((budget, net, statistics.mean(inherited), mean))
+        ways.append(min(len(routes), args.max_routes))
+    print(f"inherited scores: {len(scored)} networks in {time.perf_counter() - start:.0f} s, each the mean over "
+          f"{min(ways)}-{max(ways)} routes (widths that repeat give one network several sets of weights)", flush=True)
+    report: dict[str, Any] = {"trained": args.trained, "run": args.run, "windows": {}}
+    for budget in sorted({b for b, *_ in scored}):
+        window = [(n, a, b) for w, n, a, b in scored if w == budget]
+        for n, a, b in sorted(window, key=lambda t: -t[2]):
+            print(f"  {budget:g} ms {n.name}: inherited {a:.4f}, stand-alone {b:.4f}")
+        report["windows"][str(budget)] = say_agreement(f"budget {budget:g} ms", [n for n, _, _ in window],
+                                                       [a for _, a, _ in window], [b for _, _, b in window], args.seed)
+    report["all"] = say_agreement("every window", [n for _, n, _, _ in scored], [a for _, _, a, _ in scored],
+                                  [b for _, _, _, b in scored], args.seed)
+    atomic_write_json(out / "ranking.json", report)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="synthetic-small:4000", help="the data (a folder: CIFAR-10 as image files)")
     ap.add_argument("--table", default=str(TABLE))
     ap.add_argument("--space-config", default="{}", help="narrow the table's space (JSON: {\"max_stack_layers\": 1})")
     ap.add_argument("--run", help="score with this one-shot run's supernet instead of training one")
+    ap.add_argument("--trained", help="rank the networks of a comparison's results.json instead of training new ones")
+    ap.add_argument("--max-routes", type=int, default=4, help="--trained: routes scored per network at most")
     ap.add_argument("--supernet-epochs", type=int, default=30)
     ap.add_argument("--max-batches", type=int, default=0, help="batches per supernet epoch (0: the whole weight split)")
     ap.add_argument("--batch", type=int, default=64)
@@ -86,6 +151,9 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.trained:
+        rank_trained(args, out)
+        return
     setup, folder = supernet(args, out)
     search, config = setup.space_search, setup.config
     assert isinstance(search, OneShotSearch), "a one-shot run's supernet runs single networks"
@@ -109,21 +177,12 @@ def main() -> None:
     standalone = [statistics.mean(journal.scores(n, args.seeds)) for n in nets]
     print(f"stand-alone: {len(nets)} networks x {args.seeds} seeds, {args.train_epochs} epochs of "
           f"{len(trained_data.train)} images ({time.perf_counter() - start:.0f} s this call)", flush=True)  # type: ignore[arg-type]
-    agreement = rank_agreement(inherited, standalone, np.random.default_rng(args.seed))
     for n, a, b in sorted(zip(nets, inherited, standalone), key=lambda t: -t[2]):
         print(f"  {n.name}: predicted {setup.table.predict(n).best_ms:.4f} ms, inherited {a:.4f}, stand-alone {b:.4f}")
-    ci = {k: "" if v is None else f" (95% {v[0]:.3f} to {v[1]:.3f})" for k, v in agreement.items() if k.endswith("ci95")}
-    value = {k: "undefined (one value throughout)" if agreement[k] is None else f"{agreement[k]:.3f}"
-             for k in ("kendall_tau", "spearman_rho")}
-    print(f"Kendall tau {value['kendall_tau']}{ci['kendall_tau_ci95']}, "
-          f"Spearman rho {value['spearman_rho']}{ci['spearman_rho_ci95']}, "
-          f"{agreement['networks']} networks; inherited scores span {min(inherited):.3f}-{max(inherited):.3f}, "
-          f"stand-alone {min(standalone):.3f}-{max(standalone):.3f}")
+    agreement = say_agreement(f"window [{args.fill * budget:.4g}, {budget:.4g}] ms", nets, inherited, standalone, args.seed)
     atomic_write_json(out / "ranking.json", {"budget_ms": budget, "fill": args.fill, "data": config.data,
                                              "train_images": args.train_images, "train_epochs": args.train_epochs,
-                                             "seeds": args.seeds, "networks": [n.to_dict() for n in nets],
-                                             "inherited": inherited, "standalone": standalone, **agreement})
-
+                                             "seeds": args.seeds, **agreement})
 
 if __name__ == "__main__":
     main()

@@ -61,3 +61,21 @@ def test_bad_space_options():
         make_space("nasnet")
     with pytest.raises(UserError, match="--input-size must be a multiple of 32"):
         make_space("densenas", {"input_size": 100})
+
+
+def test_the_routes_of_a_network_build_it_and_include_the_one_it_was_drawn_from():
+    """``routes_of_arch`` inverts ``make_arch``: every route it gives builds the network, the
+    route drawn is among them when its skips come last, and several are found where rounded
+    widths repeat (16, 24 and 32 twice at width x0.5); another space's network has none."""
+    space = make_space("densenas", {"input_size": 32, "width_mult": 0.5, "num_classes": 10, "max_stack_layers": 1})
+    several = 0
+    for seed in range(100):
+        route = space.sample_route(random.Random(seed))
+        arch = space.route_arch(route, "drawn")
+        routes = space.routes_of_arch(arch)
+        assert routes and all(space.route_arch(r, "drawn") == arch for r in routes)
+        assert route in routes or any("skip" in s[:-1] for s in route.stacks)  # a skip first: the same net, another route
+        several += len(routes) > 1
+    assert several > 50
+    other = make_space("densenas", {"input_size": 32, "width_mult": 1.0, "num_classes": 10, "max_stack_layers": 1})
+    assert space.routes_of_arch(other.sample_arch(random.Random(0))) == []

@@ -218,6 +218,29 @@ class DenseNASSpace(SearchSpace):
     def route_arch(self, route: Route, name: str) -> Arch:
         return self.make_arch(route.edges, list(route.heads), list(route.stacks), name)
 
+    def routes_of_arch(self, arch: Arch) -> list[Route]:
+        """The routes that make ``arch`` (``make_arch``'s inverse), for scoring a network that
+        records none (derived by the gradient strategy, drawn by ``space sample``) with a one-shot
+        supernet's weights. Widths that repeat after rounding can give several paths to one
+        network, each through other supernet blocks; a block's stacking ops take its first
+        layers and ``skip`` the rest. Empty when ``arch`` is not a network of the space."""
+        blocks = list(arch.blocks)
+        if (arch.input_size, arch.num_classes, arch.tail) != (self.config.input_size, self.config.num_classes,
+                                                                 self.widths[self.tail_node]):
+            return []
+
+        def paths(node: int, i: int) -> list[list[Edge]]:
+            if i == len(blocks):
+                return [[e] for e in self.out_edges(node) if e.dst == self.tail_node]
+            return [[e, *rest] for e in self.out_edges(node)
+                    if e.dst != self.tail_node and (self.widths[e.dst], e.stride) == (blocks[i].out, blocks[i].stride)
+                    and len(blocks[i].stack) <= self.stack_layers[e.dst] for rest in paths(e.dst, i + 1)]
+
+        stacks = [(*b.stack, *["skip"] * 3) for b in blocks]
+        return [Route(tuple(path), tuple(b.head for b in blocks),
+                      tuple(stack[:self.stack_layers[e.dst]] for stack, e in zip(stacks, path)))
+                for path in paths(0, 0)]
+
     def route_from_dict(self, doc: Any, source: str = "a route") -> Route:
         """A ``Route.to_dict`` read back, every choice checked against the space."""
         from nas2deploy.validate import Field
