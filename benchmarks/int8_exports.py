@@ -50,8 +50,8 @@ def main() -> None:
     rows = []
     for name in args.networks.split(","):
         shipped = load_arch(name)
-        spec = args.seg_data if shipped.task == "segmentation" else args.data
-        data = benchmark_data(spec, args.seg_size if shipped.task == "segmentation" else 32, 0, args.train_images)
+        spec, size = (args.seg_data, args.seg_size) if shipped.task == "segmentation" else (args.data, 32)
+        data = benchmark_data(spec, size, 0, args.train_images)
         arch = shipped.for_data(data.image_size, data.image_size, data.num_classes).renamed(f"{name}-{data.image_size}")
         folder = Path(args.out) / name
         folder.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from nas2deploy.runs import SearchSetup, inherited_scores, open_run, start_searc
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.interface import OneShotSearch  # noqa: E402
 from nas2deploy.search.oneshot import window_routes  # noqa: E402
+from nas2deploy.spaces.densenas.space import DenseNASSpace  # noqa: E402
 from nas2deploy.spaces.tables import load_table, table_space  # noqa: E402
 from nas2deploy.validate import Field  # noqa: E402
 
@@ -101,11 +102,11 @@ def rank_trained(args: argparse.Namespace, out: Path) -> None:
     unique = {(r["budget_ms"], network_body(r["arch"])): r for r in results["rows"]}  # closed loop may be the searched
     rows = [(r["budget_ms"], network_from_field(Field(r["arch"], f"{args.trained}: {r['name']}", "run it again")),
              r["mean"]) for r in unique.values()]
-    search = setup.space_search
-    assert isinstance(search, OneShotSearch)
+    search, space = setup.space_search, setup.space
+    assert isinstance(search, OneShotSearch) and isinstance(space, DenseNASSpace), "DenseNAS one-shot runs only"
     scored, ways = [], []
     for budget, net, mean in rows:  # a network without its route: the mean over the routes that make it
-        routes = [search.route_of(net)] if "route" in net.meta else setup.space.routes_of_arch(net)  # type: ignore[attr-defined]
+        routes = [search.route_of(net)] if "route" in net.meta else space.routes_of_arch(net)
         if not routes:
             raise SystemExit(f"{net.name} is not a network of the supernet's space")
         inherited = [evaluator.score(search.route_network(r, net.name), 0).value for r in routes[:args.max_routes]]
@@ -183,6 +184,7 @@ def main() -> None:
     atomic_write_json(out / "ranking.json", {"budget_ms": budget, "fill": args.fill, "data": config.data,
                                              "train_images": args.train_images, "train_epochs": args.train_epochs,
                                              "seeds": args.seeds, **agreement})
+
 
 if __name__ == "__main__":
     main()

@@ -51,14 +51,12 @@ class Quantized:
     activations: str
     images: int
     seconds: float
-    #: Operators the quantiser left in float, by type and count (``float_ops``).
-    float_ops: dict[str, int]
 
     def describe(self) -> dict[str, Any]:
         return {"calibrator": self.calibrator, "activations": f"{self.activations} per tensor"
                 + (" symmetric" if self.activations == "int8" else ""), "weights": "int8 per channel symmetric",
                 "format": "QDQ (QuantizeLinear/DequantizeLinear)", "calibration_images": self.images,
-                "seconds": round(self.seconds, 2), "float_ops": self.float_ops}
+                "seconds": round(self.seconds, 2)}
 
 
 def float_ops(model: bytes) -> dict[str, int]:
@@ -143,8 +141,7 @@ def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: s
             raise UserError(f"ONNX Runtime could not quantise the model: {first_line(exc)}") from None
         finally:
             quiet.close()
-        data = quantized.read_bytes()
-        return Quantized(data, calibrator, activations, len(images), time.perf_counter() - start, float_ops(data))
+        return Quantized(quantized.read_bytes(), calibrator, activations, len(images), time.perf_counter() - start)
 
 
 def interior(model: bytes) -> bytes:

@@ -329,14 +329,15 @@ class Exporter:
 
     def _quantize(self, onnx_bytes: bytes, calibration: np.ndarray) -> OnnxModel:
         """model.int8.onnx: the fp32 graph quantised to QDQ on the calibration images, checked."""
-        from nas2deploy.backends.quantize import quantize_qdq
+        from nas2deploy.backends.quantize import float_ops, quantize_qdq
 
         o, size, t = self.options, self.arch.input_size, time.perf_counter()
         # TensorRT takes only symmetric int8 activations; ONNX Runtime's CPU kernels prefer uint8
         activations = "int8" if "tensorrt" in o.backends else "uint8"
         quantized = quantize_qdq(onnx_bytes, calibration, o.batch, o.calibrator, activations)
-        if quantized.float_ops:
-            left = ", ".join(f"{op} x{n}" for op, n in sorted(quantized.float_ops.items()))
+        in_float = float_ops(quantized.data)
+        if in_float:
+            left = ", ".join(f"{op} x{n}" for op, n in sorted(in_float.items()))
             if not o.allow_float_ops:
                 raise UserError(f"the int8 graph of {self.arch.name} leaves operators in float ({left}): ONNX Runtime's "
                                 "quantiser has no integer kernel for them; give --allow-float-ops to write it with them "
@@ -344,7 +345,8 @@ class Exporter:
             self.warn(f"the int8 graph runs {left} in float (--allow-float-ops)")
         data = check_onnx(quantized.data, "model.int8.onnx", input_shape=(3, size, size))
         atomic_write_bytes(self.out / "model.int8.onnx", data)
-        self.report["quantization"] = {"file": "model.int8.onnx", "data": o.calibration_data, **quantized.describe()}
+        self.report["quantization"] = {"file": "model.int8.onnx", "data": o.calibration_data, **quantized.describe(),
+                                       "float_ops": in_float}
         self._step("quantize", t)
         self.say(f"wrote {self.out / 'model.int8.onnx'} ({len(data) / 1e6:.1f} MB, {o.calibrator} calibration on "
                  f"{quantized.images} training images of {o.calibration_data}, {quantized.seconds:.1f} s)")

@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import Any
 
 from nas2deploy.errors import UserError
+from nas2deploy.nets import Network
 from nas2deploy.nets.chain import Arch, Block, stem_specs, tail_specs
 from nas2deploy.ops import MBConv, OpSpec, candidate_layer
 from nas2deploy.spaces.base import SearchSpace
@@ -218,12 +219,14 @@ class DenseNASSpace(SearchSpace):
     def route_arch(self, route: Route, name: str) -> Arch:
         return self.make_arch(route.edges, list(route.heads), list(route.stacks), name)
 
-    def routes_of_arch(self, arch: Arch) -> list[Route]:
+    def routes_of_arch(self, arch: Network) -> list[Route]:
         """The routes that make ``arch`` (``make_arch``'s inverse), for scoring a network that
         records none (derived by the gradient strategy, drawn by ``space sample``) with a one-shot
         supernet's weights. Widths that repeat after rounding can give several paths to one
         network, each through other supernet blocks; a block's stacking ops take its first
         layers and ``skip`` the rest. Empty when ``arch`` is not a network of the space."""
+        if not isinstance(arch, Arch):
+            return []
         blocks = list(arch.blocks)
         if (arch.input_size, arch.num_classes, arch.tail) != (self.config.input_size, self.config.num_classes,
                                                                  self.widths[self.tail_node]):
