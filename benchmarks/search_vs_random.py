@@ -1,8 +1,9 @@
 """Does the search beat chance? Searched networks against random networks of the same latency.
 
 For each space (DenseNAS on the harder built-in shapes, ``synthetic-small:32000``; DCNAS on the
-built-in scenes; the demo's spaces and tables: ``nas2deploy.demo.demo_table`` profiles one here
-when the shipped table was measured on another CPU) and two budgets:
+built-in scenes, or ``--data``: CIFAR-10, CamVid; the demo's spaces and tables:
+``nas2deploy.demo.demo_table`` profiles one here when the shipped table was measured on another
+CPU or the data has other classes than the demo's, CamVid's 11) and two budgets:
 
 1. the gradient strategy: one search per budget (budget mode, lambda adapting), the weight
    warm-up shared by the two (as the DenseNAS paper does for its latency sweep); the log's
@@ -57,7 +58,7 @@ from nas2deploy.evaluation.significance import SEARCHED, compare  # noqa: E402
 from nas2deploy import plotting  # noqa: E402
 from nas2deploy.random_networks import sample_window  # noqa: E402
 from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
-from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
+from nas2deploy.demo import demo_entry, demo_search_config, demo_table, with_classes  # noqa: E402
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
 from nas2deploy.runs import evolve, open_run, start_search  # noqa: E402
@@ -65,7 +66,6 @@ from nas2deploy.nets import Network, load_arch, save_arch  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.loop import SearchRun  # noqa: E402
 from nas2deploy.search.closed_loop import derive_measured  # noqa: E402
-from nas2deploy.spaces.tables import table_space  # noqa: E402
 
 
 def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budgets: list[float], fill: float) -> str:
@@ -115,12 +115,13 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     entry = demo_entry(task)
     plan = entry.demo
     assert plan is not None
+    spec, epochs = benchmark_training(plan, args.data, args.train_epochs)
+    source = (spec, plan.space_config["input_size"], args.test_images, args.train_images)
+    data = benchmark_data(*source)
+    entry = with_classes(entry, data.num_classes)  # a real data set's classes: a table of its own
     table = demo_table(entry, out, lambda line: print("  " + line, flush=True))
     table_path = str(table.path)
     metric = LABEL[METRIC[task]]
-    spec, epochs = benchmark_training(plan, args.data, args.train_epochs)
-    source = (spec, table_space(table).config_dict()["input_size"], args.test_images, args.train_images)
-    data = benchmark_data(*source)
     recipe = Recipe(epochs, plan.train_batch, plan.train_lr, device=args.device)
     journal = ScoreJournal(out / "scores.jsonl", data, recipe, source)
 

@@ -47,6 +47,20 @@ def demo_entry(task: str) -> SpaceEntry:
     raise UserError(f"no demo for task {task!r}; demos: {', '.join(e.task for e in SPACES.values() if e.demo)}")
 
 
+def with_classes(entry: SpaceEntry, classes: int) -> SpaceEntry:
+    """``entry`` whose demo space ends in ``classes`` outputs: a benchmark's real data set (CamVid's
+    11 classes for the 6 of the built-in scenes). The table prices the head, so a space of other
+    classes is profiled under its own table name, never read from the shipped table."""
+    plan = entry.demo
+    assert plan is not None
+    if plan.space_config.get("num_classes") == classes:
+        return entry
+    stem, _, ext = plan.table_name.rpartition(".")
+    plan = dataclasses.replace(plan, space_config={**plan.space_config, "num_classes": classes},
+                               table_name=f"{stem}_c{classes}.{ext}", shipped=None)
+    return dataclasses.replace(entry, demo=plan)
+
+
 def default_folders(task: str) -> tuple[str, str]:
     """Each task's demo has its own run and export folders, so the demos run back to back."""
     return f"runs/demo/{task}", f"export/demo/{task}"

@@ -8,7 +8,7 @@ import pytest
 
 from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, spread
 
-from nas2deploy.demo import demo_entry
+from nas2deploy.demo import demo_entry, with_classes
 from nas2deploy.spaces import make_space
 
 
@@ -119,3 +119,13 @@ def test_rank_agreement_with_one_value_throughout_is_undefined_not_a_number():
 
     tied = rank_agreement([0.1, 0.2, 0.3], [0.5, 0.5, 0.5], np.random.default_rng(0), resamples=50)
     assert tied["kendall_tau"] is None and tied["spearman_rho"] is None and tied["kendall_tau_ci95"] is None
+
+
+def test_a_real_sets_classes_give_the_demo_space_its_head_and_a_table_of_its_own():
+    seg = demo_entry("segmentation")
+    camvid = with_classes(seg, 11)
+    assert camvid.demo.space_config == {**seg.demo.space_config, "num_classes": 11}
+    assert camvid.demo.table_name not in (seg.demo.table_name, "") and camvid.demo.shipped is None
+    assert make_space(camvid.name, camvid.demo.space_config).config_dict()["num_classes"] == 11
+    cifar = demo_entry("classification")
+    assert with_classes(cifar, 10) is cifar  # CIFAR-10's classes are the demo's: its shipped table serves
