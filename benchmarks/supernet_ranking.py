@@ -17,9 +17,9 @@ With ``--trained`` (and ``--run``, the comparison's one-shot run) steps 2 and 3'
 replaced by the networks a comparison has trained: ``search_vs_random.py``'s
 ``OUT/TASK/results.json`` (each network's mean stand-alone score over its seeds), ranked per
 budget window and all together. No training: minutes, not hours. Those networks record no route
-through the supernet, and rounded widths that repeat make several routes build one network
-(``DenseNASSpace.routes_of_arch``): each is scored as the mean over up to ``--max-routes`` of
-them.
+through the supernet (``OneShotSearch.routes_of`` finds them: a DCNAS network's cells are its one
+route; in DenseNAS, rounded widths that repeat make several routes build one network): each is
+scored as the mean over up to ``--max-routes`` of them.
 
     .venv/bin/python benchmarks/supernet_ranking.py --data DIR/cifar10 [--train-images 10000] [--networks 20] \
         [--supernet-epochs 30] [--train-epochs 10] [--jobs 2] --out runs/ranking
@@ -50,7 +50,6 @@ from nas2deploy.runs import SearchSetup, inherited_scores, open_run, start_searc
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.interface import OneShotSearch  # noqa: E402
 from nas2deploy.search.oneshot import window_routes  # noqa: E402
-from nas2deploy.spaces.densenas.space import DenseNASSpace  # noqa: E402
 from nas2deploy.spaces.tables import load_table, table_space  # noqa: E402
 from nas2deploy.validate import Field  # noqa: E402
 
@@ -102,11 +101,11 @@ def rank_trained(args: argparse.Namespace, out: Path) -> None:
     unique = {(r["budget_ms"], network_body(r["arch"])): r for r in results["rows"]}  # closed loop may be the searched
     rows = [(r["budget_ms"], network_from_field(Field(r["arch"], f"{args.trained}: {r['name']}", "run it again")),
              r["mean"]) for r in unique.values()]
-    search, space = setup.space_search, setup.space
-    assert isinstance(search, OneShotSearch) and isinstance(space, DenseNASSpace), "DenseNAS one-shot runs only"
+    search = setup.space_search
+    assert isinstance(search, OneShotSearch), "a one-shot run's supernet runs single networks"
     scored, ways = [], []
     for budget, net, mean in rows:  # a network without its route: the mean over the routes that make it
-        routes = [search.route_of(net)] if "route" in net.meta else space.routes_of_arch(net)
+        routes = [search.route_of(net)] if "route" in net.meta else search.routes_of(net)
         if not routes:
             raise SystemExit(f"{net.name} is not a network of the supernet's space")
         inherited = [evaluator.score(search.route_network(r, net.name), 0).value for r in routes[:args.max_routes]]

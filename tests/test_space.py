@@ -79,3 +79,13 @@ def test_the_routes_of_a_network_build_it_and_include_the_one_it_was_drawn_from(
     assert several > 50
     other = make_space("densenas", {"input_size": 32, "width_mult": 1.0, "num_classes": 10, "max_stack_layers": 1})
     assert space.routes_of_arch(other.sample_arch(random.Random(0))) == []
+
+
+def test_a_dcnas_networks_cells_are_its_one_route():
+    space = make_space("dcnas", {"input_size": 64, "layers": 4, "base_width": 16, "num_classes": 6, "head_width": 16})
+    for seed in range(20):
+        arch = space.sample_arch(random.Random(seed))
+        assert space.routes_of_arch(arch) == [arch.cells]
+    other = make_space("dcnas", {"input_size": 64, "layers": 4, "base_width": 16, "num_classes": 11, "head_width": 16})
+    assert space.routes_of_arch(other.sample_arch(random.Random(0))) == []
+    assert space.routes_of_arch(make_space("densenas").sample_arch(random.Random(0))) == []

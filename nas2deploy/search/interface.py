@@ -82,6 +82,11 @@ class OneShotSearch(SpaceSearch, Protocol):
         """The route a network recorded (``route_network``), checked against the space."""
         ...
 
+    def routes_of(self, net: Network) -> list[Any]:
+        """The routes that build ``net``, a network of the space that records none (derived by
+        the gradient strategy, drawn by ``space sample``); empty when it is not of the space."""
+        ...
+
     def describe_route(self, doc: Any) -> str:
         """A recorded route in words."""
         ...

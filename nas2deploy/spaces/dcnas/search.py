@@ -138,6 +138,9 @@ class DCNASSearch:
     def route_of(self, net: Network) -> tuple[Cell, ...]:
         return self.net.space.route_from_dict(net.meta.get("route"), f"network {net.name}: meta.route")
 
+    def routes_of(self, net: Network) -> list[tuple[Cell, ...]]:
+        return self.net.space.routes_of_arch(net)
+
     def describe_route(self, doc: Any) -> str:
         """A route as read back from a study: its cells per scale and its ops (``12 cells, 1/4:3
         1/8:4 ..., sep3 x5 sep5 x4 ...``)."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from nas2deploy.errors import UserError
 from nas2deploy.ops import RESIZE_MODES, AddN, OpSpec, SepConv
+from nas2deploy.nets import Network
 from nas2deploy.nets.cells import STEM, Cell, SegArch, cell_op, transform
 from nas2deploy.spaces.base import SearchSpace
 from nas2deploy.validate import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE
@@ -219,6 +220,18 @@ class DCNASSpace(SearchSpace):
             raise f.error("is not a route of the space (its cells must be exactly those that feed the output block, "
                           "each with its inputs)", shown=False)
         return cells
+
+    def routes_of_arch(self, arch: Network) -> list[tuple[Cell, ...]]:
+        """The routes that make ``arch`` (``make_arch``'s inverse), for scoring a network that
+        records none with a one-shot supernet's weights: its cells, the only route (the supernet
+        holds one op per cell and choice, one transform per connection). Empty when ``arch`` is
+        not a network of the space."""
+        if not isinstance(arch, SegArch) or arch != self.make_arch(arch.cells, arch.name):
+            return []
+        try:
+            return [self.route_from_dict(self.route_to_dict(arch.cells))]
+        except UserError:
+            return []
 
     @staticmethod
     def route_to_dict(route: tuple[Cell, ...]) -> list[Any]:

@@ -148,6 +148,9 @@ class DenseNASSearch:
     def route_of(self, net: Network) -> Route:
         return self.net.space.route_from_dict(net.meta.get("route"), f"network {net.name}: meta.route")
 
+    def routes_of(self, net: Network) -> list[Route]:
+        return self.net.space.routes_of_arch(net)
+
     def describe_route(self, doc: Any) -> str:
         """A route as read back from a study: its blocks' widths and ops (``24:k3e6+k5e3``)."""
         route = self.net.space.route_from_dict(doc)
