@@ -112,7 +112,7 @@ def rank_trained(args: argparse.Namespace, out: Path) -> None:
         scored.append((budget, net, statistics.mean(inherited), mean))
         ways.append(min(len(routes), args.max_routes))
     print(f"inherited scores: {len(scored)} networks in {time.perf_counter() - start:.0f} s, each the mean over "
-          f"{min(ways)}-{max(ways)} routes (widths that repeat give one network several sets of weights)", flush=True)
+          f"{min(ways)}-{max(ways)} routes (the routes that build it, each through its own supernet weights)", flush=True)
     report: dict[str, Any] = {"trained": args.trained, "run": args.run, "windows": {}}
     for budget in sorted({b for b, *_ in scored}):
         window = [(n, a, b) for w, n, a, b in scored if w == budget]
