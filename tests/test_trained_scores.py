@@ -1,8 +1,14 @@
-"""The benchmarks' journal of trained scores (``benchmarks/trained_scores.py``): a killed
+"""The benchmarks' journal of trained scores (``nas2deploy/evaluation/scores.py``): a killed
 comparison resumes without training again what it already scored."""
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +135,54 @@ def test_a_real_sets_classes_give_the_demo_space_its_head_and_a_table_of_its_own
     assert make_space(camvid.name, camvid.demo.space_config).config_dict()["num_classes"] == 11
     cifar = demo_entry("classification")
     assert with_classes(cifar, 10) is cifar  # CIFAR-10's classes are the demo's: its shipped table serves
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from Linux's /proc")
+def test_training_workers_exit_when_the_benchmark_is_killed(tmp_path):
+    """A killed comparison leaves no worker training on beside the run that resumes it."""
+    script = tmp_path / "fill.py"
+    script.write_text(
+        "import random\n"
+        "from pathlib import Path\n"
+        "from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data\n"
+        "from nas2deploy.spaces import make_space\n"
+        "if __name__ == '__main__':\n"
+        "    space = make_space('densenas', {'input_size': 32, 'width_mult': 0.25, 'num_classes': 10, 'max_stack_layers': 0})\n"
+        "    source = ('synthetic:40', 32, 30)\n"
+        f"    journal = ScoreJournal(Path({str(tmp_path / 'scores.jsonl')!r}), benchmark_data(*source), Recipe(1000, 16, 0.05), source)\n"
+        "    journal.fill([space.sample_arch(random.Random(s)) for s in (0, 1)], 1, jobs=2)\n")
+    benchmark = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[1])
+
+    def children() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == benchmark.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := children()) < 2 and time.monotonic() < deadline and benchmark.poll() is None:
+            time.sleep(0.2)
+        assert len(workers) >= 2, "the benchmark started no workers"
+        time.sleep(1)  # the workers' start (their watch begins before their data is read)
+    finally:
+        benchmark.kill()
+        benchmark.wait()
+    deadline = time.monotonic() + 30
+    while (alive := [w for w in workers if Path(f"/proc/{w}").exists() and "Z" != _state(w)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for w in alive:  # a failure leaves nothing training on
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the killed benchmark"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"

@@ -18,7 +18,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import statistics
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -92,9 +95,23 @@ class Recipe:
 _WORKER_DATA: dict[str, Splits] = {}
 
 
-def _open(source: tuple[Any, ...]) -> None:
+def _open(source: tuple[Any, ...], parent: int) -> None:
     torch.set_num_threads(1)
+    _exit_with(parent)
     _WORKER_DATA["data"] = benchmark_data(*source)
+
+
+def _exit_with(parent: int) -> None:
+    """A pool's workers stop only when their parent shuts the pool down: after a kill they would
+    train on for minutes, beside the benchmark run again to resume, and slow its trainings and
+    disturb its latency measurements. Each worker checks every second that its parent lives
+    (a dead parent's children are handed to another process) and exits when it does not."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def train_score(arch: Network, data: Splits, seed: int, recipe: Recipe) -> float:
@@ -141,7 +158,8 @@ class ScoreJournal:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), initializer=_open, initargs=(self.source,)) as pool:
+        with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), initializer=_open,
+                                 initargs=(self.source, os.getpid())) as pool:
             running = {pool.submit(_train, arch, seed, self.recipe): (key, arch, seed) for key, (arch, seed) in todo}
             for n, done in enumerate(as_completed(running), 1):
                 key, arch, seed = running[done]
