@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, benchmark_training, pooled_std, spread  # noqa: E402
 
 from nas2deploy.random_networks import sample_window  # noqa: E402
-from nas2deploy.demo import demo_entry, demo_search_config, demo_table  # noqa: E402
+from nas2deploy.demo import demo_entry, demo_search_config, demo_table, with_classes  # noqa: E402
 from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
 from nas2deploy.runs import prepare  # noqa: E402
@@ -61,15 +61,16 @@ def main() -> None:
     assert plan is not None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = demo_table(entry, out, lambda line: print("  " + line, flush=True))  # as search_vs_random's
+    spec, epochs = benchmark_training(plan, args.data, args.train_epochs)
+    data = benchmark_data(spec, plan.space_config["input_size"], args.test_images)
+    entry = with_classes(entry, data.num_classes)  # as search_vs_random's: a real set's classes, its own table
+    table = demo_table(entry, out, lambda line: print("  " + line, flush=True))
     config = demo_search_config(entry, str(table.path), None)
     prepared = prepare(config)
     fastest, slowest = prepared.space_search.latency_range()
     budget = round(fastest + args.share * (slowest - fastest), 4)
     networks = sample_window(config.table, budget, args.fill, args.networks, args.seed,
                              space_config=config.space_config).networks
-    spec, epochs = benchmark_training(plan, args.data, args.train_epochs)
-    data = benchmark_data(spec, prepared.space.config_dict()["input_size"], args.test_images)
     recipe = Recipe(epochs, plan.train_batch, plan.train_lr, device=args.device)
     metric = LABEL[METRIC[args.task]]
     print(f"{len(networks)} random networks of {entry.name} in [{args.fill * budget:.3f}, {budget:.3f}] ms "

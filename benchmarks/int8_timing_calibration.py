@@ -32,7 +32,7 @@ from nas2deploy.backends.base import Artifact, OnnxModel, TorchModule  # noqa: E
 from nas2deploy.backends.onnx import onnx_from_module  # noqa: E402
 from nas2deploy.backends.quantize import quantize_qdq  # noqa: E402
 from nas2deploy.backends.timing import measure  # noqa: E402
-from nas2deploy.data import open_dataset  # noqa: E402
+from nas2deploy.deploy.inputs import calibration_images  # noqa: E402
 from nas2deploy.latency.measure import settings_from_table, timing_from_table  # noqa: E402
 from nas2deploy.nets import load_arch  # noqa: E402
 from nas2deploy.spaces.tables import load_table  # noqa: E402
@@ -55,8 +55,7 @@ def main() -> None:
     model = arch.build().eval()
     if args.weights:
         model.load_state_dict(torch.load(args.weights, weights_only=True))
-    data = open_dataset(args.data, arch.input_shape[-1])
-    real = np.stack([data.train[i][0].numpy() for i in range(args.images)]).astype(np.float32)
+    real = calibration_images(arch, args.data, args.images, settings.batch)  # the export's own
     noise = np.random.default_rng(0).standard_normal(real.shape).astype(np.float32)
     graph = onnx_from_module(TorchModule(model, arch.input_shape, arch.name), settings.batch).data
     ways: dict[str, Artifact | None] = {
