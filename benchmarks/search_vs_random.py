@@ -61,7 +61,7 @@ from nas2deploy.fileio import atomic_write_json, exclusive  # noqa: E402
 from nas2deploy.demo import demo_entry, demo_search_config, demo_table, with_classes  # noqa: E402
 from nas2deploy.latency.measure import measure_network, settings_from_table, timing_from_table  # noqa: E402
 from nas2deploy.objective import LABEL, METRIC  # noqa: E402
-from nas2deploy.runs import evolve, open_run, start_search  # noqa: E402
+from nas2deploy.runs import evolve, open_run, search_after_warmup, start_search  # noqa: E402
 from nas2deploy.nets import Network, load_arch, save_arch  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.loop import SearchRun  # noqa: E402
@@ -91,13 +91,8 @@ def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budget
 
 
 def searched(config: SearchConfig, folder: Path, warm: SearchRun | None) -> tuple[SearchRun, dict[str, Any]]:
-    """The search of ``config`` in ``folder`` (resumed where a killed benchmark left it; a new
-    one starts from ``warm``'s weights) run to its end, and its log's last line."""
-    resume = (folder / "checkpoint.pt").exists()
-    run = start_search(config, folder, resume=resume)
-    if warm is not None and not resume:
-        run.continue_from(warm)
-    run.run(until=None if warm is not None else config.warmup_epochs)
+    """The search of ``config`` in ``folder`` (``search_after_warmup``) and its log's last line."""
+    run = search_after_warmup(config, folder, warm)
     return run, json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
 
 

@@ -159,6 +159,19 @@ def _search_run(config: SearchConfig, folder: RunFolder, resume: bool, progress:
                      device)
 
 
+def search_after_warmup(config: SearchConfig, run_dir: str | Path, warm: SearchRun | None) -> SearchRun:
+    """The search of ``config`` in ``run_dir`` run to its end, resumed where a killed one stopped.
+    A new search starts from ``warm``'s weights: searches under several budgets or tables share
+    one weight warm-up, as the DenseNAS paper's latency sweep does. Without ``warm``, the run is
+    that warm-up: it stops after ``config.warmup_epochs``."""
+    resume = (Path(run_dir) / "checkpoint.pt").exists()
+    run = start_search(config, run_dir, resume=resume)
+    if warm is not None and not resume:
+        run.continue_from(warm)
+    run.run(until=None if warm is not None else config.warmup_epochs)
+    return run
+
+
 def open_run(run_dir: str | Path) -> SearchSetup:
     """A finished (or interrupted) run's search, rebuilt from its checkpoint without the data."""
     folder = RunFolder(run_dir)

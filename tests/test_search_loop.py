@@ -10,7 +10,7 @@ from conftest import saved_table, search_config, synthetic_table
 from nas2deploy.nets import load_arch
 from nas2deploy.cli import cli
 from nas2deploy.errors import UserError
-from nas2deploy.runs import open_run, start_search
+from nas2deploy.runs import open_run, search_after_warmup, start_search
 from nas2deploy.search.config import SearchConfig
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.search.sampling import rebalance_
@@ -266,3 +266,18 @@ def test_a_learning_rate_floor_above_the_learning_rate_is_refused(tmp_path, tabl
     with pytest.raises(UserError, match="w_lr_min 0.5 is above w_lr"):
         start_search(config(table_path, w_lr=0.05, w_lr_min=0.5), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_searches_share_one_weight_warmup_and_resume_their_own(tmp_path, table_path):
+    warm = search_after_warmup(config(table_path), tmp_path / "warm", None)
+    assert warm.epoch == 1  # the warm-up alone
+    for a_lr in (0.05, 0.1):
+        folder = tmp_path / f"search-{a_lr}"
+        run = search_after_warmup(config(table_path, a_lr=a_lr), folder, warm)
+        log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in log] == [2] and log[0]["phase"] == "search"  # the warm-up is not repeated
+        assert run.w_step > warm.w_step
+        # a killed benchmark calling again gets the search from its own checkpoint, not a new one from the warm-up
+        again = search_after_warmup(config(table_path, a_lr=a_lr), folder, warm)
+        for x, y in zip(run.net.arch_parameters(), again.net.arch_parameters()):
+            assert torch.equal(x, y)
