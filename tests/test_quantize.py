@@ -12,15 +12,14 @@ import torch
 from click.testing import CliRunner
 
 from nas2deploy.backends.onnx import export_onnx
-from nas2deploy.backends.quantize import CALIBRATORS, float_ops, quantize_qdq, twin_batch
+from nas2deploy.backends.quantize import CALIBRATORS, float_ops, quantize_qdq
 from nas2deploy.cli import cli
 from nas2deploy.cli.deploy import CALIBRATORS as CLI_CALIBRATORS
 from nas2deploy.data import open_dataset
 from nas2deploy.deploy import export as export_module
 from nas2deploy.deploy.compare import compare_outputs
 from nas2deploy.errors import UserError
-from nas2deploy.nets import load_arch, network_from_field
-from nas2deploy.validate import Field
+from nas2deploy.nets import load_arch
 
 ARCH = {"format": "nas2deploy.arch", "version": 1, "input_size": 32, "num_classes": 10,
         "stem": {"conv": 8, "out": 8, "stride": 1},
@@ -63,30 +62,6 @@ def test_a_graph_is_quantised_to_qdq_with_per_channel_weights_and_stays_close(gr
     cosine = np.sum(reference * out, 1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(out, axis=1)
     assert cosine.min() > 0.95, cosine.min()
     assert quantize_qdq(fp32, images, 1, calibrator).data == quantized.data  # the same images, the same model
-
-
-@pytest.mark.parametrize("calibrator", CALIBRATORS)
-def test_a_twin_of_a_larger_batch_calibrates_to_the_same_graph(graph, calibrator):
-    _, model, fp32, images, _ = graph
-    asked = []
-
-    def twin(batch):
-        asked.append(batch)
-        return export_onnx(model, (batch, 3, 32, 32))
-
-    direct = quantize_qdq(fp32, images, 1, calibrator)
-    batched = quantize_qdq(fp32, images, 1, calibrator, twin=twin)
-    assert asked == [16] and (batched.batch, direct.batch) == (16, 1)  # 64 images, 16 a run
-    assert batched.data == direct.data
-    # a twin of another network (here: other weights, the same graph) is not used: its ranges are not this one's
-    other = network_from_field(Field(ARCH | {"tail": 32}, "arch", "")).build().eval()
-    unused = quantize_qdq(fp32, images, 1, calibrator, twin=lambda b: export_onnx(other, (b, 3, 32, 32)))
-    assert unused.batch == 1 and unused.data == direct.data
-
-
-def test_the_twin_batch_uses_every_image():
-    assert twin_batch(512, 1) == 16 and twin_batch(100, 1) == 10 and twin_batch(64, 8) == 16
-    assert twin_batch(37, 1) is None and twin_batch(512, 16) is None  # a prime count; a batch no smaller
 
 
 def test_too_few_calibration_images_are_refused(graph):

@@ -15,21 +15,11 @@ extremes), ``percentile`` (the 99.999th percentile of |x|, robust to a few outli
 ``entropy`` (the range that minimises the KL divergence between the fp32 and the quantised
 histograms, TensorRT's classic calibrator). Calibration images are the training split's, never
 the images the export's accuracy check scores.
-
-The calibrators run the graph on every image with every intermediate tensor as an output, which
-at batch 1 costs far more per image than at a larger batch (the DPC network at 128 px: about
-1.5x). So, given ``twin`` (the same network exported at another batch), the ranges are collected
-on the twin at up to ``CALIBRATION_BATCH`` images a run, kept in ONNX Runtime's calibration
-cache, and the deployed graph is quantised from that cache. The twin is used only where its
-prepared graph has the deployed one's nodes, tensor names and weights, and its batch divides the number
-of images, so that the ranges come from the same tensors of the same images: the QDQ graph is
-the one calibrating at the deployed batch gives, bit for bit (tested).
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import logging
 import tempfile
@@ -37,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -50,8 +40,6 @@ ACTIVATIONS = ("uint8", "int8")
 MIN_CALIBRATION_IMAGES = 32
 #: Random inputs that calibrate a model quantised only to be timed (``for_timing``).
 TIMING_CALIBRATION = 8
-#: The most images the calibrators run at once on a twin graph.
-CALIBRATION_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -63,13 +51,12 @@ class Quantized:
     activations: str
     images: int
     seconds: float
-    batch: int  # the images a calibration run took (a twin graph's batch, else the deployed one's)
 
     def describe(self) -> dict[str, Any]:
         return {"calibrator": self.calibrator, "activations": f"{self.activations} per tensor"
                 + (" symmetric" if self.activations == "int8" else ""), "weights": "int8 per channel symmetric",
                 "format": "QDQ (QuantizeLinear/DequantizeLinear)", "calibration_images": self.images,
-                "calibration_batch": self.batch, "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2)}
 
 
 def float_ops(model: bytes) -> dict[str, int]:
@@ -114,20 +101,12 @@ class _Batches:
         return None if chunk is None else {INPUT_NAME: np.ascontiguousarray(chunk, dtype=np.float32)}
 
 
-def twin_batch(images: int, batch: int) -> int | None:
-    """The batch a twin graph calibrates ``images`` at: the largest divisor of ``images`` up to
-    ``CALIBRATION_BATCH`` (every image used, as at the deployed batch), when it beats ``batch``."""
-    best = max(d for d in range(1, CALIBRATION_BATCH + 1) if images % d == 0)
-    return best if best > batch else None
-
-
 def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: str = "minmax",
-                 activations: str = "uint8", minimum: int = MIN_CALIBRATION_IMAGES,
-                 twin: Callable[[int], bytes] | None = None) -> Quantized:
+                 activations: str = "uint8", minimum: int = MIN_CALIBRATION_IMAGES) -> Quantized:
     """``model`` (fp32 ONNX bytes with a fixed batch ``batch``) quantised to QDQ, calibrated on
-    ``images`` (N x C x H x W, preprocessed as the network sees them; at least ``minimum``);
-    ``twin(b)``, where given, exports the same network at batch ``b`` to calibrate faster."""
+    ``images`` (N x C x H x W, preprocessed as the network sees them; at least ``minimum``)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if calibrator not in CALIBRATORS:
         raise UserError(f"--calibrator {calibrator}: choose one of {', '.join(CALIBRATORS)}")
@@ -139,15 +118,8 @@ def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: s
     symmetric = activations == "int8"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nas2deploy-quantize-") as tmp:
-        folder = Path(tmp)
-
-        def quantize(graph: Path, reader: _Batches | None, out: Path, **cache: Any) -> None:
-            quantize_static(str(graph), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                            calibrate_method=method, **cache,
-                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric,
-                                           "CalibTensorRangeSymmetric": symmetric})
-
+        fp32, prepared, quantized = (Path(tmp) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        fp32.write_bytes(model)
         quiet = contextlib.ExitStack()  # the calibrators print to stdout, where a command's result goes
         quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
         quiet.enter_context(warnings.catch_warnings())
@@ -156,55 +128,20 @@ def quantize_qdq(model: bytes, images: np.ndarray, batch: int = 1, calibrator: s
         logging.disable(logging.WARNING)
         try:
             # shape inference and graph optimisation first, as ONNX Runtime's documentation asks
-            prepared = _prepared(model, folder / "fp32")
-            wide = twin_batch(len(images), batch) if twin is not None and _has_cache(quantize_static) else None
-            calibrated_at = batch
-            if twin is not None and wide is not None:
-                twin_graph = _prepared(twin(wide), folder / "twin")
-                if _signature(twin_graph) == _signature(prepared):
-                    cache, calibrated_at = folder / "ranges.json", wide
-                    quantize(twin_graph, _Batches(images, wide), folder / "twin.int8.onnx", calibration_cache_path=cache)
-                    quantize(prepared, None, folder / "int8.onnx", calibration_cache_path=cache)
-            if calibrated_at == batch:
-                quantize(prepared, _Batches(images, batch), folder / "int8.onnx")
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(quantized), _Batches(images, batch), quant_format=QuantFormat.QDQ,
+                            per_channel=True, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                            calibrate_method=method,
+                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric,
+                                           "CalibTensorRangeSymmetric": symmetric})
         except UserError:
             raise
         except Exception as exc:  # ONNX Runtime's tools raise many types for a graph they cannot take
             raise UserError(f"ONNX Runtime could not quantise the model: {first_line(exc)}") from None
         finally:
             quiet.close()
-        return Quantized((folder / "int8.onnx").read_bytes(), calibrator, activations, len(images),
-                         time.perf_counter() - start, calibrated_at)
-
-
-def _prepared(model: bytes, stem: Path) -> Path:
-    """``model`` through ONNX Runtime's ``quant_pre_process`` (shape inference, optimisation)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    raw, prepared = stem.with_suffix(".onnx"), stem.with_suffix(".prepared.onnx")
-    raw.write_bytes(model)
-    quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True)
-    return prepared
-
-
-def _signature(graph: Path) -> tuple[list[tuple[str, list[str], list[str]]], dict[str, bytes]]:
-    """A graph's operators and the tensors they read and write, in order, and its float weights:
-    equal for two exports of one network at two batches (their shape constants differ), whose
-    calibration ranges are then interchangeable."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(graph))
-    nodes = [(n.op_type, list(n.input), list(n.output)) for n in proto.graph.node]
-    weights = {i.name: numpy_helper.to_array(i).tobytes() for i in proto.graph.initializer
-               if i.data_type == onnx.TensorProto.FLOAT}
-    return nodes, weights
-
-
-def _has_cache(quantize_static: Callable[..., Any]) -> bool:
-    """Whether this ONNX Runtime's ``quantize_static`` reads ranges from a calibration cache
-    (newer releases); older ones calibrate the deployed graph itself."""
-    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+        return Quantized(quantized.read_bytes(), calibrator, activations, len(images), time.perf_counter() - start)
 
 
 def interior(model: bytes) -> bytes:

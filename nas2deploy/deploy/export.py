@@ -312,7 +312,7 @@ class Exporter:
         artifacts: dict[str, Artifact] = {}
         quantized = None
         if calibration is not None:
-            quantized = self._quantize(model, onnx_bytes, calibration)
+            quantized = self._quantize(onnx_bytes, calibration)
             artifacts[FP32_GRAPH] = onnx_model
         for name in {*o.backends, ONNX_CHECKER, INDEPENDENT_CHECKER}:
             backend, t = BACKENDS[name], time.perf_counter()
@@ -327,16 +327,14 @@ class Exporter:
                 artifacts[name] = graph if ".onnx" in backend.suffixes else module
         return artifacts
 
-    def _quantize(self, model: nn.Module, onnx_bytes: bytes, calibration: np.ndarray) -> OnnxModel:
-        """model.int8.onnx: the fp32 graph quantised to QDQ on the calibration images (ranges
-        collected on a twin graph of a larger batch where that gives the same ranges), checked."""
+    def _quantize(self, onnx_bytes: bytes, calibration: np.ndarray) -> OnnxModel:
+        """model.int8.onnx: the fp32 graph quantised to QDQ on the calibration images, checked."""
         from nas2deploy.backends.quantize import float_ops, quantize_qdq
 
         o, size, t = self.options, self.arch.input_size, time.perf_counter()
         # TensorRT takes only symmetric int8 activations; ONNX Runtime's CPU kernels prefer uint8
         activations = "int8" if "tensorrt" in o.backends else "uint8"
-        quantized = quantize_qdq(onnx_bytes, calibration, o.batch, o.calibrator, activations,
-                                 twin=lambda batch: export_onnx(model, (batch, 3, size, size), "fp32", False))
+        quantized = quantize_qdq(onnx_bytes, calibration, o.batch, o.calibrator, activations)
         in_float = float_ops(quantized.data)
         if in_float:
             left = ", ".join(f"{op} x{n}" for op, n in sorted(in_float.items()))
