@@ -101,7 +101,9 @@ def closed_loop(run: SearchRun, budget: float, path: Path) -> Network:
     derivation measures anew, so a resumed benchmark deriving again would train another network."""
     if path.exists():
         return load_arch(path)
-    closed = derive_measured(run.space_search, budget, name=path.stem).arch
+    # its rounds printed: a network kept far under the budget says why in the log
+    say = lambda line: print("  " + line, flush=True)  # noqa: E731
+    closed = derive_measured(run.space_search, budget, name=path.stem, say=say).arch
     save_arch(closed, path)
     return closed
 
