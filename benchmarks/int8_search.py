@@ -75,10 +75,15 @@ def on_table(setup: SearchSetup, path: str) -> SearchSetup:
     return dataclasses.replace(setup, table=load_table(path), config=dataclasses.replace(setup.config, table=path))
 
 
+def say(line: str) -> None:
+    """A step's progress, indented under the benchmark's lines."""
+    print("  " + line, flush=True)
+
+
 def searched(setup: SearchSetup, run: str, budget: float, out: Path, trials: int, fill: float,
              measure: bool = False) -> Network:
     study = evolve(setup, run, budget, out, trials, fill=fill, measure=measure,
-                   say=lambda line: print("  " + line, flush=True))
+                   say=say)
     return load_arch(study["best"]["arch"])
 
 
@@ -121,11 +126,11 @@ def by_gradient(args: argparse.Namespace, setup: SearchSetup, int8_setup: Search
                 quantised_ms: Callable[[Network], float]) -> dict[str, Network]:
     out, budget = Path(args.out), args.budget_ms
     warm = search_after_warmup(setup.config, args.run, None)  # done already: its weights and optimiser
-    say = lambda line: print("  " + line, flush=True)  # noqa: E731
 
-    def search(table: str, at: float) -> SearchRun:
+    def search(on: SearchSetup, at: float) -> SearchRun:
         # the run's space, which may be narrower than the table's (the demo leaves out stacking layers)
-        own = table_space(load_table(table)).config_dict()
+        table = on.config.table
+        own = table_space(on.table).config_dict()
         narrowed = {k: v for k, v in setup.space.config_dict().items() if own.get(k) != v}
         config = dataclasses.replace(setup.config, table=table, budget_ms=at,
                                      space_config={**setup.config.space_config, **narrowed})
@@ -135,8 +140,8 @@ def by_gradient(args: argparse.Namespace, setup: SearchSetup, int8_setup: Search
         print(f"  gradient search on {Path(table).name} at {at:g} ms: {time.time() - t0:.0f} s", flush=True)
         return run
 
-    int8_run = search(args.int8_lut, budget)
-    fp32_run = search(setup.config.table, round(budget * scale, 4))
+    int8_run = search(int8_setup, budget)
+    fp32_run = search(setup, round(budget * scale, 4))
     return {
         "int8 table": kept(out / "int8-table.json", lambda: derive_measured(
             int8_run.space_search, budget, name="int8-table", say=say, fill=args.fill).arch),

@@ -90,6 +90,11 @@ def plot(path: Path, title: str, metric: str, rows: list[dict[str, Any]], budget
     return plotting.save(fig, path)
 
 
+def say(line: str) -> None:
+    """A step's progress, indented under its task's lines."""
+    print("  " + line, flush=True)
+
+
 def searched(config: SearchConfig, folder: Path, warm: SearchRun | None) -> tuple[SearchRun, dict[str, Any]]:
     """The search of ``config`` in ``folder`` (``search_after_warmup``) and its log's last line."""
     run = search_after_warmup(config, folder, warm)
@@ -102,7 +107,6 @@ def closed_loop(run: SearchRun, budget: float, path: Path) -> Network:
     if path.exists():
         return load_arch(path)
     # its rounds printed: a network kept far under the budget says why in the log
-    say = lambda line: print("  " + line, flush=True)  # noqa: E731
     closed = derive_measured(run.space_search, budget, name=path.stem, say=say).arch
     save_arch(closed, path)
     return closed
@@ -116,7 +120,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     source = (spec, plan.space_config["input_size"], args.test_images, args.train_images)
     data = benchmark_data(*source)
     entry = with_classes(entry, data.num_classes)  # a real data set's classes: a table of its own
-    table = demo_table(entry, out, lambda line: print("  " + line, flush=True))
+    table = demo_table(entry, out, say)
     table_path = str(table.path)
     metric = LABEL[METRIC[task]]
     recipe = Recipe(epochs, plan.train_batch, plan.train_lr, device=args.device)
@@ -158,7 +162,7 @@ def bench_task(task: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
         networks: list[tuple[str, Network]] = [("searched", found), ("closed loop", closed)]
         if one_shot is not None:
             study = evolve(open_run(out / "one-shot"), out / "one-shot", budget, out / f"evolution-{budget}",
-                           trials=args.trials, say=lambda line: print("  " + line, flush=True))
+                           trials=args.trials, say=say)
             networks.append(("evolution", load_arch(study["best"]["arch"]).renamed(f"evolution-{budget}")))
         networks += [("random", a) for a in randoms]
         budget_rows = []

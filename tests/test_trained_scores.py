@@ -154,15 +154,8 @@ def test_training_workers_exit_when_the_benchmark_is_killed(tmp_path):
     benchmark = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[1])
 
     def children() -> list[int]:
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == benchmark.pid:
-                found.append(int(stat.parent.name))
-        return found
+        pids = (int(p.name) for p in Path("/proc").glob("[0-9]*"))
+        return [pid for pid in pids if (fields := _stat(pid)) and int(fields[1]) == benchmark.pid]
 
     try:
         deadline = time.monotonic() + 120
@@ -174,15 +167,16 @@ def test_training_workers_exit_when_the_benchmark_is_killed(tmp_path):
         benchmark.kill()
         benchmark.wait()
     deadline = time.monotonic() + 30
-    while (alive := [w for w in workers if Path(f"/proc/{w}").exists() and "Z" != _state(w)]) and time.monotonic() < deadline:
+    while (alive := [w for w in workers if (_stat(w) or ["Z"])[0] != "Z"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     for w in alive:  # a failure leaves nothing training on
         os.kill(w, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived the killed benchmark"
 
 
-def _state(pid: int) -> str:
+def _stat(pid: int) -> list[str] | None:
+    """A process's fields from /proc after its name: its state, then its parent; None once gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return "Z"
+        return None
