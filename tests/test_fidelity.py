@@ -14,6 +14,8 @@ from nas2deploy.latency.fidelity import kendall_tau, validate_table
 def test_kendall_tau_known_values():
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
+    assert kendall_tau([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(4 / 5)  # tau-b: ties in both
+    assert kendall_tau([2.0, 2.0, 2.0], [1, 2, 3]) == 0.0  # a constant side ranks nothing
 
 
 def test_calibration_recovers_a_known_relation():

@@ -32,24 +32,12 @@ from nas2deploy.nets import Network, load_arch, named_archs
 
 
 def kendall_tau(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b (ties in either variable handled), O(n^2): n is a few hundred at most."""
-    concordant = discordant = ties_x = ties_y = 0
-    n = len(x)
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denom if denom else 0.0
+    """Kendall's tau-b (ties in either variable handled); 0 where either side is constant, which
+    scipy leaves undefined."""
+    from scipy.stats import kendalltau  # scipy's import costs the CLI's start-up: only when validating
+
+    tau = float(kendalltau(x, y).statistic)
+    return 0.0 if math.isnan(tau) else tau
 
 
 def fidelity(predicted: list[float], measured: list[float]) -> dict[str, float]:
