@@ -8,8 +8,10 @@
    [fill x budget, budget]).
 3. Each scored twice: with the supernet's inherited weights (``runs.inherited_scores``, as the
    evolution strategy scores: batch norms recalibrated on 512 training images, top-1 or mIoU on
-   the validation split carved from the training images), and trained stand-alone from scratch with one fixed recipe (``--seeds``
-   seeds, journaled in ``OUT/scores.jsonl``, ``--jobs`` side by side) and scored on the test split.
+   the validation split carved from the training images, on as many of its images as each of
+   ``--validation-images`` says: fewer images, more noise in the supernet's order), and trained
+   stand-alone from scratch with one fixed recipe (``--seeds`` seeds, journaled in
+   ``OUT/scores.jsonl``, ``--jobs`` side by side) and scored on the test split.
 4. Kendall's tau and Spearman's rho between the two, with bootstrap 95% intervals over the
    networks (``evaluation.significance.rank_agreement``).
 
@@ -49,7 +51,7 @@ from nas2deploy.nets import Network, network_from_field  # noqa: E402
 from nas2deploy.runs import SearchSetup, inherited_scores, open_run, start_search  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
 from nas2deploy.search.interface import OneShotSearch  # noqa: E402
-from nas2deploy.search.oneshot import window_routes  # noqa: E402
+from nas2deploy.search.oneshot import VALIDATION, window_routes  # noqa: E402
 from nas2deploy.spaces.tables import load_table, table_space  # noqa: E402
 from nas2deploy.validate import Field  # noqa: E402
 
@@ -63,7 +65,8 @@ def supernet(args: argparse.Namespace, out: Path) -> tuple[SearchSetup, Path]:
     table = load_table(args.table)
     folder = out / "supernet"
     config = SearchConfig(table=args.table, space=table_space(table).name, data=args.data, strategy="evolution",
-                          epochs=args.supernet_epochs, batch_size=args.batch, max_batches=args.max_batches,
+                          epochs=args.supernet_epochs, batch_size=args.supernet_batch or args.batch,
+                          max_batches=args.max_batches, w_lr=args.w_lr,
                           val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                           space_config=json.loads(args.space_config))
     start = time.perf_counter()
@@ -135,7 +138,12 @@ def main() -> None:
     ap.add_argument("--max-routes", type=int, default=4, help="--trained: routes scored per network at most")
     ap.add_argument("--supernet-epochs", type=int, default=30)
     ap.add_argument("--max-batches", type=int, default=0, help="batches per supernet epoch (0: the whole weight split)")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64, help="the stand-alone recipe's batch (and the supernet's)")
+    ap.add_argument("--supernet-batch", type=int, default=0, help="the supernet's batch, where it differs (0: --batch)")
+    ap.add_argument("--w-lr", type=float, default=SearchConfig.w_lr, help="the supernet's weight learning rate")
+    ap.add_argument("--validation-images", default=str(VALIDATION),
+                    help="held-out images each inherited score is taken on, comma-separated to rank with several "
+                         "(0: the whole architecture split; the evolution strategy scores on the first)")
     ap.add_argument("--val-fraction", type=float, default=0.5, help="CIFAR practice: 25k weights / 25k architecture")
     ap.add_argument("--share", type=float, default=0.5, help="the budget, as a share of the way from fastest to slowest")
     ap.add_argument("--fill", type=float, default=0.8)
@@ -163,12 +171,14 @@ def main() -> None:
     print(f"window [{args.fill * budget:.4g}, {budget:.4g}] ms of {fastest:.4g}-{slowest:.4g}: {len(routes)} networks",
           flush=True)
     size = setup.space.config_dict()["input_size"]
-    start = time.perf_counter()
-    evaluator = inherited_scores(setup, folder)
     nets = [search.route_network(r, f"window-{i:02d}") for i, r in enumerate(routes)]
-    inherited = [evaluator.score(n, 0).value for n in nets]
-    print(f"inherited scores: {len(nets)} networks in {time.perf_counter() - start:.0f} s "
-          f"({len(evaluator.holdout.validation)} validation images each)", flush=True)
+    inherited: dict[int, list[float]] = {}
+    for count in (int(c) for c in args.validation_images.split(",")):
+        start = time.perf_counter()
+        evaluator = inherited_scores(setup, folder, count)
+        inherited[len(evaluator.holdout.validation)] = [evaluator.score(n, 0).value for n in nets]
+        print(f"inherited scores: {len(nets)} networks in {time.perf_counter() - start:.0f} s "
+              f"({len(evaluator.holdout.validation)} validation images each)", flush=True)
     trained_data = benchmark_data(config.data, size, 0, args.train_images)
     recipe = Recipe(args.train_epochs, args.batch, args.lr, device=args.device)
     journal = ScoreJournal(out / "scores.jsonl", trained_data, recipe, (config.data, size, 0, args.train_images))
@@ -177,12 +187,15 @@ def main() -> None:
     standalone = [statistics.mean(journal.scores(n, args.seeds)) for n in nets]
     print(f"stand-alone: {len(nets)} networks x {args.seeds} seeds, {args.train_epochs} epochs of "
           f"{len(trained_data.train)} images ({time.perf_counter() - start:.0f} s this call)", flush=True)  # type: ignore[arg-type]
-    for n, a, b in sorted(zip(nets, inherited, standalone), key=lambda t: -t[2]):
+    first = next(iter(inherited.values()))
+    for n, a, b in sorted(zip(nets, first, standalone), key=lambda t: -t[2]):
         print(f"  {n.name}: predicted {setup.table.predict(n).best_ms:.4f} ms, inherited {a:.4f}, stand-alone {b:.4f}")
-    agreement = say_agreement(f"window [{args.fill * budget:.4g}, {budget:.4g}] ms", nets, inherited, standalone, args.seed)
+    agreement = {str(count): say_agreement(f"window [{args.fill * budget:.4g}, {budget:.4g}] ms, inherited on {count} "
+                                           f"images", nets, scores, standalone, args.seed)
+                 for count, scores in inherited.items()}
     atomic_write_json(out / "ranking.json", {"budget_ms": budget, "fill": args.fill, "data": config.data,
                                              "train_images": args.train_images, "train_epochs": args.train_epochs,
-                                             "seeds": args.seeds, **agreement})
+                                             "seeds": args.seeds, "by_validation_images": agreement})
 
 
 if __name__ == "__main__":

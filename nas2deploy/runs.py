@@ -29,7 +29,7 @@ from nas2deploy.search.config import SearchConfig, parse_crop, provenance
 from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, compute_device, join_process_group, launched_as_writer
 from nas2deploy.search.interface import OneShotSearch, SpaceSearch
 from nas2deploy.search.loop import SearchRun
-from nas2deploy.search.oneshot import Holdout, InheritedScore, OneShotStudy
+from nas2deploy.search.oneshot import VALIDATION, Holdout, InheritedScore, OneShotStudy
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.spaces import SpaceEntry, get_space, make_space, space_overrides
 from nas2deploy.spaces.base import SearchSpace
@@ -217,10 +217,11 @@ def start_study(config: StudyConfig, space_name: str, space_config: dict[str, An
     return run_study(config, adapter, space, table, say, measure)
 
 
-def inherited_scores(setup: SearchSetup, run_dir: str | Path) -> InheritedScore:
+def inherited_scores(setup: SearchSetup, run_dir: str | Path, validation: int = VALIDATION) -> InheritedScore:
     """What scores networks by the inherited weights of a one-shot run's trained supernet
     (``open_run``): the supernet on the run's device and memory format, the run's data and its
-    holdout (``search/oneshot.py``), identified by the checkpoint it was read from."""
+    holdout (``search/oneshot.py``; ``validation`` images of it, 0: all), identified by the
+    checkpoint it was read from."""
     from nas2deploy.fileio import sha256_file
 
     config, search = setup.config, setup.space_search
@@ -234,7 +235,7 @@ def inherited_scores(setup: SearchSetup, run_dir: str | Path) -> InheritedScore:
     data = open_dataset(config.data, size, config.data_classes, parse_crop(config.crop), task=search.task)
     identity = {"supernet": sha256_file(Path(run_dir) / "checkpoint.pt"), "val_fraction": config.val_fraction,
                 "seed": config.seed}
-    return InheritedScore(search, data, Holdout.of(config, data), config.batch_size, device, config.channels_last,
+    return InheritedScore(search, data, Holdout.of(config, data, validation), config.batch_size, device, config.channels_last,
                           identity)
 
 

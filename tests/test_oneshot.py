@@ -75,6 +75,19 @@ def test_recalibration_makes_each_norms_statistics_the_mean_over_the_batches():
     assert not model.training and model[1].momentum == 0.1  # evaluation mode, the momentum restored
 
 
+def test_the_holdout_scores_on_the_architecture_split_never_trained_on_capped_or_whole():
+    from types import SimpleNamespace
+
+    from nas2deploy.search.oneshot import CALIBRATION, VALIDATION, Holdout
+
+    config, data = SimpleNamespace(val_fraction=0.5, seed=3), SimpleNamespace(train=range(12000))
+    capped, whole = Holdout.of(config, data), Holdout.of(config, data, validation=0)  # type: ignore[arg-type]
+    assert len(capped.validation) == VALIDATION and len(whole.validation) == 6000
+    assert whole.validation[:VALIDATION] == capped.validation  # more images extend the same split
+    assert capped.calibration == whole.calibration and len(capped.calibration) == CALIBRATION
+    assert not set(whole.validation) & set(whole.calibration)  # scores on images the weights never saw
+
+
 def _spos_study(seed: int, trials: int):
     optuna = pytest.importorskip("optuna")
     from nas2deploy.search.blackbox.evolution import SposEvolution

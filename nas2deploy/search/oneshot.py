@@ -81,12 +81,13 @@ class Holdout:
     validation: list[int]
 
     @staticmethod
-    def of(config: SearchConfig, data: Splits) -> Holdout:
+    def of(config: SearchConfig, data: Splits, validation: int = VALIDATION) -> Holdout:
         """The search loop's own split of the training images (``split_indices``): the weights
         trained on the first part, which gives the calibration images; the second part was never
-        trained on by a one-shot supernet, and scores networks."""
+        trained on by a one-shot supernet, and scores networks (its first ``validation`` images;
+        0: all of them)."""
         train, val = split_indices(len(data.train), config.val_fraction, config.seed)  # type: ignore[arg-type]
-        return Holdout(train[:CALIBRATION], val[:VALIDATION])
+        return Holdout(train[:CALIBRATION], val[:validation] if validation else val)
 
 
 class InheritedScore(Evaluator):
