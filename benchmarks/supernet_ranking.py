@@ -11,7 +11,8 @@
    the validation split carved from the training images, on as many of its images as each of
    ``--validation-images`` says: fewer images, more noise in the supernet's order), and trained
    stand-alone from scratch with one fixed recipe (``--seeds`` seeds, journaled in
-   ``OUT/scores.jsonl``, ``--jobs`` side by side) and scored on the test split.
+   ``OUT/scores.jsonl``, ``--jobs`` side by side) and scored on the test split. The inherited
+   scores are kept in ``OUT/inherited.json``: a killed run resumes where its trainings stopped.
 4. Kendall's tau and Spearman's rho between the two, with bootstrap 95% intervals over the
    networks (``evaluation.significance.rank_agreement``).
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas2deploy.evaluation.scores import Recipe, ScoreJournal, benchmark_data, network_body  # noqa: E402
 from nas2deploy.evaluation.significance import rank_agreement  # noqa: E402
-from nas2deploy.fileio import atomic_write_json  # noqa: E402
+from nas2deploy.fileio import atomic_write_json, read_json, sha256_file  # noqa: E402
 from nas2deploy.nets import Network, network_from_field  # noqa: E402
 from nas2deploy.runs import SearchSetup, inherited_scores, open_run, start_search  # noqa: E402
 from nas2deploy.search.config import SearchConfig  # noqa: E402
@@ -76,6 +77,27 @@ def supernet(args: argparse.Namespace, out: Path) -> tuple[SearchSetup, Path]:
     print(f"supernet: {config.epochs} single-path epochs of {config.max_batches or 'all'} batches "
           f"({time.perf_counter() - start:.0f} s this call)", flush=True)
     return open_run(folder), folder
+
+
+def inherited_by_count(setup: SearchSetup, folder: Path, nets: list[Network], counts: list[int],
+                       kept: Path) -> dict[int, list[float]]:
+    """Each network's inherited score on each count of validation images, keyed by the images
+    actually scored on. Kept in ``kept`` for the supernet's checkpoint and these networks, so that
+    a run resumed after a kill (the trainings take hours) does not score them again."""
+    identity = {"supernet": sha256_file(folder / "checkpoint.pt"), "networks": [network_body(n.to_dict()) for n in nets]}
+    scored = read_json(kept, "the inherited scores this benchmark kept") if kept.exists() else {}
+    if {k: scored.get(k) for k in identity} != identity:
+        scored = {**identity, "scores": {}}
+    for count in counts:
+        if str(count) not in scored["scores"]:
+            start = time.perf_counter()
+            evaluator = inherited_scores(setup, folder, count)
+            values = [evaluator.score(n, 0).value for n in nets]
+            scored["scores"][str(count)] = {"images": len(evaluator.holdout.validation), "scores": values}
+            atomic_write_json(kept, scored)
+            print(f"inherited scores: {len(nets)} networks in {time.perf_counter() - start:.0f} s "
+                  f"({len(evaluator.holdout.validation)} validation images each)", flush=True)
+    return {scored["scores"][str(c)]["images"]: scored["scores"][str(c)]["scores"] for c in counts}
 
 
 def say_agreement(label: str, nets: list[Network], inherited: list[float], standalone: list[float],
@@ -172,13 +194,8 @@ def main() -> None:
           flush=True)
     size = setup.space.config_dict()["input_size"]
     nets = [search.route_network(r, f"window-{i:02d}") for i, r in enumerate(routes)]
-    inherited: dict[int, list[float]] = {}
-    for count in (int(c) for c in args.validation_images.split(",")):
-        start = time.perf_counter()
-        evaluator = inherited_scores(setup, folder, count)
-        inherited[len(evaluator.holdout.validation)] = [evaluator.score(n, 0).value for n in nets]
-        print(f"inherited scores: {len(nets)} networks in {time.perf_counter() - start:.0f} s "
-              f"({len(evaluator.holdout.validation)} validation images each)", flush=True)
+    inherited = inherited_by_count(setup, folder, nets, [int(c) for c in args.validation_images.split(",")],
+                                   out / "inherited.json")
     trained_data = benchmark_data(config.data, size, 0, args.train_images)
     recipe = Recipe(args.train_epochs, args.batch, args.lr, device=args.device)
     journal = ScoreJournal(out / "scores.jsonl", trained_data, recipe, (config.data, size, 0, args.train_images))
