@@ -50,9 +50,9 @@ from nas2deploy.evaluation.significance import rank_agreement  # noqa: E402
 from nas2deploy.fileio import atomic_write_json, read_json, sha256_file  # noqa: E402
 from nas2deploy.nets import Network, network_from_field  # noqa: E402
 from nas2deploy.runs import SearchSetup, inherited_scores, open_run, start_search  # noqa: E402
-from nas2deploy.search.config import SearchConfig  # noqa: E402
+from nas2deploy.search.config import VALIDATION, SearchConfig  # noqa: E402
 from nas2deploy.search.interface import OneShotSearch  # noqa: E402
-from nas2deploy.search.oneshot import VALIDATION, window_routes  # noqa: E402
+from nas2deploy.search.oneshot import window_routes  # noqa: E402
 from nas2deploy.spaces.tables import load_table, table_space  # noqa: E402
 from nas2deploy.validate import Field  # noqa: E402
 

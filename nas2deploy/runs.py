@@ -25,11 +25,11 @@ from nas2deploy.latency.table import LatencyTable
 from nas2deploy.nets import Network
 from nas2deploy.search.blackbox.study import StudyConfig
 from nas2deploy.search.budget import DEFAULT_FILL
-from nas2deploy.search.config import SearchConfig, parse_crop, provenance
+from nas2deploy.search.config import VALIDATION, SearchConfig, parse_crop, provenance
 from nas2deploy.search.distributed import DEFAULT_TIMEOUT_S, compute_device, join_process_group, launched_as_writer
 from nas2deploy.search.interface import OneShotSearch, SpaceSearch
 from nas2deploy.search.loop import SearchRun
-from nas2deploy.search.oneshot import VALIDATION, Holdout, InheritedScore, OneShotStudy
+from nas2deploy.search.oneshot import Holdout, InheritedScore, OneShotStudy
 from nas2deploy.search.run_folder import RunFolder
 from nas2deploy.spaces import SpaceEntry, get_space, make_space, space_overrides
 from nas2deploy.spaces.base import SearchSpace
@@ -233,27 +233,29 @@ def inherited_scores(setup: SearchSetup, run_dir: str | Path, validation: int = 
         search.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     size = setup.space.config_dict()["input_size"]
     data = open_dataset(config.data, size, config.data_classes, parse_crop(config.crop), task=search.task)
+    holdout = Holdout.of(config, data, validation)
     identity = {"supernet": sha256_file(Path(run_dir) / "checkpoint.pt"), "val_fraction": config.val_fraction,
-                "seed": config.seed}
-    return InheritedScore(search, data, Holdout.of(config, data, validation), config.batch_size, device, config.channels_last,
-                          identity)
+                "seed": config.seed, "validation_images": len(holdout.validation)}
+    return InheritedScore(search, data, holdout, config.batch_size, device, config.channels_last, identity)
 
 
 def evolve(setup: SearchSetup, run_dir: str | Path, budget_ms: float, out: str | Path, trials: int = 200,
            sampler: str = "spos", fill: float = DEFAULT_FILL, storage: str = "", study: str = "", measure: bool = False,
            force: bool = False, say: Callable[[str], None] | None = None,
-           measured: Callable[[Network], float] | None = None) -> dict[str, Any]:
+           measured: Callable[[Network], float] | None = None, validation: int = VALIDATION) -> dict[str, Any]:
     """The evolution strategy's search of a one-shot run's trained supernet (``open_run``) under
     ``budget_ms``: a black-box study in ``out`` whose trials are networks of the space, pruned
     outside [fill x budget, budget] on the table and scored by their inherited weights
-    (``inherited_scores``); its summary (the chosen network in ``out``/best.json).
+    (``inherited_scores``, on ``validation`` images of the architecture split; 0: all of them);
+    its summary (the chosen network in ``out``/best.json).
 
     The study is named after the supernet's checkpoint unless ``study`` names it: a search
     resumed for more epochs scores with new weights, so it opens a study of its own beside the
-    old one instead of joining trials scored by the weights it replaced."""
+    old one instead of joining trials scored by the weights it replaced. A study resumed with
+    another number of validation images is refused, naming it: its scores would not compare."""
     from nas2deploy.search.blackbox.study import run_study
 
-    evaluator = inherited_scores(setup, run_dir)
+    evaluator = inherited_scores(setup, run_dir, validation)
     config = setup.config
     study = study or f"{setup.space.name}-supernet-{evaluator.identity['supernet'][:12]}"
     study_config = StudyConfig(table=config.table, data=config.data, budget_ms=budget_ms, out=str(out), trials=trials,

@@ -78,7 +78,8 @@ def test_recalibration_makes_each_norms_statistics_the_mean_over_the_batches():
 def test_the_holdout_scores_on_the_architecture_split_never_trained_on_capped_or_whole():
     from types import SimpleNamespace
 
-    from nas2deploy.search.oneshot import CALIBRATION, VALIDATION, Holdout
+    from nas2deploy.search.config import VALIDATION
+    from nas2deploy.search.oneshot import CALIBRATION, Holdout
 
     config, data = SimpleNamespace(val_fraction=0.5, seed=3), SimpleNamespace(train=range(12000))
     capped, whole = Holdout.of(config, data), Holdout.of(config, data, validation=0)  # type: ignore[arg-type]
@@ -174,6 +175,9 @@ def test_the_evolution_strategy_runs_from_the_command_line(tmp_path_factory, tmp
                                       "--out", str(other)])
     assert result.exit_code == 0, result.output
     assert (run / f"evolution-{round(predicted[150], 4):g}ms" / "study.json").exists() and other.exists()
+    refused = CliRunner().invoke(cli, ["derive", str(run), "--budget-ms", str(round(predicted[150], 4)), "--trials", "12",
+                                       "--validation-images", "20", "--out", str(tmp_path / "fewer.json")])
+    assert refused.exit_code == 1 and "created for another validation_images" in refused.output  # scores would not compare
     refused = CliRunner().invoke(cli, [*common, "--strategy", "evolution", "--lambda", "0.3", "--budget-ms", "1",
                                        "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--lambda is an option of the densenas search's gradient strategy" in refused.output
@@ -183,6 +187,8 @@ def test_the_evolution_strategy_runs_from_the_command_line(tmp_path_factory, tmp
     assert CliRunner().invoke(cli, [*common, "--epochs", "2", "--warmup-epochs", "1", "--out", str(gradient)]).exit_code == 0
     refused = CliRunner().invoke(cli, ["derive", str(gradient), "--trials", "5", "--out", str(tmp_path / "g.json")])
     assert refused.exit_code == 1 and "run searched with --strategy evolution" in refused.output
+    refused = CliRunner().invoke(cli, ["derive", str(gradient), "--validation-images", "10", "--out", str(tmp_path / "g.json")])
+    assert refused.exit_code == 1 and "--validation-images steers the evolutionary search" in refused.output
 
 
 SEG = {"input_size": 64, "layers": 3, "base_width": 8, "num_classes": 6}

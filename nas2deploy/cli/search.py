@@ -23,7 +23,7 @@ from nas2deploy.errors import UserError
 from nas2deploy.fileio import check_name, claim_file, exclusive, lock_path, require_space
 from nas2deploy.search.budget import DEFAULT_FILL
 from nas2deploy.search.blackbox.storage import SAMPLERS
-from nas2deploy.search.config import STRATEGIES, SearchConfig
+from nas2deploy.search.config import STRATEGIES, VALIDATION, SearchConfig
 from nas2deploy.spaces import DEFAULT_SPACE, SPACES
 
 if TYPE_CHECKING:
@@ -100,7 +100,10 @@ def params_of(name: str, strategy: str = "gradient") -> list[click.Parameter]:
         return chosen + supernet_params() + space_params(name, "space", "search")
     return chosen + [p for p in supernet_params() if p.name not in GRADIENT_ONLY] + study_params(200, "spos", rerank=False) + [
         click.Option(["--fill"], type=Finite(min=0, max=1), default=DEFAULT_FILL, show_default=True,
-                     help="The window's lower end as a share of the budget: networks predicted below it are not scored.")
+                     help="The window's lower end as a share of the budget: networks predicted below it are not scored."),
+        click.Option(["--validation-images"], type=click.IntRange(min=0), default=VALIDATION, show_default=True,
+                     help="Images of the architecture split each network is scored on (0: all of it): more images "
+                     "order the networks of a narrow window more surely, and each trial takes longer."),
     ] + space_params(name, "space", "search")
 
 
@@ -164,7 +167,8 @@ def supernet_search(ctx: click.Context, space_name: str, table: str, out: str, f
 
     dist_backend, dist_timeout, config_file, resume = (opts.pop(k) for k in ("dist_backend", "dist_timeout", "config_file",
                                                                               "resume"))
-    evolution: dict[str, Any] = {k: opts.pop(k) for k in ("trials", "storage", "study_name", "sampler", "measure", "fill")
+    evolution: dict[str, Any] = {k: opts.pop(k) for k in ("trials", "storage", "study_name", "sampler", "measure", "fill",
+                                                               "validation_images")
                                  if k in opts}
     if opts["strategy"] == "evolution" and opts.get("budget_ms") is None:
         raise UserError("--strategy evolution searches the networks of a budget's window: give --budget-ms")
@@ -211,7 +215,7 @@ def _finish_search(run: SearchRun, out: str, evolution: dict[str, Any], warnings
         assert run.config.budget_ms is not None
         summary = evolve(open_run(out), out, run.config.budget_ms, Path(out) / "evolution", evolution["trials"],
                          evolution["sampler"], evolution["fill"], evolution["storage"] or "", evolution["study_name"] or "",
-                         evolution["measure"], say=log)
+                         evolution["measure"], say=log, validation=evolution["validation_images"])
         save_arch(load_arch(summary["best"]["arch"]).renamed(Path(out).name), derived)
     predicted = run.table.predict(load_arch(derived)).best_ms
     last = json.loads((Path(out) / "log.jsonl").read_text().splitlines()[-1])
@@ -266,22 +270,26 @@ def study(space_name: str, table: str, out: str, force: bool, as_json: bool, opt
               help="With --budget-ms, on the table's device: measure and tighten until the measured latency fits.")
 @click.option("--trials", type=click.IntRange(min=1), help="An evolution run: the evolutionary search's trials [default: 200].")
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="An evolution run: how its trials are drawn [default: spos].")
+@click.option("--validation-images", type=click.IntRange(min=0),
+              help=f"An evolution run: the images each network is scored on (search --validation-images) "
+                   f"[default: {VALIDATION}].")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @force_option
 @json_option
 @click.pass_context
 def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: float, measured: bool, trials: int | None,
-           sampler: str | None, out: str, force: bool, as_json: bool, **opts: Any) -> None:
+           sampler: str | None, validation_images: int | None, out: str, force: bool, as_json: bool, **opts: Any) -> None:
     """Derive an architecture from a search run: the most probable one, or the best under a budget."""
     if measured and budget_ms is None:
         raise UserError("--measure needs --budget-ms")
     if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
         raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
     with exclusive(lock_path(check_name(out)), f"architecture {out}"):  # before the output is checked: one writer
-        _derive(run_dir, budget_ms, fill, measured, trials, sampler, out, force, as_json, opts)
+        evolution = {"trials": trials, "sampler": sampler, "validation_images": validation_images}
+        _derive(run_dir, budget_ms, fill, measured, evolution, out, force, as_json, opts)
 
 
-def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, trials: int | None, sampler: str | None,
+def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, evolution_options: dict[str, Any],
             out: str, force: bool, as_json: bool, opts: dict[str, Any]) -> None:
     from nas2deploy.nets import load_arch, save_arch
     from nas2deploy.runs import evolve, open_run
@@ -293,15 +301,18 @@ def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, 
     options = {**run.derive_options, **pop_options(run.config.space, opts, "derive")}
     name = Path(out).stem
     evolution = run.config.strategy == "evolution"
-    if not evolution and (trials or sampler):
-        raise UserError(f"--{'trials' if trials else 'sampler'} steers the evolutionary search of a run searched with "
+    given = [k for k, v in evolution_options.items() if v is not None]
+    if not evolution and given:
+        raise UserError(f"--{given[0].replace('_', '-')} steers the evolutionary search of a run searched with "
                         f"--strategy evolution; run {run_dir} searched by gradient: leave it out")
     if evolution and budget_ms is None:
         raise UserError(f"run {run_dir} is a one-shot supernet (--strategy evolution): a network is derived by an "
                         "evolutionary search of a budget's window; give --budget-ms")
     if evolution and budget_ms is not None:
+        trials, sampler, validation = (evolution_options[k] for k in ("trials", "sampler", "validation_images"))
         summary = evolve(run, run_dir, budget_ms, Path(run_dir) / f"evolution-{budget_ms:g}ms", trials or 200,
-                         sampler or "spos", fill, measure=measured, say=log)
+                         sampler or "spos", fill, measure=measured, say=log,
+                         validation=VALIDATION if validation is None else validation)
         arch = load_arch(summary["best"]["arch"]).renamed(name)
     elif measured and budget_ms is not None:
         found = derive_measured(run.space_search, budget_ms, name=name, say=log, fill=fill, **options).arch

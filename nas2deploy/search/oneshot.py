@@ -33,7 +33,7 @@ from nas2deploy.nets import Network
 from nas2deploy.objective import METRIC, Score
 from nas2deploy.search.blackbox.space import BlackBoxSpace, Evaluator, TrialScore
 from nas2deploy.search.blackbox.study import StudyConfig
-from nas2deploy.search.config import SearchConfig
+from nas2deploy.search.config import VALIDATION, SearchConfig
 from nas2deploy.search.interface import OneShotSearch
 
 #: Draws per network of the first population before a window is declared too narrow to fill.
@@ -41,9 +41,6 @@ DRAWS = 2000
 #: Training images whose statistics each network's batch norms are recalibrated on (SPOS: 20,000
 #: ImageNet images; a few hundred settle the statistics of the small networks searched here).
 CALIBRATION = 512
-#: Validation images a network is scored on at most (a standard error of about 0.65 points of
-#: top-1 at 70%; the search loop's architecture split of CIFAR-10 is 25,000).
-VALIDATION = 5000
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
