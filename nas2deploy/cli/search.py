@@ -285,8 +285,8 @@ def derive(ctx: click.Context, run_dir: str, budget_ms: float | None, fill: floa
     if budget_ms is None and ctx.get_parameter_source("fill") != click.core.ParameterSource.DEFAULT:
         raise UserError("--fill sets how much of --budget-ms the network uses: give --budget-ms, or leave --fill out")
     with exclusive(lock_path(check_name(out)), f"architecture {out}"):  # before the output is checked: one writer
-        evolution = {"trials": trials, "sampler": sampler, "validation_images": validation_images}
-        _derive(run_dir, budget_ms, fill, measured, evolution, out, force, as_json, opts)
+        evolution_options = {"trials": trials, "sampler": sampler, "validation_images": validation_images}
+        _derive(run_dir, budget_ms, fill, measured, evolution_options, out, force, as_json, opts)
 
 
 def _derive(run_dir: str, budget_ms: float | None, fill: float, measured: bool, evolution_options: dict[str, Any],
